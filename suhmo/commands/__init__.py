@@ -1,0 +1,1 @@
+"""Click commands of the ``suhmo`` CLI, one module each."""

@@ -1,0 +1,433 @@
+"""Typed, serialisable configuration of a SUHMo run.
+
+Every knob of the trainer is a field of one of the dataclasses below; defaults follow the
+paper (Sec. 4.1). Field names are addressed with dots (``optim.lr_g``, ``windows.family``)
+by ``--set key=value``, YAML files and the search spaces. Unknown keys are errors that
+name the key and suggest the closest known one.
+
+Presets: ``paper`` (the defaults), ``small`` (CPU-sized experiments) and ``tiny``
+(smoke runs and tests).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+
+class ConfigError(ValueError):
+    """A configuration mistake; the message says which key and why."""
+
+
+@dataclass
+class DataConfig:
+    path: Optional[str] = None  # canonical landmark .npz; None = embedded synthetic data
+    fps: float = 25.0  # training frame rate; other rates are resampled
+    obs_len: int = 5  # observed (teacher-forced) frames, paper: "up to 5"
+    seq_len: int = 40  # generated frames per training window (1.6 s at 25 fps)
+    normalize: str = "bbox"  # bbox (keeps head translation) | centred (suppresses it)
+    bbox_scale: float = 1.1  # per-clip bounding box enlargement before mapping to [0, 1]
+    pairing: str = "random"  # random pairs (2n, 2n+1) | cooccurring (real pairs when the data has them)
+    augment: bool = True  # random rescale, translation and flip (with index swap)
+    aug_scale_low: float = 0.6  # rescale factor range about the centre
+    aug_scale_high: float = 1.0
+    aug_flip_p: float = 0.5
+    smooth_frames: int = 1  # trailing moving average on positions (1 = off), same for real and fake
+    test_fraction: float = 0.25  # share of persons held out for evaluation
+    synth_clips: int = 48  # embedded synthetic data, used when path is None
+    synth_seconds: float = 8.0
+    synth_seed: int = 0
+
+
+@dataclass
+class WindowConfig:
+    """Window-based multi-scale sequence discriminator sampling (eq. 5)."""
+
+    family: str = "uniform"  # fixed | uniform | texp  (distribution of the window length tau)
+    scales: list = field(default_factory=lambda: [5, 10, 20, 40])  # family=fixed
+    tau_min: int = 5  # uniform / texp support [tau_min, tau_max]
+    tau_max: int = 40
+    texp_mean: float = 20.0  # texp: mean of the untruncated exponential
+    starts: str = "random"  # random (paper) | grid (authors' code, stride grid_stride * tau)
+    grid_stride: float = 0.5
+    num_windows: int = 4  # windows drawn per D call (random starts)
+    single_scale: bool = False  # ablation: one window of length seq_len
+
+
+@dataclass
+class ModelConfig:
+    variant: str = "rnn"  # rnn | transformer (generator)
+    d_form: str = "auto"  # rnn | transformer | auto (= variant) for the sequence discriminators
+    hidden_g: int = 1024  # LSTM hidden size (rnn) / feed-forward width (transformer)
+    mlp_g: int = 1024  # deep-output MLP width
+    emb_g: int = 1024  # transformer token embedding
+    blocks_g: int = 1
+    heads_g: int = 1
+    hidden_d: int = 1024  # sequence D LSTM hidden size (rnn) / feed-forward width (transformer)
+    emb_d: int = 128  # transformer D embedding
+    blocks_d: int = 1
+    heads_d: int = 1
+    frame_d_hidden: int = 1024  # D_F width
+    spectral_norm: bool = True
+    pair_g: bool = True  # batch-pool / batch-cross attention in G (False = one-sample G)
+    joint_d: bool = True  # joint pair discriminator D_s^j (False = one-sample D)
+    delta: bool = False  # delta-based baseline: displacements from x_0
+
+
+@dataclass
+class LossConfig:
+    adversarial: bool = True  # False = MLE baseline (L2 only)
+    w_seq: float = 1.0  # D_s
+    w_joint: float = 1.0  # D_s^j
+    w_frame: float = 1.0  # D_F
+    lam: float = 1e-2  # lambda of eq. 11
+    lam_decay: str = "none"  # none | step | linear | exp
+    lam_decay_iters: int = 5000  # iterations over which (or at which, for step) lambda decays
+    lam_final: float = 1e-4
+    reco: float = 0.0  # optional L2 on the teacher-forced observed frames (authors: 1e-3)
+
+
+@dataclass
+class OptimConfig:
+    lr_g: float = 2e-5
+    lr_d: float = 1e-5
+    beta1: float = 0.5
+    beta2: float = 0.999
+    lr_decay_iter: Optional[int] = 60000  # step decay point; None = never
+    lr_decay_factor: float = 0.1
+    grad_clip: Optional[float] = None  # max gradient norm; None = off (authors: 1.0)
+
+
+@dataclass
+class TrainConfig:
+    iterations: int = 80000
+    batch_size: int = 120  # sequences, i.e. batch_size / 2 pairs
+    eval_every: int = 1000
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    threads: Optional[int] = None  # torch CPU threads; None = torch default
+    select_metric: str = "fd_clip40"  # best.pt is chosen on this metric
+    select_mode: str = "min"
+    progress: bool = True
+
+
+@dataclass
+class EvalConfig:
+    samples: int = 256  # generated sequences per evaluation
+    frames: int = 40  # generated frames per sequence during training evaluation
+    runs: int = 1
+    seed: int = 1234  # evaluation is seeded on its own
+    init_vel: float = 0.01  # random initial velocity range (authors' evaluation); 0 = still start
+    metrics: list = field(default_factory=lambda: ["landmark"])
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    windows: WindowConfig = field(default_factory=WindowConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    # ------------------------------------------------------------------ serialisation
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def flat(self) -> dict[str, Any]:
+        """``{"optim.lr_g": 2e-5, ...}``: every field by dotted name."""
+        out = {}
+        for sec, values in self.to_dict().items():
+            for k, v in values.items():
+                out[f"{sec}.{k}"] = v
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict, *, where: str = "config") -> "Config":
+        cfg = cls()
+        cfg.update(d, where=where)
+        return cfg
+
+    def update(self, d: dict, *, where: str = "config") -> "Config":
+        """Apply a nested or dotted dict of values, rejecting unknown keys."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(d).__name__}")
+        for key, value in d.items():
+            if "." in str(key):
+                self.set(str(key), value, where=where)
+            elif isinstance(value, dict) and key in _sections():
+                for sub, v in value.items():
+                    self.set(f"{key}.{sub}", v, where=where)
+            else:
+                self.set(str(key), value, where=where)
+        return self
+
+    def set(self, dotted: str, value: Any, *, where: str = "config") -> None:
+        section, name = _resolve(dotted, where)
+        sec_obj = getattr(self, section)
+        ftype = _field_types(type(sec_obj))[name]
+        setattr(sec_obj, name, coerce(value, ftype, f"{where}: {dotted}"))
+
+    def get(self, dotted: str) -> Any:
+        section, name = _resolve(dotted, "config")
+        return getattr(getattr(self, section), name)
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def save(self, path: str | Path) -> None:
+        from suhmo.utils import atomic_write_text
+
+        atomic_write_text(Path(path), self.to_yaml())
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    # ------------------------------------------------------------------ derived values
+    @property
+    def d_form(self) -> str:
+        return self.model.variant if self.model.d_form == "auto" else self.model.d_form
+
+    def validate(self) -> "Config":
+        """Check ranges and choices; raise ConfigError naming the field."""
+        c = self
+        _choice("data.normalize", c.data.normalize, ("bbox", "centred"))
+        _choice("data.pairing", c.data.pairing, ("random", "cooccurring"))
+        _choice("windows.family", c.windows.family, ("fixed", "uniform", "texp"))
+        _choice("windows.starts", c.windows.starts, ("random", "grid"))
+        _choice("model.variant", c.model.variant, ("rnn", "transformer"))
+        _choice("model.d_form", c.model.d_form, ("auto", "rnn", "transformer"))
+        _choice("loss.lam_decay", c.loss.lam_decay, ("none", "step", "linear", "exp"))
+        _choice("train.device", c.train.device, ("auto", "cpu", "cuda"))
+        _choice("train.select_mode", c.train.select_mode, ("min", "max"))
+        _positive("data.obs_len", c.data.obs_len)
+        _positive("data.seq_len", c.data.seq_len, minimum=2)
+        _positive("data.fps", c.data.fps)
+        _positive("data.smooth_frames", c.data.smooth_frames)
+        if not 0 < c.data.aug_scale_low <= c.data.aug_scale_high:
+            raise ConfigError(
+                f"data.aug_scale_low={c.data.aug_scale_low} and data.aug_scale_high="
+                f"{c.data.aug_scale_high}: need 0 < low <= high"
+            )
+        if not 0 <= c.data.aug_flip_p <= 1:
+            raise ConfigError(f"data.aug_flip_p={c.data.aug_flip_p}: must lie in [0, 1]")
+        if not 0 < c.data.test_fraction < 1:
+            raise ConfigError(f"data.test_fraction={c.data.test_fraction}: must lie in (0, 1)")
+        _positive("train.batch_size", c.train.batch_size, minimum=2)
+        if c.train.batch_size % 2:
+            raise ConfigError(f"train.batch_size={c.train.batch_size}: must be even (samples come in pairs)")
+        _positive("train.iterations", c.train.iterations)
+        _positive("train.eval_every", c.train.eval_every)
+        _positive("eval.samples", c.eval.samples, minimum=2)
+        _positive("eval.frames", c.eval.frames)
+        _positive("eval.runs", c.eval.runs)
+        w = c.windows
+        _positive("windows.num_windows", w.num_windows)
+        _positive("windows.tau_min", w.tau_min, minimum=2)
+        if w.tau_max < w.tau_min:
+            raise ConfigError(f"windows.tau_max={w.tau_max} < windows.tau_min={w.tau_min}")
+        if w.family == "fixed":
+            if not w.scales or any(int(s) < 2 for s in w.scales):
+                raise ConfigError(f"windows.scales={w.scales}: need a non-empty list of lengths >= 2")
+        span = c.data.seq_len
+        too_long = [s for s in (w.scales if w.family == "fixed" else [w.tau_max]) if int(s) > span]
+        if too_long:
+            raise ConfigError(
+                f"windows: length {too_long[0]} exceeds data.seq_len={span}; lower it or raise seq_len"
+            )
+        if w.texp_mean <= 0:
+            raise ConfigError(f"windows.texp_mean={w.texp_mean}: must be > 0")
+        if not 0 < w.grid_stride <= 1:
+            raise ConfigError(f"windows.grid_stride={w.grid_stride}: must lie in (0, 1]")
+        for name in ("hidden_g", "mlp_g", "emb_g", "blocks_g", "heads_g", "hidden_d", "emb_d",
+                     "blocks_d", "heads_d", "frame_d_hidden"):
+            _positive(f"model.{name}", getattr(c.model, name))
+        if c.model.emb_g % c.model.heads_g:
+            raise ConfigError(f"model.emb_g={c.model.emb_g} is not divisible by model.heads_g={c.model.heads_g}")
+        if c.model.emb_d % c.model.heads_d:
+            raise ConfigError(f"model.emb_d={c.model.emb_d} is not divisible by model.heads_d={c.model.heads_d}")
+        for name in ("lr_g", "lr_d"):
+            v = getattr(c.optim, name)
+            if not (v > 0 and math.isfinite(v)):
+                raise ConfigError(f"optim.{name}={v}: must be a positive number")
+        for name in ("beta1", "beta2"):
+            v = getattr(c.optim, name)
+            if not 0 <= v < 1:
+                raise ConfigError(f"optim.{name}={v}: must lie in [0, 1)")
+        if c.optim.grad_clip is not None and c.optim.grad_clip <= 0:
+            raise ConfigError(f"optim.grad_clip={c.optim.grad_clip}: must be > 0 or null")
+        for name in ("w_seq", "w_joint", "w_frame", "lam", "lam_final", "reco"):
+            v = getattr(c.loss, name)
+            if not (v >= 0 and math.isfinite(v)):
+                raise ConfigError(f"loss.{name}={v}: must be a finite number >= 0")
+        return self
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    "small": {
+        "model.hidden_g": 128, "model.mlp_g": 128, "model.emb_g": 128, "model.hidden_d": 128,
+        "model.emb_d": 64, "model.frame_d_hidden": 128,
+        "train.batch_size": 32, "train.iterations": 3000, "train.eval_every": 250,
+        "optim.lr_g": 1e-4, "optim.lr_d": 5e-5, "optim.lr_decay_iter": None,
+        "eval.samples": 128,
+    },
+    "tiny": {
+        "model.hidden_g": 32, "model.mlp_g": 32, "model.emb_g": 32, "model.hidden_d": 32,
+        "model.emb_d": 16, "model.frame_d_hidden": 32,
+        "data.synth_clips": 12, "data.synth_seconds": 4.0,
+        "train.batch_size": 8, "train.iterations": 20, "train.eval_every": 10, "train.progress": False,
+        "optim.lr_g": 1e-4, "optim.lr_d": 5e-5, "optim.lr_decay_iter": None,
+        "eval.samples": 16,
+    },
+}
+
+
+def make_config(preset: str = "paper", *, yaml_path: str | Path | None = None,
+                overrides: list[str] | dict | None = None) -> Config:
+    """Preset, then YAML file, then ``key=value`` overrides; validated."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    cfg = Config().update(PRESETS[preset], where=f"preset {preset}")
+    if yaml_path is not None:
+        cfg.update(load_yaml(yaml_path), where=str(yaml_path))
+    if overrides:
+        if isinstance(overrides, dict):
+            cfg.update(overrides, where="overrides")
+        else:
+            for item in overrides:
+                if "=" not in item:
+                    raise ConfigError(f"--set {item!r}: expected key=value, e.g. optim.lr_g=1e-4")
+                k, v = item.split("=", 1)
+                cfg.set(k.strip(), _parse_scalar(v.strip()), where="--set")
+    return cfg.validate()
+
+
+def load_yaml(path: str | Path) -> dict:
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: config file not found")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping at the top level")
+    return data
+
+
+def all_keys() -> list[str]:
+    return list(Config().flat())
+
+
+def field_type(dotted: str) -> Any:
+    section, name = _resolve(dotted, "config")
+    return _field_types(type(getattr(Config(), section)))[name]
+
+
+# ---------------------------------------------------------------------- helpers
+def _sections() -> dict[str, type]:
+    return {f.name: f.default_factory for f in dataclasses.fields(Config)}  # type: ignore[misc]
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def suggest(name: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.5)
+    if not close:
+        # also try on the last dotted component
+        tail = {c.split(".")[-1]: c for c in candidates}
+        hit = difflib.get_close_matches(name.split(".")[-1], list(tail), n=1, cutoff=0.6)
+        close = [tail[hit[0]]] if hit else []
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _resolve(dotted: str, where: str) -> tuple[str, str]:
+    keys = all_keys()
+    parts = dotted.split(".")
+    if len(parts) == 1:
+        # a bare field name is accepted when it is unique across sections
+        owners = [k for k in keys if k.split(".")[1] == dotted]
+        if len(owners) == 1:
+            return tuple(owners[0].split("."))  # type: ignore[return-value]
+    if len(parts) != 2 or dotted not in keys:
+        raise ConfigError(f"{where}: unknown config key {dotted!r}{suggest(dotted, keys)}")
+    return parts[0], parts[1]
+
+
+def _parse_scalar(text: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def coerce(value: Any, ftype: Any, where: str) -> Any:
+    """Convert ``value`` to the field type ``ftype`` or raise ConfigError."""
+    origin = typing.get_origin(ftype)
+    args = typing.get_args(ftype)
+    if origin is typing.Union and type(None) in args:
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            return None
+        ftype = next(a for a in args if a is not type(None))
+    if isinstance(value, str) and ftype is not str:
+        value = _parse_scalar(value)
+    try:
+        if ftype is bool:
+            if isinstance(value, bool):
+                return value
+            raise TypeError
+        if ftype is int:
+            if isinstance(value, bool):
+                raise TypeError
+            if isinstance(value, float) and not value.is_integer():
+                raise TypeError
+            return int(value)
+        if ftype is float:
+            if isinstance(value, bool):
+                raise TypeError
+            return float(value)
+        if ftype is str:
+            if not isinstance(value, str):
+                raise TypeError
+            return value
+        if ftype is list or typing.get_origin(ftype) is list:
+            if isinstance(value, tuple):
+                value = list(value)
+            if not isinstance(value, list):
+                raise TypeError
+            return value
+    except (TypeError, ValueError):
+        pass
+    else:
+        return value
+    tname = getattr(ftype, "__name__", str(ftype))
+    raise ConfigError(f"{where}: expected {tname}, got {value!r}")
+
+
+def _choice(name: str, value: Any, options: tuple) -> None:
+    if value not in options:
+        raise ConfigError(f"{name}={value!r}: choose one of {', '.join(map(str, options))}")
+
+
+def _positive(name: str, value: Any, minimum: float = 1) -> None:
+    if value is None or value < minimum:
+        raise ConfigError(f"{name}={value}: must be >= {minimum}")

@@ -1,0 +1,30 @@
+"""Where suhmo keeps its working files.
+
+Everything lives under one folder, ``$SUHMO_HOME`` or ``./suhmo-runs`` in the current
+working directory: the MLflow sqlite database and artifacts, the Ray Tune storage, the
+cached metric reference statistics and the default training outputs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def home() -> Path:
+    """The working root (absolute), created on first use."""
+    root = Path(os.environ.get("SUHMO_HOME", "suhmo-runs")).expanduser().resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def cache_dir() -> Path:
+    """Cached metric reference statistics and other derived data."""
+    d = Path(os.environ.get("SUHMO_CACHE", home() / "cache")).expanduser().resolve()
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def detector_dir() -> Path:
+    """Folder searched for the pretrained detector files (Inception, I3D)."""
+    return Path(os.environ.get("SUHMO_DETECTORS", home() / "detectors")).expanduser().resolve()
