@@ -1,0 +1,41 @@
+"""Shared fixtures. Tests are CPU-only, tiny and deterministic."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DEV_DATA = Path(os.environ.get("SUHMO_DEV_DATA", REPO.parent / "shared" / "data" / "real_dev_landmarks.npz"))
+
+# Quiet, local-only settings for every test process (and the Ray workers they start).
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "true")
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path, monkeypatch):
+    """Every test gets its own SUHMO_HOME so nothing leaks between tests."""
+    monkeypatch.setenv("SUHMO_HOME", str(tmp_path / "suhmo-home"))
+    yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _few_threads():
+    import torch
+
+    torch.set_num_threads(1)
+    yield
+
+
+@pytest.fixture
+def dev_data() -> Path:
+    """The real dev landmarks from ../shared/data; the test is skipped without them."""
+    if not DEV_DATA.is_file():
+        pytest.skip(f"real dev data not found at {DEV_DATA} (set SUHMO_DEV_DATA)")
+    return DEV_DATA
