@@ -1,0 +1,60 @@
+import pytest
+
+from suhmo.config import Config, ConfigError, all_keys, make_config
+
+
+def test_defaults_follow_the_paper():
+    c = make_config("paper")
+    assert (c.data.obs_len, c.data.seq_len) == (5, 40)
+    assert (c.optim.lr_g, c.optim.lr_d, c.optim.beta1, c.optim.beta2) == (2e-5, 1e-5, 0.5, 0.999)
+    assert c.loss.lam == 1e-2 and c.model.hidden_g == 1024 and c.model.emb_d == 128
+    assert c.train.batch_size == 120
+
+
+def test_round_trip_through_dict_and_yaml(tmp_path):
+    c = make_config("tiny", overrides=["optim.lr_g=3e-4", "windows.family=texp", "model.variant=transformer"])
+    again = Config.from_dict(c.to_dict())
+    assert again == c
+    p = tmp_path / "c.yaml"
+    c.save(p)
+    assert make_config("paper", yaml_path=p) == c
+
+
+def test_overrides_are_typed():
+    c = make_config("tiny", overrides=["train.iterations=7", "optim.grad_clip=none", "windows.scales=[4, 8]"])
+    assert c.train.iterations == 7 and c.optim.grad_clip is None and c.windows.scales == [4, 8]
+    with pytest.raises(ConfigError, match="train.iterations.*expected int"):
+        make_config("tiny", overrides=["train.iterations=seven"])
+    with pytest.raises(ConfigError, match="expected bool"):
+        make_config("tiny", overrides=["model.pair_g=3"])
+
+
+def test_unknown_key_is_named_with_a_suggestion(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown config key 'optim.lr_gg'.*'optim.lr_g'"):
+        make_config("tiny", overrides=["optim.lr_gg=1"])
+    p = tmp_path / "bad.yaml"
+    p.write_text("model:\n  hiden_g: 12\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml.*model.hiden_g.*model.hidden_g"):
+        make_config("tiny", yaml_path=p)
+
+
+@pytest.mark.parametrize(
+    "override, pattern",
+    [
+        ("train.batch_size=7", "must be even"),
+        ("windows.tau_max=80", "exceeds data.seq_len"),
+        ("windows.tau_min=41", r"tau_max=40 < windows.tau_min=41"),
+        ("optim.lr_g=-1", "positive"),
+        ("windows.family=gauss", "choose one of"),
+        ("data.aug_scale_low=2", "low <= high"),
+    ],
+)
+def test_impossible_values_are_rejected(override, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        make_config("tiny", overrides=[override])
+
+
+def test_every_key_is_addressable():
+    c = Config()
+    for k in all_keys():
+        c.set(k, c.get(k))
