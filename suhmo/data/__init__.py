@@ -1,0 +1,35 @@
+"""Landmark data: the canonical format, validation, normalisation, training windows,
+pairing, augmentation, procedural talking heads and video -> landmarks.
+
+Public API (docs/ARCHITECTURE.md, "Data"). MediaPipe (``prepare``) is imported only when a
+video or image is processed.
+"""
+
+from suhmo.data.dataset import (
+    DataError,
+    LandmarkSet,
+    ResampleNotice,
+    load_landmarks,
+    resample_clip,
+    save_landmarks,
+)
+from suhmo.data.normalize import NormParams, denormalize_clip, normalize_clip, normalize_set
+from suhmo.data.windows import (
+    FLIP_PERM,
+    BatchSampler,
+    augment,
+    hflip,
+    motion_features,
+    smooth_positions,
+    test_partner,
+)
+from suhmo.data.synth import synthesize
+from suhmo.data.loading import load_dataset
+from suhmo.data.prepare import landmarks_from_image, prepare_videos  # mediapipe imported on call
+
+__all__ = [
+    "DataError", "LandmarkSet", "ResampleNotice", "load_landmarks", "save_landmarks", "resample_clip",
+    "NormParams", "normalize_clip", "denormalize_clip", "normalize_set",
+    "FLIP_PERM", "BatchSampler", "augment", "hflip", "motion_features", "smooth_positions",
+    "test_partner", "synthesize", "load_dataset", "landmarks_from_image", "prepare_videos",
+]

@@ -1,0 +1,334 @@
+"""The canonical on-disk landmark format, its validation, and the in-memory ``LandmarkSet``.
+
+Format (a compressed ``.npz`` that loads with ``allow_pickle=False``)::
+
+    flat      float32 [N, 68, 2]   every frame of every clip, x right / y down (any unit)
+    offsets   int64   [C + 1]      clip i is flat[offsets[i]:offsets[i + 1]]; offsets[0] = 0, offsets[-1] = N
+    fps       float   scalar       frame rate of the stored frames
+    <name>    any     [C, ...]     optional per-clip metadata: person, source, frame_wh, origin,
+                                   kind, group (co-occurring clips share a group), ...
+    <name>    any     other shape  dataset-level attributes (coords, layout, ...)
+
+``../shared/data/real_dev_landmarks.npz`` is in this format. String metadata is stored as
+numpy unicode arrays, never as object arrays, so that no pickle is needed.
+"""
+
+from __future__ import annotations
+
+import warnings
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+NUM_POINTS = 68
+
+
+class DataError(ValueError):
+    """A problem with a landmark dataset; the message names the file and the clip."""
+
+
+class ResampleNotice(UserWarning):
+    """Emitted when a dataset is resampled to the training frame rate."""
+
+
+@dataclass
+class LandmarkSet:
+    """Clips of 68-point landmarks at one frame rate.
+
+    ``clips[i]`` is ``[T_i, 68, 2]`` float32. ``meta`` holds per-clip arrays (first axis = clip),
+    ``attrs`` dataset-level values (e.g. ``layout``, ``coords``, ``normalized``).
+    """
+
+    clips: list[np.ndarray]
+    fps: float
+    meta: dict[str, np.ndarray] = field(default_factory=dict)
+    path: Optional[str] = None
+    attrs: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    @property
+    def num_frames(self) -> int:
+        return int(sum(len(c) for c in self.clips))
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.array([len(c) for c in self.clips], dtype=np.int64)
+
+    @property
+    def name(self) -> str:
+        return self.path or "<in-memory landmarks>"
+
+    def persons(self) -> list[str]:
+        """Identity label per clip (``person`` metadata, else one identity per clip)."""
+        if "person" in self.meta:
+            return [str(p) for p in self.meta["person"]]
+        return [f"clip{i}" for i in range(len(self.clips))]
+
+    def groups(self) -> Optional[list[str]]:
+        """Co-occurrence label per clip (``group`` or ``pair_id`` metadata), or None."""
+        for key in ("group", "pair_id"):
+            if key in self.meta:
+                return [str(g) for g in self.meta[key]]
+        return None
+
+    def subset(self, idx: Sequence[int]) -> "LandmarkSet":
+        idx = [int(i) for i in idx]
+        return LandmarkSet(
+            clips=[self.clips[i] for i in idx],
+            fps=self.fps,
+            meta={k: v[idx] for k, v in self.meta.items()},
+            path=self.path,
+            attrs=dict(self.attrs),
+        )
+
+    def split_by_person(self, test_fraction: float, seed: int) -> tuple["LandmarkSet", "LandmarkSet"]:
+        """Hold out a random ``test_fraction`` of the persons (at least one, at most all but one).
+
+        Clips of the same person, and clips of the same co-occurrence group, land on the same side.
+        """
+        persons = self.persons()
+        groups = self.groups()
+        # union persons linked by a co-occurrence group, so no group straddles the split
+        unit = {p: p for p in persons}
+
+        def root(p: str) -> str:
+            while unit[p] != p:
+                p = unit[p]
+            return p
+
+        if groups is not None:
+            first: dict[str, str] = {}
+            for p, g in zip(persons, groups):
+                if g in first:
+                    unit[root(p)] = root(first[g])
+                else:
+                    first[g] = p
+        units = sorted({root(p) for p in persons})
+        if len(units) < 2:
+            raise DataError(
+                f"{self.name}: cannot split by person: only {len(units)} independent person group(s)"
+            )
+        rng = np.random.default_rng(seed)
+        n_test = min(len(units) - 1, max(1, int(round(test_fraction * len(units)))))
+        test_units = set(rng.permutation(units)[:n_test].tolist())
+        test_idx = [i for i, p in enumerate(persons) if root(p) in test_units]
+        train_idx = [i for i, p in enumerate(persons) if root(p) not in test_units]
+        return self.subset(train_idx), self.subset(test_idx)
+
+    def copy_with(self, clips: list[np.ndarray], **attrs) -> "LandmarkSet":
+        """Same metadata, new clip arrays (same count); extra ``attrs`` merged in."""
+        assert len(clips) == len(self.clips)
+        a = dict(self.attrs)
+        a.update({k: np.asarray(v) for k, v in attrs.items()})
+        return LandmarkSet(clips=clips, fps=self.fps, meta=dict(self.meta), path=self.path, attrs=a)
+
+
+# ---------------------------------------------------------------------------------- resampling
+def resample_clip(clip: np.ndarray, src_fps: float, dst_fps: float) -> np.ndarray:
+    """Linear interpolation of ``[T, ...]`` frames from ``src_fps`` to ``dst_fps``.
+
+    Output frame k sits at time k / dst_fps and covers the clip's duration (T - 1) / src_fps.
+    """
+    clip = np.asarray(clip, dtype=np.float32)
+    if src_fps == dst_fps or len(clip) < 2:
+        return clip.copy()
+    t_src = np.arange(len(clip)) / float(src_fps)
+    n_out = int(np.floor(t_src[-1] * dst_fps + 1e-6)) + 1
+    t_dst = np.arange(n_out) / float(dst_fps)
+    pos = t_dst * src_fps
+    i0 = np.clip(np.floor(pos).astype(np.int64), 0, len(clip) - 2)
+    w = (pos - i0).astype(np.float32).reshape((-1,) + (1,) * (clip.ndim - 1))
+    return ((1 - w) * clip[i0] + w * clip[i0 + 1]).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------- loading
+_REQUIRED = ("flat", "offsets", "fps")
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, expected a landmark .npz file")
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if magic[:4] != b"PK\x03\x04" and magic != b"\x93NUMPY":
+        what = "an empty file" if not magic else "no zip header"
+        raise DataError(f"{path}: not a .npz archive ({what}); expected a compressed numpy .npz "
+                        f"with flat, offsets and fps")
+    try:
+        z = np.load(path, allow_pickle=False)
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
+        # ValueError: numpy found neither a zip nor a .npy header and refuses to unpickle
+        raise DataError(f"{path}: not a readable .npz archive ({_first_line(e)})") from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise DataError(f"{path}: a single .npy array, expected a landmark .npz archive")
+    try:
+        out = {}
+        for k in z.files:
+            try:
+                out[k] = z[k]
+            except ValueError as e:
+                if "pickle" in str(e).lower():
+                    raise DataError(f"{path}: entry {k!r} is an object array that needs pickle; "
+                                    f"store strings as unicode arrays") from None
+                raise DataError(f"{path}: entry {k!r} is unreadable ({_first_line(e)})") from None
+            except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as e:
+                raise DataError(f"{path}: entry {k!r} is corrupt ({_first_line(e)})") from None
+        return out
+    finally:
+        z.close()
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+
+
+def validate_arrays(arrays: dict[str, np.ndarray], name: str, *, min_len: Optional[int] = None
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Check the canonical keys; return ``(flat float32, offsets int64, fps [C] float64)``.
+
+    Raises DataError naming ``name`` and the first faulty clip.
+    """
+    missing = [k for k in _REQUIRED if k not in arrays]
+    if missing:
+        what = "frame rate 'fps'" if missing == ["fps"] else f"key(s) {', '.join(map(repr, missing))}"
+        raise DataError(f"{name}: missing {what}; the canonical format has flat [N, 68, 2], "
+                        f"offsets [C+1] and fps")
+    flat = np.asarray(arrays["flat"])
+    offsets = np.asarray(arrays["offsets"])
+    if offsets.ndim != 1 or offsets.size < 2 or not np.issubdtype(offsets.dtype, np.integer):
+        raise DataError(f"{name}: offsets must be a 1-D integer array [C+1] with C >= 1 clips, "
+                        f"got {offsets.dtype} {tuple(offsets.shape)}")
+    offsets = offsets.astype(np.int64)
+    n_clips = offsets.size - 1
+    for i in range(n_clips):
+        if offsets[i + 1] <= offsets[i]:
+            raise DataError(f"{name}: clip {i}: non-increasing offsets (offsets[{i}]={offsets[i]}, "
+                            f"offsets[{i + 1}]={offsets[i + 1]}); clip boundaries must strictly increase")
+    if offsets[0] != 0:
+        raise DataError(f"{name}: clip 0: offsets[0]={offsets[0]}, expected 0")
+    if flat.ndim != 3 or flat.shape[1:] != (NUM_POINTS, 2):
+        # locate the clip: the whole array has the wrong layout, so the first clip is faulty
+        raise DataError(f"{name}: clip 0: wrong shape, flat is {tuple(flat.shape)}, "
+                        f"expected [N, {NUM_POINTS}, 2] (x, y of the 68 iBUG points)")
+    if offsets[-1] != flat.shape[0]:
+        raise DataError(f"{name}: clip {n_clips - 1}: offsets[-1]={offsets[-1]} but flat holds "
+                        f"{flat.shape[0]} frames (wrong shape of flat or offsets)")
+    if not np.issubdtype(flat.dtype, np.floating) and not np.issubdtype(flat.dtype, np.integer):
+        raise DataError(f"{name}: clip 0: flat has dtype {flat.dtype}, expected float32")
+    flat = flat.astype(np.float32, copy=False)
+    finite = np.isfinite(flat).all(axis=(1, 2))
+    if not finite.all():
+        frame = int(np.argmin(finite))
+        clip = int(np.searchsorted(offsets, frame, side="right") - 1)
+        raise DataError(f"{name}: clip {clip}: NaN or inf at frame {frame - offsets[clip]} "
+                        f"(flat[{frame}]); fill or drop missing detections first")
+    raw_fps = np.asarray(arrays["fps"])
+    fps = raw_fps.astype(np.float64) if raw_fps.dtype.kind in "fiu" else None
+    if fps is None or fps.size not in (1, n_clips) or fps.ndim > 1:
+        raise DataError(f"{name}: fps must be a number (or one per clip), got {arrays['fps']!r}")
+    fps = np.broadcast_to(fps.reshape(-1), (n_clips,)).astype(np.float64)
+    bad = np.flatnonzero(~(np.isfinite(fps) & (fps > 0)))
+    if bad.size:
+        raise DataError(f"{name}: clip {int(bad[0])}: fps={fps[bad[0]]} must be a positive number")
+    if min_len is not None:
+        check_lengths([int(offsets[i + 1] - offsets[i]) for i in range(n_clips)], name, min_len)
+    return flat, offsets, fps
+
+
+def check_lengths(lengths: Sequence[int], name: str, min_len: int) -> None:
+    short = [i for i, n in enumerate(lengths) if n < min_len]
+    if short:
+        i = short[0]
+        more = f" ({len(short) - 1} more short clip(s))" if len(short) > 1 else ""
+        raise DataError(f"{name}: clip {i}: {lengths[i]} frames, shorter than a training window of "
+                        f"{min_len} frames (obs_len + seq_len){more}; drop it or lower data.seq_len")
+
+
+def load_landmarks(path: str | Path, *, fps: float = 25.0, min_len: Optional[int] = None,
+                   notify: Optional[Callable[[str], None]] = None) -> LandmarkSet:
+    """Load and validate a canonical landmark ``.npz``; resample other frame rates to ``fps``.
+
+    ``min_len`` (frames, after resampling) rejects clips shorter than a training window.
+    The resampling notice goes to ``notify`` when given, else to ``warnings`` (ResampleNotice).
+    """
+    path = Path(path)
+    name = str(path)
+    arrays = _read_npz(path)
+    flat, offsets, src_fps = validate_arrays(arrays, name)
+    n_clips = offsets.size - 1
+    clips = [flat[offsets[i]:offsets[i + 1]].copy() for i in range(n_clips)]
+    meta: dict[str, np.ndarray] = {}
+    attrs: dict[str, np.ndarray] = {}
+    for k, v in arrays.items():
+        if k in _REQUIRED:
+            continue
+        if v.ndim >= 1 and v.shape[0] == n_clips:
+            meta[k] = v
+        else:
+            attrs[k] = v
+    if np.any(np.abs(src_fps - fps) > 1e-6):
+        clips = [resample_clip(c, float(f), float(fps)) for c, f in zip(clips, src_fps)]
+        rates = ", ".join(f"{f:g}" for f in np.unique(src_fps))
+        msg = f"{name}: resampled {n_clips} clip(s) from {rates} fps to {fps:g} fps (linear interpolation)"
+        if notify is not None:
+            notify(msg)
+        else:
+            warnings.warn(msg, ResampleNotice, stacklevel=2)
+        if "src_fps" not in meta:
+            meta["src_fps"] = src_fps.astype(np.float32)
+    if min_len is not None:
+        check_lengths([len(c) for c in clips], name, min_len)
+    return LandmarkSet(clips=clips, fps=float(fps), meta=meta, path=name, attrs=attrs)
+
+
+def _to_storable(key: str, v: np.ndarray, name: str) -> np.ndarray:
+    v = np.asarray(v)
+    if v.dtype == object:
+        try:
+            v = v.astype(str)
+        except Exception:  # pragma: no cover - exotic objects
+            raise DataError(f"{name}: metadata {key!r} holds objects that cannot be stored "
+                            f"without pickle") from None
+    return v
+
+
+def save_landmarks(path: str | Path, ls: LandmarkSet) -> None:
+    """Write ``ls`` as a canonical compressed ``.npz`` (atomically: no half-written file)."""
+    from suhmo.utils import atomic_save
+
+    path = Path(path)
+    name = str(path)
+    if not ls.clips:
+        raise DataError(f"{name}: refusing to save an empty landmark set")
+    for i, c in enumerate(ls.clips):
+        if c.ndim != 3 or c.shape[1:] != (NUM_POINTS, 2) or len(c) == 0:
+            raise DataError(f"{name}: clip {i}: wrong shape {tuple(c.shape)}, expected [T, 68, 2]")
+    lengths = [len(c) for c in ls.clips]
+    arrays: dict[str, np.ndarray] = {
+        "flat": np.concatenate(ls.clips).astype(np.float32),
+        "offsets": np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+        "fps": np.asarray(ls.fps, dtype=np.float32),
+    }
+    for k, v in ls.meta.items():
+        v = _to_storable(k, v, name)
+        if v.ndim == 0 or v.shape[0] != len(ls.clips):
+            raise DataError(f"{name}: metadata {k!r} has {v.shape[0] if v.ndim else 0} entries for "
+                            f"{len(ls.clips)} clips")
+        arrays[k] = v
+    for k, v in ls.attrs.items():
+        arrays.setdefault(k, _to_storable(k, v, name))
+
+    def writer(tmp: str) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a path
+            np.savez_compressed(f, **arrays)
+
+    atomic_save(path, writer)

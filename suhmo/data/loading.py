@@ -1,0 +1,36 @@
+"""``load_dataset(cfg)``: the training/evaluation landmark set a run uses, normalised."""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+from suhmo.data.dataset import DataError, LandmarkSet, check_lengths, load_landmarks
+from suhmo.data.normalize import normalize_set
+from suhmo.data.synth import synthesize
+from suhmo.data.windows import smooth_positions
+
+
+def load_dataset(cfg, *, notify: Optional[Callable[[str], None]] = None) -> LandmarkSet:
+    """The landmark set of ``cfg.data``, validated, at ``cfg.data.fps``, normalised to [0, 1].
+
+    ``cfg.data.path`` names a canonical ``.npz``; when it is None the embedded synthetic set
+    (``synth_clips`` x ``synth_seconds`` s, ``synth_seed``) is generated in memory (fast: no
+    disk cache). Every clip must hold a training window of ``obs_len + seq_len`` frames.
+    When ``smooth_frames > 1`` the positions are smoothed (trailing moving average) after
+    normalisation; see ``suhmo.data.windows`` for why positions and not velocities.
+    """
+    d = cfg.data
+    min_len = int(d.obs_len + d.seq_len)
+    if d.path:
+        ls = load_landmarks(d.path, fps=d.fps, min_len=min_len, notify=notify)
+    else:
+        ls = synthesize(d.synth_clips, d.synth_seconds, d.synth_seed, fps=d.fps)
+        ls.path = (f"<synthetic: {d.synth_clips} clips x {d.synth_seconds:g} s, seed {d.synth_seed}>")
+        try:
+            check_lengths([len(c) for c in ls.clips], ls.path, min_len)
+        except DataError as e:
+            raise DataError(f"{e}; raise data.synth_seconds") from None
+    ls = normalize_set(ls, d.normalize, d.bbox_scale)
+    if d.smooth_frames > 1:
+        ls = ls.copy_with([smooth_positions(c, d.smooth_frames) for c in ls.clips])
+    return ls
