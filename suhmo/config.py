@@ -38,7 +38,7 @@ class DataConfig:
     aug_scale_low: float = 0.6  # rescale factor range about the centre
     aug_scale_high: float = 1.0
     aug_flip_p: float = 0.5
-    smooth_frames: int = 1  # trailing moving average on positions (1 = off), same for real and fake
+    smooth_frames: int = 1  # trailing moving average on REAL positions at load (1 = off); vel/acc are plain differences for real and fake alike
     test_fraction: float = 0.25  # share of persons held out for evaluation
     synth_clips: int = 48  # embedded synthetic data, used when path is None
     synth_seconds: float = 8.0
@@ -73,6 +73,7 @@ class ModelConfig:
     emb_d: int = 128  # transformer D embedding
     blocks_d: int = 1
     heads_d: int = 1
+    pos_enc_d: bool = True  # sinusoidal positional encoding in the Transformer sequence D (authors: on)
     frame_d_hidden: int = 1024  # D_F width
     spectral_norm: bool = True
     pair_g: bool = True  # batch-pool / batch-cross attention in G (False = one-sample G)

@@ -1,0 +1,89 @@
+"""Analytic matmul FLOP counts of SUHMo's networks (2 FLOPs per multiply-add).
+
+Only matrix products are counted (Linear, LSTM gates, attention scores and mixing); the
+elementwise work (activations, LayerNorm, LSTM cell updates) is left out, so the counts are
+a lower bound of the work and ``flops / seconds`` is a fair "achieved GEMM rate".
+"""
+
+from __future__ import annotations
+
+STEP = 272  # generator input per frame
+FRAME = 136
+FEAT = 408  # discriminator input per frame
+
+
+def _mlp(d_in: int, width: int, d_out: int, depth: int) -> int:
+    dims = [d_in] + [width] * depth + [d_out]
+    return sum(2 * a * b for a, b in zip(dims[:-1], dims[1:]))
+
+
+def generator_forward(cfg, batch: int, obs: int, n_future: int) -> int:
+    m = cfg.model
+    steps = obs + n_future - 1  # tokens / LSTM steps
+    if m.variant == "rnn":
+        H, M = m.hidden_g, m.mlp_g
+        d_in = STEP + (H if m.pair_g else 0)
+        per_step = 2 * 4 * H * (d_in + H) + _mlp(H + STEP, M, FRAME, 2)
+        init = _mlp(STEP, 2 * H, 2 * H, 1)
+        return batch * (init + steps * per_step)
+    E, F = m.emb_g, m.hidden_g
+    n_att = 2 if m.pair_g else 1
+    per_token = 2 * STEP * E + m.blocks_g * (n_att * 2 * 4 * E * E + 2 * 2 * E * F) + _mlp(E, F, FRAME, 1)
+    ctx = steps * (steps + 1) // 2  # keys seen, summed over the tokens (causal)
+    attention = m.blocks_g * n_att * 2 * 2 * E * ctx
+    return batch * (steps * per_token + attention)
+
+
+def _seq_d(cfg, batch: int, plan, joint: bool) -> int:
+    m = cfg.model
+    total = 0
+    for tau, starts in plan:
+        n = int(starts.numel())
+        rows = batch * n
+        if cfg.d_form == "rnn":
+            H = m.hidden_d
+            total += rows * tau * 2 * 4 * H * (FEAT + H)
+            total += (rows // 2 if joint else rows) * _mlp(H, H, 1, 1)
+        else:
+            E, F = m.emb_d, m.hidden_d
+            L = tau + 1  # + class token
+            blocks = m.blocks_d
+            total += rows * tau * 2 * FEAT * E
+            att = 2 * 4 * E * E * L + 2 * 2 * E * L * L  # projections + scores/mixing
+            ff = 2 * 2 * E * F * L
+            if joint:  # the first block pools pairs after attention: FF and later blocks on half the rows
+                total += rows * att + rows // 2 * ff + rows // 2 * (blocks - 1) * (att + ff)
+                total += rows // 2 * _mlp(E, F, 1, 1)
+            else:
+                total += rows * blocks * (att + ff) + rows * _mlp(E, F, 1, 1)
+    return total
+
+
+def discriminator_forward(cfg, batch: int, n_frames_pos: int, plan, *, n_future: int) -> int:
+    """All streams with a positive weight on ``batch`` sequences of ``n_frames_pos`` positions."""
+    w, m = cfg.loss, cfg.model
+    total = 0
+    if w.w_frame > 0:
+        n_frame = min(n_future, n_frames_pos - 2)
+        total += batch * n_frame * _mlp(FEAT, m.frame_d_hidden, 1, 2)
+    if w.w_seq > 0:
+        total += _seq_d(cfg, batch, plan, joint=False)
+    if m.joint_d and w.w_joint > 0:
+        total += _seq_d(cfg, batch, plan, joint=True)
+    return total
+
+
+def train_iteration(cfg, batch: int, plan) -> int:
+    """One D step + one G step with the fakes generated once.
+
+    G: forward + backward (2x) = 3x. D step: D on real + fake (2B sequences), forward and
+    backward = 3x. G step: D on the fakes with frozen weights, forward + input-gradient
+    backward = 2x.
+    """
+    O, S = cfg.data.obs_len, cfg.data.seq_len
+    g = generator_forward(cfg, batch, O, S)
+    if not cfg.loss.adversarial:
+        return 3 * g
+    d_step = discriminator_forward(cfg, 2 * batch, O + S, plan, n_future=S)
+    g_step = discriminator_forward(cfg, batch, O + S, plan, n_future=S)
+    return 3 * g + 3 * d_step + 2 * g_step

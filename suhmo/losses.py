@@ -1,0 +1,159 @@
+"""SUHMo losses (Sec. 3.4): hinge D losses (eq. 12), G adversarial losses (eq. 8-10), the
+lambda-weighted L2 supervision (eq. 11) with its schedule, and the optional reconstruction term.
+
+Sequences handed to the losses are full position sequences, observed + generated frames,
+``[B, O+S, 68, 2]`` (the fake one is ``cat(obs, out.future)``). The discriminators see their
+``motion_features`` ([pos|vel|acc], T = O+S-2 frames of 408 values); the sequence Ds score the
+windows of ``plan`` (the same plan for real and fake, see ``suhmo.models.windows``), and D_F
+scores the frames that involve generated positions (the last S feature frames).
+
+Supervision (eq. 11): L2 on [pos|vel|acc] of the S future frames, as the authors' code does:
+squared Euclidean distance per 2-D point (positions, velocities and accelerations alike),
+averaged over points, frames and batch. The velocity and acceleration terms tie the
+supervision to the motion, not only to where the face ends up.
+Reconstruction (``loss.reco``, not in the paper; authors 1e-3): the same point-wise squared
+distance on the teacher-forced predictions of the observed frames 1..O-1 (positions; with
+teacher forcing a position error there equals the velocity error).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.nn.utils import parametrize
+
+from suhmo.config import ConfigError, LossConfig
+from suhmo.data import motion_features
+from suhmo.models.windows import multiscale_score
+
+
+def hinge_d(real_scores: Tensor, fake_scores: Tensor) -> Tensor:
+    """Hinge discriminator loss, eq. 12: ``E[max(0, 1 + D(fake))] + E[max(0, 1 - D(real))]``."""
+    return F.relu(1.0 + fake_scores).mean() + F.relu(1.0 - real_scores).mean()
+
+
+def needs_discriminator(cfg) -> bool:
+    """False for the MLE baseline (``loss.adversarial: false``): no D step, G trained on L2 only."""
+    return bool(cfg.loss.adversarial)
+
+
+def lambda_at(loss_cfg: LossConfig, step: int) -> float:
+    """lambda of eq. 11 at iteration ``step``: none (constant ``lam``), step (``lam_final`` from
+    ``lam_decay_iters`` on), linear or exp (geometric) from ``lam`` to ``lam_final`` over
+    ``lam_decay_iters`` iterations, constant afterwards."""
+    c = loss_cfg
+    lam0, lam1 = float(c.lam), float(c.lam_final)
+    frac = min(max(step, 0) / max(c.lam_decay_iters, 1), 1.0)
+    if c.lam_decay == "none":
+        return lam0
+    if c.lam_decay == "step":
+        return lam0 if step < c.lam_decay_iters else lam1
+    if c.lam_decay == "linear":
+        return lam0 + (lam1 - lam0) * frac
+    if c.lam_decay == "exp":
+        if lam0 <= 0 or lam1 <= 0:
+            raise ConfigError(f"loss.lam_decay=exp needs loss.lam and loss.lam_final > 0, got {lam0} and {lam1}")
+        return lam0 * math.exp(math.log(lam1 / lam0) * frac)
+    raise ConfigError(f"loss.lam_decay={c.lam_decay!r}: choose one of none, step, linear, exp")
+
+
+def sequence_features(seq: Tensor) -> Tensor:
+    """``[B, T, 68, 2]`` positions -> ``[B, T-2, 408]`` discriminator features."""
+    f = motion_features(seq)
+    return f.reshape(f.shape[0], f.shape[1], -1)
+
+
+def _frame_count(cfg, n_positions: int) -> int:
+    """Feature frames that involve generated positions: the last S = T_pos - obs_len."""
+    return max(0, min(n_positions - int(cfg.data.obs_len), n_positions - 2))
+
+
+def _scores(D, feats: Tensor, plan, n_frame: int, cfg) -> dict[str, tuple[Tensor, float]]:
+    """Raw scores per stream: seq [B], joint [B/2], frame [B, n_frame], with their weights."""
+    w = cfg.loss
+    out: dict[str, tuple[Tensor, float]] = {}
+    if w.w_seq > 0:
+        out["seq"] = (multiscale_score(D.seq, feats, plan), float(w.w_seq))
+    if D.joint is not None and w.w_joint > 0:
+        out["joint"] = (multiscale_score(D.joint, feats, plan), float(w.w_joint))
+    if w.w_frame > 0 and n_frame > 0:
+        out["frame"] = (D.frame(feats[:, -n_frame:]), float(w.w_frame))
+    return out
+
+
+@contextlib.contextmanager
+def _frozen(module):
+    """No weight gradients for ``module`` inside (they are decided when the graph is built)."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+def discriminator_loss(D, real_seq: Tensor, fake_seq: Tensor, plan, cfg) -> tuple[Tensor, dict[str, float]]:
+    """Weighted sum over D_s, D_s^j and D_F of the hinge losses (eq. 12).
+
+    ``fake_seq`` is detached here. Real and fake go through D in one batched call ([2B, ...]):
+    D has no batch statistics, so this equals two calls, at lower cost.
+    """
+    B = real_seq.shape[0]
+    feats = sequence_features(torch.cat([real_seq, fake_seq.detach()], 0))
+    n_frame = _frame_count(cfg, real_seq.shape[1])
+    with parametrize.cached():
+        scores = _scores(D, feats, plan, n_frame, cfg)
+    loss = feats.new_zeros(())
+    logs: dict[str, float] = {}
+    for name, (s, w) in scores.items():
+        half = B // 2 if name == "joint" else B
+        real_s, fake_s = s[:half], s[half:]
+        term = hinge_d(real_s, fake_s)
+        loss = loss + w * term
+        logs[f"d_{name}"] = float(term.detach())
+        logs[f"d_real_{name}"] = float(real_s.detach().mean())
+        logs[f"d_fake_{name}"] = float(fake_s.detach().mean())
+    logs["d_loss"] = float(loss.detach())
+    return loss, logs
+
+
+def _point_sq(a: Tensor, b: Tensor) -> Tensor:
+    """Mean over points of the squared 2-D distance; ``[..., 68, 2k]`` inputs (k quantities per point)."""
+    d = (a - b).reshape(*a.shape[:-1], -1, 2)
+    return d.pow(2).sum(-1).mean()
+
+
+def generator_loss(D, fake_seq: Tensor, real_seq: Tensor, out, plan, cfg, lam: float) -> tuple[Tensor, dict[str, float]]:
+    """G loss, eq. 11: adversarial terms (eq. 8-10, weights w_seq, w_joint, w_frame) + lam * L2
+    (+ ``loss.reco`` * reconstruction). D's weights get no gradient from this loss."""
+    n_future = out.future.shape[1]
+    fake_f = motion_features(fake_seq)
+    real_f = motion_features(real_seq.detach())
+    loss = fake_seq.new_zeros(())
+    logs: dict[str, float] = {}
+    if needs_discriminator(cfg) and D is not None:
+        feats = fake_f.reshape(fake_f.shape[0], fake_f.shape[1], -1)
+        with _frozen(D), parametrize.cached():
+            scores = _scores(D, feats, plan, _frame_count(cfg, fake_seq.shape[1]), cfg)
+        for name, (s, w) in scores.items():
+            adv = -s.mean()  # eq. 8 (joint), 9 (marginal), 10 (frame: mean over frames)
+            loss = loss + w * adv
+            logs[f"g_adv_{name}"] = float(adv.detach())
+    n = min(n_future, fake_f.shape[1])
+    l2 = _point_sq(fake_f[:, -n:], real_f[:, -n:])
+    loss = loss + lam * l2
+    logs["g_l2"] = float(l2.detach())
+    logs["lam"] = float(lam)
+    if cfg.loss.reco > 0 and out.recon.shape[1] > 0:
+        n_obs = out.recon.shape[1] + 1
+        reco = _point_sq(out.recon, real_seq[:, 1:n_obs].detach())
+        loss = loss + cfg.loss.reco * reco
+        logs["g_reco"] = float(reco.detach())
+    logs["g_loss"] = float(loss.detach())
+    return loss, logs

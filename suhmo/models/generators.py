@@ -1,0 +1,315 @@
+"""SUHMo generators (Sec. 3.1 and 3.5, Fig. 3): autoregressive velocity prediction, eq. 4.
+
+Both variants consume ``obs_len`` observed frames with teacher forcing (step i reads the
+real ``x_i`` and ``v_i = x_i - x_{i-1}``, ``v_0`` = the given initial velocity or 0), then run
+free: the predicted velocity is Euler-integrated, ``x_{i+1} = x_i + G(x_{0:i})`` (eq. 4), and
+fed back. The outputs of the first ``O-1`` steps reconstruct the observed frames 1..O-1;
+the rest are the future frames. Pairs are batch rows ``(2n, 2n+1)``.
+
+Each generator wraps a TorchScript-compatible *core* (``forward(obs, init_vel, n_future,
+use_buffers) -> (future, recon)``): the same code runs training (autograd), ``generate``
+(no grad; the Transformer writes its key/value caches into preallocated buffers) and the
+exported module (``export_module``: spectral norm folded into plain weights, scripted).
+
+Deviation from the authors' code, on purpose: the velocity heads' *output* layer is a plain
+Linear initialised 100x smaller than PyTorch's default (the hidden layers keep spectral norm
+when ``model.spectral_norm``). A spectrally normalised output layer after LayerNorm starts
+with velocities of order 1 per frame on a [0, 1] face, ~1000x real head motion, and Adam at
+lr 2e-5 needs tens of thousands of steps to shrink them.
+"""
+
+
+import copy
+from typing import List, NamedTuple, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+from suhmo.models.layers import FRAME_DIM, MLP, MultiHeadAttention, batch_pool, causal_mask, pair_swap
+from suhmo.utils import SuhmoError
+
+STEP_DIM = 2 * FRAME_DIM  # 272: per-frame generator input [pos | vel] (or [pos - x0 | x0] for delta)
+_OUT_GAIN = 0.01
+
+
+class GenOutput(NamedTuple):
+    future: Tensor  # [B, n_future, 68, 2] generated positions x_O .. x_{O+n_future-1}
+    recon: Tensor  # [B, O-1, 68, 2] teacher-forced predictions of the observed frames 1..O-1
+
+
+class Generator(nn.Module):
+    """Common interface; subclasses build ``self.core``."""
+
+    core: nn.Module
+
+    def _inputs(self, obs: Tensor, n_future: int, init_vel: Optional[Tensor]) -> Tensor:
+        if obs.dim() != 4 or obs.shape[2:] != (68, 2):
+            raise SuhmoError(f"generator input: expected obs [B, O, 68, 2], got {tuple(obs.shape)}")
+        if obs.shape[0] % 2 or obs.shape[0] == 0:
+            raise SuhmoError(f"generator input: batch of {obs.shape[0]} is not a positive even number "
+                             "(samples come in pairs of consecutive rows)")
+        if obs.shape[1] < 1 or int(n_future) < 1:
+            raise SuhmoError(f"generator input: need >= 1 observed frame and n_future >= 1, got "
+                             f"{obs.shape[1]} and {n_future}")
+        if init_vel is None:
+            return obs.new_zeros(obs.shape[0], 68, 2)
+        if init_vel.shape != (obs.shape[0], 68, 2):
+            raise SuhmoError(f"generator input: init_vel must be [B, 68, 2], got {tuple(init_vel.shape)}")
+        return init_vel.to(obs)
+
+    def forward(self, obs: Tensor, n_future: int, init_vel: Optional[Tensor] = None) -> GenOutput:
+        """Training pass with autograd: ``obs [B,O,68,2]`` -> GenOutput(future, recon)."""
+        v0 = self._inputs(obs, n_future, init_vel)
+        with parametrize.cached():  # one spectral-norm power iteration per pass, not per step
+            future, recon = self.core(obs, v0, int(n_future), False)
+        return GenOutput(future, recon)
+
+    def generate(self, obs: Tensor, n_future: int, init_vel: Optional[Tensor] = None) -> GenOutput:
+        """Inference: no grad, eval-mode spectral norm (no power-iteration side effect), O(T) work."""
+        v0 = self._inputs(obs, n_future, init_vel)
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                future, recon = self.core(obs, v0, int(n_future), True)
+        finally:
+            self.train(was_training)
+        return GenOutput(future, recon)
+
+    def export_module(self) -> nn.Module:
+        """A self-contained module ``forward(obs [B,O,68,2], init_vel [B,68,2], n_future: int)
+        -> [B, n_future, 68, 2]`` equal to ``generate(...).future``; ``torch.jit.script``-able."""
+        core = copy.deepcopy(self.core).eval()
+        for module in list(core.modules()):
+            if parametrize.is_parametrized(module):
+                for name in list(module.parametrizations.keys()):
+                    parametrize.remove_parametrizations(module, name, leave_parametrized=True)
+        for p in core.parameters():
+            p.requires_grad_(False)
+        return ExportedGenerator(core).eval()
+
+
+class ExportedGenerator(nn.Module):
+    """Inference-only wrapper produced by ``Generator.export_module`` (no suhmo code needed once scripted)."""
+
+    def __init__(self, core: nn.Module):
+        super().__init__()
+        self.core = core
+
+    def forward(self, obs: Tensor, init_vel: Tensor, n_future: int) -> Tensor:
+        with torch.no_grad():
+            future, _ = self.core(obs, init_vel, n_future, True)
+        return future
+
+
+def _stack_frames(frames: List[Tensor], like: Tensor) -> Tensor:
+    """List of ``[B, 136]`` -> ``[B, n, 68, 2]`` (n may be 0)."""
+    if len(frames) == 0:
+        return like.new_zeros(like.shape[0], 0, 68, 2)
+    return torch.stack(frames, 1).reshape(like.shape[0], len(frames), 68, 2)
+
+
+# ---------------------------------------------------------------------------------- RNN
+class RNNCore(nn.Module):
+    """One LSTMCell stepped over time; BP (eq. 13-14) of the previous hidden state joins the input."""
+
+    pair: torch.jit.Final[bool]
+    delta: torch.jit.Final[bool]
+
+    def __init__(self, hidden: int, mlp: int, *, pair: bool, delta: bool, spectral: bool):
+        super().__init__()
+        self.pair = pair
+        self.delta = delta
+        # learned initial state (h0, c0) from the first frame's (pos, vel)
+        self.init_mlp = nn.Sequential(nn.Linear(STEP_DIM, 2 * hidden), nn.ReLU(), nn.Linear(2 * hidden, 2 * hidden))
+        self.cell = nn.LSTMCell(STEP_DIM + (hidden if pair else 0), hidden)
+        # deep output on [h_t, pos_t, vel_t] -> velocity
+        self.head = MLP(hidden + STEP_DIM, mlp, FRAME_DIM, depth=2, norm=True, spectral=spectral,
+                        spectral_out=False, out_gain=_OUT_GAIN)
+
+    def forward(self, obs: Tensor, init_vel: Tensor, n_future: int, use_buffers: bool) -> Tuple[Tensor, Tensor]:
+        B, O = obs.shape[0], obs.shape[1]
+        x = obs.reshape(B, O, 136)
+        x0 = x[:, 0]
+        vel = init_vel.reshape(B, 136)
+        h, c = self.init_mlp(torch.cat([x0, vel], -1)).chunk(2, -1)
+        h = h.contiguous()
+        c = c.contiguous()
+        pos = x0
+        recon: List[Tensor] = []
+        future: List[Tensor] = []
+        for i in range(O + n_future - 1):
+            if i < O:  # teacher forcing
+                pos = x[:, i]
+                if i > 0:
+                    vel = x[:, i] - x[:, i - 1]
+            if self.delta:
+                feat = torch.cat([pos - x0, x0], -1)
+            else:
+                feat = torch.cat([pos, vel], -1)
+            if self.pair:
+                h, c = self.cell(torch.cat([feat, batch_pool(h)], -1), (h, c))
+            else:
+                h, c = self.cell(feat, (h, c))
+            out = self.head(torch.cat([h, feat], -1))
+            if self.delta:  # delta baseline: displacement from x_0
+                nxt = x0 + out
+                vel = nxt - pos
+            else:  # eq. 4, Euler integration of the predicted velocity
+                nxt = pos + out
+                vel = out
+            pos = nxt
+            if i < O - 1:
+                recon.append(nxt)
+            else:
+                future.append(nxt)
+        return _stack_frames(future, obs), _stack_frames(recon, obs)
+
+
+class RNNGenerator(Generator):
+    """SUHMo-RNN generator: LSTMCell (hidden_g) + BP + deep-output MLP (mlp_g)."""
+
+    def __init__(self, hidden: int = 1024, mlp: int = 1024, *, pair: bool = True, delta: bool = False,
+                 spectral: bool = True):
+        super().__init__()
+        self.core = RNNCore(hidden, mlp, pair=pair, delta=delta, spectral=spectral)
+
+    @classmethod
+    def from_config(cls, cfg) -> "RNNGenerator":
+        m = cfg.model
+        return cls(m.hidden_g, m.mlp_g, pair=m.pair_g, delta=m.delta, spectral=m.spectral_norm)
+
+
+# -------------------------------------------------------------------------- Transformer
+def _extend(store: Tensor, new: Tensor, past: int, use_buffers: bool) -> Tuple[Tensor, Tensor]:
+    """Append ``new [B,h,n,dh]`` to a key/value cache at time ``past``; returns (keys so far, store).
+
+    Buffers (inference): write in place into a preallocated ``[B,h,T_max,dh]``, O(1) per step.
+    No buffers (training, autograd): concatenate, which keeps every earlier tensor intact.
+    """
+    if use_buffers:
+        n = new.shape[2]
+        store[:, :, past:past + n] = new
+        return store[:, :, :past + n], store
+    full = torch.cat([store, new], 2)
+    return full, full
+
+
+class GBlock(nn.Module):
+    """Post-LN block: causal self-attention, batch-cross attention (eq. 15-17), feed-forward.
+
+    ``forward(x [B,n,E], cache, past, use_buffers, mask)`` processes n new tokens at absolute
+    positions past..past+n-1 given the cached keys/values of the earlier ones; the BXA cache
+    holds the partner's keys/values (rows swapped once, when written).
+    """
+
+    pair: torch.jit.Final[bool]
+
+    def __init__(self, dim: int, heads: int, ff: int, pair: bool):
+        super().__init__()
+        self.pair = pair
+        self.sa = MultiHeadAttention(dim, heads)
+        self.ln1 = nn.LayerNorm(dim)
+        if pair:
+            self.bxa = MultiHeadAttention(dim, heads)
+            self.ln2 = nn.LayerNorm(dim)
+        self.ff = nn.Sequential(nn.Linear(dim, ff), nn.LeakyReLU(0.2), nn.Linear(ff, dim))
+        self.ln3 = nn.LayerNorm(dim)
+
+    def forward(self, x: Tensor, cache: List[Tensor], past: int, use_buffers: bool,
+                mask: Optional[Tensor]) -> Tuple[Tensor, List[Tensor]]:
+        k, v = self.sa.project_kv(x)
+        k_all, k_store = _extend(cache[0], k, past, use_buffers)
+        v_all, v_store = _extend(cache[1], v, past, use_buffers)
+        y = self.ln1(x + self.sa.attend(self.sa.project_q(x), k_all, v_all, mask))
+        new_cache = [k_store, v_store]
+        if self.pair:
+            k2, v2 = self.bxa.project_kv(y)
+            k2_all, k2_store = _extend(cache[2], pair_swap(k2), past, use_buffers)
+            v2_all, v2_store = _extend(cache[3], pair_swap(v2), past, use_buffers)
+            y = self.ln2(y + self.bxa.attend(self.bxa.project_q(y), k2_all, v2_all, mask))
+            new_cache.append(k2_store)
+            new_cache.append(v2_store)
+        y = self.ln3(y + self.ff(y))
+        return y, new_cache
+
+
+class TransformerCore(nn.Module):
+    """Linear embedding of [pos, vel], ``blocks`` GBlocks, no positional encoding, velocity head."""
+
+    delta: torch.jit.Final[bool]
+    n_cache: torch.jit.Final[int]
+
+    def __init__(self, emb: int, heads: int, blocks: int, ff: int, *, pair: bool, delta: bool):
+        super().__init__()
+        self.delta = delta
+        self.heads = heads
+        self.head_dim = emb // heads
+        self.n_cache = 4 if pair else 2
+        self.embed = nn.Linear(STEP_DIM, emb)
+        self.blocks = nn.ModuleList([GBlock(emb, heads, ff, pair) for _ in range(blocks)])
+        self.head = MLP(emb, ff, FRAME_DIM, depth=1, norm=True, spectral=False, out_gain=_OUT_GAIN)
+
+    def _run(self, tokens: Tensor, caches: List[List[Tensor]], past: int, use_buffers: bool,
+             mask: Optional[Tensor]) -> Tuple[Tensor, List[List[Tensor]]]:
+        h = self.embed(tokens)
+        new_caches: List[List[Tensor]] = []
+        j = 0
+        for block in self.blocks:
+            h, c = block(h, caches[j], past, use_buffers, mask)
+            new_caches.append(c)
+            j += 1
+        return self.head(h), new_caches
+
+    def forward(self, obs: Tensor, init_vel: Tensor, n_future: int, use_buffers: bool) -> Tuple[Tensor, Tensor]:
+        B, O = obs.shape[0], obs.shape[1]
+        x = obs.reshape(B, O, 136)
+        x0 = x[:, :1]
+        vel = torch.cat([init_vel.reshape(B, 1, 136), x[:, 1:] - x[:, :-1]], 1)
+        total = O + n_future - 1
+        length = total if use_buffers else 0
+        caches: List[List[Tensor]] = []
+        for _ in range(len(self.blocks)):
+            caches.append([obs.new_zeros(B, self.heads, length, self.head_dim) for _ in range(self.n_cache)])
+        # observed frames: one parallel causal pass (teacher forcing), which fills the caches
+        feat = torch.cat([x - x0, x0.expand(B, O, 136)], -1) if self.delta else torch.cat([x, vel], -1)
+        mask: Optional[Tensor] = causal_mask(O, 0, obs.device) if O > 1 else None
+        out, caches = self._run(feat, caches, 0, use_buffers, mask)
+        nxt = x0 + out if self.delta else x + out  # eq. 4 (or delta baseline)
+        recon = nxt[:, :O - 1].reshape(B, O - 1, 68, 2)
+        pos = nxt[:, O - 1]
+        step_vel = nxt[:, O - 1] - x[:, O - 1] if self.delta else out[:, O - 1]
+        future: List[Tensor] = [pos]
+        # free running: one token per step against the caches, O(T) projections in total
+        for t in range(O, total):
+            if self.delta:
+                tok = torch.cat([pos - x0[:, 0], x0[:, 0]], -1)
+            else:
+                tok = torch.cat([pos, step_vel], -1)
+            out, caches = self._run(tok.unsqueeze(1), caches, t, use_buffers, None)
+            o = out[:, 0]
+            if self.delta:
+                new = x0[:, 0] + o
+                step_vel = new - pos
+            else:
+                new = pos + o
+                step_vel = o
+            pos = new
+            future.append(pos)
+        return _stack_frames(future, obs), recon
+
+
+class TransformerGenerator(Generator):
+    """SUHMo-Transformer generator: emb_g embedding, blocks_g x (causal SA, BXA, FF hidden_g)."""
+
+    def __init__(self, emb: int = 1024, heads: int = 1, blocks: int = 1, ff: int = 1024, *, pair: bool = True,
+                 delta: bool = False):
+        super().__init__()
+        self.core = TransformerCore(emb, heads, blocks, ff, pair=pair, delta=delta)
+
+    @classmethod
+    def from_config(cls, cfg) -> "TransformerGenerator":
+        m = cfg.model
+        # BXA follows pair_g only (the authors tied it to the joint-D flag by mistake)
+        return cls(m.emb_g, m.heads_g, m.blocks_g, m.hidden_g, pair=m.pair_g, delta=m.delta)

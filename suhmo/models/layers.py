@@ -1,0 +1,150 @@
+"""Building blocks shared by the generators and the discriminators.
+
+Pairs are consecutive batch rows ``(2n, 2n+1)`` everywhere; the pair operators below
+(batch-pool, eq. 13-14; batch-cross attention, eq. 15-17) rely on that layout and on an
+even batch size. Everything here is TorchScript-compatible so that generators can be
+exported (``Generator.export_module``).
+"""
+
+
+import math
+from typing import List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+LANDMARKS = 68
+FRAME_DIM = LANDMARKS * 2  # 136: one flattened frame of positions (or velocities)
+FEATURE_DIM = LANDMARKS * 6  # 408: one frame of [pos | vel | acc] as seen by the discriminators
+
+
+def batch_pool(x: Tensor) -> Tensor:
+    """Batch-pool BP (eq. 13-14): max over each pair of rows, repeated to keep the batch size.
+
+    ``x [B, ...]`` with B even -> ``[B, ...]`` where rows 2n and 2n+1 both hold
+    ``max(x_2n, x_2n+1)`` elementwise. Pairs never mix with each other.
+    """
+    shape = x.shape
+    pooled = x.reshape(shape[0] // 2, 2, -1).amax(dim=1, keepdim=True)
+    return pooled.expand(-1, 2, -1).reshape(shape)
+
+
+def pair_pool(x: Tensor) -> Tensor:
+    """BP keeping one row per pair: ``[B, ...] -> [B/2, ...]`` (the joint D scores each pair once)."""
+    shape = x.shape
+    return x.reshape(shape[0] // 2, 2, -1).amax(dim=1).reshape((shape[0] // 2,) + shape[1:])
+
+
+def pair_swap(x: Tensor) -> Tensor:
+    """Swap the two rows of every pair (eq. 16-17): row 2n gets 2n+1 and vice versa."""
+    shape = x.shape
+    return x.reshape(shape[0] // 2, 2, -1).flip(1).reshape(shape)
+
+
+def sn_linear(d_in: int, d_out: int, spectral: bool) -> nn.Linear:
+    """A Linear layer, spectrally normalised (power iteration, 1 step per forward) when asked."""
+    lin = nn.Linear(d_in, d_out)
+    if spectral:
+        lin = nn.utils.parametrizations.spectral_norm(lin)
+    return lin
+
+
+class MLP(nn.Module):
+    """``depth`` hidden Linear layers (optional LayerNorm, LeakyReLU 0.2) and a Linear output.
+
+    Used as the RNN generator's deep output, the frame discriminator D_F and the sequence
+    discriminators' heads. ``spectral_out`` controls spectral norm on the output layer
+    separately: the generators' velocity heads keep it plain (see RNNGenerator).
+    """
+
+    def __init__(self, d_in: int, width: int, d_out: int, *, depth: int = 2, norm: bool = True,
+                 spectral: bool = False, spectral_out: Optional[bool] = None, out_gain: float = 1.0):
+        super().__init__()
+        layers: List[nn.Module] = []
+        d = d_in
+        for _ in range(depth):
+            layers.append(sn_linear(d, width, spectral))
+            layers.append(nn.LayerNorm(width) if norm else nn.Identity())
+            layers.append(nn.LeakyReLU(0.2))
+            d = width
+        out = nn.Linear(d, d_out)
+        if out_gain != 1.0:
+            with torch.no_grad():
+                out.weight.mul_(out_gain)
+                out.bias.zero_()
+        if (spectral if spectral_out is None else spectral_out):
+            out = nn.utils.parametrizations.spectral_norm(out)
+        layers.append(out)
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class MultiHeadAttention(nn.Module):
+    """Scaled dot-product multi-head attention with separate query and key/value projections.
+
+    ``project_q(x) -> [B, h, n, dh]``, ``project_kv(x) -> ([B, h, n, dh], [B, h, n, dh])``,
+    ``attend(q, k, v, mask) -> [B, n, dim]`` (mask: bool ``[n_q, n_k]``, True = may attend).
+    Split in three so that callers can cache keys/values (the Transformer generator) or
+    take them from the pair partner (batch-cross attention, eq. 15-17).
+    """
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"attention width {dim} is not divisible by {heads} heads")
+        self.heads = heads
+        self.head_dim = dim // heads
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.out = nn.Linear(dim, dim)
+
+    def _split(self, x: Tensor) -> Tensor:
+        B, n = x.shape[0], x.shape[1]
+        return x.reshape(B, n, self.heads, self.head_dim).transpose(1, 2)
+
+    def project_q(self, x: Tensor) -> Tensor:
+        return self._split(self.q(x))
+
+    def project_kv(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+        k, v = self.kv(x).chunk(2, dim=-1)
+        return self._split(k), self._split(v)
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor]) -> Tensor:
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        B, n = y.shape[0], y.shape[2]
+        return self.out(y.transpose(1, 2).reshape(B, n, self.heads * self.head_dim))
+
+    def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+        """Self-attention of ``x [B, n, dim]`` on itself."""
+        k, v = self.project_kv(x)
+        return self.attend(self.project_q(x), k, v, mask)
+
+
+class BatchCrossAttention(MultiHeadAttention):
+    """Batch-cross attention BXA (eq. 15-17): ``MHA(q, k^r, v^r)`` with keys and values from the
+    pair partner (rows 2n <-> 2n+1 swapped). With a causal ``mask`` each sample attends only to
+    its partner's past (and present) tokens."""
+
+    def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+        k, v = self.project_kv(x)
+        return self.attend(self.project_q(x), pair_swap(k), pair_swap(v), mask)
+
+
+def causal_mask(n_q: int, past: int, device: torch.device) -> Tensor:
+    """Bool ``[n_q, past + n_q]``: query i (absolute position past+i) may attend keys j <= past+i."""
+    q = torch.arange(n_q, device=device).unsqueeze(1) + past
+    k = torch.arange(past + n_q, device=device).unsqueeze(0)
+    return k <= q
+
+
+def sinusoidal_encoding(length: int, dim: int, base: float = 1000.0) -> Tensor:
+    """Sinusoidal positional encoding ``[length, dim]`` (used only by the Transformer D, optional)."""
+    pos = torch.arange(length, dtype=torch.float32).unsqueeze(1)
+    freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(base) / dim))
+    pe = torch.zeros(length, dim)
+    pe[:, 0::2] = torch.sin(pos * freq)
+    pe[:, 1::2] = torch.cos(pos * freq)[:, : dim // 2]
+    return pe

@@ -1,0 +1,92 @@
+"""Losses: hinge (eq. 12), G adversarial terms (eq. 8-10), L2 (eq. 11), lambda schedule, MLE."""
+
+import math
+
+import pytest
+import torch
+
+from suhmo import losses
+from suhmo.config import ConfigError, LossConfig, make_config
+from suhmo.models import WindowSampler, build_discriminator, build_generator, multiscale_score, num_feature_frames
+
+
+def test_hinge_known_values():
+    real = torch.tensor([2.0, 0.5, -1.0])
+    fake = torch.tensor([-2.0, 0.0, 1.0])
+    # relu(1 - real) = [0, .5, 2] -> 5/6 ; relu(1 + fake) = [0, 1, 2] -> 1
+    assert math.isclose(float(losses.hinge_d(real, fake)), 5 / 6 + 1, rel_tol=1e-6)
+    assert float(losses.hinge_d(torch.full((3,), 1.5), torch.full((3,), -1.5))) == 0.0
+
+
+@pytest.mark.parametrize("mode,step,expected", [
+    ("none", 10**6, 1e-2), ("step", 99, 1e-2), ("step", 100, 1e-4), ("linear", 50, 0.5 * (1e-2 + 1e-4)),
+    ("linear", 500, 1e-4), ("exp", 50, 1e-3), ("exp", 0, 1e-2),
+])
+def test_lambda_schedule(mode, step, expected):
+    c = LossConfig(lam=1e-2, lam_final=1e-4, lam_decay=mode, lam_decay_iters=100)
+    assert math.isclose(losses.lambda_at(c, step), expected, rel_tol=1e-9)
+
+
+def test_lambda_exp_needs_positive_ends():
+    with pytest.raises(ConfigError, match="lam_final"):
+        losses.lambda_at(LossConfig(lam_decay="exp", lam_final=0.0), 1)
+
+
+def setup(**over):
+    cfg = make_config("tiny", overrides={"data.seq_len": 12, "windows.tau_max": 12, **over})
+    torch.manual_seed(0)
+    G, D = build_generator(cfg), build_discriminator(cfg)
+    O, S = cfg.data.obs_len, cfg.data.seq_len
+    real = 0.5 + 0.05 * torch.randn(4, O + S, 68, 2)
+    out = G(real[:, :O], S)
+    fake = torch.cat([real[:, :O], out.future], 1)
+    plan = WindowSampler(cfg.windows, S).plan(num_feature_frames(O + S), torch.Generator().manual_seed(0))
+    return cfg, G, D, real, out, fake, plan
+
+
+def test_discriminator_loss_equals_separate_real_and_fake_passes():
+    cfg, G, D, real, out, fake, plan = setup()
+    D.eval()  # fixed spectral-norm state so that the two computations see the same weights
+    loss, logs = losses.discriminator_loss(D, real, fake, plan, cfg)
+    fr, ff = losses.sequence_features(real), losses.sequence_features(fake.detach())
+    S = cfg.data.seq_len
+    ref = (losses.hinge_d(multiscale_score(D.seq, fr, plan), multiscale_score(D.seq, ff, plan))
+           + losses.hinge_d(multiscale_score(D.joint, fr, plan), multiscale_score(D.joint, ff, plan))
+           + losses.hinge_d(D.frame(fr[:, -S:]), D.frame(ff[:, -S:])))
+    assert torch.allclose(loss, ref, atol=1e-5)
+    assert set(logs) >= {"d_seq", "d_joint", "d_frame", "d_real_seq", "d_fake_frame", "d_loss"}
+    loss.backward()
+    assert all(p.grad is None for p in G.parameters()), "the D loss must not reach G"
+
+
+def test_generator_loss_reaches_g_not_d_and_weights_streams():
+    cfg, G, D, real, out, fake, plan = setup(**{"loss.w_joint": 0.0, "loss.w_frame": 2.0})
+    loss, logs = losses.generator_loss(D, fake, real, out, plan, cfg, lam=0.5)
+    assert "g_adv_joint" not in logs and "g_adv_frame" in logs
+    expected = logs["g_adv_seq"] + 2.0 * logs["g_adv_frame"] + 0.5 * logs["g_l2"]
+    assert math.isclose(float(loss.detach()), expected, rel_tol=1e-5, abs_tol=1e-6)
+    loss.backward()
+    assert all(p.grad is None for p in D.parameters())
+    assert all(p.requires_grad for p in D.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in G.parameters())
+
+
+def test_l2_is_zero_on_the_truth_and_positive_otherwise():
+    cfg, G, D, real, out, fake, plan = setup(**{"loss.adversarial": False, "loss.reco": 1.0})
+    S = cfg.data.seq_len
+    perfect = out._replace(future=real[:, -S:], recon=real[:, 1:cfg.data.obs_len])
+    loss, logs = losses.generator_loss(None, real, real, perfect, plan, cfg, lam=1.0)
+    assert float(loss.detach()) == 0.0 and logs["g_l2"] == 0.0 and logs["g_reco"] == 0.0
+    shifted = real.clone()
+    shifted[:, -1] += 0.1  # one frame 0.1 off in x and y: pos, vel and acc all change
+    _, logs = losses.generator_loss(None, shifted, real, perfect, plan, cfg, lam=1.0)
+    # last frame: pos error 0.02, vel error 0.02, acc error 0.02 (squared 2-D distances), over 3*S terms
+    assert math.isclose(logs["g_l2"], 3 * 0.02 / (3 * S), rel_tol=1e-4)
+
+
+def test_mle_baseline_needs_no_discriminator():
+    cfg, G, D, real, out, fake, plan = setup(**{"loss.adversarial": False})
+    assert not losses.needs_discriminator(cfg)
+    loss, logs = losses.generator_loss(None, fake, real, out, plan, cfg, lam=1e-2)
+    assert not any(k.startswith("g_adv") for k in logs)
+    assert math.isclose(float(loss.detach()), 1e-2 * logs["g_l2"], rel_tol=1e-6)

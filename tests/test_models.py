@@ -1,0 +1,239 @@
+"""Generators and discriminators: shapes, pair operators (eq. 13-17), causality, KV cache, export."""
+
+import pytest
+import torch
+
+from suhmo.config import make_config
+from suhmo.models import (
+    GenOutput,
+    WindowSampler,
+    batch_pool,
+    build_discriminator,
+    build_generator,
+    num_feature_frames,
+    pair_pool,
+    pair_swap,
+)
+
+VARIANTS = ["rnn", "transformer"]
+
+
+def tiny(variant="rnn", **over):
+    cfg = make_config("tiny", overrides={"model.variant": variant, **over})
+    return cfg
+
+
+def make_g(variant, seed=0, **over):
+    torch.manual_seed(seed)
+    g = build_generator(tiny(variant, **over))
+    # make the velocity heads' outputs large enough that any dependence shows up clearly
+    with torch.no_grad():
+        for p in g.parameters():
+            if p.dim() == 2 and p.shape[0] == 136:
+                p.mul_(100.0)
+    return g.eval()  # eval: spectral norm does no power-iteration step, so two passes see the same weights
+
+
+def seqs(B=4, T=12, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(B, T, 68, 2, generator=g)
+
+
+# ------------------------------------------------------------------ pair operators
+def test_batch_pool_symmetric_within_pair_and_no_mixing():
+    x = torch.randn(6, 3, 5)
+    y = batch_pool(x)
+    assert y.shape == x.shape
+    for n in range(3):
+        expected = torch.maximum(x[2 * n], x[2 * n + 1])
+        assert torch.equal(y[2 * n], expected) and torch.equal(y[2 * n + 1], expected)
+    x2 = x.clone()
+    x2[0] += 100.0  # a change in pair 0 cannot reach pairs 1 and 2
+    y2 = batch_pool(x2)
+    assert torch.equal(y2[2:], y[2:]) and not torch.equal(y2[:2], y[:2])
+    assert torch.equal(pair_pool(x), y[0::2])
+    assert torch.equal(pair_swap(x)[0], x[1]) and torch.equal(pair_swap(x)[1], x[0])
+    assert torch.equal(pair_swap(pair_swap(x)), x)
+
+
+# ------------------------------------------------------------------ shapes
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_generator_shapes(variant):
+    g = build_generator(tiny(variant))
+    obs = seqs(4, 5)
+    out = g(obs, 7)
+    assert isinstance(out, GenOutput)
+    assert out.future.shape == (4, 7, 68, 2) and out.recon.shape == (4, 4, 68, 2)
+    assert torch.isfinite(out.future).all()
+    one = g(obs[:, :1], 3, init_vel=torch.full((4, 68, 2), 0.01))
+    assert one.future.shape == (4, 3, 68, 2) and one.recon.shape == (4, 0, 68, 2)
+    with pytest.raises(Exception, match="even"):
+        g(seqs(3, 5), 2)
+
+
+@pytest.mark.parametrize("form", VARIANTS)
+def test_discriminator_shapes(form):
+    cfg = tiny("rnn", **{"model.d_form": form})
+    d = build_discriminator(cfg)
+    w = torch.randn(6, 9, 408)
+    assert d.frame(w).shape == (6, 9)
+    assert d.seq(w).shape == (6,)
+    assert d.joint(w).shape == (3,)
+    assert build_discriminator(tiny("rnn", **{"model.joint_d": False})).joint is None
+
+
+@pytest.mark.parametrize("form", VARIANTS)
+def test_joint_discriminator_scores_each_pair_once(form):
+    torch.manual_seed(0)
+    d = build_discriminator(tiny("rnn", **{"model.d_form": form})).eval()
+    w = torch.randn(6, 9, 408)
+    s = d.joint(w)
+    # swapping the two members of a pair leaves its score unchanged (BP is symmetric)
+    assert torch.allclose(d.joint(pair_swap(w)), s, atol=1e-5)
+    w2 = w.clone()
+    w2[0] += 1.0
+    s2 = d.joint(w2)
+    assert not torch.allclose(s2[0], s[0]) and torch.allclose(s2[1:], s[1:], atol=1e-6)
+
+
+# ------------------------------------------------------------------ pairs in G
+def test_rnn_batch_pool_couples_only_the_partner():
+    obs = seqs(4, 5)
+    for pair, partner_changes in ((True, True), (False, False)):
+        g = make_g("rnn", **{"model.pair_g": pair})
+        base = g.generate(obs, 6).future
+        obs2 = obs.clone()
+        obs2[0] += 0.05
+        new = g.generate(obs2, 6).future
+        assert not torch.allclose(new[0], base[0])
+        assert torch.allclose(new[2:], base[2:], atol=0), "a pair leaked into another pair"
+        assert (not torch.allclose(new[1], base[1], atol=1e-6)) == partner_changes
+
+
+def test_bxa_attends_only_to_partner_past():
+    g = make_g("transformer")
+    T, k = 12, 6
+    x = seqs(4, T)
+    base = g(x, 1).recon  # teacher forcing over all T frames: recon[t] predicts frame t+1 from frames <= t
+    x2 = x.clone()
+    x2[1, k:] += 0.05  # change the partner of row 0 from frame k on
+    new = g(x2, 1).recon
+    assert torch.allclose(new[0, :k], base[0, :k], atol=1e-6), "row 0 saw its partner's future"
+    assert not torch.allclose(new[0, k:], base[0, k:], atol=1e-5), "row 0 ignores its partner's past"
+    assert torch.allclose(new[2:], base[2:], atol=1e-6), "BXA mixed different pairs"
+    g1 = make_g("transformer", **{"model.pair_g": False})
+    assert torch.allclose(g1(x2, 1).recon[0], g1(x, 1).recon[0], atol=1e-6), "one-sample G still mixes pairs"
+
+
+def test_bxa_is_independent_of_joint_d_flag():
+    g = make_g("transformer", **{"model.joint_d": False})
+    assert all(hasattr(b, "bxa") for b in g.core.blocks)
+
+
+# ------------------------------------------------------------------ causality
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("delta", [False, True])
+def test_generator_causality(variant, delta):
+    g = make_g(variant, **{"model.delta": delta})
+    T, k = 12, 5
+    x = seqs(4, T)
+    base = g(x, 1).recon
+    x2 = x.clone()
+    x2[:, k:] += 0.05
+    new = g(x2, 1).recon
+    assert torch.allclose(new[:, :k], base[:, :k], atol=1e-6), "output before t depends on inputs after t"
+    assert not torch.allclose(new[:, k], base[:, k], atol=1e-5)
+
+
+# ------------------------------------------------------------------ KV cache
+@pytest.mark.parametrize("over", [{}, {"model.heads_g": 2, "model.blocks_g": 2}, {"model.delta": True},
+                                  {"model.pair_g": False}])
+def test_cached_generation_matches_uncached(over):
+    g = make_g("transformer", **over)
+    obs = seqs(4, 3)
+    v0 = 0.01 * torch.randn(4, 68, 2)
+    gen = g.generate(obs, 9, init_vel=v0)
+    # uncached reference: one causal pass (no cache, no buffers) over the whole generated trajectory
+    full = torch.cat([obs, gen.future], 1)
+    with torch.no_grad():
+        ref = g(full, 1, init_vel=v0).recon
+    assert torch.allclose(ref[:, 2:], gen.future, atol=1e-5)
+    assert torch.allclose(ref[:, :2], gen.recon, atol=1e-5)
+    # and the training path (list caches, autograd) agrees with the buffered one
+    assert torch.allclose(g(obs, 9, init_vel=v0).future, gen.future, atol=1e-5)
+
+
+# ------------------------------------------------------------------ export
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit is deprecated but still the portable format
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_export_script_roundtrip(variant, tmp_path):
+    g = build_generator(tiny(variant))
+    g.train()
+    g(seqs(4, 5), 3)  # a training pass updates the spectral-norm state
+    obs, v0 = seqs(4, 2), 0.01 * torch.randn(4, 68, 2)
+    expected = g.generate(obs, 8, init_vel=v0).future
+    scripted = torch.jit.script(g.export_module())
+    torch.jit.save(scripted, str(tmp_path / "g.pt"))
+    loaded = torch.jit.load(str(tmp_path / "g.pt"))
+    got = loaded(obs, v0, 8)
+    assert got.shape == (4, 8, 68, 2)
+    assert torch.allclose(got, expected, atol=1e-6)
+
+
+def test_generate_has_no_side_effects():
+    g = build_generator(tiny("rnn"))
+    g.train()
+    state = {k: v.clone() for k, v in g.state_dict().items()}
+    a = g.generate(seqs(2, 2), 4).future
+    b = g.generate(seqs(2, 2), 4).future
+    assert torch.equal(a, b) and g.training
+    assert all(torch.equal(state[k], v) for k, v in g.state_dict().items())
+
+
+# ------------------------------------------------------------------ baselines and ablations
+SWITCHES = [
+    {},
+    {"model.delta": True},
+    {"loss.adversarial": False},
+    {"model.joint_d": False},
+    {"model.pair_g": False},
+    {"windows.single_scale": True},
+    {"windows.starts": "grid", "windows.family": "fixed", "windows.scales": [5, 10, 20]},
+    {"windows.family": "texp", "loss.reco": 1e-3},
+    {"model.d_form": "rnn"},
+]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("switch", SWITCHES, ids=lambda s: ",".join(f"{k}={v}" for k, v in s.items()) or "default")
+def test_switch_trains_one_step(variant, switch):
+    from suhmo import losses
+
+    over = {"model.variant": variant, "data.seq_len": 20, "windows.tau_max": 20, **switch}
+    cfg = make_config("tiny", overrides=over)
+    torch.manual_seed(0)
+    G, D = build_generator(cfg), build_discriminator(cfg)
+    opt_g = torch.optim.Adam(G.parameters(), lr=1e-3)
+    opt_d = torch.optim.Adam(D.parameters(), lr=1e-3)
+    O, S = cfg.data.obs_len, cfg.data.seq_len
+    real = 0.5 + 0.05 * torch.randn(4, O + S, 68, 2)
+    plan = WindowSampler(cfg.windows, S).plan(num_feature_frames(O + S), torch.Generator().manual_seed(0))
+    out = G(real[:, :O], S)
+    fake = torch.cat([real[:, :O], out.future], 1)
+    d_before = [p.detach().clone() for p in D.parameters()]
+    if losses.needs_discriminator(cfg):
+        ld, dlogs = losses.discriminator_loss(D, real, fake, plan, cfg)
+        opt_d.zero_grad()
+        ld.backward()
+        opt_d.step()
+        assert torch.isfinite(ld) and "d_loss" in dlogs
+        assert any(not torch.equal(a, b) for a, b in zip(d_before, D.parameters()))
+    g_before = [p.detach().clone() for p in G.parameters()]
+    lg, glogs = losses.generator_loss(D, fake, real, out, plan, cfg, losses.lambda_at(cfg.loss, 0))
+    opt_g.zero_grad()
+    lg.backward()
+    assert all(p.grad is None for p in D.parameters() if not losses.needs_discriminator(cfg))
+    opt_g.step()
+    assert torch.isfinite(lg)
+    assert any(not torch.equal(a, b) for a, b in zip(g_before, G.parameters()))
+    assert ("g_adv_seq" in glogs) == losses.needs_discriminator(cfg)
