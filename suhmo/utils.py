@@ -15,10 +15,18 @@ class SuhmoError(RuntimeError):
     """An error meant for the user: the CLI prints its message on one line, no traceback."""
 
 
+def _umask_mode() -> int:
+    """0666 minus the process umask: what open() would give, unlike mkstemp's 0600."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.chmod(tmp, _umask_mode())
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -41,6 +49,7 @@ def atomic_save(path: Path, writer: Callable[[str], Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    os.chmod(tmp, _umask_mode())
     try:
         writer(tmp)
         with open(tmp, "rb+") as f:

@@ -1,0 +1,85 @@
+"""``suhmo train``: train a SUHMo model on one machine."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from pathlib import Path
+
+import click
+
+
+@click.command("train")
+@click.option("--variant", type=click.Choice(["rnn", "transformer"]), default=None,
+              help="Generator variant (model.variant); default: the preset's (rnn).")
+@click.option("--data", "data_path", type=click.Path(dir_okay=False), default=None,
+              help="Canonical landmark .npz (data.path); default: the embedded synthetic data.")
+@click.option("--iterations", type=click.IntRange(min=1), default=None,
+              help="Training iterations (train.iterations); default: the preset's.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Output folder; default: $SUHMO_HOME/train/<timestamp>. A folder holding last.pt resumes.")
+@click.option("--preset", type=click.Choice(["paper", "small", "tiny"]), default="paper", show_default=True,
+              help="Base configuration: paper sizes, a CPU-sized model, or a smoke-test model.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="YAML file of config values, applied over the preset.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override one config value, e.g. --set optim.lr_g=1e-4 (repeatable).")
+@click.option("--seed", type=int, default=None, help="Random seed (train.seed); default: the config's.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
+              help="Device (train.device); default: the config's (auto = cuda when available).")
+@click.option("--resume/--no-resume", default=True, show_default=True,
+              help="Continue from OUT/last.pt when it exists.")
+def train(variant, data_path, iterations, out_dir, preset, config_path, overrides, seed, device, resume):
+    """Train SUHMo; writes config.yaml, last.pt, best.pt and metrics.jsonl into OUT.
+
+    Ctrl-C stops cleanly after writing a checkpoint; run the same command again to resume.
+    """
+    from suhmo import paths
+    from suhmo.config import make_config
+    from suhmo.train import Trainer
+    from suhmo.utils import SuhmoError
+
+    flags = {"model.variant": variant, "data.path": data_path, "train.iterations": iterations,
+             "train.seed": seed, "train.device": device}
+    cfg = make_config(preset, yaml_path=config_path, overrides=list(overrides))
+    for key, value in flags.items():
+        if value is not None:
+            cfg.set(key, value, where=f"--{key.split('.')[1]}")
+    if data_path is not None and not Path(data_path).is_file():
+        raise SuhmoError(f"--data {data_path}: file not found")
+    cfg.validate()
+    out = Path(out_dir) if out_dir else paths.home() / "train" / time.strftime("%Y%m%d-%H%M%S")
+    if out.exists() and not out.is_dir():
+        raise SuhmoError(f"--out {out}: exists and is not a folder")
+    if not resume and (out / "last.pt").exists():
+        raise SuhmoError(f"--out {out}: holds last.pt; use --resume or another folder")
+
+    stop = {"flag": False}
+
+    def on_sigint(signum, frame):  # first Ctrl-C: stop after a checkpoint; second: abort
+        if stop["flag"]:
+            raise KeyboardInterrupt
+        stop["flag"] = True
+        click.echo("\nstopping after the current iteration (Ctrl-C again to abort)", err=True)
+
+    trainer = Trainer(cfg, out, should_stop=lambda: stop["flag"], resume=resume)
+    start = trainer.step
+    click.echo(f"training {cfg.model.variant} on {trainer.train_set.name}: {len(trainer.train_set)} train / "
+               f"{len(trainer.eval_set)} eval clips, device {trainer.device}, into {out}")
+    if start:
+        click.echo(f"resuming from {out / 'last.pt'} at iteration {start}")
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, on_sigint) if main_thread else None
+    try:
+        metrics = trainer.fit()
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGINT, previous)
+    status = "stopped" if trainer.step < cfg.train.iterations else "done"
+    click.echo(f"{status} at iteration {trainer.step}/{cfg.train.iterations}")
+    if metrics:
+        click.echo("metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
+    click.echo(f"checkpoint: {out / 'last.pt'}")
+    if (out / "best.pt").is_file():
+        click.echo(f"best ({cfg.train.select_metric}): {out / 'best.pt'}")

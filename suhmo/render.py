@@ -1,0 +1,210 @@
+"""Landmark animations (GIF / MP4), motion maps and still previews, drawn with OpenCV.
+
+Each face part is drawn as a connected polyline in its own colour, as in the paper's
+figures: jaw (green), brows (orange), nose (blue), eyes (red), outer lips (purple) and
+inner lips (pink). The *motion map* (paper Sec. 4.2, Fig. 4) summarises a sequence in
+one image: an exponential moving average of the drawn frames centred on the last frame
+(the weights of ``suhmo.metrics.raster.frame_weights``, half-life 10 frames), so recent
+poses are dark and old poses fade; a still face gives a sharp map.
+
+Images are RGB uint8 throughout; only the MP4 writer converts to BGR.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from suhmo.metrics.raster import frame_weights  # one definition of the motion-map weights
+from suhmo.utils import SuhmoError, atomic_write_bytes
+
+# part name -> (landmark indices of one polyline, closed, RGB colour); iBUG 68-point layout
+PARTS: list[tuple[str, list[int], bool, tuple[int, int, int]]] = [
+    ("jaw", list(range(0, 17)), False, (44, 160, 44)),
+    ("right_brow", list(range(17, 22)), False, (255, 127, 14)),
+    ("left_brow", list(range(22, 27)), False, (255, 127, 14)),
+    ("nose_bridge", list(range(27, 31)), False, (31, 119, 180)),
+    ("nose_base", list(range(31, 36)), False, (31, 119, 180)),
+    ("right_eye", list(range(36, 42)), True, (214, 39, 40)),
+    ("left_eye", list(range(42, 48)), True, (214, 39, 40)),
+    ("outer_lips", list(range(48, 60)), True, (148, 103, 189)),
+    ("inner_lips", list(range(60, 68)), True, (227, 119, 194)),
+]
+PART_COLOURS = {name: colour for name, _, _, colour in PARTS}
+BACKGROUND = 255  # white canvas
+_SHIFT = 4  # sub-pixel bits for cv2 drawing
+HALF_LIFE = 10.0  # motion-map half-life in frames (0.4 s at 25 fps), as the metric stack's t-FID
+
+
+def to_pixels(clips: Sequence[np.ndarray], size: int) -> list[np.ndarray]:
+    """Map clips ``[T, 68, 2]`` to pixel coordinates of a ``size`` x ``size`` canvas.
+
+    Normalised clips (the first frame of every clip inside [-0.5, 1.5]) map [0, 1] onto the
+    canvas, so head translation stays visible and a sequence that drifts away leaves the
+    canvas, as it should; other clips (pixel coordinates) are fitted jointly into the
+    canvas with a 5 % margin.
+    """
+    firsts = np.stack([np.asarray(c[0], np.float64) for c in clips])
+    firsts = firsts[np.isfinite(firsts)]
+    if firsts.size == 0 or (firsts.min() >= -0.5 and firsts.max() <= 1.5):
+        return [np.asarray(c, np.float64) * size for c in clips]
+    finite = [c[np.isfinite(c).all(axis=-1)] for c in clips]
+    allpts = np.concatenate([f.reshape(-1, 2) for f in finite])
+    lo, hi = allpts.min(0), allpts.max(0)
+    span = float(max(hi - lo)) or 1.0
+    scale = 0.9 * size / span
+    offset = (size - scale * (hi - lo)) / 2 - scale * lo
+    return [np.asarray(c, np.float64) * scale + offset for c in clips]
+
+
+def draw_frame(points_px: np.ndarray, size: int) -> np.ndarray:
+    """Draw one face ``[68, 2]`` (pixels) on a white canvas -> RGB ``[size, size, 3]`` uint8."""
+    img = np.full((size, size, 3), BACKGROUND, np.uint8)
+    thickness = max(1, round(size / 160))
+    for _, idx, closed, colour in PARTS:
+        pts = points_px[idx]
+        if not np.isfinite(pts).all():
+            continue  # a diverged frame is left blank rather than drawn as garbage
+        pts = np.clip(pts, -4 * size, 5 * size)
+        fixed = np.round(pts * (1 << _SHIFT)).astype(np.int32).reshape(-1, 1, 2)
+        cv2.polylines(img, [fixed], closed, colour, thickness, cv2.LINE_AA, _SHIFT)
+    return img
+
+
+def motion_map_frames(frames: np.ndarray, half_life: float = HALF_LIFE) -> np.ndarray:
+    """Running motion maps of drawn frames ``[T, H, W, 3]`` -> ``[T, H, W, 3]`` uint8.
+
+    Map ``t`` weights frames ``s <= t`` by ``frame_weights(t + 1, "ema", half_life)`` (the
+    metric stack's definition: ``0.5 ** (age / half_life)``, normalised to sum 1), computed
+    recursively; the last map is the motion map of the whole sequence. Averaging is done on
+    the ink (``255 - pixel``) so that the white background stays white.
+    """
+    decay = 0.5 ** (1.0 / float(half_life))  # the EMA factor of frame_weights' ages
+    out = np.empty_like(frames)
+    num = np.zeros(frames.shape[1:], np.float64)
+    den = 0.0
+    for t, frame in enumerate(frames):
+        num = decay * num + (BACKGROUND - frame.astype(np.float64))
+        den = decay * den + 1.0
+        out[t] = np.clip(np.rint(BACKGROUND - num / den), 0, 255).astype(np.uint8)
+    return out
+
+
+def motion_map(clip_px: np.ndarray, size: int, half_life: float = HALF_LIFE) -> np.ndarray:
+    """The motion map of one clip ``[T, 68, 2]`` (pixels) -> RGB ``[size, size, 3]``."""
+    frames = np.stack([draw_frame(p, size) for p in clip_px]).astype(np.float64)
+    w = frame_weights(len(frames), "ema", half_life)
+    ink = np.tensordot(w, BACKGROUND - frames, axes=1)
+    return np.clip(np.rint(BACKGROUND - ink), 0, 255).astype(np.uint8)
+
+
+def compose_frames(clips: Sequence[np.ndarray], *, size: int = 256, grid: int = 1,
+                   with_motion_map: bool = False, half_life: float = HALF_LIFE) -> np.ndarray:
+    """Video frames ``[T, H, W, 3]``: ``grid`` clips side by side, running motion maps below.
+
+    Shorter clips hold their last frame until the longest one ends.
+    """
+    if not len(clips):
+        raise SuhmoError("render: no clips to draw")
+    if size < 16:
+        raise SuhmoError(f"render: --size {size} is too small (need >= 16)")
+    size += size % 2  # video codecs want even dimensions
+    shown = list(clips[: max(1, grid)])
+    px = to_pixels(shown, size)
+    n_frames = max(len(c) for c in shown)
+    rows = 2 if with_motion_map else 1
+    video = np.full((n_frames, rows * size, len(shown) * size, 3), BACKGROUND, np.uint8)
+    for j, clip in enumerate(px):
+        drawn = np.stack([draw_frame(clip[min(t, len(clip) - 1)], size) for t in range(n_frames)])
+        video[:, :size, j * size:(j + 1) * size] = drawn
+        if with_motion_map:
+            video[:, size:, j * size:(j + 1) * size] = motion_map_frames(drawn, half_life)
+    _separate(video, size, len(shown), rows)
+    return video
+
+
+def _separate(images: np.ndarray, size: int, cols: int, rows: int) -> None:
+    """Thin grey lines between tiles (in place, on ``[..., H, W, 3]``)."""
+    for j in range(1, cols):
+        images[..., :, j * size, :] = 200
+    for i in range(1, rows):
+        images[..., i * size, :, :] = 200
+
+
+def write_video(frames: np.ndarray, path: str | Path, fps: float = 25.0) -> Path:
+    """Write RGB frames ``[T, H, W, 3]`` to ``.gif`` (Pillow) or ``.mp4`` (OpenCV, mp4v), atomically.
+
+    Note that GIF merges identical consecutive frames into one longer frame.
+    """
+    path = Path(path)
+    ext = path.suffix.lower()
+    if fps <= 0:
+        raise SuhmoError(f"render: --fps {fps} must be > 0")
+    if ext == ".gif":
+        from PIL import Image
+
+        images = [Image.fromarray(f) for f in frames]
+        buf = io.BytesIO()
+        images[0].save(buf, format="GIF", save_all=True, append_images=images[1:],
+                       duration=max(20, round(1000 / fps)), loop=0)
+        atomic_write_bytes(path, buf.getvalue())
+    elif ext == ".mp4":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".mp4")
+        os.close(fd)
+        try:
+            h, w = frames.shape[1:3]
+            writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (w, h))
+            if not writer.isOpened():
+                raise SuhmoError(f"{path}: OpenCV could not open an mp4v video writer here; try .gif")
+            for f in frames:
+                writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+            writer.release()
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    else:
+        raise SuhmoError(f"{path}: unsupported output type {ext or '(none)'}; use .gif or .mp4")
+    return path
+
+
+def render_video(clips: Sequence[np.ndarray], path: str | Path, *, size: int = 256, fps: float = 25.0,
+                 grid: int = 1, with_motion_map: bool = False) -> Path:
+    """Animate up to ``grid`` clips ``[T, 68, 2]`` side by side into a GIF or MP4."""
+    ext = Path(path).suffix.lower()
+    if ext not in (".gif", ".mp4"):
+        raise SuhmoError(f"{path}: unsupported output type {ext or '(none)'}; use .gif or .mp4")
+    frames = compose_frames(clips, size=size, grid=grid, with_motion_map=with_motion_map)
+    return write_video(frames, path, fps)
+
+
+def preview_image(clips: Sequence[np.ndarray], *, size: int = 256, max_samples: int = 4) -> np.ndarray:
+    """A still: one row per clip with [first frame | last frame | motion map] -> RGB image."""
+    if not len(clips):
+        raise SuhmoError("render: no clips to draw")
+    shown = list(clips[:max_samples])
+    px = to_pixels(shown, size)
+    img = np.full((len(shown) * size, 3 * size, 3), BACKGROUND, np.uint8)
+    for i, clip in enumerate(px):
+        tiles = [draw_frame(clip[0], size), draw_frame(clip[-1], size), motion_map(clip, size)]
+        for j, tile in enumerate(tiles):
+            img[i * size:(i + 1) * size, j * size:(j + 1) * size] = tile
+    _separate(img, size, 3, len(shown))
+    return img
+
+
+def render_png(clips: Sequence[np.ndarray], path: str | Path, *, size: int = 256, max_samples: int = 4) -> Path:
+    """Write :func:`preview_image` as a PNG (for MLflow artifacts and model cards), atomically."""
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(preview_image(clips, size=size, max_samples=max_samples),
+                                                cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise SuhmoError(f"{path}: PNG encoding failed")
+    atomic_write_bytes(Path(path), buf.tobytes())
+    return Path(path)

@@ -1,0 +1,393 @@
+"""The SUHMo trainer: one readable loop, checkpoints, evaluation hooks.
+
+Per iteration (paper Sec. 3, eq. 8-12):
+
+1. data      a batch of pairs of real windows ``[B, obs_len + seq_len, 68, 2]``;
+2. generate  G runs ONCE: teacher-forced on the ``obs_len`` observed frames, then free for
+             ``seq_len`` frames (eq. 4);
+3. D step    hinge losses of D_F, D_s and D_s^j (eq. 12) on real vs the fakes, detached;
+4. G step    adversarial losses (eq. 8-10) on the SAME fakes, with gradients, plus
+             lambda * L2 (eq. 11) with lambda from its schedule;
+5. schedule  Adam step decay of both learning rates;
+6. evaluate / checkpoint every ``train.eval_every`` iterations and at the end.
+
+The search layer plugs in through ``report(step, metrics, checkpoint_path)`` (called at each
+evaluation, after ``last.pt`` is written) and ``should_stop()`` (polled every iteration).
+A run in a folder that holds ``last.pt`` resumes from it: same step, same schedule, same
+data stream, same RNG states, so an interrupted run ends with the same weights.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from suhmo.checkpoint import copy_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from suhmo.config import Config
+from suhmo.utils import SuhmoError, pick_device, seed_everything
+
+# The held-out persons must not change with train.seed, so that runs with different seeds
+# (and every trial of a search) are scored on the same evaluation set.
+SPLIT_SEED = 0
+
+MetricsFn = Callable[[Callable, int], dict]
+
+
+class Trainer:
+    """Train SUHMo per ``cfg`` into ``out_dir`` (see the module docstring).
+
+    ``train_set``/``eval_set``: LandmarkSets in the normalised [0, 1] frame; when
+    ``train_set`` is None, ``load_dataset(cfg)`` is split by person
+    (``data.test_fraction``); when only ``eval_set`` is None, the training set is used.
+    ``metrics_fn(sample_fn, step) -> dict``: None = the metric stack's ``trainer_metrics``
+    (or, without it, the motion statistics of :func:`motion_stats_metrics`).
+    """
+
+    def __init__(self, cfg: Config, out_dir: str | Path, *, train_set=None, eval_set=None,
+                 metrics_fn: Optional[MetricsFn] = None,
+                 report: Optional[Callable[[int, dict, Optional[Path]], None]] = None,
+                 should_stop: Optional[Callable[[], bool]] = None, resume: bool = True):
+        from suhmo.data import BatchSampler, load_dataset
+        from suhmo.models import WindowSampler, build_discriminator, build_generator
+
+        self.cfg = cfg.validate()
+        self.out_dir = Path(out_dir)
+        self.report, self.should_stop = report, should_stop
+        tc = cfg.train
+        if tc.threads:
+            torch.set_num_threads(int(tc.threads))
+        self.device = pick_device(tc.device)
+        seed_everything(tc.seed)
+
+        if train_set is None:
+            full = load_dataset(cfg)
+            train_set, held_out = full.split_by_person(cfg.data.test_fraction, seed=SPLIT_SEED)
+            eval_set = held_out if eval_set is None else eval_set
+        self.train_set = train_set
+        self.eval_set = eval_set if eval_set is not None else train_set
+
+        self.G = build_generator(cfg).to(self.device)
+        self.D = build_discriminator(cfg).to(self.device)
+        o = cfg.optim
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=o.lr_g, betas=(o.beta1, o.beta2))
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=o.lr_d, betas=(o.beta1, o.beta2))
+        self.sampler = BatchSampler(self.train_set, cfg, seed=tc.seed)
+        self.windows = WindowSampler(cfg.windows, cfg.data.seq_len)
+        self.window_rng = torch.Generator().manual_seed(tc.seed + 1)  # window plans (eq. 5)
+
+        self.step = 0  # completed iterations
+        self.metrics: dict[str, float] = {}  # of the latest evaluation
+        self.best: Optional[dict] = None  # {"metric", "mode", "value", "step"}
+        self.saved_step: Optional[int] = None  # step of the checkpoint in last.pt
+        self._loss_sums: dict[str, float] = {}
+        self._loss_count = 0
+        if metrics_fn is None:
+            metrics_fn = default_metrics_fn(cfg, self.eval_set)
+        self.metrics_fn = metrics_fn
+        if resume and self.last_path.is_file():
+            self._restore(load_checkpoint(self.last_path, map_location=self.device))
+
+    # ------------------------------------------------------------------ paths
+    @property
+    def last_path(self) -> Path:
+        return self.out_dir / "last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.out_dir / "best.pt"
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self) -> dict:
+        """Train up to ``train.iterations``; returns the metrics of the final evaluation."""
+        from suhmo.losses import discriminator_loss, generator_loss, lambda_at, needs_discriminator
+        from suhmo.models import num_feature_frames
+
+        cfg, G, D = self.cfg, self.G, self.D
+        obs_len, seq_len = cfg.data.obs_len, cfg.data.seq_len
+        total, eval_every = cfg.train.iterations, cfg.train.eval_every
+        use_d = needs_discriminator(cfg)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        cfg.save(self.out_dir / "config.yaml")
+        if self.step >= total:
+            return dict(self.metrics)
+        self._apply_lr(self.step)
+        G.train()
+        D.train()
+        bar = _progress(cfg, total, self.step)
+        try:
+            while self.step < total:
+                it = self.step  # 0-based index of this iteration
+                # --- data
+                batch = torch.from_numpy(self.sampler.next()).to(self.device)  # [B, O+S, 68, 2]
+                obs = batch[:, :obs_len]
+
+                # --- generate (once)
+                out = G(obs, seq_len)  # GenOutput: future [B, S, 68, 2], recon [B, O-1, 68, 2]
+                fake = torch.cat([obs, out.future], dim=1)  # same layout as batch
+                plan = self.windows.sample(num_feature_frames(fake.shape[1]), self.window_rng) if use_d else None
+
+                # --- D step (fakes detached)
+                logs: dict[str, float] = {}
+                if use_d:
+                    loss_d, logs_d = discriminator_loss(D, batch, fake.detach(), plan, cfg)
+                    self.opt_d.zero_grad(set_to_none=True)
+                    loss_d.backward()
+                    self._clip(D)
+                    self.opt_d.step()
+                    logs.update(_metric_names(logs_d))
+                    logs["loss_d"] = float(loss_d.detach())
+
+                # --- G step (same fakes; D's weights get no gradient from this loss)
+                loss_g, logs_g = generator_loss(D, fake, batch, out, plan, cfg, lambda_at(cfg.loss, it))
+                self.opt_g.zero_grad(set_to_none=True)
+                loss_g.backward()
+                self._clip(G)
+                self.opt_g.step()
+                logs.update(_metric_names(logs_g))
+                logs["loss_g"] = float(loss_g.detach())
+                self._check_finite(it, logs)
+
+                # --- schedule
+                self.step += 1
+                self._apply_lr(self.step)
+                bar.update(1)
+                if self.step % 10 == 0 or self.step == total:
+                    bar.set_postfix({k: f"{self._loss_sums[k] / self._loss_count:.3g}"
+                                     for k in ("loss_d", "loss_g") if k in self._loss_sums}, refresh=False)
+
+                # --- evaluate/checkpoint
+                if self.step % eval_every == 0 or self.step == total:
+                    self._evaluate_and_checkpoint()
+                if self.should_stop is not None and self.step < total and self.should_stop():
+                    if self.saved_step != self.step:
+                        self._write_checkpoint(self.metrics)
+                    break
+        finally:
+            bar.close()
+        return dict(self.metrics)
+
+    # ------------------------------------------------------------------ pieces of the loop
+    def _clip(self, net: torch.nn.Module) -> None:
+        if self.cfg.optim.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(net.parameters(), self.cfg.optim.grad_clip)
+
+    def _apply_lr(self, step: int) -> None:
+        """Step decay: both learning rates times ``lr_decay_factor`` from ``lr_decay_iter`` on."""
+        o = self.cfg.optim
+        factor = o.lr_decay_factor if o.lr_decay_iter is not None and step >= o.lr_decay_iter else 1.0
+        for opt, base in ((self.opt_g, o.lr_g), (self.opt_d, o.lr_d)):
+            for group in opt.param_groups:
+                group["lr"] = base * factor
+
+    def _check_finite(self, it: int, logs: dict[str, float]) -> None:
+        """Stop with a SuhmoError on a NaN/inf loss or weight; accumulate the loss means."""
+        bad = [k for k, v in logs.items() if not math.isfinite(v)]
+        weight_norms = torch.stack([p.detach().float().norm() for net in (self.G, self.D) for p in net.parameters()])
+        if bad or not bool(torch.isfinite(weight_norms).all()):
+            keep = (f"; the last good checkpoint {self.last_path} (iteration {self.saved_step}) is kept"
+                    if self.saved_step is not None else "; no checkpoint was written yet")
+            if bad:
+                first = sorted(bad, key=lambda k: (k not in ("loss_g", "loss_d"), k))[0]
+                totals = ", ".join(f"{k}={logs[k]:.4g}" for k in ("loss_d", "loss_g") if k in logs)
+                what = f"{first} is {logs[first]}" + (f" ({totals})" if totals else "")
+            else:
+                net, name = next((net, n) for net, m in (("G", self.G), ("D", self.D))
+                                 for n, p in m.named_parameters() if not torch.isfinite(p).all())
+                what = f"non-finite weights in {net} ({name})"
+            raise SuhmoError(f"diverged at iteration {it + 1}: {what}{keep}; lower the learning rates "
+                             f"or set optim.grad_clip")
+        for k, v in logs.items():
+            self._loss_sums[k] = self._loss_sums.get(k, 0.0) + v
+        self._loss_count += 1
+
+    def sample_fn(self, refs: np.ndarray, frames: int, seed: int) -> np.ndarray:
+        """``refs [K, 68, 2] -> [K, frames + 1, 68, 2]`` with the current G (``suhmo.generate.sample``)."""
+        from suhmo.generate import sample
+
+        return sample(self.G, refs, frames, seed, init_vel=self.cfg.eval.init_vel, device=self.device)
+
+    def evaluate(self) -> dict:
+        """Metrics of the current G, plus the mean losses since the previous evaluation.
+
+        Evaluation runs under its own seeds: the global RNG states are restored afterwards,
+        so evaluating does not change the training stream.
+        """
+        saved = rng_state()
+        self.G.eval()
+        try:
+            metrics = {k: float(v) for k, v in self.metrics_fn(self.sample_fn, self.step).items()}
+        finally:
+            self.G.train()
+            set_rng_state(saved)
+        if self._loss_count:
+            for k, v in self._loss_sums.items():
+                metrics.setdefault(k, v / self._loss_count)
+        elif self.metrics:  # no iteration since the last evaluation (e.g. right after resuming)
+            metrics.update({k: v for k, v in self.metrics.items() if k.startswith("loss")})
+        self._loss_sums, self._loss_count = {}, 0
+        return metrics
+
+    def _evaluate_and_checkpoint(self) -> None:
+        self.metrics = self.evaluate()
+        path = self._write_checkpoint(self.metrics)
+        row = {"step": self.step, "time": round(time.time(), 3),
+               **{k: (v if math.isfinite(v) else None) for k, v in self.metrics.items()}}
+        with open(self.out_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.report is not None:
+            self.report(self.step, dict(self.metrics), path)
+
+    def _write_checkpoint(self, metrics: dict) -> Path:
+        """``last.pt`` always; ``best.pt`` when ``train.select_metric`` improved."""
+        self._check_weights_finite()
+        tc = self.cfg.train
+        if self.best is not None and (self.best["metric"], self.best["mode"]) != (tc.select_metric, tc.select_mode):
+            self.best = None  # the selection rule changed on resume: start a new best
+        value = metrics.get(tc.select_metric)
+        improved = value is not None and math.isfinite(value) and (
+            self.best is None
+            or (value < self.best["value"] if tc.select_mode == "min" else value > self.best["value"]))
+        if improved:
+            self.best = {"metric": tc.select_metric, "mode": tc.select_mode, "value": float(value),
+                         "step": self.step}
+        save_checkpoint(self.last_path, self._payload(metrics))
+        self.saved_step = self.step
+        if improved:
+            copy_checkpoint(self.last_path, self.best_path)
+        return self.last_path
+
+    def _check_weights_finite(self) -> None:
+        for net, m in (("G", self.G), ("D", self.D)):
+            for name, p in m.named_parameters():
+                if not torch.isfinite(p).all():
+                    raise SuhmoError(f"diverged at iteration {self.step}: non-finite weights in {net} ({name}); "
+                                     f"not overwriting {self.last_path}")
+
+    def _payload(self, metrics: dict) -> dict:
+        return {
+            "step": self.step,
+            "config": self.cfg.to_dict(),
+            "seed": self.cfg.train.seed,
+            "G": self.G.state_dict(),
+            "D": self.D.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "rng": {**rng_state(), "windows": self.window_rng.get_state()},
+            "sampler": self.sampler.state_dict(),
+            "metrics": dict(metrics),
+            "best": self.best,
+            "torch_version": str(torch.__version__),
+        }
+
+    def _restore(self, ck: dict) -> None:
+        where = self.last_path
+        saved, current = ck["config"].get("model", {}), self.cfg.to_dict()["model"]
+        diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+        if diff:
+            raise SuhmoError(f"{where}: cannot resume: its model config differs in "
+                             f"{', '.join(f'model.{k}' for k in diff)}; use another --out folder or resume=False")
+        try:
+            self.G.load_state_dict(ck["G"])
+            self.D.load_state_dict(ck["D"])
+            self.opt_g.load_state_dict(ck["opt_g"])
+            self.opt_d.load_state_dict(ck["opt_d"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise SuhmoError(f"{where}: cannot resume: {str(e).splitlines()[0][:160]}") from None
+        rng = dict(ck["rng"])
+        self.window_rng.set_state(rng.pop("windows"))
+        set_rng_state(rng)
+        self.sampler.load_state_dict(ck["sampler"])
+        self.step = self.saved_step = int(ck["step"])
+        self.metrics = {k: float(v) for k, v in ck.get("metrics", {}).items()}
+        self.best = ck.get("best")
+
+
+# ---------------------------------------------------------------------- helpers
+def _metric_names(logs: dict) -> dict:
+    """Loss logs under metric names: ``g_l2`` -> ``loss_l2``, ``g_adv_seq`` -> ``loss_g_seq``,
+    ``d_seq`` -> ``loss_d_seq``; D scores (``d_real_*``, ``d_fake_*``) and ``lam`` keep their
+    names; the totals (``d_loss``, ``g_loss``) are dropped (the trainer adds loss_d / loss_g)."""
+    out = {}
+    for k, v in logs.items():
+        if k in ("d_loss", "g_loss"):
+            continue
+        if k.startswith("g_adv_"):
+            k = "loss_g_" + k[len("g_adv_"):]
+        elif k.startswith("g_"):
+            k = "loss_" + k[2:]
+        elif k.startswith("d_") and not k.startswith(("d_real_", "d_fake_")):
+            k = "loss_d_" + k[2:]
+        out[k] = v
+    return out
+
+
+def _progress(cfg: Config, total: int, initial: int):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, disable=not cfg.train.progress, desc="train",
+                unit="it", dynamic_ncols=True, leave=True)
+
+
+def default_metrics_fn(cfg: Config, eval_set) -> MetricsFn:
+    """The metric stack's ``trainer_metrics`` when installed, else :func:`motion_stats_metrics`."""
+    import importlib
+
+    try:
+        stack = importlib.import_module("suhmo.metrics")
+    except ModuleNotFoundError as e:
+        if e.name != "suhmo.metrics":  # a broken metric stack must fail loudly, not fall back
+            raise
+        stack = None
+    trainer_metrics = getattr(stack, "trainer_metrics", None)
+    if trainer_metrics is None:
+        return motion_stats_metrics(cfg, eval_set)
+    return trainer_metrics(cfg, eval_set)
+
+
+def mean_speed(seqs: np.ndarray) -> float:
+    """Mean landmark displacement per frame of ``[K, T, 68, 2]`` (normalised units / frame)."""
+    return float(np.linalg.norm(np.diff(seqs, axis=1), axis=-1).mean())
+
+
+def motion_stats_metrics(cfg: Config, eval_set) -> MetricsFn:
+    """Simple motion statistics, used until the metric stack exists.
+
+    ``cfg.eval.samples`` real windows of ``eval.frames + 1`` frames are drawn (seeded by
+    ``eval.seed``) from ``eval_set``; their first frames are the references. Keys:
+    ``finite_frac`` (share of generated sequences without NaN/inf), ``mean_speed`` (mean
+    landmark displacement per frame of the finite ones) and ``speed_ratio`` (that speed over
+    the real windows' speed; 1 = real speed, 0 = frozen).
+    """
+    frames = int(cfg.eval.frames)
+    rng = np.random.default_rng(cfg.eval.seed)
+    lengths = np.array([len(c) for c in eval_set.clips])
+    span = min(frames + 1, int(lengths.max()))
+    ok = np.flatnonzero(lengths >= span)
+    clip_idx = rng.choice(ok, size=cfg.eval.samples)
+    starts = (rng.random(cfg.eval.samples) * (lengths[clip_idx] - span + 1)).astype(int)
+    real = np.stack([eval_set.clips[c][s:s + span] for c, s in zip(clip_idx, starts)]).astype(np.float32)
+    refs = real[:, 0]
+    real_speed = mean_speed(real)
+
+    def metrics_fn(sample_fn, step: int) -> dict:
+        gen = sample_fn(refs, frames, cfg.eval.seed)
+        finite = np.isfinite(gen).all(axis=(1, 2, 3))
+        speed = mean_speed(gen[finite]) if finite.any() else float("nan")
+        return {"finite_frac": float(finite.mean()), "mean_speed": speed,
+                "speed_ratio": speed / real_speed if real_speed > 0 else float("nan")}
+
+    return metrics_fn
+
+
+def train(cfg: Config, out_dir: str | Path, **kwargs) -> dict:
+    """``Trainer(cfg, out_dir, **kwargs).fit()``."""
+    return Trainer(cfg, out_dir, **kwargs).fit()
+
+
+__all__ = ["Trainer", "train", "default_metrics_fn", "motion_stats_metrics", "SPLIT_SEED"]
