@@ -188,8 +188,10 @@ class Trainer:
     def _check_finite(self, it: int, logs: dict[str, float]) -> None:
         """Stop with a SuhmoError on a NaN/inf loss or weight; accumulate the loss means."""
         bad = [k for k, v in logs.items() if not math.isfinite(v)]
-        weight_norms = torch.stack([p.detach().float().norm() for net in (self.G, self.D) for p in net.parameters()])
-        if bad or not bool(torch.isfinite(weight_norms).all()):
+        # Per-tensor isfinite, not a norm: huge but finite weights overflow a norm to inf.
+        bad_weights = [(net, n) for net, m in (("G", self.G), ("D", self.D))
+                       for n, p in m.named_parameters() if not bool(torch.isfinite(p).all())]
+        if bad or bad_weights:
             keep = (f"; the last good checkpoint {self.last_path} (iteration {self.saved_step}) is kept"
                     if self.saved_step is not None else "; no checkpoint was written yet")
             if bad:
@@ -197,8 +199,7 @@ class Trainer:
                 totals = ", ".join(f"{k}={logs[k]:.4g}" for k in ("loss_d", "loss_g") if k in logs)
                 what = f"{first} is {logs[first]}" + (f" ({totals})" if totals else "")
             else:
-                net, name = next((net, n) for net, m in (("G", self.G), ("D", self.D))
-                                 for n, p in m.named_parameters() if not torch.isfinite(p).all())
+                net, name = bad_weights[0]
                 what = f"non-finite weights in {net} ({name})"
             raise SuhmoError(f"diverged at iteration {it + 1}: {what}{keep}; lower the learning rates "
                              f"or set optim.grad_clip")

@@ -237,3 +237,17 @@ def test_train_cli_default_output_folder(tmp_path, monkeypatch):
     assert res.exit_code == 0, res.output
     runs = list((paths.home() / "train").iterdir())
     assert len(runs) == 1 and (runs[0] / "last.pt").is_file() and (runs[0] / "config.yaml").is_file()
+
+
+def test_finiteness_check_tells_huge_weights_from_non_finite_ones(tmp_path, split):
+    """A weight of 1e30 is finite (its norm overflows, which must not matter); a NaN weight is not."""
+    t = _cheap_trainer(tiny_cfg(), tmp_path / "run", split)
+    logs = {"loss_d": 1.0, "loss_g": 1.0}
+    with torch.no_grad():
+        p = next(t.D.parameters())
+        p.fill_(1e30)
+    t._check_finite(0, logs)  # finite weights with an overflowing norm: no error
+    with torch.no_grad():
+        p.view(-1)[0] = float("inf")
+    with pytest.raises(SuhmoError, match=r"diverged at iteration 1: non-finite weights in D"):
+        t._check_finite(0, logs)
