@@ -1,0 +1,452 @@
+"""Model selection over a search and a self-contained export of the winning checkpoint.
+
+Selection works on *checkpoints*, not runs: every trial keeps (as MLflow artifacts under
+``checkpoints/step_<k>/``) the checkpoint of each step that improved one of the search's
+objectives, and the metrics of every evaluation step. A candidate is one such (run, step);
+its score is the metric AT that step. For an objective metric the winner is therefore the
+checkpoint holding the highest ``best_<metric>`` over the trials (not the last value).
+
+Options: ``pareto`` first keeps the candidates not dominated on the search's objectives
+(all objectives evaluated at the same checkpoint); ``mean_over_seeds`` ranks configurations
+(trials whose params differ only in the seed) by the mean over seeds of each trial's best
+score, then takes the best checkpoint of the best configuration.
+
+The export folder::
+
+    generator.pt     generator state dict          config.yaml   the full resolved config
+    generator.ts     TorchScript: forward(obs [B,O,68,2], init_vel [B,68,2], n_future:int)
+                     -> [B, n_future, 68, 2]; needs torch only, no suhmo code
+    metrics.json     the metrics at that checkpoint
+    provenance.json  run id, parent (search) run id, experiment, step, selection rule
+    sample.gif, sample.png, README.md (model card), reference.npy (the sample's reference pose)
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import io
+import json
+import math
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from mlflow.exceptions import MlflowException
+
+from suhmo.utils import SuhmoError, atomic_write_bytes, atomic_write_text
+
+from tracking.mlflow_log import (
+    CKPT_DIR,
+    EVAL_DIR,
+    KIND_TAG,
+    OBJECTIVES_TAG,
+    _children,
+    _client,
+    default_tracking_uri,
+)
+
+# metrics where higher is better (ARCHITECTURE.md, "Metrics"); all others default to min
+_HIGHER_IS_BETTER = {"apd"}
+_SEED_PARAMS = {"seed", "train.seed"}
+
+
+@dataclass
+class Candidate:
+    run_id: str
+    run_name: str
+    trial_id: str | None
+    step: int
+    value: float  # the selection metric at this step
+    objectives: dict[str, float] = field(default_factory=dict)  # objective values at this step
+
+
+@dataclass
+class Selection:
+    tracking_uri: str
+    experiment_id: str
+    experiment_name: str
+    parent_run_id: str
+    parent_run_name: str
+    metric: str
+    mode: str
+    objectives: list[tuple[str, str]]
+    best: Candidate
+    considered: int  # candidate checkpoints examined
+    pareto: list[Candidate] | None = None
+    group_mean: float | None = None  # mean over seeds of the chosen configuration
+    group_runs: list[str] | None = None
+
+    def describe(self) -> str:
+        b = self.best
+        extra = f", Pareto set of {len(self.pareto)}" if self.pareto is not None else ""
+        if self.group_mean is not None:
+            extra += f", config mean over {len(self.group_runs or [])} seed(s) {self.group_mean:.5g}"
+        return (f"{self.metric}={b.value:.5g} ({self.mode}) at step {b.step} of run {b.run_name} "
+                f"[{b.run_id}] in search {self.parent_run_name} ({self.considered} checkpoints{extra})")
+
+
+# ---------------------------------------------------------------------- selection
+def _resolve_search(client, tracking_uri: str, experiment: str | None, search_run_id: str | None):
+    if search_run_id:
+        try:
+            parent = client.get_run(search_run_id)
+        except MlflowException:
+            raise SuhmoError(f"search run {search_run_id} not found at {tracking_uri}") from None
+        exp = client.get_experiment(parent.info.experiment_id)
+        return exp, parent
+    if experiment is not None:
+        exp = client.get_experiment_by_name(experiment)
+        if exp is None or exp.lifecycle_stage != "active":
+            names = [e.name for e in client.search_experiments() if e.name != "Default"]
+            known = ", ".join(sorted(names)) or "none"
+            raise SuhmoError(f"experiment {experiment!r} not found at {tracking_uri} (known: {known})")
+        exp_ids = [exp.experiment_id]
+    else:
+        exp_ids = [e.experiment_id for e in client.search_experiments()]
+        if not exp_ids:
+            raise SuhmoError(f"no experiment at {tracking_uri}; run a search first (suhmo-search run)")
+    runs = client.search_runs(exp_ids, filter_string=f"tags.`{KIND_TAG}` = 'search'",
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    if not runs:
+        where = f"experiment {experiment!r}" if experiment else tracking_uri
+        raise SuhmoError(f"no search run in {where}; run a search first (suhmo-search run)")
+    parent = runs[0]
+    return client.get_experiment(parent.info.experiment_id), parent
+
+
+def _checkpoint_steps(client, run_id: str) -> list[int]:
+    steps = []
+    for f in client.list_artifacts(run_id, CKPT_DIR):
+        name = f.path.rsplit("/", 1)[-1]
+        if f.is_dir and name.startswith("step_") and name[5:].isdigit():
+            steps.append(int(name[5:]))
+    return sorted(steps)
+
+
+def _history(client, run_id: str, key: str) -> dict[int, float]:
+    return {int(m.step): float(m.value) for m in client.get_metric_history(run_id, key)}
+
+
+def _dominates(a: dict[str, float], b: dict[str, float], objectives) -> bool:
+    sign = {m: (1.0 if mode == "min" else -1.0) for m, mode in objectives}
+    no_worse = all(sign[m] * a[m] <= sign[m] * b[m] for m, _ in objectives)
+    better = any(sign[m] * a[m] < sign[m] * b[m] for m, _ in objectives)
+    return no_worse and better
+
+
+def pareto_front(cands: list[Candidate], objectives) -> list[Candidate]:
+    """Candidates not dominated by another on all ``objectives`` [(metric, mode)]."""
+    full = [c for c in cands if all(m in c.objectives and math.isfinite(c.objectives[m]) for m, _ in objectives)]
+    return [c for c in full if not any(_dominates(o.objectives, c.objectives, objectives) for o in full if o is not c)]
+
+
+def _key(value: float, mode: str) -> float:
+    return value if mode == "min" else -value
+
+
+def select_best(tracking_uri: str | None = None, experiment: str | None = None, *,
+                metric: str | None = None, mode: str | None = None, pareto: bool = False,
+                mean_over_seeds: bool = False, search_run_id: str | None = None) -> Selection:
+    """Pick the best checkpoint of the latest search (of ``experiment``, or of the store)."""
+    tracking_uri = tracking_uri or default_tracking_uri()
+    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[len("sqlite:///"):]).is_file():
+        raise SuhmoError(f"no MLflow database at {tracking_uri[len('sqlite:///'):]}; run a search first "
+                         "or pass --tracking-uri")
+    if mode is not None and mode not in ("min", "max"):
+        raise SuhmoError(f"--mode {mode!r}: choose min or max")
+    client = _client(tracking_uri)
+    exp, parent = _resolve_search(client, tracking_uri, experiment, search_run_id)
+    children = _children(client, exp.experiment_id, parent.info.run_id)
+    if not children:
+        raise SuhmoError(f"search {parent.info.run_name} [{parent.info.run_id}] has no trial runs")
+    objectives = json.loads(parent.data.tags.get(OBJECTIVES_TAG, "[]"))
+    if not objectives:
+        objectives = next((json.loads(c.data.tags[OBJECTIVES_TAG]) for c in children
+                           if c.data.tags.get(OBJECTIVES_TAG, "[]") != "[]"), [])
+    objectives = [(str(m), str(d)) for m, d in objectives]
+    known = sorted({k for c in children for k in c.data.metrics if not k.startswith("best_")})
+    if metric is None:
+        if not objectives:
+            raise SuhmoError("the search logged no objectives; pass --metric (known: " + ", ".join(known) + ")")
+        metric = objectives[0][0]
+    if metric not in known:
+        raise SuhmoError(f"unknown metric {metric!r} in search {parent.info.run_name}; "
+                         f"known: {', '.join(known) or 'none (no evaluation was logged)'}")
+    if mode is None:
+        mode = dict(objectives).get(metric, "max" if metric in _HIGHER_IS_BETTER else "min")
+
+    cands: list[Candidate] = []
+    for run in children:
+        steps = _checkpoint_steps(client, run.info.run_id)
+        if not steps:
+            continue
+        hist = {k: _history(client, run.info.run_id, k) for k in {metric} | {m for m, _ in objectives}}
+        for s in steps:
+            v = hist[metric].get(s)
+            if v is None or not math.isfinite(v):
+                continue
+            objs = {m: hist[m][s] for m, _ in objectives if s in hist[m]}
+            cands.append(Candidate(run.info.run_id, run.info.run_name, run.data.tags.get("trial_id"), s, v, objs))
+    if not cands:
+        raise SuhmoError(f"no trial run of search {parent.info.run_name} has a checkpoint with metric "
+                         f"{metric!r} (were checkpoints passed to TrialLogger.log_eval?)")
+    considered = len(cands)
+    front = None
+    if pareto:
+        if len(objectives) < 1:
+            raise SuhmoError("--pareto: the search logged no objectives")
+        front = pareto_front(cands, objectives)
+        if not front:
+            raise SuhmoError(f"--pareto: no checkpoint has all objectives {[m for m, _ in objectives]}")
+        cands = front
+    group_mean = group_runs = None
+    if mean_over_seeds:
+        params = {r.info.run_id: r.data.params for r in children}
+        per_run: dict[str, Candidate] = {}
+        for c in cands:
+            if c.run_id not in per_run or _key(c.value, mode) < _key(per_run[c.run_id].value, mode):
+                per_run[c.run_id] = c
+        groups: dict[tuple, list[Candidate]] = {}
+        for rid, c in per_run.items():
+            sig = tuple(sorted((k, v) for k, v in params[rid].items() if k not in _SEED_PARAMS))
+            groups.setdefault(sig, []).append(c)
+        best_group = min(groups.values(), key=lambda g: _key(float(np.mean([c.value for c in g])), mode))
+        group_mean = float(np.mean([c.value for c in best_group]))
+        group_runs = [c.run_id for c in best_group]
+        cands = best_group
+    best = min(cands, key=lambda c: (_key(c.value, mode), c.step))
+    return Selection(tracking_uri, exp.experiment_id, exp.name, parent.info.run_id, parent.info.run_name,
+                     metric, mode, objectives, best, considered, front, group_mean, group_runs)
+
+
+# ---------------------------------------------------------------------- export
+def _reference_poses(cfg, k: int, seed: int) -> np.ndarray:
+    """``k`` normalised reference poses [k, 68, 2]: first frames of the training data when it
+    is readable here, else of procedural talking heads (the export must work anywhere)."""
+    from suhmo.generate import as_normalised
+
+    clips = None
+    try:
+        from suhmo.data import load_dataset
+
+        clips = load_dataset(cfg).clips
+    except Exception:  # noqa: BLE001 - data absent on this machine: fall back to synthetic heads
+        clips = None
+    if not clips:
+        from suhmo.data import synthesize
+
+        clips = synthesize(max(k, 1), 1.0, seed).clips
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(len(clips), size=k, replace=len(clips) < k)
+    return np.stack([as_normalised(clips[i], cfg)[0] for i in idx]).astype(np.float32)
+
+
+def _torchscript(G, G_export, out: Path, refs: np.ndarray, seed: int) -> float:
+    """Script ``G_export.export_module()`` to ``out`` and check it against ``G.generate``.
+
+    ``G`` and ``G_export`` are two instances holding the same weights: exporting removes
+    the spectral-norm parametrizations through the (shared) parametrized class, which
+    leaves the exported instance unusable for ``generate`` afterwards. Returns the max abs
+    difference on a test input (pairs of a reference and its ``test_partner``)."""
+    import torch
+
+    from suhmo.data import test_partner
+
+    module = G_export.export_module().eval()
+    scripted = torch.jit.script(module)
+    scripted.save(str(out))
+    rng = np.random.default_rng(seed)
+    pairs = np.stack([refs, test_partner(refs, rng)], 1).reshape(-1, 68, 2)
+    obs = torch.from_numpy(pairs[:, None].copy())
+    vel = torch.from_numpy(np.broadcast_to(rng.uniform(-0.01, 0.01, (len(pairs), 1, 2)),
+                                           (len(pairs), 68, 2)).astype(np.float32).copy())
+    loaded = torch.jit.load(str(out))
+    with torch.no_grad():
+        ref = G.generate(obs, 8, init_vel=vel).future
+        got = loaded(obs, vel, 8)
+    diff = float((ref - got).abs().max())
+    if not diff <= 1e-4:
+        raise SuhmoError(f"{out}: TorchScript generator differs from the checkpoint by {diff:.3g}")
+    return diff
+
+
+_CARD = """# SUHMo generator `{name}`
+
+Autoregressive GAN for unconditional head motion (68 facial landmarks, 2-D), exported by
+`suhmo best-export` from MLflow.
+
+| | |
+|---|---|
+| selected by | `{metric}` ({mode}) = **{value:.5g}** at step {step} |
+| trial run | `{run_name}` (`{run_id}`) |
+| search | `{parent_name}` (`{parent_id}`), experiment `{experiment}` |
+| variant | `{variant}` |
+| candidates | {considered} checkpoints{extra} |
+| exported | {when} |
+
+![sample](sample.gif)
+
+`sample.png`: per sample, first frame | last frame | motion map.
+
+## Metrics at this checkpoint
+
+{metrics_table}
+
+## Use
+
+With suhmo installed:
+
+```
+suhmo generate --model {out_name} --reference {out_name}/reference.npy --frames 100 --out motion.npz
+suhmo render motion.npz --out motion.gif
+```
+
+`reference.npy` is a [68, 2] reference pose in the model's [0, 1] frame; any pose works.
+
+```python
+from suhmo.generate import load_model, sample
+G, cfg = load_model("{out_name}")
+seqs = sample(G, refs, frames=100, seed=0)   # refs [K, 68, 2] in [0, 1] -> [K, 101, 68, 2]
+```
+
+Without suhmo (torch only; game engines and other runtimes via TorchScript):
+
+```python
+import torch
+G = torch.jit.load("{out_name}/generator.ts")
+# obs [B, O, 68, 2] in [0, 1], B even: rows (2n, 2n+1) form a pair (paper Sec. 3.3);
+# init_vel [B, 68, 2] initial velocity; returns [B, n_future, 68, 2] positions.
+future = G(obs, init_vel, 100)
+```
+
+Files: `generator.pt` (state dict), `config.yaml` (full config), `generator.ts`
+(TorchScript), `metrics.json`, `provenance.json` (MLflow run, search, step),
+`reference.npy` (the reference pose of the sample).
+"""
+
+
+def export_best(sel: Selection, out_dir: str | Path, *, register: str | None = None,
+                alias: str | None = "champion", sample_frames: int = 50, seed: int = 0) -> dict:
+    """Write the self-contained export of ``sel.best`` to ``out_dir``; returns the provenance.
+
+    With ``register``, the export is logged to the trial run (``exports/step_<k>``) and
+    becomes a new version of registered model ``register`` with alias ``alias``.
+    """
+    import torch
+
+    from suhmo.checkpoint import load_checkpoint, write_export
+    from suhmo.config import Config
+    from suhmo.generate import sample
+    from suhmo.models import build_generator
+    from suhmo.render import render_png, render_video
+
+    t0 = time.perf_counter()
+    out = Path(out_dir).resolve()
+    if out.exists() and not out.is_dir():
+        raise SuhmoError(f"--out {out}: exists and is not a folder")
+    b = sel.best
+    client = _client(sel.tracking_uri)
+    with tempfile.TemporaryDirectory(prefix="suhmo-export-") as tmp:
+        local = Path(client.download_artifacts(b.run_id, f"{CKPT_DIR}/step_{b.step}", tmp))
+        files = sorted(p for p in local.rglob("*") if p.is_file())
+        if not files:
+            raise SuhmoError(f"run {b.run_id}: checkpoint artifact {CKPT_DIR}/step_{b.step} is empty")
+        ck_file = next((p for p in files if p.suffix == ".pt"), files[0])
+        ck = load_checkpoint(ck_file)
+        try:
+            m_local = Path(client.download_artifacts(b.run_id, f"{EVAL_DIR}/step_{b.step}/metrics.json", tmp))
+            step_metrics = json.loads(m_local.read_text())["metrics"]
+        except (MlflowException, OSError, KeyError, ValueError):
+            step_metrics = {}
+    cfg = Config.from_dict(ck["config"], where=f"checkpoint of run {b.run_id} step {b.step}")
+    if int(ck.get("step", b.step)) != b.step:
+        raise SuhmoError(f"run {b.run_id}: checkpoint under step_{b.step} holds step {ck.get('step')}")
+    G = build_generator(cfg)
+    G.load_state_dict(ck["G"])
+    G.eval()
+    out.mkdir(parents=True, exist_ok=True)
+    write_export(out, ck["G"], cfg)
+    metrics = dict(ck.get("metrics") or {})
+    metrics.update(step_metrics)
+    atomic_write_text(out / "metrics.json", json.dumps({"step": b.step, "metrics": metrics}, indent=2))
+
+    refs = _reference_poses(cfg, 4, seed)
+    buf = io.BytesIO()
+    np.save(buf, refs[0])
+    atomic_write_bytes(out / "reference.npy", buf.getvalue())
+    G_export = build_generator(cfg)
+    G_export.load_state_dict(ck["G"])
+    ts_diff = _torchscript(G, G_export.eval(), out / "generator.ts", refs[:2], seed)
+    del G_export
+    with torch.no_grad():
+        seqs = sample(G, refs, sample_frames, seed, init_vel=cfg.eval.init_vel)
+    if not np.isfinite(seqs).all():
+        raise SuhmoError(f"run {b.run_id} step {b.step}: the generator produced non-finite samples")
+    render_video(list(seqs), out / "sample.gif", size=160, grid=len(seqs), fps=cfg.data.fps)
+    render_png(list(seqs), out / "sample.png", size=160, max_samples=len(seqs))
+
+    prov = {
+        "tracking_uri": sel.tracking_uri, "experiment": sel.experiment_name,
+        "experiment_id": sel.experiment_id, "run_id": b.run_id, "run_name": b.run_name,
+        "trial_id": b.trial_id, "parent_run_id": sel.parent_run_id, "parent_run_name": sel.parent_run_name,
+        "step": b.step, "metric": sel.metric, "mode": sel.mode, "value": b.value,
+        "objectives": sel.objectives, "objective_values": b.objectives,
+        "pareto": sel.pareto is not None, "pareto_size": len(sel.pareto) if sel.pareto is not None else None,
+        "mean_over_seeds": sel.group_mean, "seed_runs": sel.group_runs, "candidates": sel.considered,
+        "checkpoint_artifact": f"runs:/{b.run_id}/{CKPT_DIR}/step_{b.step}",
+        "torchscript_max_abs_diff": ts_diff,
+        "exported_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    atomic_write_text(out / "provenance.json", json.dumps(prov, indent=2, default=str))
+    table = "\n".join(["| metric | value |", "|---|---|"] +
+                      [f"| {k} | {v:.5g} |" for k, v in sorted(metrics.items())
+                       if isinstance(v, (int, float))]) if metrics else "(none logged)"
+    extra = f", Pareto set of {len(sel.pareto)}" if sel.pareto is not None else ""
+    if sel.group_mean is not None:
+        extra += f"; configuration mean over {len(sel.group_runs or [])} seed(s): {sel.group_mean:.5g}"
+    card = _CARD.format(name=out.name, metric=sel.metric, mode=sel.mode, value=b.value, step=b.step,
+                        run_name=b.run_name, run_id=b.run_id, parent_name=sel.parent_run_name,
+                        parent_id=sel.parent_run_id, experiment=sel.experiment_name,
+                        variant=cfg.model.variant, considered=sel.considered, extra=extra,
+                        when=prov["exported_at"], metrics_table=table, out_name=out.name)
+    atomic_write_text(out / "README.md", card)
+
+    if register:
+        prov["registry"] = register_export(sel, out, register, alias)
+        atomic_write_text(out / "provenance.json", json.dumps(prov, indent=2, default=str))
+    prov["export_s"] = time.perf_counter() - t0
+    return prov
+
+
+def register_export(sel: Selection, out: Path, name: str, alias: str | None) -> dict:
+    """Log ``out`` to the trial run and create a Model Registry version of it (plus alias).
+
+    ``mlflow.register_model`` needs an MLflow-format model; an export folder is a plain
+    artifact folder, so the version is created from its artifact URI directly.
+    """
+    b = sel.best
+    client = _client(sel.tracking_uri)
+    path = f"exports/step_{b.step}"
+    client.log_artifacts(b.run_id, str(out), path)
+    source = f"{client.get_run(b.run_id).info.artifact_uri}/{path}"
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(
+            name, description="SUHMo head-motion generators exported by suhmo best-export")
+    mv = client.create_model_version(
+        name, source=source, run_id=b.run_id,
+        tags={"metric": sel.metric, "value": f"{b.value:.6g}", "step": str(b.step),
+              "search_run_id": sel.parent_run_id},
+        description=f"{sel.metric}={b.value:.5g} ({sel.mode}) at step {b.step} of {b.run_name}")
+    if alias:
+        client.set_registered_model_alias(name, alias, mv.version)
+    return {"name": name, "version": str(mv.version), "alias": alias, "source": source}
+
+
+def selection_dict(sel: Selection) -> dict:
+    d = asdict(sel)
+    d["best"] = asdict(sel.best)
+    return d
