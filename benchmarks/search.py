@@ -1,0 +1,129 @@
+"""Search throughput and what ASHA saves, measured on this machine.
+
+    .venv/bin/python benchmarks/search.py --json                 # the demo space, ASHA then FIFO
+    .venv/bin/python benchmarks/search.py --num-samples 4 --json # quicker
+
+Runs the demo search (``search_spaces/demo.yaml``: ASHA, its trials and budget) and then
+the same search with FIFO (same study seed, same number of trials) in one local Ray
+session, with MLflow tracking into a temporary store (as ``suhmo-search run`` does).
+
+Figures:
+* ``trials_per_hour``: finished-or-stopped trials per hour of the ASHA search, wall clock
+  including Ray start-up (``_tuning`` = from the first trial start to the end);
+* per-trial overhead: seconds from the driver starting a trial to its first result,
+  minus the trainer's own time up to that first report (``time_trainer_first_s``, measured
+  inside the trial): worker start or reuse, config, data, MLflow run, checkpoint upload;
+  ``setup_s`` is the in-trial part before the Trainer's loop starts;
+* ASHA vs FIFO: total trainer iterations and trial-seconds (``time_total_s`` summed over
+  trials), the saving of ASHA in percent, and the best objective each search reached.
+The last line of ``--json`` output is one JSON object.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import click
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def _search(space_name: str, scheduler: str, num_samples, storage: str, tracking_uri, tag: str, quiet: bool):
+    from launch.runner import make_plan, rank_rows, run_search
+    from launch.space import load_space
+
+    space = load_space(space_name)
+    plan = make_plan(space, experiment=f"bench-{scheduler}-{tag}", storage=storage, num_samples=num_samples,
+                     scheduler=scheduler, tracking_uri=tracking_uri)
+    echo = (lambda s: None) if quiet else click.echo
+    outcome = run_search(plan, echo=echo, shutdown=False)
+    rows = rank_rows(outcome.rows, plan.objectives)
+    return plan, outcome, rows
+
+
+def _summary(plan, outcome, rows) -> dict:
+    metric, mode = plan.objectives[0]
+    prog = outcome.progress
+    overheads, setups = [], []
+    for r in sorted(rows, key=lambda r: prog.started.get(r.trial_id, float("inf"))):  # in start order
+        first = r.first_result or {}
+        if r.trial_id in prog.started and r.trial_id in prog.first_result and "time_trainer_first_s" in first:
+            overheads.append(prog.first_result[r.trial_id] - prog.started[r.trial_id] - first["time_trainer_first_s"])
+            setups.append(first.get("time_setup_s", float("nan")))
+    starts = sorted(prog.started.values())
+    tuning_s = (time.time() - starts[0]) if starts else outcome.wall_s
+    ended = [r for r in rows if r.state in ("finished", "stopped")]
+    best = rows[0].best.get(metric, (None, None))[0] if rows else None
+    return {
+        "trials": len(rows), "finished": sum(r.state == "finished" for r in rows),
+        "stopped_early": sum(r.state == "stopped" for r in rows), "errored": sum(r.state == "error" for r in rows),
+        "wall_s": round(outcome.wall_s, 1),
+        "trials_per_hour": round(len(ended) / outcome.wall_s * 3600, 1),
+        "trials_per_hour_tuning": round(len(ended) / max(tuning_s, 1e-9) * 3600, 1),
+        "overhead_s_mean": round(statistics.mean(overheads), 2) if overheads else None,
+        "overhead_s_median": round(statistics.median(overheads), 2) if overheads else None,
+        "overhead_s_max": round(max(overheads), 2) if overheads else None,
+        "overhead_s_first_trial": round(overheads[0], 2) if overheads else None,
+        "setup_s_mean": round(statistics.mean(setups), 2) if setups else None,
+        "trainer_iterations": int(sum(r.step for r in rows)),
+        "trial_seconds": round(sum(r.time_total_s for r in rows), 1),
+        f"best_{metric}": best,
+    }
+
+
+@click.command()
+@click.option("--space", "space_name", default="demo", show_default=True)
+@click.option("--num-samples", type=click.IntRange(min=1), default=None, help="Default: the space's budget.")
+@click.option("--no-fifo", is_flag=True, help="Skip the FIFO comparison search.")
+@click.option("--no-tracking", is_flag=True, help="Measure without MLflow logging.")
+@click.option("--json", "as_json", is_flag=True, help="End with one JSON line.")
+@click.option("--quiet", is_flag=True, help="No per-trial progress lines.")
+def main(space_name, num_samples, no_fifo, no_tracking, as_json, quiet):
+    import ray
+
+    from launch.runner import start_ray
+    from launch.space import load_space
+
+    space = load_space(space_name)
+    metric, mode = space.objectives[0].metric, space.objectives[0].mode
+    tmp = Path(tempfile.mkdtemp(prefix="suhmo-bench-"))
+    tracking_uri = None if no_tracking else f"sqlite:///{(tmp / 'mlflow.db').as_posix()}"
+    tag = time.strftime("%H%M%S")
+    t0 = time.time()
+    start_ray(None, click.echo)
+    ray_start_s = time.time() - t0
+    try:
+        asha = _summary(*_search(space_name, "asha", num_samples, str(tmp / "store"), tracking_uri, tag, quiet))
+        asha["wall_s_with_ray_start"] = round(asha["wall_s"] + ray_start_s, 1)
+        fifo = None
+        if not no_fifo:
+            fifo = _summary(*_search(space_name, "fifo", num_samples, str(tmp / "store"), tracking_uri, tag, quiet))
+    finally:
+        ray.shutdown()
+    out = {"space": space_name, "objective": f"{metric}:{mode}", "tracking": not no_tracking,
+           "ray_start_s": round(ray_start_s, 1), "asha": asha}
+    if fifo:
+        out["fifo"] = fifo
+        out["asha_saved_iterations_pct"] = round(100 * (1 - asha["trainer_iterations"] / fifo["trainer_iterations"]), 1)
+        out["asha_saved_trial_seconds_pct"] = round(100 * (1 - asha["trial_seconds"] / fifo["trial_seconds"]), 1)
+        out["asha_saved_wall_pct"] = round(100 * (1 - asha["wall_s"] / fifo["wall_s"]), 1)
+    click.echo("")
+    click.echo(f"ASHA: {asha['trials']} trials ({asha['stopped_early']} stopped early) in {asha['wall_s']} s "
+               f"-> {asha['trials_per_hour']} trials/h; overhead per trial {asha['overhead_s_median']} s (median), "
+               f"{asha['overhead_s_first_trial']} s for the first; best {metric} {asha[f'best_{metric}']}")
+    if fifo:
+        click.echo(f"FIFO: {fifo['trials']} trials in {fifo['wall_s']} s; best {metric} {fifo[f'best_{metric}']}")
+        click.echo(f"ASHA used {asha['trainer_iterations']} vs {fifo['trainer_iterations']} trainer iterations "
+                   f"({out['asha_saved_iterations_pct']}% saved), {asha['trial_seconds']} vs {fifo['trial_seconds']} "
+                   f"trial-seconds ({out['asha_saved_trial_seconds_pct']}% saved)")
+    if as_json:
+        click.echo(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,207 @@
+"""``suhmo-search``: hyperparameter searches of SUHMo with Ray Tune + Optuna, tracked in MLflow.
+
+    suhmo-search run                      # the demo search on the embedded synthetic data
+    suhmo-search run --space rnn --num-samples 32 --address auto
+    suhmo-search validate search_spaces/transformer.yaml
+    suhmo-search status NAME ; suhmo-search resume NAME ; suhmo-search ui
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+import click
+
+from suhmo.cli import LazyGroup, run_cli
+
+_EXTERNAL = {"ui": "tracking.cli:ui"}  # the MLflow UI lives with the tracking code
+
+
+@click.group(cls=LazyGroup, table=_EXTERNAL, context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Search SUHMo hyperparameters with Optuna samplers under Ray Tune, across a Ray cluster."""
+
+
+def _example_block(space, seed: int) -> list[str]:
+    """Resolve sampled points with make_config: a bad value or combination fails here."""
+    from suhmo.config import Config, ConfigError
+
+    defaults = Config().flat()
+    example = None
+    for k in range(16):  # several random draws so that conditional branches get exercised
+        sampled = space.sample_example(seed=seed + k)
+        try:
+            cfg = space.trial_config(sampled)
+        except ConfigError as e:
+            shown = ", ".join(f"{key}={val!r}" for key, val in sampled.items() if key != "train.seed")
+            where = space.path or space.name
+            raise ConfigError(f"{where}: a sampled trial config is invalid ({shown}): {e}") from None
+        if example is None:
+            example = (sampled, cfg)
+    sampled, cfg = example
+    lines = ["example trial config (preset, base values, one sampled point; validated):"]
+    for key, value in cfg.flat().items():
+        mark = "searched" if key in sampled else ("fixed" if key in space.base else
+                                                  "preset" if value != defaults[key] else None)
+        if mark:
+            lines.append(f"  {key:<24} {value!r:<28} {mark}")
+    lines.append("  (every other field keeps its paper default; checked 16 sampled points)")
+    return lines
+
+
+@cli.command()
+@click.argument("file", type=str)
+@click.option("--seed", type=int, default=None, help="Sampler seed of the example (default: the space's).")
+def validate(file: str, seed: Optional[int]) -> None:
+    """Check a search-space FILE (or a name under search_spaces/) and print it resolved."""
+    from launch.space import load_space
+
+    space = load_space(file)
+    click.echo(space.describe())
+    click.echo("")
+    for line in _example_block(space, space.seed if seed is None else seed):
+        click.echo(line)
+    click.echo("")
+    click.echo("ok")
+
+
+def _gpus(value: str) -> float | str:
+    from suhmo.utils import SuhmoError
+
+    if value == "auto":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise SuhmoError(f"--gpus-per-trial {value!r}: use auto or a number such as 0.25") from None
+
+
+@cli.command()
+@click.option("--space", "space_name", default="demo", show_default=True,
+              help="Search space: a name under search_spaces/ or a YAML path.")
+@click.option("--num-samples", type=click.IntRange(min=1), default=None, help="Trials (default: the space's budget).")
+@click.option("--max-concurrent", type=click.IntRange(min=1), default=None,
+              help="Trials running at once (default: the space's budget).")
+@click.option("--cpus-per-trial", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True)
+@click.option("--gpus-per-trial", default="auto", show_default=True,
+              help="GPUs per trial, fractions allowed (0.25 = four trials per GPU); auto = share the "
+                   "cluster's GPUs between the concurrent trials, 0 without GPUs.")
+@click.option("--scheduler", type=click.Choice(["asha", "fifo"]), default=None,
+              help="Trial scheduler (default: the space's).")
+@click.option("--grace-period", type=click.IntRange(min=1), default=None,
+              help="ASHA: evaluations before a trial can be stopped (default: the space's).")
+@click.option("--reduction-factor", type=click.FloatRange(min=1, min_open=True), default=None,
+              help="ASHA: keep 1/reduction_factor of the trials at each rung (default: the space's).")
+@click.option("--metric", default=None, help="Objective metric (default: the space's), e.g. fd_clip40.")
+@click.option("--mode", type=click.Choice(["min", "max"]), default=None, help="With --metric.")
+@click.option("--objectives", default=None, help="Several objectives, e.g. fd_clip40:min,apd:max (Pareto set).")
+@click.option("--time-budget", default=None, help="Stop starting/running trials after this long, e.g. 10m, 2h.")
+@click.option("--address", default=None, help="Ray cluster to use: auto or HOST:PORT (default: a local Ray).")
+@click.option("--experiment", default=None, help="Experiment name (default: <space>-<date>-<time>).")
+@click.option("--storage", default=None, help="Folder of the Tune experiments (default: $SUHMO_HOME/search).")
+@click.option("--tracking-uri", default=None,
+              help="MLflow tracking URI (default: sqlite under $SUHMO_HOME); 'none' = no MLflow.")
+@click.option("--seed", type=click.IntRange(min=0), default=None,
+              help="Study seed: seeds the sampler and derives every trial's train.seed (default: the space's).")
+@click.option("--dry-run", is_flag=True, help="Validate and print the resolved space and plan; start nothing.")
+def run(space_name: str, num_samples, max_concurrent, cpus_per_trial, gpus_per_trial, scheduler, grace_period,
+        reduction_factor, metric, mode, objectives, time_budget, address, experiment, storage, tracking_uri,
+        seed, dry_run) -> None:
+    """Run a search (with no options: the ~5-minute demo on synthetic data)."""
+    from launch.runner import make_plan, render_report, run_search
+    from launch.space import check_metric_mode, format_duration, load_space, parse_duration, parse_objectives
+    from suhmo.utils import SuhmoError
+
+    space = load_space(space_name)
+    if objectives and (metric or mode):
+        raise SuhmoError("give either --objectives or --metric/--mode, not both")
+    if mode and not metric:
+        raise SuhmoError("--mode needs --metric")
+    objs = parse_objectives(objectives) if objectives else [check_metric_mode(metric, mode)] if metric else None
+    if tracking_uri is None:
+        import tracking
+
+        tracking_uri = tracking.default_tracking_uri()
+    elif tracking_uri.lower() == "none":
+        tracking_uri = None
+    plan = make_plan(space, experiment=experiment, storage=storage, num_samples=num_samples,
+                     max_concurrent=max_concurrent, cpus_per_trial=cpus_per_trial,
+                     gpus_per_trial=_gpus(gpus_per_trial), scheduler=scheduler, grace_period=grace_period,
+                     reduction_factor=reduction_factor, objectives=objs,
+                     time_budget_s=parse_duration(time_budget, "--time-budget"), address=address,
+                     tracking_uri=tracking_uri, seed=seed)
+    example = _example_block(space, plan.seed)
+    if dry_run:
+        click.echo(space.describe())
+        click.echo("")
+        click.echo("\n".join(example))
+        click.echo("")
+        sch = plan.scheduler
+        click.echo(f"experiment {plan.experiment}  ->  {plan.exp_dir}")
+        click.echo(f"trials     {plan.num_samples}, {plan.max_concurrent} at a time, {plan.cpus_per_trial:g} CPU "
+                   f"and {plan.gpus_per_trial} GPU each; {sch['type']}"
+                   + (f" (grace {sch['grace_period']}, reduction {sch['reduction_factor']:g})"
+                      if sch["type"] == "asha" else "")
+                   + f"; objectives {', '.join(f'{m}:{md}' for m, md in plan.objectives)}"
+                   + (f"; time budget {format_duration(plan.time_budget_s)}" if plan.time_budget_s else ""))
+        click.echo(f"ray        {plan.address or 'local instance'}")
+        click.echo(f"mlflow     {plan.tracking_uri or 'off'}")
+        click.echo("dry run: nothing started")
+        return
+    cli_options = {"space": space_name, "num_samples": plan.num_samples, "max_concurrent": plan.max_concurrent,
+                   "cpus_per_trial": plan.cpus_per_trial, "gpus_per_trial": plan.gpus_per_trial,
+                   "scheduler": plan.scheduler, "objectives": plan.objectives,
+                   "time_budget_s": plan.time_budget_s, "address": plan.address, "storage": plan.storage,
+                   "experiment": plan.experiment}
+    outcome = run_search(plan, echo=click.echo, cli_options=cli_options)
+    render_report(outcome, echo=click.echo)
+
+
+@cli.command()
+@click.argument("experiment")
+@click.option("--storage", default=None, help="Folder of the Tune experiments (default: $SUHMO_HOME/search).")
+@click.option("--address", default=None, help="Ray cluster to use (default: the one it ran on, else local).")
+@click.option("--retry-errored/--keep-errored", default=True, show_default=True,
+              help="Re-run errored trials from their last checkpoint, or leave them errored.")
+def resume(experiment: str, storage, address, retry_errored: bool) -> None:
+    """Continue an interrupted search: same trials, Optuna state restored, the rest of the budget."""
+    from launch.runner import find_experiment, render_report, resume_search
+
+    exp_dir = find_experiment(experiment, storage)
+    outcome = resume_search(exp_dir, address=address, retry_errored=retry_errored, echo=click.echo)
+    render_report(outcome, echo=click.echo)
+
+
+@cli.command()
+@click.argument("experiment")
+@click.option("--storage", default=None, help="Folder of the Tune experiments (default: $SUHMO_HOME/search).")
+def status(experiment: str, storage) -> None:
+    """Table of an experiment's trials: state, iterations, best metric, error reason (no Ray)."""
+    from launch.runner import (SearchPlan, find_experiment, format_table, param_columns, rank_rows, read_trials,
+                               summary_counts, _storage_opt)
+
+    exp_dir = find_experiment(experiment, storage)
+    plan = SearchPlan.load(exp_dir)
+    space = plan.resolved_space()
+    rows = rank_rows(read_trials(exp_dir, plan.objectives, space.iterations), plan.objectives)
+    counts = summary_counts(rows)
+    click.echo(f"{plan.experiment}  ({exp_dir})")
+    click.echo(f"space {plan.space_name}, objectives "
+               + ", ".join(f"{m}:{mode}" for m, mode in plan.objectives)
+               + f", {len(rows)} of {plan.num_samples} trials: "
+               + (", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "none started"))
+    if rows:
+        click.echo(format_table(rows, plan.objectives, param_columns(space)))
+    open_ = sum(counts.get(k, 0) for k in ("running", "pending", "interrupted"))
+    if open_ or len(rows) < plan.num_samples:
+        click.echo(f"unfinished: `suhmo-search resume {plan.experiment}{_storage_opt(plan)}` continues it "
+                   "(if it is not running right now)")
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    sys.exit(run_cli(cli, argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,728 @@
+"""Driver side of a search: Ray start-up, the Tuner, restore, status and the leaderboard.
+
+``run_search(plan)`` builds one ``ray.tune.Tuner``: the function trainable
+:func:`launch.trainable.suhmo_trial` wrapped with ``tune.with_resources`` (fractional GPUs
+allowed), ``OptunaSearch`` with a seeded sampler and the space's define-by-run function,
+ASHA (or FIFO) on the first objective reported at every evaluation, ``reuse_actors=True``,
+``FailureConfig(max_failures=0)`` (an errored trial is recorded and the search goes on).
+The experiment folder (``<storage>/<experiment>``) holds Tune's state plus ``search.json``
+(this plan), so ``resume`` and ``status`` need nothing but the experiment name.
+
+``read_trials(exp_dir)`` parses Tune's ``experiment_state-*.json`` and the trials'
+``result.json`` without starting Ray; the leaderboard and ``suhmo-search status`` use it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from launch.space import REPO_ROOT, Objective, SearchSpace, format_duration, parse_space
+from launch.trainable import META_KEY, suhmo_trial
+from suhmo.utils import SuhmoError
+
+PLAN_FILE = "search.json"
+
+# Environment that keeps Ray quiet and local-only (ECOSYSTEM.md); set before ray is imported.
+QUIET_ENV = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_AUTH_MODE": "disabled",
+    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+    "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
+    "RAY_DEDUP_LOGS": "0",
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "0",
+    # a reused actor waits this long for the previous trial's thread (stopped within one iteration)
+    "TUNE_FUNCTION_THREAD_TIMEOUT_S": "30",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "true",
+    "PYTHONWARNINGS": "ignore::DeprecationWarning",
+    # the legacy reporter stays silent at verbose=0; the new one prints every trial error in full
+    "RAY_AIR_NEW_OUTPUT": "0",
+}
+_NOISY = (
+    "Failed to fetch metrics for",  # restore: trials that had not reported yet
+    "You may want to consider increasing the `CheckpointConfig(num_to_keep)`",
+    "Experiment state snapshotting has been triggered multiple times",
+    "Trial task failed for trial",  # printed with a full traceback; we print one line instead
+    "Stop signal received",  # we print our own message after the state is saved
+    "Experiment has been interrupted, but the most recent state was saved",
+    "Trials did not complete",
+    "A new study created",
+    "The `local_dir` argument is deprecated",
+)
+
+
+class _DropNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            msg = record.getMessage()
+        except Exception:  # noqa: BLE001
+            return True
+        return not any(s in msg for s in _NOISY)
+
+
+def quiet_ray() -> None:
+    """Environment, warning filters and log levels for a terse search (driver side)."""
+    for k, v in QUIET_ENV.items():
+        os.environ.setdefault(k, v)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"ray\..*")
+    warnings.filterwarnings("ignore", message=r".*ExperimentalWarning.*")
+    try:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    except Exception:  # noqa: BLE001
+        pass
+    _install_log_filters()
+
+
+def _install_log_filters() -> None:
+    """Ray logs through its own handlers; a filter on a parent logger does not see child records."""
+    for name in ("ray.tune", "ray.train", "ray.air", "ray.data"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    for name in ("mlflow.store.db.utils", "alembic"):  # "Creating initial MLflow database tables..."
+        logging.getLogger(name).setLevel(logging.WARNING)
+    loggers = [logging.getLogger(), logging.getLogger("ray"), logging.getLogger("ray.tune")]
+    for lg in loggers:
+        for handler in lg.handlers:
+            if not any(isinstance(f, _DropNoise) for f in handler.filters):
+                handler.addFilter(_DropNoise())
+
+
+def worker_env() -> dict[str, str]:
+    """Environment of every Ray worker (also on other nodes of a cluster)."""
+    env = {k: v for k, v in QUIET_ENV.items()}
+    if (REPO_ROOT / "launch" / "__init__.py").is_file():
+        # a source checkout: make launch/, suhmo/ and tracking/ importable whatever the cwd
+        parts = [str(REPO_ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(parts))
+    return env
+
+
+# ---------------------------------------------------------------------- the plan
+@dataclass
+class SearchPlan:
+    """Everything a search needs; saved as ``<exp>/search.json`` for resume/status."""
+
+    experiment: str
+    storage: str  # absolute
+    space: dict  # the space file's mapping (validated again on load)
+    space_name: str
+    space_path: Optional[str]
+    num_samples: int
+    max_concurrent: int
+    cpus_per_trial: float
+    gpus_per_trial: float | str  # a number or "auto"
+    scheduler: dict
+    objectives: list[list[str]]  # [[metric, mode], ...]
+    time_budget_s: Optional[float]
+    seed: int
+    address: Optional[str] = None
+    tracking_uri: Optional[str] = None  # None = no MLflow
+    experiment_id: Optional[str] = None
+    parent_run_id: Optional[str] = None
+    created: str = field(default_factory=lambda: datetime.now().isoformat(timespec="seconds"))
+
+    @property
+    def exp_dir(self) -> Path:
+        return Path(self.storage) / self.experiment
+
+    def resolved_space(self) -> SearchSpace:
+        return parse_space(self.space, name=self.space_name, path=self.space_path)
+
+    @property
+    def objective_list(self) -> list[Objective]:
+        return [Objective(m, mode) for m, mode in self.objectives]
+
+    def save(self) -> None:
+        from suhmo.utils import atomic_write_text
+
+        atomic_write_text(self.exp_dir / PLAN_FILE, json.dumps(asdict(self), indent=2, default=str))
+
+    @classmethod
+    def load(cls, exp_dir: Path) -> "SearchPlan":
+        p = Path(exp_dir) / PLAN_FILE
+        if not p.is_file():
+            raise SuhmoError(f"{exp_dir}: not a suhmo-search experiment (no {PLAN_FILE})")
+        return cls(**json.loads(p.read_text()))
+
+
+def make_plan(space: SearchSpace, *, experiment: Optional[str] = None, storage: Optional[str] = None,
+              num_samples: Optional[int] = None, max_concurrent: Optional[int] = None,
+              cpus_per_trial: float = 1.0, gpus_per_trial: float | str = "auto",
+              scheduler: Optional[str] = None, grace_period: Optional[int] = None,
+              reduction_factor: Optional[float] = None, objectives: Optional[list[Objective]] = None,
+              time_budget_s: Optional[float] = None, address: Optional[str] = None,
+              tracking_uri: Optional[str] = None, seed: Optional[int] = None) -> SearchPlan:
+    """Merge the space file with the CLI options (CLI wins) and check the combination."""
+    from launch.space import parse_scheduler
+    from suhmo.paths import home
+
+    sched = dict(space.scheduler)
+    if scheduler is not None and scheduler != sched["type"]:
+        sched = parse_scheduler({"type": scheduler}, "--scheduler")
+    if sched["type"] == "asha":
+        if grace_period is not None:
+            sched["grace_period"] = grace_period
+        if reduction_factor is not None:
+            sched["reduction_factor"] = reduction_factor
+        sched = parse_scheduler(sched, "scheduler")
+        if sched["grace_period"] > space.evaluations:
+            raise SuhmoError(f"scheduler grace_period={sched['grace_period']} evaluations exceeds the "
+                             f"{space.evaluations} evaluations of a trial (train.iterations / train.eval_every)")
+    objs = objectives or space.objectives
+    cpus = float(cpus_per_trial)
+    if not cpus > 0:
+        raise SuhmoError(f"--cpus-per-trial {cpus_per_trial}: must be > 0")
+    if gpus_per_trial != "auto":
+        g = float(gpus_per_trial)
+        if g < 0 or (g > 1 and not g.is_integer()):
+            raise SuhmoError(f"--gpus-per-trial {gpus_per_trial}: use a fraction in [0, 1] or a whole number")
+        gpus_per_trial = g
+    if not experiment:
+        experiment = f"{space.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    if any(c in experiment for c in "/\\ ") or experiment.startswith("."):
+        raise SuhmoError(f"--experiment {experiment!r}: use letters, digits, '-', '_' and '.' only")
+    root = Path(storage).expanduser().resolve() if storage else (home() / "search")
+    return SearchPlan(
+        experiment=experiment, storage=str(root), space=space.raw, space_name=space.name,
+        space_path=space.path, num_samples=int(num_samples or space.budget["num_samples"]),
+        max_concurrent=int(max_concurrent or space.budget["max_concurrent"]),
+        cpus_per_trial=cpus, gpus_per_trial=gpus_per_trial, scheduler=sched,
+        objectives=[[o.metric, o.mode] for o in objs],
+        time_budget_s=time_budget_s if time_budget_s is not None else space.budget.get("time_budget_s"),
+        seed=int(space.seed if seed is None else seed), address=address, tracking_uri=tracking_uri)
+
+
+# ---------------------------------------------------------------------- Ray pieces
+def start_ray(address: Optional[str], echo: Callable[[str], None]) -> dict:
+    """Connect to ``address`` (auto | HOST:PORT) or start a local instance; cluster resources."""
+    quiet_ray()
+    import ray
+
+    if ray.is_initialized():
+        return dict(ray.cluster_resources())
+    kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
+                                  runtime_env={"env_vars": worker_env()})
+    t0 = time.time()
+    try:
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(**kwargs)
+    except ConnectionError as e:
+        raise SuhmoError(f"--address {address}: cannot connect to a Ray cluster ({str(e).splitlines()[0]}); "
+                         "start one with `ray start --head` or leave --address out") from None
+    _install_log_filters()
+    res = dict(ray.cluster_resources())
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    where = f"cluster at {address}" if address else "local Ray"
+    echo(f"{where}: {len(nodes)} node(s), {res.get('CPU', 0):g} CPU, {res.get('GPU', 0):g} GPU "
+         f"(ready in {time.time() - t0:.0f}s)")
+    return res
+
+
+def trial_resources(plan: SearchPlan, cluster: dict) -> dict[str, float]:
+    gpus_avail = float(cluster.get("GPU", 0))
+    gpus = plan.gpus_per_trial
+    if gpus == "auto":
+        # several small trials share one GPU; none when the cluster has no GPU (CPU training)
+        gpus = 0.0 if gpus_avail == 0 else min(1.0, gpus_avail / max(1, plan.max_concurrent))
+    gpus = float(gpus)
+    if gpus > 0 and gpus_avail < gpus and not plan.address:
+        raise SuhmoError(f"--gpus-per-trial {gpus:g}: this machine has {gpus_avail:g} GPU; use 0 (CPU)")
+    cpus_avail = float(cluster.get("CPU", 0))
+    if plan.cpus_per_trial > cpus_avail and not plan.address:
+        raise SuhmoError(f"--cpus-per-trial {plan.cpus_per_trial:g}: this machine has {cpus_avail:g} CPU")
+    return {"cpu": plan.cpus_per_trial, "gpu": gpus}
+
+
+def trial_name(trial) -> str:
+    return f"trial_{trial.trial_id}"
+
+
+def _searcher(space: SearchSpace, plan: SearchPlan):
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    s = space.sampler
+    if s["type"] == "nsga2":
+        sampler = optuna.samplers.NSGAIISampler(seed=plan.seed, population_size=s["population_size"])
+    elif s["type"] == "random":
+        sampler = optuna.samplers.RandomSampler(seed=plan.seed)
+    else:
+        sampler = optuna.samplers.TPESampler(seed=plan.seed, n_startup_trials=s["n_startup_trials"],
+                                             multivariate=False)
+    metrics = [m for m, _ in plan.objectives]
+    modes = [mode for _, mode in plan.objectives]
+    multi = len(metrics) > 1
+    searcher_space = space.define_by_run()
+    searcher_space.study_seed = plan.seed
+    return OptunaSearch(space=searcher_space, metric=metrics if multi else metrics[0],
+                        mode=modes if multi else modes[0], sampler=sampler)
+
+
+def _scheduler(space: SearchSpace, plan: SearchPlan):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    sch = plan.scheduler
+    if sch["type"] == "fifo":
+        return FIFOScheduler()
+    metric, mode = plan.objectives[0]
+    return ASHAScheduler(time_attr="training_iteration", metric=metric, mode=mode,
+                         max_t=space.evaluations, grace_period=int(sch["grace_period"]),
+                         reduction_factor=float(sch["reduction_factor"]))
+
+
+def _meta(space: SearchSpace, plan: SearchPlan) -> dict:
+    return {"preset": space.preset, "base": dict(space.base), "objectives": plan.objectives,
+            "study_seed": plan.seed, "threads": max(1, int(plan.cpus_per_trial)),
+            "tracking_uri": plan.tracking_uri, "experiment_id": plan.experiment_id,
+            "parent_run_id": plan.parent_run_id, "experiment": plan.experiment}
+
+
+def build_tuner(plan: SearchPlan, space: SearchSpace, resources: dict, callbacks: list):
+    from ray import tune
+    from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
+
+    trainable = tune.with_resources(suhmo_trial, resources)
+    tune_config = TuneConfig(
+        search_alg=_searcher(space, plan), scheduler=_scheduler(space, plan),
+        num_samples=plan.num_samples, max_concurrent_trials=plan.max_concurrent,
+        time_budget_s=plan.time_budget_s, reuse_actors=True,
+        trial_name_creator=trial_name, trial_dirname_creator=trial_name)
+    run_config = RunConfig(
+        name=plan.experiment, storage_path=plan.storage, verbose=0, callbacks=callbacks,
+        checkpoint_config=CheckpointConfig(num_to_keep=2),
+        failure_config=FailureConfig(max_failures=0, fail_fast=False))
+    return Tuner(trainable, param_space={META_KEY: _meta(space, plan)}, tune_config=tune_config,
+                 run_config=run_config)
+
+
+# ---------------------------------------------------------------------- progress
+def _short(key: str) -> str:
+    return key.split(".")[-1]
+
+
+def _fmt_value(v: Any) -> str:
+    if isinstance(v, bool) or v is None:
+        return str(v)
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    if isinstance(v, list):
+        return "[" + ",".join(_fmt_value(x) for x in v) + "]"
+    return str(v)
+
+
+def describe_config(config: dict, keys: Optional[list[str]] = None) -> str:
+    from launch.trainable import sampled_values
+
+    vals = sampled_values(config)
+    vals.pop("train.seed", None)
+    keys = keys or list(vals)
+    return " ".join(f"{_short(k)}={_fmt_value(vals[k])}" for k in keys if k in vals)
+
+
+def _make_progress_callback(objectives: list[list[str]], echo: Callable[[str], None]):
+    from launch.progress import Progress
+
+    return Progress(objectives, echo)
+
+
+def error_reason(text: str) -> str:
+    """The one-line cause in a Ray error file (the innermost ``SomeError: message``)."""
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    for ln in reversed(lines):
+        head = ln.split(":", 1)[0]
+        if ":" in ln and head.replace(".", "").replace("_", "").isalnum() and \
+                (head.endswith("Error") or head.endswith("Exception") or head.endswith("Interrupt")):
+            name, msg = ln.split(":", 1)
+            return f"{name.split('.')[-1]}:{msg}"
+    return lines[-1] if lines else ""
+
+
+# ---------------------------------------------------------------------- reading an experiment
+@dataclass
+class TrialRow:
+    trial_id: str
+    name: str
+    status: str  # Tune: PENDING | RUNNING | PAUSED | TERMINATED | ERROR
+    state: str  # finished | stopped | error | running | pending | interrupted
+    config: dict
+    step: int  # trainer iterations done (last report)
+    iterations: int
+    evaluations: int
+    best: dict[str, tuple[float, int]]  # metric -> (best value, step)
+    last: dict[str, float]  # metrics of the last evaluation
+    node_ip: Optional[str]
+    error: Optional[str]
+    seed: Optional[int]
+    path: Optional[str]
+    time_total_s: float = 0.0
+    first_result: Optional[dict] = None
+
+
+def latest_state_file(exp_dir: Path) -> Optional[Path]:
+    # the name carries the session's start time; mtimes are not usable (storage sync rewrites old files)
+    files = sorted(Path(exp_dir).glob("experiment_state-*.json"), key=lambda p: p.name)
+    return files[-1] if files else None
+
+
+def read_trials(exp_dir: Path, objectives: list[list[str]], iterations: Optional[int] = None) -> list[TrialRow]:
+    """Trials of an experiment from its files (no Ray needed)."""
+    exp_dir = Path(exp_dir)
+    state_file = latest_state_file(exp_dir)
+    if state_file is None:
+        return []
+    data = json.loads(state_file.read_text())
+    rows = []
+    for item in data.get("trial_data", []):
+        tj = json.loads(item[0]) if isinstance(item[0], str) else item[0]
+        rt = json.loads(item[1]) if isinstance(item[1], str) else item[1]
+        tid = tj["trial_id"]
+        tdir = exp_dir / tj.get("relative_logdir", f"trial_{tid}")
+        history = []
+        rfile = tdir / "result.json"
+        if rfile.is_file():
+            for line in rfile.read_text().splitlines():
+                try:
+                    history.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue  # a line being written
+        last = history[-1] if history else (rt.get("last_result") or {})
+        best: dict[str, tuple[float, int]] = {}
+        for m, mode in objectives:
+            vals = [(h[m], h.get("step", 0)) for h in history
+                    if isinstance(h.get(m), (int, float)) and math.isfinite(h[m])]
+            if vals:
+                best[m] = (min if mode == "min" else max)(vals, key=lambda x: x[0])
+        err = None
+        if rt.get("error_filename"):
+            ef = tdir / rt["error_filename"]
+            err = error_reason(ef.read_text()) if ef.is_file() else "error (no error file)"
+        status = tj.get("status", "?")
+        step = int(last.get("step", 0) or 0)
+        total = int(last.get("iterations", iterations or 0) or 0)
+        if status == "ERROR":
+            state = "error"
+        elif status == "TERMINATED":
+            state = "finished" if total and step >= total else "stopped"
+        elif status == "RUNNING":
+            state = "running"
+        elif status == "PAUSED":
+            state = "interrupted"
+        else:
+            state = "pending"
+        config = tj.get("config", {})
+        rows.append(TrialRow(
+            trial_id=tid, name=f"trial_{tid}", status=status, state=state, config=config, step=step,
+            iterations=total, evaluations=len(history), best=best,
+            last={k: v for k, v in last.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
+            node_ip=last.get("node_ip"), error=err, seed=config.get("train.seed"), path=str(tdir),
+            time_total_s=float(last.get("time_total_s", 0) or 0), first_result=history[0] if history else None))
+    return rows
+
+
+def rank_rows(rows: list[TrialRow], objectives: list[list[str]]) -> list[TrialRow]:
+    """Best first on the first objective's best value; errored trials and trials without a value last."""
+    m, mode = objectives[0]
+    sign = 1.0 if mode == "min" else -1.0
+    return sorted(rows, key=lambda r: (r.state == "error", m not in r.best,
+                                       sign * r.best[m][0] if m in r.best else 0.0))
+
+
+def pareto_set(rows: list[TrialRow], objectives: list[list[str]]) -> list[TrialRow]:
+    """Non-dominated trials on the objective values of their last evaluation (what Optuna was told)."""
+    cands = [r for r in rows if r.state != "error" and all(m in r.last and math.isfinite(r.last[m])
+                                                            for m, _ in objectives)]
+
+    def vec(r):
+        return [r.last[m] if mode == "min" else -r.last[m] for m, mode in objectives]
+
+    front = []
+    for r in cands:
+        a = vec(r)
+        dominated = any(all(x <= y for x, y in zip(vec(o), a)) and any(x < y for x, y in zip(vec(o), a))
+                        for o in cands if o is not r)
+        if not dominated:
+            front.append(r)
+    return front
+
+
+def format_table(rows: list[TrialRow], objectives: list[list[str]], param_keys: list[str],
+                 *, show_error: bool = True, extra_metrics: tuple = ()) -> str:
+    """Leaderboard / status table: trial, state, config, objectives, other metrics, iterations."""
+    multi = len(objectives) > 1
+    pareto = {r.trial_id for r in pareto_set(rows, objectives)} if multi else set()
+    header = ["#", "trial", "state", "it"]
+    header += [_short(k) for k in param_keys]
+    for m, mode in objectives:
+        header.append(f"best {m} ({mode})")
+        if multi:
+            header.append(f"last {m}")
+    header += list(extra_metrics)
+    if multi:
+        header.append("pareto")
+    header.append("node")
+    if show_error:
+        header.append("error")
+    table = []
+    for i, r in enumerate(rows, 1):
+        line = [str(i), r.name, r.state, f"{r.step}/{r.iterations or '?'}"]
+        from launch.trainable import sampled_values
+
+        vals = sampled_values(r.config)
+        line += [_fmt_value(vals[k]) if k in vals else "-" for k in param_keys]
+        for m, _ in objectives:
+            line.append(f"{r.best[m][0]:.4g} @{r.best[m][1]}" if m in r.best else "-")
+            if multi:
+                line.append(f"{r.last[m]:.4g}" if m in r.last else "-")
+        for em in extra_metrics:
+            line.append(f"{r.last[em]:.3g}" if em in r.last else "-")
+        if multi:
+            line.append("*" if r.trial_id in pareto else "")
+        line.append(r.node_ip or "-")
+        if show_error:
+            line.append((r.error or "")[:90])
+        table.append(line)
+    widths = [max(len(h), *(len(row[j]) for row in table)) if table else len(h) for j, h in enumerate(header)]
+    out = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip()]
+    out.append("  ".join("-" * w for w in widths))
+    out += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table]
+    return "\n".join(out)
+
+
+def _other_metrics(rows: list[TrialRow], objectives: list[list[str]], limit: int = 4) -> tuple:
+    from launch.space import METRIC_MODES
+
+    objs = {m for m, _ in objectives}
+    seen = []
+    for r in rows:
+        for k in r.last:
+            if k in METRIC_MODES and k not in objs and k not in seen:
+                seen.append(k)
+    return tuple(seen[:limit])
+
+
+def summary_counts(rows: list[TrialRow]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for r in rows:
+        out[r.state] = out.get(r.state, 0) + 1
+    return out
+
+
+# ---------------------------------------------------------------------- run / resume
+@dataclass
+class SearchOutcome:
+    plan: SearchPlan
+    rows: list[TrialRow]
+    wall_s: float
+    interrupted: bool
+    budget_hit: bool
+    progress: Any = None  # the progress callback (timings for benchmarks)
+
+
+def _setup_tracking(plan: SearchPlan, cli_options: dict, echo) -> None:
+    if not plan.tracking_uri:
+        return
+    import tracking
+
+    plan.experiment_id = tracking.setup_experiment(plan.tracking_uri, plan.experiment)
+    plan.parent_run_id = tracking.start_search_run(
+        plan.tracking_uri, plan.experiment_id, space_file=plan.space_path, cli_options=cli_options,
+        study_seed=plan.seed, run_name=plan.experiment, objectives=plan.objectives)
+
+
+def _finish_tracking(plan: SearchPlan, outcome: SearchOutcome, status: str, echo) -> None:
+    if not plan.tracking_uri or not plan.parent_run_id:
+        return
+    import tracking
+
+    counts = summary_counts(outcome.rows)
+    summary = {"wall_s": round(outcome.wall_s, 1), "num_samples": plan.num_samples,
+               "interrupted": outcome.interrupted, "storage": str(plan.exp_dir), **{f"n_{k}": v for k, v in counts.items()}}
+    try:
+        tracking.finish_search_run(plan.tracking_uri, plan.parent_run_id, summary, status=status)
+    except Exception as e:  # noqa: BLE001 - the search itself is done; say what failed
+        echo(f"warning: could not close the MLflow search run: {e}")
+
+
+def run_search(plan: SearchPlan, *, echo: Callable[[str], None] = print, cli_options: Optional[dict] = None,
+               shutdown: bool = True) -> SearchOutcome:
+    """Run a new search; returns the trial rows read back from the experiment folder."""
+    space = plan.resolved_space()
+    if latest_state_file(plan.exp_dir) is not None:
+        raise SuhmoError(f"experiment {plan.experiment!r} already exists in {plan.storage}; "
+                         f"`suhmo-search resume {plan.experiment}` continues it, or pass another --experiment")
+    t0 = time.time()
+    cluster = start_ray(plan.address, echo)
+    try:
+        resources = trial_resources(plan, cluster)
+        _setup_tracking(plan, cli_options or {}, echo)
+        plan.exp_dir.mkdir(parents=True, exist_ok=True)
+        plan.save()
+        progress = _make_progress_callback(plan.objectives, echo)
+        tuner = build_tuner(plan, space, resources, [progress])
+        echo(f"search {plan.experiment}: {plan.num_samples} trials, {plan.max_concurrent} at a time, "
+             f"{_res_text(resources)} per trial, {plan.scheduler['type']} on "
+             + ", ".join(f"{m}:{mode}" for m, mode in plan.objectives) + f", study seed {plan.seed}")
+        return _fit_and_collect(tuner, plan, space, t0, progress, echo)
+    finally:
+        if shutdown:
+            import ray
+
+            ray.shutdown()
+
+
+def _res_text(resources: dict) -> str:
+    return f"{resources['cpu']:g} CPU" + (f" + {resources['gpu']:g} GPU" if resources.get("gpu") else "")
+
+
+def _fit_and_collect(tuner, plan: SearchPlan, space: SearchSpace, t0: float, progress, echo) -> SearchOutcome:
+    status = "FAILED"
+    outcome = SearchOutcome(plan, [], 0.0, False, False, progress)
+    try:
+        tuner.fit()
+        rows = read_trials(plan.exp_dir, plan.objectives, space.iterations)
+        wall = time.time() - t0
+        unfinished = [r for r in rows if r.state in ("running", "pending", "interrupted")]
+        budget_hit = bool(plan.time_budget_s) and wall >= plan.time_budget_s * 0.98
+        interrupted = (bool(unfinished) or len(rows) < plan.num_samples) and not budget_hit
+        outcome = SearchOutcome(plan, rows, wall, interrupted, budget_hit, progress)
+        status = "KILLED" if interrupted else "FINISHED"
+        return outcome
+    finally:
+        if not outcome.rows:
+            outcome.rows = read_trials(plan.exp_dir, plan.objectives, space.iterations)
+            outcome.wall_s = time.time() - t0
+        _finish_tracking(plan, outcome, status, echo)
+
+
+def resume_search(exp_dir: Path, *, address: Optional[str] = None, retry_errored: bool = True,
+                  echo: Callable[[str], None] = print, shutdown: bool = True) -> SearchOutcome:
+    """Continue an interrupted search: Tuner.restore (Optuna state included)."""
+    plan = SearchPlan.load(exp_dir)
+    if address is not None:
+        plan.address = address
+    space = plan.resolved_space()
+    quiet_ray()
+    from ray import tune
+    from ray.tune import Tuner
+
+    if not Tuner.can_restore(str(plan.exp_dir)):
+        raise SuhmoError(f"{plan.exp_dir}: no saved Tune state to resume (did the search start?)")
+    t0 = time.time()
+    cluster = start_ray(plan.address, echo)
+    try:
+        resources = trial_resources(plan, cluster)
+        if plan.tracking_uri and plan.parent_run_id:
+            import tracking
+
+            tracking.start_search_run(plan.tracking_uri, plan.experiment_id, space_file=None, cli_options={},
+                                      study_seed=plan.seed, run_name=plan.experiment,
+                                      objectives=plan.objectives, run_id=plan.parent_run_id)
+        before = read_trials(plan.exp_dir, plan.objectives, space.iterations)
+        done = sum(r.state in ("finished", "stopped", "error") for r in before)
+        echo(f"resume {plan.experiment}: {done} of {plan.num_samples} trials done, "
+             f"{len(before) - done} to continue, {max(0, plan.num_samples - len(before))} not started")
+        tuner = Tuner.restore(str(plan.exp_dir), trainable=tune.with_resources(suhmo_trial, resources),
+                              resume_unfinished=True, resume_errored=retry_errored, restart_errored=False)
+        progress = None
+        return _fit_and_collect(tuner, plan, space, t0, progress, echo)
+    finally:
+        if shutdown:
+            import ray
+
+            ray.shutdown()
+
+
+def find_experiment(name_or_path: str, storage: Optional[str] = None) -> Path:
+    """``NAME`` under the storage root (default suhmo.paths.home()/search), or a folder path."""
+    from suhmo.paths import home
+
+    p = Path(name_or_path).expanduser()
+    if (p / PLAN_FILE).is_file():
+        return p.resolve()
+    root = Path(storage).expanduser().resolve() if storage else home() / "search"
+    cand = root / name_or_path
+    if (cand / PLAN_FILE).is_file():
+        return cand
+    known = sorted(d.name for d in root.iterdir() if (d / PLAN_FILE).is_file()) if root.is_dir() else []
+    from suhmo.config import suggest
+
+    raise SuhmoError(f"experiment {name_or_path!r} not found in {root}{suggest(name_or_path, known)}"
+                     + (f" (known: {', '.join(known[-5:])})" if known else " (no experiments yet)"))
+
+
+def param_columns(space: SearchSpace, limit: int = 6) -> list[str]:
+    return [k for k in space.searched_keys()][:limit]
+
+
+def render_report(outcome: SearchOutcome, echo: Callable[[str], None] = print) -> None:
+    """Leaderboard, best config / Pareto set, and what to run next."""
+    plan = outcome.plan
+    space = plan.resolved_space()
+    rows = rank_rows(outcome.rows, plan.objectives)
+    counts = summary_counts(rows)
+    echo("")
+    echo(f"leaderboard of {plan.experiment} ({len(rows)} trials: "
+         + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + f"; {format_duration(outcome.wall_s)} wall)")
+    echo(format_table(rows, plan.objectives, param_columns(space), show_error=any(r.error for r in rows),
+                      extra_metrics=_other_metrics(rows, plan.objectives)))
+    if len(plan.objectives) > 1:
+        front = pareto_set(rows, plan.objectives)
+        echo("")
+        echo("Pareto set (" + ", ".join(f"{m} {mode}" for m, mode in plan.objectives) + ", last evaluation):")
+        for r in front:
+            echo(f"  {r.name}  " + "  ".join(f"{m}={r.last[m]:.4g}" for m, _ in plan.objectives)
+                 + f"  {describe_config(r.config)}")
+    elif rows and plan.objectives[0][0] in rows[0].best:
+        top = rows[0]
+        m = plan.objectives[0][0]
+        echo("")
+        echo(f"best: {top.name}  {m}={top.best[m][0]:.4g} at iteration {top.best[m][1]}  seed {top.seed}")
+        echo(f"      {describe_config(top.config)}")
+    if outcome.interrupted:
+        echo("")
+        echo(f"search interrupted; its state is saved. Continue it with:\n"
+             f"  suhmo-search resume {plan.experiment}" + _storage_opt(plan))
+        return
+    if outcome.budget_hit:
+        echo(f"time budget {format_duration(plan.time_budget_s)} reached: {len(rows)} of {plan.num_samples} trials ran")
+    echo("")
+    echo("next:")
+    if plan.tracking_uri:
+        echo(f"  suhmo-search ui{_tracking_opt(plan)}                 # browse the trials in MLflow")
+        echo(f"  suhmo best-export --experiment {plan.experiment} --out best-model{_tracking_opt(plan)}")
+        echo("  suhmo generate --model best-model --reference best-model/reference.npy --out motion.npz")
+        echo("  suhmo render motion.npz --grid 4 --out motion.gif")
+    echo(f"  suhmo-search status {plan.experiment}{_storage_opt(plan)}")
+
+
+def _storage_opt(plan: SearchPlan) -> str:
+    from suhmo.paths import home
+
+    default = str(home() / "search")
+    return "" if plan.storage == default else f" --storage {plan.storage}"
+
+
+def _tracking_opt(plan: SearchPlan) -> str:
+    try:
+        import tracking
+
+        if plan.tracking_uri == tracking.default_tracking_uri():
+            return ""
+    except Exception:  # noqa: BLE001
+        pass
+    return f" --tracking-uri {plan.tracking_uri}"

@@ -1,0 +1,147 @@
+"""Two Ray nodes on loopback addresses (head 127.0.0.2, worker 127.0.0.3) and a search on them.
+
+The nodes are started with ``ray start --block`` in their own process groups and a private
+``--temp-dir``, and torn down in ``finally`` by signalling exactly those process groups
+(``ray stop`` would stop every Ray process on the machine, other users' included).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from launch.runner import SearchPlan, read_trials
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+RAY = str(Path(sys.executable).with_name("ray"))
+HEAD, WORKER = "127.0.0.2", "127.0.0.3"
+
+SPACE = {
+    "base": {"preset": "tiny", "train.iterations": 8, "train.eval_every": 4, "eval.samples": 16,
+             "data.synth_clips": 8},
+    "params": {"optim.lr_g": {"type": "loguniform", "low": 1e-5, "high": 1e-3}},
+    "objective": "fd_clip40:min",
+    "scheduler": "fifo",
+    "budget": {"num_samples": 4, "max_concurrent": 2},
+    "seed": 1,
+}
+
+
+def free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def loopback_usable() -> bool:
+    try:
+        with socket.socket() as s:
+            s.bind((WORKER, 0))
+        return True
+    except OSError:
+        return False
+
+
+class Node:
+    """One ``ray start --block`` process (and its children) in its own process group."""
+
+    def __init__(self, args: list[str], env: dict):
+        self.proc = subprocess.Popen([RAY, "start", "--block", *args], env=env, text=True,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        self.lines: "queue.Queue[str]" = queue.Queue()
+        self.log: list[str] = []
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self):
+        for line in self.proc.stdout:
+            self.log.append(line.rstrip())
+            self.lines.put(line)
+
+    def wait_started(self, timeout: float = 120) -> None:
+        end = time.time() + timeout
+        while time.time() < end:
+            if self.proc.poll() is not None:
+                raise AssertionError("ray start exited:\n" + "\n".join(self.log))
+            try:
+                if "Ray runtime started" in self.lines.get(timeout=1.0):
+                    return
+            except queue.Empty:
+                pass
+        raise AssertionError("ray start timed out:\n" + "\n".join(self.log))
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)  # `ray start --block` tears its node down
+                self.proc.wait(timeout=60)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # anything of this group still alive
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _kill_leftovers(temp_dir: str) -> None:
+    """Ray processes of OUR nodes (their command line names our private temp dir), by pid."""
+    for pid_dir in Path("/proc").iterdir():
+        if not pid_dir.name.isdigit():
+            continue
+        try:
+            cmd = (pid_dir / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if temp_dir in cmd and int(pid_dir.name) != os.getpid():
+            try:
+                os.kill(int(pid_dir.name), signal.SIGKILL)
+            except OSError:
+                pass
+
+
+@pytest.mark.skipif(not loopback_usable(), reason="127.0.0.3 is not bindable here")
+def test_trials_run_on_both_loopback_nodes(tmp_path):
+    temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths must stay < 108 chars
+    port = free_port(HEAD)
+    env = dict(os.environ)
+    env.update(RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled", SUHMO_HOME=str(tmp_path / "home"),
+               PYTHONPATH=os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]))
+    common = ["--num-cpus=1", "--num-gpus=0", f"--temp-dir={temp_dir}", "--disable-usage-stats"]
+    nodes: list[Node] = []
+    try:
+        nodes.append(Node(["--head", f"--port={port}", f"--node-ip-address={HEAD}", "--include-dashboard=false",
+                           *common], env))
+        nodes[0].wait_started()
+        nodes.append(Node([f"--address={HEAD}:{port}", f"--node-ip-address={WORKER}", *common], env))
+        nodes[1].wait_started()
+
+        space_file = tmp_path / "space.yaml"
+        space_file.write_text(yaml.safe_dump(SPACE))
+        run = subprocess.run(
+            [sys.executable, "-m", "launch.cli", "run", "--space", str(space_file), "--experiment", "two",
+             "--address", f"{HEAD}:{port}", "--tracking-uri", "none"],
+            cwd=REPO, env=env, text=True, capture_output=True, timeout=420)
+        assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+        assert "2 node(s)" in run.stdout, run.stdout
+        exp_dir = tmp_path / "home" / "search" / "two"
+        plan = SearchPlan.load(exp_dir)
+        rows = read_trials(exp_dir, plan.objectives)
+        assert len(rows) == 4 and all(r.state == "finished" for r in rows), [(r.state, r.error) for r in rows]
+        assert {r.node_ip for r in rows} == {HEAD, WORKER}
+    finally:
+        for node in reversed(nodes):
+            node.stop()
+        _kill_leftovers(temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
