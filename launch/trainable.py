@@ -26,6 +26,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -231,8 +232,8 @@ def suhmo_trial(config: dict) -> None:
         if logger is not None:
             try:
                 logger.close(status, reason)
-            except Exception:  # noqa: BLE001 - the driver closes runs left open
-                pass
+            except Exception as e:  # noqa: BLE001 - the driver closes runs left open
+                print(f"[suhmo] could not close MLflow run of trial {trial_id}: {e}", file=sys.stderr)
 
 
 def _sample_refs(eval_set, k: int, seed: int):

@@ -167,6 +167,10 @@ def test_runs_always_closed_with_the_right_status(store):
     with trial("explicit") as ex:
         ex.close("KILLED", "stopped by ASHA at step 20")
     orphan = trial("orphan")  # a worker killed before it could close its run
+    # a worker torn down right after its final report, which had reached the budget
+    done = tracking.TrialLogger(uri, exp, pid, trial_id="done", trial_name="done",
+                                config={"model.variant": "rnn", "train.iterations": 4}, seed=0, objectives=OBJ)
+    done.log_eval(4, {"fd": 3.0})
     with pytest.raises(SuhmoError, match="closed"):
         ok.log_eval(2, {"fd": 0.5})
 
@@ -182,6 +186,7 @@ def test_runs_always_closed_with_the_right_status(store):
     tracking.finish_search_run(uri, pid, {})
     s = st(orphan)
     assert s[:3] == ("KILLED", "KILLED", "false") and "without closing" in s[3]
+    assert st(done) == ("FINISHED", "FINISHED", "false", "")
     running = c.search_runs([exp], filter_string="attributes.status = 'RUNNING'")
     assert running == []
     with pytest.raises(SuhmoError, match="choose one of"):

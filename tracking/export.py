@@ -209,9 +209,19 @@ def select_best(tracking_uri: str | None = None, experiment: str | None = None, 
             if c.run_id not in per_run or _key(c.value, mode) < _key(per_run[c.run_id].value, mode):
                 per_run[c.run_id] = c
         groups: dict[tuple, list[Candidate]] = {}
+        from tracking.results import repeat_groups
+
+        # after `suhmo-search repeat`: the mean over the repeat seeds only (the search's own
+        # trial was selected for its score, so counting it would bias its configuration)
+        repeat_key = {r.info.run_id: k for k, runs in repeat_groups(children).items() for r in runs}
         for rid, c in per_run.items():
-            sig = tuple(sorted((k, v) for k, v in params[rid].items() if k not in _SEED_PARAMS))
+            if repeat_key and rid not in repeat_key:
+                continue
+            sig = (repeat_key[rid],) if repeat_key else tuple(
+                sorted((k, v) for k, v in params[rid].items() if k not in _SEED_PARAMS))
             groups.setdefault(sig, []).append(c)
+        if not groups:
+            raise SuhmoError(f"--mean-over-seeds: no repeat run has a checkpoint with metric {metric!r}")
         best_group = min(groups.values(), key=lambda g: _key(float(np.mean([c.value for c in g])), mode))
         group_mean = float(np.mean([c.value for c in best_group]))
         group_runs = [c.run_id for c in best_group]

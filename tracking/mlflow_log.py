@@ -39,6 +39,7 @@ from mlflow.exceptions import MlflowException
 from suhmo.utils import SuhmoError, atomic_write_text
 
 TRIAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
+LAST_STEP_TAG = "last_step"
 KIND_TAG = "suhmo.kind"  # "search" (parent) | "trial" (child)
 OBJECTIVES_TAG = "suhmo.objectives"  # JSON [[metric, mode], ...]
 PARENT_TAG = "mlflow.parentRunId"
@@ -294,9 +295,17 @@ def finish_search_run(tracking_uri: str, parent_run_id: str, summary: dict | Non
     exp_id = parent.info.experiment_id
     for child in _children(client, exp_id, parent_run_id):
         if child.info.status in ("RUNNING", "SCHEDULED"):
-            close_run(tracking_uri, child.info.run_id, "KILLED",
-                      "trial process ended without closing its run (search " + status.lower() + ")",
-                      stopped_by_scheduler=False)
+            # Ray may tear a trial's worker down right after its final report, before the
+            # trial closed its run: a trial whose last evaluation reached its iteration
+            # budget trained to the end.
+            last = child.data.tags.get(LAST_STEP_TAG)
+            budget = child.data.params.get("train.iterations")
+            if last is not None and budget is not None and int(last) >= int(budget):
+                close_run(tracking_uri, child.info.run_id, "FINISHED", None, stopped_by_scheduler=False)
+            else:
+                close_run(tracking_uri, child.info.run_id, "KILLED",
+                          "trial process ended without closing its run (search " + status.lower() + ")",
+                          stopped_by_scheduler=False)
     children = _children(client, exp_id, parent_run_id)
     objectives = json.loads(parent.data.tags.get(OBJECTIVES_TAG, "[]"))
     if not objectives:
@@ -466,6 +475,8 @@ class TrialLogger:
                           Metric(f"best_{metric}_step", float(at), ts, step)]
         for i in range(0, len(batch), 1000):
             self.client.log_batch(self.run_id, metrics=batch[i:i + 1000])
+        # lets the driver tell a trial that trained to its end from a stopped one
+        self.client.set_tag(self.run_id, LAST_STEP_TAG, str(step))
 
         with tempfile.TemporaryDirectory(prefix="suhmo-eval-") as tmp:
             d = Path(tmp)
