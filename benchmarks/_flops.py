@@ -3,9 +3,17 @@
 Only matrix products are counted (Linear, LSTM gates, attention scores and mixing); the
 elementwise work (activations, LayerNorm, LSTM cell updates) is left out, so the counts are
 a lower bound of the work and ``flops / seconds`` is a fair "achieved GEMM rate".
+
+The counts follow the work the code does, not a naive re-implementation: the RNN sequence
+D projects every feature frame through W_ih once (``[T, B, 408] x [408, 4H]``) and runs one
+recurrence per distinct window start, as long as the longest window there (``window_tracks``;
+the first step of a track has h = 0, so no W_hh product); backward = 2x forward, except the
+G step, where D is frozen and only input gradients are formed (1x).
 """
 
 from __future__ import annotations
+
+from suhmo.models.discriminators import window_tracks
 
 STEP = 272  # generator input per frame
 FRAME = 136
@@ -34,28 +42,30 @@ def generator_forward(cfg, batch: int, obs: int, n_future: int) -> int:
     return batch * (steps * per_token + attention)
 
 
-def _seq_d(cfg, batch: int, plan, joint: bool) -> int:
+def _seq_d(cfg, batch: int, plan, joint: bool, n_feat: int) -> int:
     m = cfg.model
     total = 0
+    if cfg.d_form == "rnn":
+        H = m.hidden_d
+        tracks = window_tracks(plan)
+        total += batch * n_feat * 2 * FEAT * 4 * H  # input projection, once per frame
+        total += batch * (tracks.steps - len(tracks.lengths)) * 2 * 4 * H * H  # recurrence
+        n_win = sum(int(s.numel()) for _, s in plan)
+        return total + (batch // 2 if joint else batch) * n_win * _mlp(H, H, 1, 1)
     for tau, starts in plan:
         n = int(starts.numel())
         rows = batch * n
-        if cfg.d_form == "rnn":
-            H = m.hidden_d
-            total += rows * tau * 2 * 4 * H * (FEAT + H)
-            total += (rows // 2 if joint else rows) * _mlp(H, H, 1, 1)
+        E, F = m.emb_d, m.hidden_d
+        L = tau + 1  # + class token
+        blocks = m.blocks_d
+        total += rows * tau * 2 * FEAT * E
+        att = 2 * 4 * E * E * L + 2 * 2 * E * L * L  # projections + scores/mixing
+        ff = 2 * 2 * E * F * L
+        if joint:  # the first block pools pairs after attention: FF and later blocks on half the rows
+            total += rows * att + rows // 2 * ff + rows // 2 * (blocks - 1) * (att + ff)
+            total += rows // 2 * _mlp(E, F, 1, 1)
         else:
-            E, F = m.emb_d, m.hidden_d
-            L = tau + 1  # + class token
-            blocks = m.blocks_d
-            total += rows * tau * 2 * FEAT * E
-            att = 2 * 4 * E * E * L + 2 * 2 * E * L * L  # projections + scores/mixing
-            ff = 2 * 2 * E * F * L
-            if joint:  # the first block pools pairs after attention: FF and later blocks on half the rows
-                total += rows * att + rows // 2 * ff + rows // 2 * (blocks - 1) * (att + ff)
-                total += rows // 2 * _mlp(E, F, 1, 1)
-            else:
-                total += rows * blocks * (att + ff) + rows * _mlp(E, F, 1, 1)
+            total += rows * blocks * (att + ff) + rows * _mlp(E, F, 1, 1)
     return total
 
 
@@ -67,23 +77,38 @@ def discriminator_forward(cfg, batch: int, n_frames_pos: int, plan, *, n_future:
         n_frame = min(n_future, n_frames_pos - 2)
         total += batch * n_frame * _mlp(FEAT, m.frame_d_hidden, 1, 2)
     if w.w_seq > 0:
-        total += _seq_d(cfg, batch, plan, joint=False)
+        total += _seq_d(cfg, batch, plan, joint=False, n_feat=n_frames_pos - 2)
     if m.joint_d and w.w_joint > 0:
-        total += _seq_d(cfg, batch, plan, joint=True)
+        total += _seq_d(cfg, batch, plan, joint=True, n_feat=n_frames_pos - 2)
     return total
+
+
+def _input_layers(cfg, batch: int, n_frames_pos: int, plan, *, n_future: int) -> int:
+    """The part of ``discriminator_forward`` done by the layers that read the 408 features."""
+    w, m = cfg.loss, cfg.model
+    n_feat = n_frames_pos - 2
+    total = batch * min(n_future, n_feat) * 2 * FEAT * m.frame_d_hidden if w.w_frame > 0 else 0
+    streams = int(w.w_seq > 0) + int(m.joint_d and w.w_joint > 0)
+    if cfg.d_form == "rnn":
+        per_stream = batch * n_feat * 2 * FEAT * 4 * m.hidden_d
+    else:
+        per_stream = sum(batch * int(s.numel()) * int(tau) * 2 * FEAT * m.emb_d for tau, s in plan)
+    return total + streams * per_stream
 
 
 def train_iteration(cfg, batch: int, plan) -> int:
     """One D step + one G step with the fakes generated once.
 
-    G: forward + backward (2x) = 3x. D step: D on real + fake (2B sequences), forward and
-    backward = 3x. G step: D on the fakes with frozen weights, forward + input-gradient
-    backward = 2x.
+    G: forward + backward (2x) = 3x. D step: D on real + fake (2B sequences, detached),
+    forward and weight + hidden gradients = 3x, less the input gradient of the layers that
+    read the features (nothing needs it). G step: D on the fakes with frozen weights,
+    forward + input-gradient backward = 2x.
     """
     O, S = cfg.data.obs_len, cfg.data.seq_len
     g = generator_forward(cfg, batch, O, S)
     if not cfg.loss.adversarial:
         return 3 * g
-    d_step = discriminator_forward(cfg, 2 * batch, O + S, plan, n_future=S)
+    d_step = 3 * discriminator_forward(cfg, 2 * batch, O + S, plan, n_future=S)
+    d_step -= _input_layers(cfg, 2 * batch, O + S, plan, n_future=S)
     g_step = discriminator_forward(cfg, batch, O + S, plan, n_future=S)
-    return 3 * g + 3 * d_step + 2 * g_step
+    return 3 * g + d_step + 2 * g_step

@@ -12,6 +12,12 @@ iteration is from the GEMM-rate bound of the work it does. 2 threads
 (``torch.set_num_threads(2)``), like the authors' reference figures (147 s RNN and 180 s
 Transformer at the paper size; about 5 s at batch 32 / hidden 256).
 
+Measured 2026-11-25 (2 threads, OMP_WAIT_POLICY=PASSIVE, shared machine at load ~4, i.e.
+about one free core: calib ~100 GFLOP/s against ~200 quiet), paper size, s/iter (x bound):
+RNN sampled 24.7 (1.42), RNN grid 54.9 (1.45), Transformer sampled 9.3 (1.58), Transformer
+grid 16.6 (1.93); the code before the fused window LSTM, same run conditions: 25.9, 82.5,
+11.1, 16.7. Small size: 0.80, 1.37, 0.55, 0.79 (before: 1.43, 4.03, 0.63, 1.19).
+
 Commands:
   python benchmarks/train_step.py --json                       # all rows
   python benchmarks/train_step.py --quick --json               # small size only
@@ -22,12 +28,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
-import torch
+# Threads that wait at an OpenMP barrier sleep instead of spinning: on a shared, loaded machine
+# a spinning thread holds the core its partner needs and every parallel op waits for a time
+# slice (measured here under load ~5: 24.6 s vs 0.45 s for one small Transformer iteration).
+# Must be set before torch loads libgomp; an explicit setting in the environment wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _flops  # noqa: E402
@@ -119,6 +132,7 @@ def run_row(variant: str, size: str, mode: str, iters: int, warmup: int) -> dict
         "speedup_vs_authors": round(ref / sec, 2),
         "timed_iters": iters,
         "threads": torch.get_num_threads(),
+        "load_avg_1min": round(os.getloadavg()[0], 2),
     }
 
 

@@ -79,6 +79,8 @@ class ModelConfig:
     pair_g: bool = True  # batch-pool / batch-cross attention in G (False = one-sample G)
     joint_d: bool = True  # joint pair discriminator D_s^j (False = one-sample D)
     delta: bool = False  # delta-based baseline: displacements from x_0
+    vel_scale: float = 25.0  # x velocity in G inputs and D features (std ~ positions; losses.scale_features)
+    acc_scale: float = 25.0  # x acceleration in the D features (same reason)
 
 
 @dataclass

@@ -48,7 +48,7 @@ def test_discriminator_loss_equals_separate_real_and_fake_passes():
     cfg, G, D, real, out, fake, plan = setup()
     D.eval()  # fixed spectral-norm state so that the two computations see the same weights
     loss, logs = losses.discriminator_loss(D, real, fake, plan, cfg)
-    fr, ff = losses.sequence_features(real), losses.sequence_features(fake.detach())
+    fr, ff = losses.sequence_features(real, cfg), losses.sequence_features(fake.detach(), cfg)
     S = cfg.data.seq_len
     ref = (losses.hinge_d(multiscale_score(D.seq, fr, plan), multiscale_score(D.seq, ff, plan))
            + losses.hinge_d(multiscale_score(D.joint, fr, plan), multiscale_score(D.joint, ff, plan))
@@ -90,3 +90,40 @@ def test_mle_baseline_needs_no_discriminator():
     loss, logs = losses.generator_loss(None, fake, real, out, plan, cfg, lam=1e-2)
     assert not any(k.startswith("g_adv") for k in logs)
     assert math.isclose(float(loss.detach()), 1e-2 * logs["g_l2"], rel_tol=1e-6)
+
+
+def _frame_inputs(D):
+    """Record what D_F is given (its input is [..., 408] per frame)."""
+    seen = []
+    handle = D.frame.register_forward_pre_hook(lambda mod, args: seen.append(args[0].detach().clone()))
+    return seen, handle
+
+
+def test_feature_scale_is_applied_to_real_and_fake_alike_and_not_to_l2():
+    from suhmo.data import motion_features
+
+    cfg, G, D, real, out, fake, plan = setup(**{"model.vel_scale": 3.0, "model.acc_scale": 7.0})
+    S = cfg.data.seq_len
+    scale = torch.tensor([1.0, 1.0, 3.0, 3.0, 7.0, 7.0])
+
+    def expected(seq):  # [pos | 3 vel | 7 acc] of the last S feature frames
+        return (motion_features(seq.detach()) * scale).reshape(seq.shape[0], -1, 408)[:, -S:]
+
+    seen, handle = _frame_inputs(D)
+    losses.discriminator_loss(D, real, fake, plan, cfg)
+    losses.generator_loss(D, fake, real, out, plan, cfg, lam=1.0)
+    handle.remove()
+    d_in, g_in = seen
+    assert torch.allclose(d_in[:4], expected(real), atol=1e-6)  # real half of the D step
+    assert torch.allclose(d_in[4:], expected(fake), atol=1e-6)  # fake half of the D step
+    assert torch.allclose(g_in, expected(fake), atol=1e-6)  # G step
+    vel = d_in[:4, -1].reshape(4, 68, 6)[..., 2:4]
+    assert torch.allclose(vel, 3.0 * (real[:, -1] - real[:, -2]), atol=1e-6)
+    # the sequence Ds see the same scaled features: the D loss matches a reference built on them
+    feats = losses.sequence_features(real, cfg)
+    assert torch.allclose(feats[:, -S:], expected(real), atol=1e-6)
+    # L2 (eq. 11) stays in position units: independent of the scales
+    cfg1, *_ = setup()
+    l2 = losses.generator_loss(None, fake, real, out, plan, cfg, lam=1.0)[1]["g_l2"]
+    l2_1 = losses.generator_loss(None, fake, real, out, plan, cfg1, lam=1.0)[1]["g_l2"]
+    assert l2 == l2_1

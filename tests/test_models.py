@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from torch.nn.utils import parametrize
 
 from suhmo.config import make_config
 from suhmo.models import (
@@ -180,6 +181,49 @@ def test_export_script_roundtrip(variant, tmp_path):
     assert torch.allclose(got, expected, atol=1e-6)
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_export_leaves_the_generator_usable(variant):
+    # regression: export used to deepcopy + remove parametrizations, which deleted the ``weight``
+    # property from torch's parametrized class shared with the original ("'ParametrizedLinear'
+    # object has no attribute 'weight'" on the next generate)
+    g = build_generator(tiny(variant))
+    g.train()
+    g(seqs(4, 5), 3)
+    obs, v0 = seqs(4, 2), 0.01 * torch.randn(4, 68, 2)
+    before = g.generate(obs, 6, init_vel=v0).future
+    parametrized = [m for m in g.modules() if parametrize.is_parametrized(m)]
+    assert (len(parametrized) > 0) == (variant == "rnn")  # the RNN's deep output is spectrally normalised
+    exported = g.export_module()
+    assert not any(parametrize.is_parametrized(m) for m in exported.modules())
+    assert all(parametrize.is_parametrized(m) for m in parametrized)
+    after = g.generate(obs, 6, init_vel=v0).future
+    assert torch.equal(before, after)
+    assert torch.allclose(exported(obs, v0, 6), before, atol=1e-6)
+    out = g(seqs(4, 5), 3)  # training still works, and a second export too
+    out.future.sum().backward()
+    assert torch.allclose(g.export_module()(obs, v0, 6), g.generate(obs, 6, init_vel=v0).future, atol=1e-6)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_generator_velocity_input_is_scaled(variant):
+    g = build_generator(tiny(variant, **{"model.vel_scale": 4.0}))
+    seen = []
+    target = g.core.cell if variant == "rnn" else g.core.embed
+    handle = target.register_forward_pre_hook(lambda mod, args: seen.append(args[0].detach().clone()))
+    obs, v0 = seqs(4, 5), 0.01 * torch.randn(4, 68, 2)
+    g(obs, 2, init_vel=v0)
+    handle.remove()
+    x = obs.reshape(4, 5, 136)
+    if variant == "rnn":  # one call per step: [pos | 4 * vel | BP(h)]
+        vel = torch.stack([s[:, 136:272] for s in seen[:5]], 1)
+        pos = torch.stack([s[:, :136] for s in seen[:5]], 1)
+    else:  # the observed frames in one causal pass: [pos | 4 * vel]
+        vel, pos = seen[0][..., 136:], seen[0][..., :136]
+    assert torch.allclose(pos, x)
+    assert torch.allclose(vel[:, 1:], 4.0 * (x[:, 1:] - x[:, :-1]), atol=1e-6)
+    assert torch.allclose(vel[:, 0], 4.0 * v0.reshape(4, 136), atol=1e-6)
+
+
 def test_generate_has_no_side_effects():
     g = build_generator(tiny("rnn"))
     g.train()
@@ -237,3 +281,58 @@ def test_switch_trains_one_step(variant, switch):
     assert torch.isfinite(lg)
     assert any(not torch.equal(a, b) for a, b in zip(g_before, G.parameters()))
     assert ("g_adv_seq" in glogs) == losses.needs_discriminator(cfg)
+
+
+# ------------------------------------------------------------------ fused window LSTM (RNN sequence D)
+def _plan(groups):
+    from suhmo.models import WindowPlan
+
+    return WindowPlan([(tau, torch.tensor(starts)) for tau, starts in groups])
+
+
+def test_window_tracks_share_prefixes():
+    from suhmo.models.discriminators import window_tracks
+
+    plan = _plan([(3, [0, 5, 5]), (7, [0, 13]), (12, [5, 2])])
+    tr = window_tracks(plan, 20)
+    assert tr.starts == [2, 5, 0, 13] and tr.lengths == [12, 12, 7, 7]
+    assert tr.active == [4] * 7 + [2] * 5 and tr.steps == 38  # 7 windows, 3 + 3 + 3 + 7 + 7 + 12 + 12 = 47 steps alone
+    assert sorted(w for e in tr.ends for w, _ in e) == list(range(7))
+    assert (1, 1) in tr.ends[2] and (2, 1) in tr.ends[2]  # both (3, 5) windows read track 1 (start 5) at step 2
+    with pytest.raises(ValueError, match="leaves"):
+        window_tracks(_plan([(7, [14])]), 20)
+
+
+@pytest.mark.parametrize("joint", [False, True])
+def test_fused_window_scores_match_nn_lstm(joint):
+    from suhmo.models.discriminators import RNNSeqDiscriminator
+    from suhmo.models.windows import window_batch
+
+    torch.manual_seed(0)
+    net = RNNSeqDiscriminator(16, joint=joint).eval()
+    feats = torch.randn(4, 20, 408, requires_grad=True)
+    plan = _plan([(3, [0, 5, 5]), (7, [0, 13]), (12, [5, 2]), (1, [19])])
+    fused = net.window_scores(feats, plan)
+    ref = torch.cat([net(window_batch(feats, t, s)).reshape(len(s), -1) for t, s in plan])
+    assert fused.shape == (8, 2 if joint else 4)
+    assert torch.allclose(fused, ref, atol=1e-5)
+    weights = torch.randn_like(ref)  # an arbitrary upstream gradient
+    inputs = [feats] + list(net.parameters())
+    g_fused = torch.autograd.grad((fused * weights).sum(), inputs)
+    g_ref = torch.autograd.grad((ref * weights).sum(), inputs)
+    for a, b in zip(g_fused, g_ref):
+        assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
+
+
+def test_window_lstm_backward_passes_gradcheck():
+    from suhmo.models.discriminators import lstm_window_states, window_tracks
+
+    torch.manual_seed(0)
+    T, B, H = 7, 2, 3
+    xp = torch.randn(T, B, 4 * H, dtype=torch.float64, requires_grad=True)
+    w_hh = torch.randn(4 * H, H, dtype=torch.float64, requires_grad=True)
+    tracks = window_tracks(_plan([(2, [0, 4]), (5, [0, 1]), (3, [1])]), T)
+    assert torch.autograd.gradcheck(lambda x, w: lstm_window_states(x, w, tracks), (xp, w_hh))
+    # one input at a time, as in the D step (w only matters through xp's producer) and the G step
+    assert torch.autograd.gradcheck(lambda x: lstm_window_states(x, w_hh.detach(), tracks), (xp,))
+    assert torch.autograd.gradcheck(lambda w: lstm_window_states(xp.detach(), w, tracks), (w_hh,))

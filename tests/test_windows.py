@@ -118,3 +118,22 @@ def test_multiscale_score_matches_a_loop():
 def test_window_outside_the_sequence_is_rejected():
     with pytest.raises(ValueError, match="leaves"):
         multiscale_score(lambda x: x.sum((1, 2)), torch.zeros(2, 10, 408), [(5, torch.tensor([6]))])
+
+
+def test_multiscale_score_fused_rnn_path_matches_per_length_calls():
+    from suhmo.config import make_config
+    from suhmo.models import build_discriminator
+    from suhmo.models.windows import window_batch
+
+    torch.manual_seed(0)
+    D = build_discriminator(make_config("tiny", overrides={"model.d_form": "rnn"})).eval()
+    assert hasattr(D.seq, "window_scores")
+    feats = torch.randn(4, 20, 408)
+    for cfg in (WindowConfig(family="uniform", tau_min=3, tau_max=9, num_windows=7),
+                WindowConfig(family="fixed", scales=[3, 6, 12], starts="grid")):
+        plan = WindowSampler(cfg, 20).plan(20, gen(3))
+        for net in (D.seq, D.joint):
+            got = multiscale_score(net, feats, plan)
+            ref = sum(w * net(window_batch(feats, tau, starts)).reshape(len(starts), -1).mean(0)
+                      for (tau, starts), w in zip(plan, plan.weights))
+            assert got.shape == ref.shape and torch.allclose(got, ref, atol=1e-5)

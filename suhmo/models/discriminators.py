@@ -3,7 +3,10 @@ per pair) per window, each on ``[pos | vel | acc]`` features (408 per frame).
 
 Sequence discriminators score windows ``[N, tau, 408] -> [N]`` (joint: ``[N/2]``, rows
 ``(2n, 2n+1)`` being a pair); ``suhmo.models.windows.multiscale_score`` turns them into the
-window-based multi-scale discriminator of eq. 5.
+window-based multi-scale discriminator of eq. 5. A sequence D may also offer
+``window_scores(feats [B, T, 408], plan) -> [n_windows, B]`` (joint ``[n_windows, B/2]``), which
+``multiscale_score`` prefers: the RNN form uses it to run every window of a plan in one
+recurrence (``lstm_window_states``) instead of one ``nn.LSTM`` call per window length.
 
 D_F uses LayerNorm, not the authors' BatchNorm: with BatchNorm the real and the fake batches
 are normalised with their own statistics, so a sample's score depends on the rest of its
@@ -14,6 +17,7 @@ lets one D call score real and fake together.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -34,9 +38,172 @@ class FrameDiscriminator(nn.Module):
         return self.net(feats).squeeze(-1)
 
 
+@dataclass
+class WindowTracks:
+    """How ``lstm_window_states`` runs a plan: one *track* per distinct start frame, as long as
+    the longest window starting there (shorter windows at the same start read its hidden state
+    on the way: an LSTM from a zero state over ``x[s:s+tau]`` is a prefix of the one over
+    ``x[s:s+L]``). Tracks are sorted longest first, so the tracks still running at step k are
+    the first ``active[k]``."""
+
+    starts: list  # start frame of each track, longest track first
+    lengths: list  # steps of each track
+    active: list  # active[k]: tracks running at step k (non-increasing)
+    ends: list  # ends[k]: (window index in plan order, track) of the windows whose last step is k
+
+    @property
+    def steps(self) -> int:
+        """Track steps in total (the recurrence's work per sequence)."""
+        return sum(self.lengths)
+
+
+def window_tracks(plan, num_frames: Optional[int] = None) -> WindowTracks:
+    """Group the windows of ``plan`` (``[(tau, starts)]``) by start frame; see ``WindowTracks``."""
+    windows = [(int(tau), int(t)) for tau, starts in plan for t in starts.tolist()]
+    if not windows:
+        raise ValueError("the window plan is empty")
+    longest: dict[int, int] = {}
+    for tau, t in windows:
+        if tau < 1 or t < 0 or (num_frames is not None and t + tau > num_frames):
+            raise ValueError(f"window of length {tau} at start {t} leaves the {num_frames} feature frames")
+        longest[t] = max(longest.get(t, 0), tau)
+    starts = sorted(longest, key=lambda t: (-longest[t], t))
+    track = {t: j for j, t in enumerate(starts)}
+    lengths = [longest[t] for t in starts]
+    active = [sum(1 for L in lengths if L > k) for k in range(lengths[0])]
+    ends: list = [[] for _ in range(lengths[0])]
+    for w, (tau, t) in enumerate(windows):
+        ends[tau - 1].append((w, track[t]))
+    return WindowTracks(starts, lengths, active, ends)
+
+
+def lstm_window_states(xp: Tensor, w_hh: Tensor, tracks: WindowTracks) -> Tensor:
+    """Last hidden state of a one-layer LSTM (zero initial state) over every window of a plan.
+
+    ``xp [T, B, 4H]`` is the input projection ``x_t W_ih^T + b_ih + b_hh`` of every feature
+    frame, computed once (the windows are slices of the same frames), gate order i, f, g, o as
+    in ``nn.LSTM``; ``w_hh [4H, H]``. All tracks advance together: step k is one
+    ``[active[k] * B, H] x [H, 4H]`` product for every window still running, so there is one
+    step per frame of the longest window, whatever the number and spread of the windows.
+    Returns ``[n_windows, B, H]`` in plan order. Differentiable in ``xp`` and ``w_hh``
+    (``_WindowLSTM``: backpropagation through time written out, buffers reused in place).
+    """
+    return _WindowLSTM.apply(xp, w_hh, tracks)
+
+
+class _WindowLSTM(torch.autograd.Function):
+    """The recurrence of ``lstm_window_states`` with a hand-written backward.
+
+    Autograd over a Python loop would zero-fill and accumulate a full-size gradient for every
+    slice ``h[:n]`` and keep ~10 activations per unit; here the forward keeps, per row and
+    step, the activated gates (4H) and the cell state (H) (and h_{k-1} when ``w_hh`` needs a
+    gradient); the backward writes the gates' gradients into one buffer and forms
+    ``dW_hh = sum_k dG_k^T h_{k-1}`` from it as one product. Rows are laid out step after step, track
+    after track within a step, B rows per track.
+    """
+
+    @staticmethod
+    def forward(ctx, xp: Tensor, w_hh: Tensor, tracks: WindowTracks) -> Tensor:
+        T, B, G4 = xp.shape
+        H = G4 // 4
+        active = tracks.active
+        rows = [n * B for n in active]
+        offs = [0]
+        for r in rows:
+            offs.append(offs[-1] + r)
+        dev = xp.device
+        starts = torch.tensor(tracks.starts, dtype=torch.long, device=dev)
+        gates_all = xp.new_empty(offs[-1], G4)
+        cells = xp.new_empty(offs[-1], H)
+        keep_h = ctx.needs_input_grad[1]
+        h_prev = xp.new_empty(offs[-1] - rows[0], H) if keep_h else None
+        n_windows = sum(len(e) for e in tracks.ends)
+        out = xp.new_empty(n_windows, B, H)
+        w_t = w_hh.t()
+        h = xp.new_zeros(0)
+        for k, n_tr in enumerate(active):
+            a, n = offs[k], rows[k]
+            gates = gates_all[a:a + n]
+            torch.index_select(xp, 0, starts[:n_tr] + k, out=gates.view(n_tr, B, G4))
+            if k > 0:  # h_{-1} = 0, c_{-1} = 0
+                hp = h[:n]
+                if keep_h:
+                    h_prev[a - rows[0]:a - rows[0] + n].copy_(hp)
+                gates.addmm_(hp, w_t)
+            gates[:, :2 * H].sigmoid_()
+            gates[:, 2 * H:3 * H].tanh_()
+            gates[:, 3 * H:].sigmoid_()
+            i, f, g, o = gates.chunk(4, 1)
+            c = cells[a:a + n]
+            if k == 0:
+                torch.mul(i, g, out=c)
+            else:
+                torch.mul(f, cells[offs[k - 1]:offs[k - 1] + n], out=c)
+                c.addcmul_(i, g)
+            h = torch.tanh(c).mul_(o)
+            if tracks.ends[k]:
+                wins = torch.tensor([w for w, _ in tracks.ends[k]], device=dev)
+                trs = torch.tensor([t for _, t in tracks.ends[k]], device=dev)
+                out.index_copy_(0, wins, h.view(n_tr, B, H).index_select(0, trs))
+        ctx.tracks, ctx.offs, ctx.rows = tracks, offs, rows
+        ctx.save_for_backward(w_hh, gates_all, cells, h_prev if keep_h else xp.new_zeros(0))
+        ctx.shape = (T, B, G4)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        w_hh, gates_all, cells, h_prev = ctx.saved_tensors
+        tracks, offs, rows = ctx.tracks, ctx.offs, ctx.rows
+        T, B, G4 = ctx.shape
+        H = G4 // 4
+        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        dev = gates_all.device
+        starts = torch.tensor(tracks.starts, dtype=torch.long, device=dev)
+        grad_out = grad_out.contiguous()
+        dxp = gates_all.new_zeros(T, B, G4) if need_x else None
+        dgates_all = torch.empty_like(gates_all)  # saved tensors stay intact (retain_graph, gradcheck)
+        dh_next = dc_next = None  # gradients w.r.t. h_k and c_k coming from step k+1
+        for k in range(len(rows) - 1, -1, -1):
+            a, n, n_tr = offs[k], rows[k], tracks.active[k]
+            dh = gates_all.new_zeros(n, H)
+            if dh_next is not None:
+                dh[:dh_next.shape[0]] += dh_next
+            if tracks.ends[k]:
+                wins = torch.tensor([w for w, _ in tracks.ends[k]], device=dev)
+                trs = torch.tensor([t for _, t in tracks.ends[k]], device=dev)
+                dh.view(n_tr, B, H).index_add_(0, trs, grad_out.index_select(0, wins))
+            i, f, g, o = gates_all[a:a + n].chunk(4, 1)
+            tc = cells[a:a + n].tanh()
+            # dc_k = dc from step k+1 + dh_k * o * (1 - tanh(c_k)^2)
+            dc = (1 - tc * tc).mul_(o).mul_(dh)
+            if dc_next is not None:
+                dc[:dc_next.shape[0]] += dc_next
+            # gradients of the gates before their nonlinearities
+            dgates = dgates_all[a:a + n]
+            di, df, dg, do = dgates.chunk(4, 1)
+            torch.mul(dc, g, out=di).mul_(i).mul_(1 - i)
+            torch.mul(dc, i, out=dg).mul_(1 - g * g)
+            torch.mul(dh, tc, out=do).mul_(o).mul_(1 - o)
+            if k > 0:
+                torch.mul(dc, cells[offs[k - 1]:offs[k - 1] + n], out=df).mul_(f).mul_(1 - f)
+                dc_next = dc.mul_(f)
+                dh_next = dgates @ w_hh
+            else:
+                df.zero_()
+            if need_x:
+                dxp.index_add_(0, starts[:n_tr] + k, dgates.view(n_tr, B, G4))
+        dw = dgates_all[rows[0]:].t() @ h_prev if need_w else None
+        return dxp, dw, None
+
+
 class RNNSeqDiscriminator(nn.Module):
     """D_M of eq. 5, RNN form: LSTM over the window from a zero state, (BP for the joint D),
-    feed-forward head on the last hidden state."""
+    feed-forward head on the last hidden state.
+
+    ``forward(windows)`` scores one batch of equal-length windows with ``nn.LSTM``;
+    ``window_scores(feats, plan)`` scores a whole plan with the same weights through
+    ``lstm_window_states`` (equal results, see tests/test_models.py), which is what training uses.
+    """
 
     def __init__(self, hidden: int = 1024, *, joint: bool = False, spectral: bool = True):
         super().__init__()
@@ -44,12 +211,25 @@ class RNNSeqDiscriminator(nn.Module):
         self.lstm = nn.LSTM(FEATURE_DIM, hidden, batch_first=True)
         self.head = MLP(hidden, hidden, 1, depth=1, norm=False, spectral=spectral)
 
-    def forward(self, windows: Tensor) -> Tensor:
-        _, (h, _) = self.lstm(windows)  # fused over all windows of one length
-        h = h[-1]
+    def _score(self, h: Tensor) -> Tensor:
         if self.joint:
             h = pair_pool(h)  # BP after the LSTM, one row per pair (eq. 13-14)
         return self.head(h).squeeze(-1)
+
+    def forward(self, windows: Tensor) -> Tensor:
+        _, (h, _) = self.lstm(windows)  # fused over all windows of one length
+        return self._score(h[-1])
+
+    def window_scores(self, feats: Tensor, plan) -> Tensor:
+        """``feats [B, T, 408]`` -> raw scores ``[n_windows, B]`` (joint: ``[n_windows, B/2]``) of
+        every window of ``plan``, in plan order."""
+        B, T, Fdim = feats.shape
+        lstm = self.lstm
+        xp = torch.addmm(lstm.bias_ih_l0 + lstm.bias_hh_l0, feats.transpose(0, 1).reshape(T * B, Fdim),
+                         lstm.weight_ih_l0.t()).view(T, B, -1)
+        h = lstm_window_states(xp, lstm.weight_hh_l0, window_tracks(plan, T))
+        n = h.shape[0]
+        return self._score(h.reshape(n * B, -1)).reshape(n, -1)
 
 
 class DBlock(nn.Module):

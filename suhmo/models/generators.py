@@ -9,7 +9,12 @@ the rest are the future frames. Pairs are batch rows ``(2n, 2n+1)``.
 Each generator wraps a TorchScript-compatible *core* (``forward(obs, init_vel, n_future,
 use_buffers) -> (future, recon)``): the same code runs training (autograd), ``generate``
 (no grad; the Transformer writes its key/value caches into preallocated buffers) and the
-exported module (``export_module``: spectral norm folded into plain weights, scripted).
+exported module (``export_module``: a fresh core without spectral norm, loaded with the
+folded weights ``W / sigma(W)``, scripted; the generator itself is left untouched).
+
+Input scale: the velocity half of every step input is multiplied by ``model.vel_scale``
+(see ``suhmo.config.ModelConfig``) so that it has about the spread of the positions; the
+predicted velocity and the Euler integration (eq. 4) stay in position units.
 
 Deviation from the authors' code, on purpose: the velocity heads' *output* layer is a plain
 Linear initialised 100x smaller than PyTorch's default (the hidden layers keep spectral norm
@@ -19,7 +24,6 @@ lr 2e-5 needs tens of thousands of steps to shrink them.
 """
 
 
-import copy
 from typing import List, NamedTuple, Optional, Tuple
 
 import torch
@@ -42,6 +46,10 @@ class Generator(nn.Module):
     """Common interface; subclasses build ``self.core``."""
 
     core: nn.Module
+
+    def _build_core(self, spectral: bool) -> nn.Module:
+        """A new core of this generator's architecture (``spectral=False``: plain Linear layers)."""
+        raise NotImplementedError
 
     def _inputs(self, obs: Tensor, n_future: int, init_vel: Optional[Tensor]) -> Tensor:
         if obs.dim() != 4 or obs.shape[2:] != (68, 2):
@@ -79,15 +87,37 @@ class Generator(nn.Module):
 
     def export_module(self) -> nn.Module:
         """A self-contained module ``forward(obs [B,O,68,2], init_vel [B,68,2], n_future: int)
-        -> [B, n_future, 68, 2]`` equal to ``generate(...).future``; ``torch.jit.script``-able."""
-        core = copy.deepcopy(self.core).eval()
-        for module in list(core.modules()):
-            if parametrize.is_parametrized(module):
-                for name in list(module.parametrizations.keys()):
-                    parametrize.remove_parametrizations(module, name, leave_parametrized=True)
+        -> [B, n_future, 68, 2]`` equal to ``generate(...).future``; ``torch.jit.script``-able.
+
+        Built from a fresh core without parametrizations and the folded state dict: this
+        generator keeps its spectral-norm parametrizations and stays usable (removing them from
+        a deep copy would delete the ``weight`` property from the parametrized class that torch
+        shares between the copy and the original)."""
+        core = self._build_core(spectral=False)
+        core.load_state_dict(folded_state_dict(self.core))
         for p in core.parameters():
             p.requires_grad_(False)
-        return ExportedGenerator(core).eval()
+        return ExportedGenerator(core.eval()).eval()
+
+
+def folded_state_dict(module: nn.Module) -> dict:
+    """``module.state_dict()`` with every parametrized tensor replaced by its value as ``generate``
+    sees it (eval mode: spectral norm divides by sigma from the stored power-iteration vectors,
+    no update), under the plain name (``net.0.weight``); the parametrization entries are dropped."""
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            state = {k: v.detach().clone() for k, v in module.state_dict().items()
+                     if ".parametrizations." not in f".{k}"}
+            for name, sub in module.named_modules():
+                if parametrize.is_parametrized(sub):
+                    for tensor_name in sub.parametrizations.keys():
+                        key = f"{name}.{tensor_name}" if name else tensor_name
+                        state[key] = getattr(sub, tensor_name).detach().clone()
+    finally:
+        module.train(was_training)
+    return state
 
 
 class ExportedGenerator(nn.Module):
@@ -117,10 +147,11 @@ class RNNCore(nn.Module):
     pair: torch.jit.Final[bool]
     delta: torch.jit.Final[bool]
 
-    def __init__(self, hidden: int, mlp: int, *, pair: bool, delta: bool, spectral: bool):
+    def __init__(self, hidden: int, mlp: int, *, pair: bool, delta: bool, spectral: bool, vel_scale: float = 1.0):
         super().__init__()
         self.pair = pair
         self.delta = delta
+        self.vel_scale = float(vel_scale)
         # learned initial state (h0, c0) from the first frame's (pos, vel)
         self.init_mlp = nn.Sequential(nn.Linear(STEP_DIM, 2 * hidden), nn.ReLU(), nn.Linear(2 * hidden, 2 * hidden))
         self.cell = nn.LSTMCell(STEP_DIM + (hidden if pair else 0), hidden)
@@ -133,7 +164,7 @@ class RNNCore(nn.Module):
         x = obs.reshape(B, O, 136)
         x0 = x[:, 0]
         vel = init_vel.reshape(B, 136)
-        h, c = self.init_mlp(torch.cat([x0, vel], -1)).chunk(2, -1)
+        h, c = self.init_mlp(torch.cat([x0, vel * self.vel_scale], -1)).chunk(2, -1)
         h = h.contiguous()
         c = c.contiguous()
         pos = x0
@@ -147,7 +178,7 @@ class RNNCore(nn.Module):
             if self.delta:
                 feat = torch.cat([pos - x0, x0], -1)
             else:
-                feat = torch.cat([pos, vel], -1)
+                feat = torch.cat([pos, vel * self.vel_scale], -1)
             if self.pair:
                 h, c = self.cell(torch.cat([feat, batch_pool(h)], -1), (h, c))
             else:
@@ -171,14 +202,21 @@ class RNNGenerator(Generator):
     """SUHMo-RNN generator: LSTMCell (hidden_g) + BP + deep-output MLP (mlp_g)."""
 
     def __init__(self, hidden: int = 1024, mlp: int = 1024, *, pair: bool = True, delta: bool = False,
-                 spectral: bool = True):
+                 spectral: bool = True, vel_scale: float = 1.0):
         super().__init__()
-        self.core = RNNCore(hidden, mlp, pair=pair, delta=delta, spectral=spectral)
+        self._args = dict(hidden=hidden, mlp=mlp, pair=pair, delta=delta, vel_scale=vel_scale)
+        self.core = self._build_core(spectral)
+
+    def _build_core(self, spectral: bool) -> nn.Module:
+        a = self._args
+        return RNNCore(a["hidden"], a["mlp"], pair=a["pair"], delta=a["delta"], spectral=spectral,
+                       vel_scale=a["vel_scale"])
 
     @classmethod
     def from_config(cls, cfg) -> "RNNGenerator":
         m = cfg.model
-        return cls(m.hidden_g, m.mlp_g, pair=m.pair_g, delta=m.delta, spectral=m.spectral_norm)
+        return cls(m.hidden_g, m.mlp_g, pair=m.pair_g, delta=m.delta, spectral=m.spectral_norm,
+                   vel_scale=m.vel_scale)
 
 
 # -------------------------------------------------------------------------- Transformer
@@ -241,9 +279,11 @@ class TransformerCore(nn.Module):
     delta: torch.jit.Final[bool]
     n_cache: torch.jit.Final[int]
 
-    def __init__(self, emb: int, heads: int, blocks: int, ff: int, *, pair: bool, delta: bool):
+    def __init__(self, emb: int, heads: int, blocks: int, ff: int, *, pair: bool, delta: bool,
+                 vel_scale: float = 1.0):
         super().__init__()
         self.delta = delta
+        self.vel_scale = float(vel_scale)
         self.heads = heads
         self.head_dim = emb // heads
         self.n_cache = 4 if pair else 2
@@ -273,7 +313,10 @@ class TransformerCore(nn.Module):
         for _ in range(len(self.blocks)):
             caches.append([obs.new_zeros(B, self.heads, length, self.head_dim) for _ in range(self.n_cache)])
         # observed frames: one parallel causal pass (teacher forcing), which fills the caches
-        feat = torch.cat([x - x0, x0.expand(B, O, 136)], -1) if self.delta else torch.cat([x, vel], -1)
+        if self.delta:
+            feat = torch.cat([x - x0, x0.expand(B, O, 136)], -1)
+        else:
+            feat = torch.cat([x, vel * self.vel_scale], -1)
         mask: Optional[Tensor] = causal_mask(O, 0, obs.device) if O > 1 else None
         out, caches = self._run(feat, caches, 0, use_buffers, mask)
         nxt = x0 + out if self.delta else x + out  # eq. 4 (or delta baseline)
@@ -286,7 +329,7 @@ class TransformerCore(nn.Module):
             if self.delta:
                 tok = torch.cat([pos - x0[:, 0], x0[:, 0]], -1)
             else:
-                tok = torch.cat([pos, step_vel], -1)
+                tok = torch.cat([pos, step_vel * self.vel_scale], -1)
             out, caches = self._run(tok.unsqueeze(1), caches, t, use_buffers, None)
             o = out[:, 0]
             if self.delta:
@@ -304,12 +347,19 @@ class TransformerGenerator(Generator):
     """SUHMo-Transformer generator: emb_g embedding, blocks_g x (causal SA, BXA, FF hidden_g)."""
 
     def __init__(self, emb: int = 1024, heads: int = 1, blocks: int = 1, ff: int = 1024, *, pair: bool = True,
-                 delta: bool = False):
+                 delta: bool = False, vel_scale: float = 1.0):
         super().__init__()
-        self.core = TransformerCore(emb, heads, blocks, ff, pair=pair, delta=delta)
+        self._args = dict(emb=emb, heads=heads, blocks=blocks, ff=ff, pair=pair, delta=delta, vel_scale=vel_scale)
+        self.core = self._build_core(False)
+
+    def _build_core(self, spectral: bool) -> nn.Module:
+        a = self._args  # no spectral norm in this generator
+        return TransformerCore(a["emb"], a["heads"], a["blocks"], a["ff"], pair=a["pair"], delta=a["delta"],
+                               vel_scale=a["vel_scale"])
 
     @classmethod
     def from_config(cls, cfg) -> "TransformerGenerator":
         m = cfg.model
         # BXA follows pair_g only (the authors tied it to the joint-D flag by mistake)
-        return cls(m.emb_g, m.heads_g, m.blocks_g, m.hidden_g, pair=m.pair_g, delta=m.delta)
+        return cls(m.emb_g, m.heads_g, m.blocks_g, m.hidden_g, pair=m.pair_g, delta=m.delta,
+                   vel_scale=m.vel_scale)

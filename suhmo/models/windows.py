@@ -150,14 +150,20 @@ def multiscale_score(net, feats: Tensor, plan) -> Tensor:
     """Window-based multi-scale score, eq. 5: the plan-weighted mean of ``net`` over the windows.
 
     ``net`` maps ``[N, tau, F] -> [N]`` (or ``[N/2]`` for the joint D); all windows of one length
-    go through ``net`` in one call. Returns ``[B]`` (joint: ``[B/2]``).
+    go through ``net`` in one call. A ``net`` with ``window_scores(feats, plan) -> [n_windows, B']``
+    (the RNN sequence D) scores the whole plan in one call instead. Returns ``[B]`` (joint: ``[B/2]``).
     """
     weights = getattr(plan, "weights", None) or [1.0 / len(plan)] * len(plan)
-    total: Optional[Tensor] = None
-    for (tau, starts), w in zip(plan, weights):
-        n = int(starts.numel())
-        scores = net(window_batch(feats, int(tau), starts)).reshape(n, -1).mean(0)
-        total = scores * w if total is None else total + scores * w
-    if total is None:
+    sizes = [int(starts.numel()) for _, starts in plan]
+    if not plan or sum(sizes) == 0:
         raise ValueError("multiscale_score: the window plan is empty")
+    if hasattr(net, "window_scores"):
+        per_window = net.window_scores(feats, plan)
+    else:
+        per_window = torch.cat([net(window_batch(feats, int(tau), starts)).reshape(n, -1)
+                                for (tau, starts), n in zip(plan, sizes)], 0)
+    total: Optional[Tensor] = None
+    for group, w in zip(per_window.split(sizes, 0), weights):
+        scores = group.mean(0) * w
+        total = scores if total is None else total + scores
     return total
