@@ -30,6 +30,8 @@ class DataConfig:
     path: Optional[str] = None  # canonical landmark .npz; None = embedded synthetic data
     fps: float = 25.0  # training frame rate; other rates are resampled
     obs_len: int = 5  # observed (teacher-forced) frames, paper: "up to 5"
+    random_obs: bool = True  # each iteration observes k ~ U{1..obs_len} frames ("up to 5"), so G
+    # also learns the single-reference start it gets at test time; False = always obs_len
     seq_len: int = 40  # generated frames per training window (1.6 s at 25 fps)
     normalize: str = "bbox"  # bbox (keeps head translation) | centred (suppresses it)
     bbox_scale: float = 1.1  # per-clip bounding box enlargement before mapping to [0, 1]

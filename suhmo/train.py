@@ -125,10 +125,15 @@ class Trainer:
                 it = self.step  # 0-based index of this iteration
                 # --- data
                 batch = torch.from_numpy(self.sampler.next()).to(self.device)  # [B, O+S, 68, 2]
-                obs = batch[:, :obs_len]
+                # "up to obs_len observed frames" (Sec. 4.1): at test time G starts from a
+                # single reference frame, so training also covers short observations
+                k = obs_len
+                if cfg.data.random_obs and obs_len > 1:
+                    k = int(torch.randint(1, obs_len + 1, (1,), generator=self.window_rng))
+                obs = batch[:, :k]
 
                 # --- generate (once)
-                out = G(obs, seq_len)  # GenOutput: future [B, S, 68, 2], recon [B, O-1, 68, 2]
+                out = G(obs, obs_len + seq_len - k)  # future [B, O+S-k, 68, 2], recon [B, k-1, 68, 2]
                 fake = torch.cat([obs, out.future], dim=1)  # same layout as batch
                 plan = self.windows.sample(num_feature_frames(fake.shape[1]), self.window_rng) if use_d else None
 
