@@ -4,6 +4,7 @@
     suhmo-search run --space rnn --num-samples 32 --address auto
     suhmo-search validate search_spaces/transformer.yaml
     suhmo-search status NAME ; suhmo-search resume NAME ; suhmo-search ui
+    suhmo-search repeat NAME --top 3 --seeds 3 ; suhmo-search results NAME   # seeds x repeats
 """
 
 from __future__ import annotations
@@ -197,6 +198,76 @@ def status(experiment: str, storage) -> None:
     if open_ or len(rows) < plan.num_samples:
         click.echo(f"unfinished: `suhmo-search resume {plan.experiment}{_storage_opt(plan)}` continues it "
                    "(if it is not running right now)")
+
+
+@cli.command()
+@click.argument("experiment")
+@click.option("--top", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Repeat the K best configurations (best objective at a checkpoint, as best-export).")
+@click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Fresh seeds per configuration (derived from the study seed).")
+@click.option("--frames", default="40,80", show_default=True,
+              help="Score each repeat at these numbers of generated frames (the last 40 are scored).")
+@click.option("--storage", default=None, help="Folder of the Tune experiments (default: $SUHMO_HOME/search).")
+@click.option("--tracking-uri", default=None,
+              help="MLflow store of the search (default: the one it logged to); 'none' = no MLflow.")
+@click.option("--max-concurrent", type=click.IntRange(min=1), default=None,
+              help="Trials running at once (default: the search's).")
+@click.option("--cpus-per-trial", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True)
+@click.option("--address", default=None, help="Ray cluster to use: auto or HOST:PORT (default: a local Ray).")
+@click.option("--name", default=None, help="Name of this repeat (default: <experiment>-repeat-<date>-<time>).")
+def repeat(experiment: str, top: int, seeds: int, frames: str, storage, tracking_uri, max_concurrent,
+           cpus_per_trial: float, address, name) -> None:
+    """Re-train the TOP configurations of a finished search with SEEDS fresh seeds each; print mean ± std."""
+    from launch.repeat import parse_frames, plan_repeat, render_summary, run_repeat
+    from launch.runner import SearchPlan, find_experiment
+
+    exp_dir = find_experiment(experiment, storage)
+    if tracking_uri is None:
+        tracking_uri = SearchPlan.load(exp_dir).tracking_uri
+    elif tracking_uri.lower() == "none":
+        tracking_uri = None
+    rp = plan_repeat(exp_dir, top=top, seeds=seeds, frames=parse_frames(frames), tracking_uri=tracking_uri,
+                     storage=storage, max_concurrent=max_concurrent, name=name)
+    summary = run_repeat(rp, address=address, cpus_per_trial=cpus_per_trial, echo=click.echo)
+    render_summary(summary, echo=click.echo)
+    if rp.tracking_uri:
+        click.echo("")
+        click.echo(f"next: suhmo-search results {rp.search}    # Table-1 layout from MLflow")
+        click.echo(f"      suhmo best-export --experiment {rp.search} --mean-over-seeds --out best-model")
+
+
+@cli.command()
+@click.argument("experiment")
+@click.option("--metrics", default="fd_frame,fd_clip40,fd_motion,apd,drift,motion_energy", show_default=True,
+              help="Metric columns (each at 40 and 80 generated frames: keys <metric>_g40, <metric>_g80).")
+@click.option("--frames", default="40,80", show_default=True, help="Generated-frame columns per metric.")
+@click.option("--format", "fmt", type=click.Choice(["markdown", "json"]), default="markdown", show_default=True)
+@click.option("--group-by", type=click.Choice(["method", "config_key"]), default="method", show_default=True,
+              help="Rows: the runs' `method` tag (else their config key), or the config key.")
+@click.option("--include-search-trials", is_flag=True,
+              help="Also use the search's own trials (default: only repeat runs when there are any).")
+@click.option("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite under $SUHMO_HOME).")
+def results(experiment: str, metrics: str, frames: str, fmt: str, group_by: str, include_search_trials: bool,
+            tracking_uri) -> None:
+    """Table of a search's runs in the layout of the paper's Table 1 (mean ± std (n) over seeds)."""
+    import json
+
+    import tracking
+    from launch.repeat import parse_frames
+    from tracking.results import format_markdown, results_table
+
+    names = [m.strip() for m in metrics.split(",") if m.strip()]
+    frame_list = parse_frames(frames)
+    table = results_table(tracking_uri or tracking.default_tracking_uri(), experiment, metrics=names,
+                          frames=frame_list, group_by=group_by, include_search_trials=include_search_trials)
+    if fmt == "json":
+        click.echo(json.dumps(table, indent=2, default=str))
+        return
+    click.echo(f"{table['experiment']} (search run {table['parent_run_name']}; {table['runs_used']}; "
+               "cells: mean ± std (n seeds), @40/@80 = last 40 of 40/80 generated frames)")
+    click.echo("")
+    click.echo(format_markdown(table["rows"], names, frame_list, row_title=group_by).rstrip())
 
 
 def main(argv: Optional[list[str]] = None) -> None:

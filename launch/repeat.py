@@ -1,0 +1,388 @@
+"""``suhmo-search repeat``: re-train the K best configurations of a search with S fresh seeds.
+
+The paper reports every GAN as mean ± std over 3 trainings; a search keeps one (lucky) seed
+per configuration. A repeat takes the ``top`` K trials of a finished search, ranked like
+``best-export`` (the best value of the first objective at a checkpoint), and trains each
+configuration again with ``seeds`` new seeds as Ray Tune trials: no searcher, one grid point
+per (configuration, seed) through ``tune.grid_search``, FIFO. Each trial runs the search's
+own trainable (:func:`launch.trainable.suhmo_trial`: same MLflow logging, checkpoints and
+resume) and then scores its best checkpoint at 40 and 80 generated frames
+(:func:`score_frames`, keys ``<metric>_g40`` / ``<metric>_g80``).
+
+Seeds: ``repeat_seed(study_seed, config_key, i)``, a stable hash, so the same command gives
+the same seeds and they differ from the search's own trial seeds; recorded in the trial
+config (``train.seed``), the MLflow params (``seed``) and ``repeat.json``.
+
+MLflow: the repeat runs are children of the search's parent run, tagged ``repeat_of``,
+``config_key``, ``repeat_batch`` and ``repeat_seed_index`` (:mod:`tracking.results`); the
+summary (mean ± std over seeds) goes to the parent run as ``repeats/<batch>/summary.{md,json}``.
+
+:func:`score_frames` needs no Ray: ``experiments/paper_tables.py`` uses it for models trained
+in-process.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from launch.trainable import META_KEY, sampled_values
+from suhmo.utils import SuhmoError
+
+REPEAT_FILE = "repeat.json"
+POINT_KEY = "repeat"  # the grid point (configuration + seed) inside a repeat trial's config
+
+
+# ---------------------------------------------------------------------- scoring (no Ray)
+def _memo_sample_fn(sample_fn: Callable) -> Callable:
+    """Cache ``sample_fn`` on (refs, frames, seed): scoring at 40 and at 80 frames generates
+    the same 80-frame sequences (the landmark stack runs to 80 frames for drift)."""
+    cache: dict = {}
+
+    def fn(refs: np.ndarray, frames: int, seed: int) -> np.ndarray:
+        key = (hashlib.sha1(np.ascontiguousarray(refs).tobytes()).hexdigest(), int(frames), int(seed))
+        if key not in cache:
+            cache.clear()
+            cache[key] = sample_fn(refs, frames, seed)
+        return cache[key]
+
+    return fn
+
+
+def parse_frames(text: str) -> list[int]:
+    """``"40,80"`` -> ``[40, 80]``; each >= 40 (the stack scores the last 40 generated frames)."""
+    try:
+        frames = [int(x) for x in str(text).split(",") if x.strip()]
+    except ValueError:
+        raise SuhmoError(f"--frames {text!r}: expected numbers such as 40,80") from None
+    if not frames or any(f < 40 for f in frames):
+        raise SuhmoError(f"--frames {text!r}: the metric stack scores the last 40 generated frames; "
+                         "give numbers >= 40, e.g. 40,80")
+    return sorted(set(frames))
+
+
+def score_frames(G, cfg, eval_set, frames=(40, 80), device=None) -> dict[str, float]:
+    """Metric stack of ``G`` at each number of generated ``frames`` -> ``{metric_g<f>: value}``.
+
+    Uses ``suhmo.metrics.trainer_metrics`` with ``eval.frames = f`` (the LAST 40 of f frames
+    are scored, paper Table 1), the evaluation seed and reference poses of ``cfg.eval``, and
+    the eval set's cached reference statistics. ``drift`` (frames 41-80 against 1-40) does not
+    depend on f.
+    """
+    from suhmo.generate import make_sample_fn
+    from suhmo.metrics import trainer_metrics
+    from tracking.results import frame_key
+
+    sample_fn = _memo_sample_fn(make_sample_fn(G, cfg, device))
+    out: dict[str, float] = {}
+    for f in frames:
+        c = copy.deepcopy(cfg)
+        c.eval.frames = int(f)
+        for k, v in trainer_metrics(c, eval_set)(sample_fn, 0).items():
+            out[frame_key(k, f)] = float(v)
+    return out
+
+
+# ---------------------------------------------------------------------- planning
+def repeat_seed(study_seed: int, key: str, index: int) -> int:
+    """Seed of repeat ``index`` of configuration ``key``: a stable hash, < 2**31."""
+    digest = hashlib.sha256(f"suhmo-repeat:{int(study_seed)}:{key}:{int(index)}".encode()).hexdigest()
+    return int(digest[:8], 16) & 0x7FFFFFFF
+
+
+def trial_config(meta: dict, sampled: dict):
+    """The resolved config a trial with these sampled values trains (as ``suhmo_trial`` builds it)."""
+    from suhmo.config import make_config
+
+    overrides = {**meta["base"], **sampled}
+    objectives = meta.get("objectives") or []
+    if objectives and not overrides.get("train.select_metric"):
+        overrides.update({"train.select_metric": objectives[0][0], "train.select_mode": objectives[0][1]})
+    return make_config(meta["preset"], overrides=overrides)
+
+
+@dataclass
+class RepeatPlan:
+    name: str  # the repeat batch (also the Tune experiment name)
+    search: str  # the search experiment
+    search_dir: str
+    storage: str
+    top: int
+    seeds: int
+    frames: list[int]
+    study_seed: int
+    objectives: list[list[str]]
+    tracking_uri: Optional[str]
+    experiment_id: Optional[str]
+    parent_run_id: Optional[str]
+    max_concurrent: int
+    configs: list[dict] = field(default_factory=list)  # per configuration: key, repeat_of, sampled, seeds, ...
+    created: str = field(default_factory=lambda: datetime.now().isoformat(timespec="seconds"))
+
+    @property
+    def exp_dir(self) -> Path:
+        return Path(self.storage) / self.name
+
+    def points(self) -> list[dict]:
+        out = []
+        for c in self.configs:
+            for i, seed in enumerate(c["seeds"]):
+                out.append({"sampled": {**c["sampled"], "train.seed": seed}, "repeat_of": c["repeat_of"],
+                            "config_key": c["config_key"], "seed_index": i, "batch": self.name,
+                            "frames": list(self.frames)})
+        return out
+
+
+def plan_repeat(search_dir: Path, *, top: int, seeds: int, frames: list[int], tracking_uri: Optional[str],
+                storage: Optional[str] = None, max_concurrent: Optional[int] = None,
+                name: Optional[str] = None) -> RepeatPlan:
+    """Pick the ``top`` configurations of the search in ``search_dir`` and their new seeds."""
+    from launch.runner import SearchPlan, rank_rows, read_trials
+    from tracking.results import config_key
+
+    if top < 1 or seeds < 1:
+        raise SuhmoError(f"--top {top} --seeds {seeds}: both must be >= 1")
+    plan = SearchPlan.load(search_dir)
+    space = plan.resolved_space()
+    rows = read_trials(search_dir, plan.objectives, space.iterations)
+    m = plan.objectives[0][0]
+    ranked = [r for r in rank_rows(rows, plan.objectives) if r.state in ("finished", "stopped") and m in r.best]
+    if not ranked:
+        raise SuhmoError(f"search {plan.experiment}: no finished trial with a value of {m} to repeat "
+                         f"({len(rows)} trial(s): {', '.join(sorted({r.state for r in rows})) or 'none'})")
+    meta = {"preset": space.preset, "base": dict(space.base), "objectives": plan.objectives}
+    configs, seen = [], set()
+    for r in ranked:
+        sampled = {k: v for k, v in sampled_values(r.config).items() if k != "train.seed"}
+        key = config_key(trial_config(meta, sampled).flat())
+        if key in seen:  # two trials of the same configuration: repeat it once
+            continue
+        seen.add(key)
+        configs.append({"config_key": key, "repeat_of": r.trial_id, "original_seed": r.seed,
+                        "original_best": r.best[m][0], "original_best_step": r.best[m][1],
+                        "sampled": sampled, "seeds": [repeat_seed(plan.seed, key, i) for i in range(seeds)]})
+        if len(configs) == top:
+            break
+    if tracking_uri and not plan.parent_run_id:
+        raise SuhmoError(f"search {plan.experiment} was run without MLflow (no parent run); "
+                         "pass --tracking-uri none to repeat it without tracking")
+    name = name or f"{plan.experiment}-repeat-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    root = Path(storage).expanduser().resolve() if storage else Path(plan.storage)
+    return RepeatPlan(name=name, search=plan.experiment, search_dir=str(search_dir), storage=str(root), top=top,
+                      seeds=seeds, frames=list(frames), study_seed=plan.seed, objectives=plan.objectives,
+                      tracking_uri=tracking_uri, experiment_id=plan.experiment_id if tracking_uri else None,
+                      parent_run_id=plan.parent_run_id if tracking_uri else None,
+                      max_concurrent=int(max_concurrent or plan.max_concurrent), configs=configs)
+
+
+# ---------------------------------------------------------------------- the trainable
+def repeat_trial(config: dict) -> None:
+    """Tune function trainable: ``suhmo_trial`` for one (configuration, seed), then its scores
+    at 40/80 generated frames, logged to the trial's MLflow run and reported to Tune."""
+    from ray import tune
+
+    from launch.trainable import _datasets, suhmo_trial
+    from suhmo.generate import load_model
+
+    point, meta = config[POINT_KEY], config[META_KEY]
+    inner = {META_KEY: meta, **point["sampled"]}
+    trial_id = tune.get_context().get_trial_id()
+    work = Path(tune.get_context().get_trial_dir()) / "run"
+    run_id = None
+    try:
+        suhmo_trial(inner)
+    finally:
+        if meta.get("tracking_uri"):
+            import tracking
+            from tracking.results import (CONFIG_KEY_TAG, REPEAT_BATCH_TAG, REPEAT_OF_TAG, SEED_INDEX_TAG,
+                                          tag_run)
+
+            run_id = tracking.find_trial_run(meta["tracking_uri"], meta["experiment_id"], meta["parent_run_id"],
+                                             trial_id)
+            if run_id is not None:
+                tag_run(meta["tracking_uri"], run_id, {
+                    REPEAT_OF_TAG: point["repeat_of"], CONFIG_KEY_TAG: point["config_key"],
+                    REPEAT_BATCH_TAG: point["batch"], SEED_INDEX_TAG: point["seed_index"]})
+
+    overrides = {**point["sampled"], "train.threads": int(meta.get("threads", 1)), "train.progress": False}
+    cfg = trial_config(meta, overrides)
+    ck = work / "best.pt" if (work / "best.pt").is_file() else work / "last.pt"
+    G, _ = load_model(ck)
+    step = int(_checkpoint_step(ck))
+    _, eval_set = _datasets(cfg)
+    scores = score_frames(G, cfg, eval_set, point["frames"])
+    m = meta["objectives"][0][0]
+    best = _best_from_log(work / "metrics.jsonl", m, meta["objectives"][0][1])
+    if run_id is not None:
+        from tracking.results import log_scores
+
+        log_scores(meta["tracking_uri"], run_id, scores, step)
+    tune.report({**scores, f"best_{m}": best, "scored_step": step, "step": int(cfg.train.iterations),
+                 "iterations": int(cfg.train.iterations), "mlflow_run_id": run_id or ""})
+
+
+def _checkpoint_step(path: Path) -> int:
+    from suhmo.checkpoint import load_checkpoint
+
+    return int(load_checkpoint(path).get("step", 0))
+
+
+def _best_from_log(path: Path, metric: str, mode: str) -> float:
+    vals = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            v = json.loads(line).get(metric)
+            if isinstance(v, (int, float)) and math.isfinite(v):
+                vals.append(float(v))
+    if not vals:
+        return float("nan")
+    return min(vals) if mode == "min" else max(vals)
+
+
+# ---------------------------------------------------------------------- driver
+def _progress(rp: RepeatPlan, echo):
+    from launch.progress import Progress
+
+    class RepeatProgress(Progress):
+        def on_trial_start(self, iteration, trials, trial, **info):
+            p = trial.config[POINT_KEY]
+            self.started.setdefault(trial.trial_id, time.time())
+            self._line(f"start    trial_{trial.trial_id}  config {p['config_key']} (repeat of trial_{p['repeat_of']}) "
+                       f"seed #{p['seed_index']} = {p['sampled']['train.seed']}")
+
+    return RepeatProgress(rp.objectives, echo)
+
+
+def run_repeat(rp: RepeatPlan, *, address: Optional[str] = None, cpus_per_trial: float = 1.0,
+               echo: Callable[[str], None] = print, shutdown: bool = True) -> dict:
+    """Train every (configuration, seed) of ``rp``; returns the summary (also saved/logged)."""
+    from ray import tune
+    from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
+
+    from launch.runner import start_ray, trial_name
+    from suhmo.utils import atomic_write_text
+
+    if rp.exp_dir.exists():
+        raise SuhmoError(f"repeat {rp.name!r} already exists in {rp.storage}; pass another --name")
+    from launch.runner import SearchPlan
+
+    plan = SearchPlan.load(Path(rp.search_dir))
+    space = plan.resolved_space()
+    meta = {"preset": space.preset, "base": dict(space.base), "objectives": rp.objectives,
+            "study_seed": rp.study_seed, "threads": max(1, int(cpus_per_trial)),
+            "tracking_uri": rp.tracking_uri, "experiment_id": rp.experiment_id,
+            "parent_run_id": rp.parent_run_id, "experiment": rp.search, "repeat": rp.name}
+    if rp.tracking_uri:
+        from tracking.results import search_runs
+
+        search_runs(rp.tracking_uri, rp.search, rp.parent_run_id)  # the parent must exist in this store
+    t0 = time.time()
+    cluster = start_ray(address, echo)
+    try:
+        rp.exp_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(rp.exp_dir / REPEAT_FILE, json.dumps(rp.__dict__, indent=2, default=str))
+        gpus = 0.0 if float(cluster.get("GPU", 0)) == 0 else min(1.0, float(cluster["GPU"]) / rp.max_concurrent)
+        trainable = tune.with_resources(repeat_trial, {"cpu": cpus_per_trial, "gpu": gpus})
+        points = rp.points()
+        echo(f"repeat {rp.name}: {len(rp.configs)} configuration(s) of search {rp.search} x {rp.seeds} seed(s) "
+             f"= {len(points)} trials, {rp.max_concurrent} at a time; scored at {', '.join(map(str, rp.frames))} "
+             "generated frames")
+        for c in rp.configs:
+            echo(f"  config {c['config_key']}  repeat of trial_{c['repeat_of']} "
+                 f"(best {rp.objectives[0][0]}={c['original_best']:.4g} at it {c['original_best_step']}), "
+                 f"seeds {', '.join(map(str, c['seeds']))}")
+        tuner = Tuner(
+            trainable, param_space={META_KEY: meta, POINT_KEY: tune.grid_search(points)},
+            tune_config=TuneConfig(num_samples=1, max_concurrent_trials=rp.max_concurrent, reuse_actors=True,
+                                   trial_name_creator=trial_name, trial_dirname_creator=trial_name),
+            run_config=RunConfig(name=rp.name, storage_path=rp.storage, verbose=0, callbacks=[_progress(rp, echo)],
+                                 checkpoint_config=CheckpointConfig(num_to_keep=2),
+                                 failure_config=FailureConfig(max_failures=0, fail_fast=False)))
+        grid = tuner.fit()
+        results = []
+        for res in grid:
+            p = res.config[POINT_KEY]
+            metrics = {k: float(v) for k, v in (res.metrics or {}).items()
+                       if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            results.append({"config_key": p["config_key"], "repeat_of": p["repeat_of"],
+                            "seed": p["sampled"]["train.seed"], "seed_index": p["seed_index"],
+                            "error": str(res.error).splitlines()[0][:200] if res.error else None,
+                            "metrics": metrics if res.error is None else {}})
+    finally:
+        if rp.tracking_uri:
+            from tracking.results import close_unfinished
+
+            close_unfinished(rp.tracking_uri, rp.experiment_id, rp.parent_run_id, rp.name)
+        if shutdown:
+            import ray
+
+            ray.shutdown()
+    summary = summarize(rp, results, time.time() - t0)
+    atomic_write_text(rp.exp_dir / "summary.json", json.dumps(summary, indent=2, default=str))
+    atomic_write_text(rp.exp_dir / "summary.md", summary["markdown"])
+    if rp.tracking_uri:
+        from tracking.results import log_parent_artifacts
+
+        log_parent_artifacts(rp.tracking_uri, rp.parent_run_id, f"repeats/{rp.name}",
+                             {"summary.json": json.dumps(summary, indent=2, default=str),
+                              "summary.md": summary["markdown"]},
+                             tags={"last_repeat": rp.name})
+    return summary
+
+
+def summarize(rp: RepeatPlan, results: list[dict], wall_s: float) -> dict:
+    """Mean ± std over the seeds of every metric, per configuration (+ a markdown table)."""
+    from tracking.results import format_cell, mean_std
+
+    by_key: dict[str, list[dict]] = {}
+    for r in results:
+        by_key.setdefault(r["config_key"], []).append(r)
+    skip = {"step", "iterations", "scored_step", "training_iteration", "time_this_iter_s", "time_total_s",
+            "timestamp", "pid", "time_since_restore", "iterations_since_restore", "done", "trial_seed",
+            "study_seed", "time_setup_s", "time_trainer_first_s", "time_report_s"}
+    keys = sorted({k for r in results for k in r["metrics"] if k not in skip})
+    configs = []
+    for c in rp.configs:
+        rs = by_key.get(c["config_key"], [])
+        stats = {k: dict(zip(("mean", "std", "n"), mean_std([r["metrics"].get(k, float("nan")) for r in rs])))
+                 for k in keys}
+        configs.append({**{k: c[k] for k in ("config_key", "repeat_of", "sampled", "seeds", "original_best")},
+                        "errors": [r["error"] for r in rs if r["error"]], "stats": stats})
+    header = ["metric"] + [f"{c['config_key']} (trial_{c['repeat_of']})" for c in configs]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for k in keys:
+        lines.append(f"| {k} | " + " | ".join(format_cell(**c["stats"][k]) for c in configs) + " |")
+    md = (f"# Repeat {rp.name}\n\nsearch `{rp.search}`, top {rp.top} configuration(s) x {rp.seeds} seed(s); "
+          f"cells: mean ± std (n seeds); `_g40`/`_g80`: scored on the last 40 of 40/80 generated frames\n\n"
+          + "\n".join(lines) + "\n")
+    return {"repeat": rp.name, "search": rp.search, "wall_s": round(wall_s, 1), "configs": configs,
+            "metrics": keys, "trials": results, "markdown": md}
+
+
+def render_summary(summary: dict, echo: Callable[[str], None] = print) -> None:
+    """Print the summary table: one row per metric, one column per configuration."""
+    from tracking.results import format_cell
+
+    configs = summary["configs"]
+    echo("")
+    echo(f"repeat {summary['repeat']} of search {summary['search']} ({summary['wall_s']:.0f} s wall): "
+         "mean ± std (n seeds)")
+    header = ["metric"] + [f"{c['config_key']} (trial_{c['repeat_of']})" for c in configs]
+    table = [[k] + [format_cell(**c["stats"][k]) for c in configs] for k in summary["metrics"]]
+    widths = [max(len(h), *(len(r[j]) for r in table)) if table else len(h) for j, h in enumerate(header)]
+    echo("  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip())
+    echo("  ".join("-" * w for w in widths))
+    for r in table:
+        echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    for c in configs:
+        for e in c["errors"]:
+            echo(f"error in config {c['config_key']}: {e}")
