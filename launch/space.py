@@ -565,21 +565,27 @@ def _base_type(ftype: Any) -> Any:
     return ftype
 
 
-def parse_scheduler(raw: Any, where: str) -> dict[str, Any]:
+def _typed_block(raw: Any, where: str, *, default: str, keys: dict[str, set], what: str) -> tuple[str, dict]:
+    """``raw`` is a name or ``{type: NAME, ...}``; check the name and the keys allowed for it."""
     if raw is None:
-        raw = {"type": "asha"}
+        raw = {"type": default}
     if isinstance(raw, str):
         raw = {"type": raw}
+    names = ", ".join(keys)
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected asha, fifo or {{type: asha, grace_period: 1, reduction_factor: 2}}")
-    kind = raw.get("type", "asha")
-    if kind not in SCHEDULERS:
-        raise ConfigError(f"{where}: unknown scheduler {kind!r}{suggest(str(kind), list(SCHEDULERS))} "
-                          f"(use asha or fifo)")
-    allowed = {"type", "grace_period", "reduction_factor"} if kind == "asha" else {"type"}
-    extra = set(raw) - allowed
+        raise ConfigError(f"{where}: expected one of {names} or {{type: NAME, ...}}")
+    kind = raw.get("type", default)
+    if kind not in keys:
+        raise ConfigError(f"{where}: unknown {what} {kind!r}{suggest(str(kind), list(keys))} (use {names})")
+    extra = set(raw) - keys[kind] - {"type"}
     if extra:
-        raise ConfigError(f"{where}: {sorted(extra)[0]!r} does not apply to scheduler {kind}")
+        raise ConfigError(f"{where}: {sorted(extra)[0]!r} does not apply to {what} {kind}")
+    return kind, raw
+
+
+def parse_scheduler(raw: Any, where: str) -> dict[str, Any]:
+    kind, raw = _typed_block(raw, where, default="asha", what="scheduler",
+                             keys={"asha": {"grace_period", "reduction_factor"}, "fifo": set()})
     out = {"type": kind}
     if kind == "asha":
         gp, rf = raw.get("grace_period", 1), raw.get("reduction_factor", 2)
@@ -610,20 +616,8 @@ def parse_budget(raw: Any, where: str) -> dict[str, Any]:
 
 
 def parse_sampler(raw: Any, where: str, num_samples: int, n_objectives: int) -> dict[str, Any]:
-    raw = raw or {}
-    if isinstance(raw, str):
-        raw = {"type": raw}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected tpe, nsga2 or random")
-    kind = raw.get("type", "tpe")
-    if kind not in SAMPLERS:
-        raise ConfigError(f"{where}: unknown sampler {kind!r}{suggest(str(kind), list(SAMPLERS))} "
-                          f"(use {', '.join(SAMPLERS)})")
-    allowed = {"type", "n_startup_trials"} if kind == "tpe" else {"type", "population_size"} \
-        if kind == "nsga2" else {"type"}
-    extra = set(raw) - allowed
-    if extra:
-        raise ConfigError(f"{where}: {sorted(extra)[0]!r} does not apply to sampler {kind}")
+    kind, raw = _typed_block(raw or None, where, default="tpe", what="sampler",
+                             keys={"tpe": {"n_startup_trials"}, "nsga2": {"population_size"}, "random": set()})
     out: dict[str, Any] = {"type": kind}
     if kind == "tpe":
         # TPE needs a few random trials first; a third of a small budget, at most Optuna's 10

@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 import pytest
+from search_util import tiny_search
 
 from tracking.results import aggregate, config_key, format_markdown, frame_key, mean_std
 
@@ -63,26 +64,17 @@ def test_repeat_seeds_are_stable_and_distinct():
 # ---------------------------------------------------------------------- end to end (Ray + MLflow)
 @pytest.fixture(scope="module")
 def repeated(tmp_path_factory):
-    import ray
-
     from launch.repeat import plan_repeat, run_repeat
-    from launch.runner import make_plan, run_search
-    from launch.space import parse_space
 
     tmp = tmp_path_factory.mktemp("repeat")
     uri = f"sqlite:///{(tmp / 'mlflow.db').as_posix()}"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SUHMO_HOME", str(tmp / "home"))
-        plan = make_plan(parse_space(SPACE, name="rep"), experiment="rep", storage=str(tmp / "store"),
-                         tracking_uri=uri)
-        lines: list[str] = []
-        try:
-            outcome = run_search(plan, echo=lines.append, shutdown=False)
-            rp = plan_repeat(plan.exp_dir, top=2, seeds=2, frames=[40, 80], tracking_uri=uri,
-                             max_concurrent=2, name="rep-r1")
-            summary = run_repeat(rp, echo=lines.append, shutdown=False)
-        finally:
-            ray.shutdown()
+
+    def repeat(plan, lines):
+        rp = plan_repeat(plan.exp_dir, top=2, seeds=2, frames=[40, 80], tracking_uri=uri,
+                         max_concurrent=2, name="rep-r1")
+        return rp, run_repeat(rp, echo=lines.append, shutdown=False)
+
+    uri, outcome, lines, (rp, summary) = tiny_search(tmp, SPACE, "rep", then=repeat)
     return uri, outcome, rp, summary, lines, tmp
 
 

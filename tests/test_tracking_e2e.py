@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from search_util import tiny_search
+
 pytestmark = pytest.mark.slow
 
 SPACE = {
@@ -27,22 +29,8 @@ SPACE = {
 
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory):
-    import ray
-
-    from launch.runner import make_plan, run_search
-    from launch.space import parse_space
-
     tmp = tmp_path_factory.mktemp("e2e")
-    uri = f"sqlite:///{(tmp / 'mlflow.db').as_posix()}"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SUHMO_HOME", str(tmp / "home"))
-        plan = make_plan(parse_space(SPACE, name="e2e"), experiment="e2e", storage=str(tmp / "store"),
-                         tracking_uri=uri)
-        lines: list[str] = []
-        try:
-            outcome = run_search(plan, echo=lines.append, shutdown=False)
-        finally:
-            ray.shutdown()
+    uri, outcome, _, _ = tiny_search(tmp, SPACE, "e2e")
     return uri, outcome, tmp
 
 

@@ -1,0 +1,35 @@
+"""A real tiny search (Ray + Optuna + MLflow on sqlite) in a temporary folder, for
+module-scoped fixtures of the end-to-end tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import pytest
+
+
+def tiny_search(tmp: Path, space: dict, name: str,
+                then: Optional[Callable[[Any, list], Any]] = None) -> tuple[str, Any, list, Any]:
+    """Run ``space`` as experiment ``name`` with SUHMO_HOME and MLflow under ``tmp``.
+
+    ``then(plan, lines)`` runs while Ray is still up (e.g. a repeat of the search).
+    Returns ``(tracking_uri, outcome, printed_lines, then_result)``.
+    """
+    import ray
+
+    from launch.runner import make_plan, run_search
+    from launch.space import parse_space
+
+    uri = f"sqlite:///{(tmp / 'mlflow.db').as_posix()}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SUHMO_HOME", str(tmp / "home"))
+        plan = make_plan(parse_space(space, name=name), experiment=name, storage=str(tmp / "store"),
+                         tracking_uri=uri)
+        lines: list[str] = []
+        try:
+            outcome = run_search(plan, echo=lines.append, shutdown=False)
+            extra = then(plan, lines) if then is not None else None
+        finally:
+            ray.shutdown()
+    return uri, outcome, lines, extra
