@@ -3,8 +3,9 @@
 Per iteration (paper Sec. 3, eq. 8-12):
 
 1. data      a batch of pairs of real windows ``[B, obs_len + seq_len, 68, 2]``;
-2. generate  G runs ONCE: teacher-forced on the ``obs_len`` observed frames, then free for
-             ``seq_len`` frames (eq. 4);
+2. generate  G runs ONCE: teacher-forced on k observed frames (k ~ U{1..obs_len} with
+             ``data.random_obs``, the paper's "up to 5"; else k = obs_len), then free for the
+             remaining ``obs_len + seq_len - k`` frames (eq. 4);
 3. D step    hinge losses of D_F, D_s and D_s^j (eq. 12) on real vs the fakes, detached;
 4. G step    adversarial losses (eq. 8-10) on the SAME fakes, with gradients, plus
              lambda * L2 (eq. 11) with lambda from its schedule;
