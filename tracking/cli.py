@@ -66,7 +66,9 @@ def best_export(experiment, tracking_uri, search_run, metric, mode, pareto, mean
         r = prov["registry"]
         at = f" @{r['alias']}" if r.get("alias") else ""
         click.echo(f"registered: models:/{r['name']}/{r['version']}{at}")
-    click.echo(f"try: suhmo generate --model {Path(out_dir).resolve()}")
+    d = Path(out_dir).resolve()
+    click.echo(f"try: suhmo generate --model {d} --reference {d / 'reference.npy'} --frames 120 "
+               f"--samples 4 --out motion.npz && suhmo render motion.npz --grid 4 --out motion.gif")
 
 
 @click.command("ui")
