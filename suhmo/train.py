@@ -142,19 +142,13 @@ class Trainer:
                 logs: dict[str, float] = {}
                 if use_d:
                     loss_d, logs_d = discriminator_loss(D, batch, fake.detach(), plan, cfg)
-                    self.opt_d.zero_grad(set_to_none=True)
-                    loss_d.backward()
-                    self._clip(D)
-                    self.opt_d.step()
+                    self._update(D, self.opt_d, loss_d)
                     logs.update(_metric_names(logs_d))
                     logs["loss_d"] = float(loss_d.detach())
 
                 # --- G step (same fakes; D's weights get no gradient from this loss)
                 loss_g, logs_g = generator_loss(D, fake, batch, out, plan, cfg, lambda_at(cfg.loss, it))
-                self.opt_g.zero_grad(set_to_none=True)
-                loss_g.backward()
-                self._clip(G)
-                self.opt_g.step()
+                self._update(G, self.opt_g, loss_g)
                 logs.update(_metric_names(logs_g))
                 logs["loss_g"] = float(loss_g.detach())
                 self._check_finite(it, logs)
@@ -179,9 +173,13 @@ class Trainer:
         return dict(self.metrics)
 
     # ------------------------------------------------------------------ pieces of the loop
-    def _clip(self, net: torch.nn.Module) -> None:
+    def _update(self, net: torch.nn.Module, opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+        """One optimiser step of ``net`` on ``loss``, with optional gradient clipping."""
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
         if self.cfg.optim.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(net.parameters(), self.cfg.optim.grad_clip)
+        opt.step()
 
     def _apply_lr(self, step: int) -> None:
         """Step decay: both learning rates times ``lr_decay_factor`` from ``lr_decay_iter`` on."""
