@@ -9,21 +9,12 @@ import math
 
 import numpy as np
 import pytest
-from search_util import tiny_search
+from search_util import tiny_search, tiny_space
 
 from tracking.results import aggregate, config_key, format_markdown, frame_key, mean_std
 
-SPACE = {
-    "base": {"preset": "tiny", "train.iterations": 8, "train.eval_every": 4, "eval.samples": 8,
-             "eval.frames": 16, "data.seq_len": 16, "windows.tau_max": 16, "data.synth_clips": 8,
-             "data.synth_seconds": 4.0},
-    "params": {"optim.lr_g": {"type": "loguniform", "low": 1e-5, "high": 1e-3}},
-    "objective": "fd_clip40:min",
-    "scheduler": "fifo",
-    "budget": {"num_samples": 3, "max_concurrent": 2},
-    "sampler": {"type": "random"},
-    "seed": 0,
-}
+SPACE = tiny_space(base={"train.iterations": 8, "data.synth_seconds": 4.0},
+                   scheduler="fifo", sampler={"type": "random"})
 
 
 # ---------------------------------------------------------------------- pure helpers (fast)

@@ -10,21 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from search_util import tiny_search
+from search_util import tiny_search, tiny_space
 
 pytestmark = pytest.mark.slow
 
-SPACE = {
-    "base": {"preset": "tiny", "train.iterations": 12, "train.eval_every": 4, "eval.samples": 8,
-             "eval.frames": 16, "data.seq_len": 16, "windows.tau_max": 16, "data.synth_clips": 8,
-             "data.synth_seconds": 3.0},
-    "params": {"optim.lr_g": {"type": "loguniform", "low": 1e-5, "high": 1e-3}},
-    "objective": "fd_clip40:min",
-    "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
-    "budget": {"num_samples": 3, "max_concurrent": 2},
-    "sampler": {"type": "tpe", "n_startup_trials": 2},
-    "seed": 0,
-}
+SPACE = tiny_space()
 
 
 @pytest.fixture(scope="module")
