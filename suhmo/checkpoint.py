@@ -8,6 +8,8 @@ loads with ``torch.load(..., weights_only=True)`` (no arbitrary code runs on loa
 ``config``              the resolved ``Config.to_dict()``
 ``seed``                ``train.seed`` of the run
 ``G``, ``D``            generator / discriminator state dicts
+``G_ema``               moving average of G's weights (only with ``optim.ema_g > 0``); what
+                        evaluation and generation use (:func:`generator_state`)
 ``opt_g``, ``opt_d``    Adam state dicts
 ``rng``                 python / numpy / torch (and cuda) RNG states, the window sampler's generator
 ``sampler``             the BatchSampler ``state_dict()`` (numpy arrays encoded as tensors)
@@ -117,6 +119,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if ck.get("version", 0) > VERSION:
         raise SuhmoError(f"{path}: checkpoint version {ck['version']} is newer than this suhmo ({VERSION})")
     return decode_state(ck)
+
+
+def generator_state(ck: dict) -> dict:
+    """The generator weights to sample with: the moving average ``G_ema`` when the run kept one
+    (``optim.ema_g > 0``), else the trained ``G``."""
+    return ck.get("G_ema") or ck["G"]
 
 
 def write_export(out_dir: str | Path, generator_state: dict, cfg) -> Path:

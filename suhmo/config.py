@@ -71,6 +71,7 @@ class ModelConfig:
     emb_g: int = 1024  # transformer token embedding
     blocks_g: int = 1
     heads_g: int = 1
+    attn_window_g: Optional[int] = None  # transformer G: SA and BXA see the W most recent tokens; None = full (paper)
     hidden_d: int = 1024  # sequence D LSTM hidden size (rnn) / feed-forward width (transformer)
     emb_d: int = 128  # transformer D embedding
     blocks_d: int = 1
@@ -107,6 +108,7 @@ class OptimConfig:
     lr_decay_iter: Optional[int] = 60000  # step decay point; None = never
     lr_decay_factor: float = 0.1
     grad_clip: Optional[float] = None  # max gradient norm; None = off (authors: 1.0)
+    ema_g: float = 0.0  # decay of an exponential moving average of G's weights, used to evaluate and generate; 0 = off
 
 
 @dataclass
@@ -256,6 +258,9 @@ class Config:
         for name in ("hidden_g", "mlp_g", "emb_g", "blocks_g", "heads_g", "hidden_d", "emb_d",
                      "blocks_d", "heads_d", "frame_d_hidden"):
             _positive(f"model.{name}", getattr(c.model, name))
+        if c.model.attn_window_g is not None and c.model.attn_window_g < 1:
+            raise ConfigError(f"model.attn_window_g={c.model.attn_window_g}: must be a positive number of frames "
+                              "or null (full causal attention)")
         if c.model.emb_g % c.model.heads_g:
             raise ConfigError(f"model.emb_g={c.model.emb_g} is not divisible by model.heads_g={c.model.heads_g}")
         if c.model.emb_d % c.model.heads_d:
@@ -268,6 +273,8 @@ class Config:
             v = getattr(c.optim, name)
             if not 0 <= v < 1:
                 raise ConfigError(f"optim.{name}={v}: must lie in [0, 1)")
+        if not 0.0 <= c.optim.ema_g < 1.0:
+            raise ConfigError(f"optim.ema_g={c.optim.ema_g}: must be in [0, 1) (0 = no moving average)")
         if c.optim.grad_clip is not None and c.optim.grad_clip <= 0:
             raise ConfigError(f"optim.grad_clip={c.optim.grad_clip}: must be > 0 or null")
         for name in ("w_seq", "w_joint", "w_frame", "lam", "lam_final", "reco"):

@@ -30,7 +30,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
     ``best.pt`` or ``last.pt``, or an export folder with ``generator.pt`` (state dict) and
     ``config.yaml``.
     """
-    from suhmo.checkpoint import load_checkpoint
+    from suhmo.checkpoint import generator_state, load_checkpoint
     from suhmo.config import Config, load_yaml
     from suhmo.models import build_generator
 
@@ -53,7 +53,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
     else:
         ck = load_checkpoint(path)
         cfg = Config.from_dict(ck["config"], where=f"{path} (config)")
-        state, where = ck["G"], path
+        state, where = generator_state(ck), path
     G = build_generator(cfg)
     try:
         G.load_state_dict(state)

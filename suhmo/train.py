@@ -9,7 +9,8 @@ Per iteration (paper Sec. 3, eq. 8-12):
 3. D step    hinge losses of D_F, D_s and D_s^j (eq. 12) on real vs the fakes, detached;
 4. G step    adversarial losses (eq. 8-10) on the SAME fakes, with gradients, plus
              lambda * L2 (eq. 11) with lambda from its schedule;
-5. schedule  Adam step decay of both learning rates;
+5. schedule  Adam step decay of both learning rates; the moving average of G's weights
+             (``optim.ema_g``, off by default) takes the new G;
 6. evaluate / checkpoint every ``train.eval_every`` iterations and at the end.
 
 The search layer plugs in through ``report(step, metrics, checkpoint_path)`` (called at each
@@ -20,6 +21,7 @@ data stream, same RNG states, so an interrupted run ends with the same weights.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -78,6 +80,8 @@ class Trainer:
         o = cfg.optim
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=o.lr_g, betas=(o.beta1, o.beta2))
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=o.lr_d, betas=(o.beta1, o.beta2))
+        # G_ema: the weights evaluation and generation use when optim.ema_g > 0 (else G itself)
+        self.G_ema = copy.deepcopy(self.G).requires_grad_(False).eval() if o.ema_g > 0 else None
         self.sampler = BatchSampler(self.train_set, cfg, seed=tc.seed)
         self.windows = WindowSampler(cfg.windows, cfg.data.seq_len)
         self.window_rng = torch.Generator().manual_seed(tc.seed + 1)  # window plans (eq. 5)
@@ -149,6 +153,7 @@ class Trainer:
                 # --- G step (same fakes; D's weights get no gradient from this loss)
                 loss_g, logs_g = generator_loss(D, fake, batch, out, plan, cfg, lambda_at(cfg.loss, it))
                 self._update(G, self.opt_g, loss_g)
+                self._update_ema()
                 logs.update(_metric_names(logs_g))
                 logs["loss_g"] = float(loss_g.detach())
                 self._check_finite(it, logs)
@@ -180,6 +185,22 @@ class Trainer:
         if self.cfg.optim.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(net.parameters(), self.cfg.optim.grad_clip)
         opt.step()
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        """``G_ema <- d * G_ema + (1 - d) * G`` for the parameters; buffers are copied."""
+        if self.G_ema is None:
+            return
+        d = float(self.cfg.optim.ema_g)
+        ema_p = list(self.G_ema.parameters())
+        torch._foreach_lerp_(ema_p, [p.detach() for p in self.G.parameters()], 1.0 - d)
+        for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
+            b_ema.copy_(b)
+
+    @property
+    def G_eval(self) -> torch.nn.Module:
+        """The generator to evaluate and sample with: ``G_ema`` when kept, else ``G``."""
+        return self.G_ema if self.G_ema is not None else self.G
 
     def _apply_lr(self, step: int) -> None:
         """Step decay: both learning rates times ``lr_decay_factor`` from ``lr_decay_iter`` on."""
@@ -215,7 +236,7 @@ class Trainer:
         """``refs [K, 68, 2] -> [K, frames + 1, 68, 2]`` with the current G (``suhmo.generate.sample``)."""
         from suhmo.generate import sample
 
-        return sample(self.G, refs, frames, seed, init_vel=self.cfg.eval.init_vel, device=self.device)
+        return sample(self.G_eval, refs, frames, seed, init_vel=self.cfg.eval.init_vel, device=self.device)
 
     def evaluate(self) -> dict:
         """Metrics of the current G, plus the mean losses since the previous evaluation.
@@ -224,11 +245,13 @@ class Trainer:
         so evaluating does not change the training stream.
         """
         saved = rng_state()
-        self.G.eval()
+        self.G_eval.eval()
         try:
             metrics = {k: float(v) for k, v in self.metrics_fn(self.sample_fn, self.step).items()}
         finally:
             self.G.train()
+            if self.G_ema is not None:
+                self.G_ema.eval()
             set_rng_state(saved)
         if self._loss_count:
             for k, v in self._loss_sums.items():
@@ -268,7 +291,8 @@ class Trainer:
         return self.last_path
 
     def _check_weights_finite(self) -> None:
-        for net, m in (("G", self.G), ("D", self.D)):
+        nets = [("G", self.G), ("D", self.D)] + ([("G_ema", self.G_ema)] if self.G_ema is not None else [])
+        for net, m in nets:
             for name, p in m.named_parameters():
                 if not torch.isfinite(p).all():
                     raise SuhmoError(f"diverged at iteration {self.step}: non-finite weights in {net} ({name}); "
@@ -281,6 +305,7 @@ class Trainer:
             "seed": self.cfg.train.seed,
             "G": self.G.state_dict(),
             "D": self.D.state_dict(),
+            **({"G_ema": self.G_ema.state_dict()} if self.G_ema is not None else {}),
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
             "rng": {**rng_state(), "windows": self.window_rng.get_state()},
@@ -300,6 +325,9 @@ class Trainer:
         try:
             self.G.load_state_dict(ck["G"])
             self.D.load_state_dict(ck["D"])
+            if self.G_ema is not None:
+                # a run that starts its moving average on resume starts it from the current G
+                self.G_ema.load_state_dict(ck.get("G_ema") or ck["G"])
             self.opt_g.load_state_dict(ck["opt_g"])
             self.opt_d.load_state_dict(ck["opt_d"])
         except (RuntimeError, ValueError, KeyError) as e:

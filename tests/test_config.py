@@ -47,6 +47,7 @@ def test_unknown_key_is_named_with_a_suggestion(tmp_path):
         ("optim.lr_g=-1", "positive"),
         ("windows.family=gauss", "choose one of"),
         ("data.aug_scale_low=2", "low <= high"),
+        ("optim.ema_g=1.0", r"optim.ema_g=1.0: must be in \[0, 1\)"),
     ],
 )
 def test_impossible_values_are_rejected(override, pattern):

@@ -40,8 +40,8 @@ def _cheap_trainer(cfg, out, split, **kw):
 
 
 def _weights(trainer) -> dict:
-    return {**{f"G.{k}": v.clone() for k, v in trainer.G.state_dict().items()},
-            **{f"D.{k}": v.clone() for k, v in trainer.D.state_dict().items()}}
+    nets = {"G": trainer.G, "D": trainer.D, **({"G_ema": trainer.G_ema} if trainer.G_ema is not None else {})}
+    return {f"{name}.{k}": v.clone() for name, net in nets.items() for k, v in net.state_dict().items()}
 
 
 @pytest.mark.parametrize("variant", ["rnn", "transformer"])
@@ -101,13 +101,16 @@ def test_baselines_and_ablations_train(tmp_path, split, switch):
     assert ("loss_d" in metrics) == cfg.loss.adversarial and np.isfinite(metrics["loss_l2"])
 
 
-def test_resume_gives_identical_weights(tmp_path, split):
-    cfg = tiny_cfg(**{"train.iterations": 6, "train.eval_every": 3})
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_resume_gives_identical_weights(tmp_path, split, ema):
+    cfg = tiny_cfg(**{"train.iterations": 6, "train.eval_every": 3, "optim.ema_g": ema})
     straight = _cheap_trainer(cfg, tmp_path / "a", split)
     straight.fit()
+    assert (straight.G_ema is not None) == (ema > 0)
 
     # half, then a fresh Trainer in the same folder continues
-    half = _cheap_trainer(tiny_cfg(**{"train.iterations": 3, "train.eval_every": 3}), tmp_path / "b", split)
+    half = _cheap_trainer(tiny_cfg(**{"train.iterations": 3, "train.eval_every": 3, "optim.ema_g": ema}),
+                          tmp_path / "b", split)
     half.fit()
     resumed = _cheap_trainer(cfg, tmp_path / "b", split)
     assert resumed.step == 3
@@ -131,6 +134,31 @@ def test_resume_gives_identical_weights(tmp_path, split):
     # a finished run resumed again does nothing and returns the stored metrics
     done = _cheap_trainer(cfg, tmp_path / "a", split)
     assert done.step == 6 and done.fit() == straight.metrics
+
+
+def test_moving_average_of_g_is_what_evaluation_and_generation_use(tmp_path, split):
+    from suhmo.generate import load_model
+
+    cfg = tiny_cfg(**{"train.iterations": 4, "train.eval_every": 4, "optim.ema_g": 0.75})
+    t = _cheap_trainer(cfg, tmp_path / "run", split)
+    before = [p.clone() for p in t.G_ema.parameters()]
+    t.fit()
+    g = [p.detach() for p in t.G.parameters()]
+    # the average moved, but lags G: it is a convex mix of the initial and the trained weights
+    assert any(not torch.equal(a, b) for a, b in zip(before, t.G_ema.parameters()))
+    assert any(not torch.allclose(a, b) for a, b in zip(g, t.G_ema.parameters()))
+    assert t.G_eval is t.G_ema and not any(p.requires_grad for p in t.G_ema.parameters())
+    # one update by hand: ema <- 0.75 ema + 0.25 G
+    expect = [0.75 * e + 0.25 * p for e, p in zip(t.G_ema.parameters(), g)]
+    t._update_ema()
+    for e, x in zip(t.G_ema.parameters(), expect):
+        torch.testing.assert_close(e, x)
+    # the checkpoint keeps both; generation loads the average
+    ck = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert ck["G_ema"].keys() == ck["G"].keys()
+    G, _ = load_model(tmp_path / "run" / "last.pt")
+    for k, v in G.state_dict().items():
+        assert torch.equal(v, ck["G_ema"][k]), k
 
 
 def test_lr_step_decay_and_lambda_schedule_follow_the_step(tmp_path, split):

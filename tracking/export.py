@@ -346,7 +346,7 @@ def export_best(sel: Selection, out_dir: str | Path, *, register: str | None = N
     """
     import torch
 
-    from suhmo.checkpoint import load_checkpoint, write_export
+    from suhmo.checkpoint import generator_state, load_checkpoint, write_export
     from suhmo.config import Config
     from suhmo.generate import sample
     from suhmo.models import build_generator
@@ -373,11 +373,12 @@ def export_best(sel: Selection, out_dir: str | Path, *, register: str | None = N
     cfg = Config.from_dict(ck["config"], where=f"checkpoint of run {b.run_id} step {b.step}")
     if int(ck.get("step", b.step)) != b.step:
         raise SuhmoError(f"run {b.run_id}: checkpoint under step_{b.step} holds step {ck.get('step')}")
+    g_state = generator_state(ck)
     G = build_generator(cfg)
-    G.load_state_dict(ck["G"])
+    G.load_state_dict(g_state)
     G.eval()
     out.mkdir(parents=True, exist_ok=True)
-    write_export(out, ck["G"], cfg)
+    write_export(out, g_state, cfg)
     metrics = dict(ck.get("metrics") or {})
     metrics.update(step_metrics)
     atomic_write_text(out / "metrics.json", json.dumps({"step": b.step, "metrics": metrics}, indent=2))
@@ -387,7 +388,7 @@ def export_best(sel: Selection, out_dir: str | Path, *, register: str | None = N
     np.save(buf, refs[0])
     atomic_write_bytes(out / "reference.npy", buf.getvalue())
     G_export = build_generator(cfg)
-    G_export.load_state_dict(ck["G"])
+    G_export.load_state_dict(g_state)
     ts_diff = _torchscript(G, G_export.eval(), out / "generator.ts", refs[:2], seed)
     del G_export
     with torch.no_grad():
