@@ -48,11 +48,20 @@ def test_unknown_key_is_named_with_a_suggestion(tmp_path):
         ("windows.family=gauss", "choose one of"),
         ("data.aug_scale_low=2", "low <= high"),
         ("optim.ema_g=1.0", r"optim.ema_g=1.0: must be in \[0, 1\)"),
+        ("model.attn_window_g=0", r"model.attn_window_g=0: must be a positive number of frames or null"),
+        ("model.attn_window_g=-4", r"model.attn_window_g=-4: must be a positive"),
+        ("model.attn_window_g=2.5", r"model.attn_window_g.*expected int"),
     ],
 )
 def test_impossible_values_are_rejected(override, pattern):
     with pytest.raises(ConfigError, match=pattern):
         make_config("tiny", overrides=[override])
+
+
+def test_attention_window_is_optional():
+    assert make_config("paper").model.attn_window_g is None  # the paper's model: full causal attention
+    assert make_config("tiny", overrides=["model.attn_window_g=64"]).model.attn_window_g == 64
+    assert make_config("tiny", overrides=["model.attn_window_g=null"]).model.attn_window_g is None
 
 
 def test_every_key_is_addressable():

@@ -165,6 +165,61 @@ def test_cached_generation_matches_uncached(over):
 
 
 # ------------------------------------------------------------------ export
+# ------------------------------------------------------------------ bounded attention window
+@pytest.mark.parametrize("over", [{}, {"model.heads_g": 2, "model.blocks_g": 2}, {"model.delta": True},
+                                  {"model.pair_g": False}])
+def test_windowed_cached_generation_matches_parallel_pass(over):
+    g = make_g("transformer", **{"model.attn_window_g": 3, **over})
+    obs = seqs(4, 5)  # more observed frames than the window: the teacher-forced pass needs the windowed mask
+    v0 = 0.01 * torch.randn(4, 68, 2)
+    gen = g.generate(obs, 9, init_vel=v0)
+    full = torch.cat([obs, gen.future], 1)
+    with torch.no_grad():
+        ref = g(full, 1, init_vel=v0).recon  # one parallel pass, window as a mask
+    assert torch.allclose(ref[:, 4:], gen.future, atol=1e-5)
+    assert torch.allclose(ref[:, :4], gen.recon, atol=1e-5)
+    assert torch.allclose(g(obs, 9, init_vel=v0).future, gen.future, atol=1e-5)
+    # and the window does change the model (else the tests below would prove nothing)
+    g_full = make_g("transformer", **over)
+    assert not torch.allclose(g_full(full, 1, init_vel=v0).recon[:, 6:], ref[:, 6:], atol=1e-4)
+
+
+@pytest.mark.parametrize("pair, blocks", [(False, 1), (True, 1), (False, 2)])
+def test_window_ignores_tokens_older_than_w(pair, blocks):
+    W, T, k = 3, 16, 2
+    g = make_g("transformer", **{"model.attn_window_g": W, "model.pair_g": pair, "model.blocks_g": blocks})
+    x = seqs(4, T)
+    x2 = x.clone()
+    x2[:, :k + 1] += 0.05  # frames 0..k of every row: tokens 0..k+1 change (token k+1 holds x_{k+1} - x_k)
+    base, new = g(x, 1).recon, g(x2, 1).recon  # recon[i] is read from tokens <= i
+    # each attention reaches W-1 tokens back: output i reads tokens >= i - hops*(W-1), where hops
+    # counts the attentions chained per path (SA, then BXA over the partner's SA outputs, per block)
+    reach = blocks * (2 if pair else 1) * (W - 1)
+    first_blind = k + 2 + reach
+    assert torch.allclose(new[:, first_blind:], base[:, first_blind:], atol=0), "read a token outside the window"
+    assert not torch.allclose(new[:, first_blind - 1], base[:, first_blind - 1], atol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit, as in the export tests below
+def test_export_keeps_the_window():
+    g = make_g("transformer", **{"model.attn_window_g": 3})
+    obs, v0 = seqs(4, 2), 0.01 * torch.randn(4, 68, 2)
+    expected = g.generate(obs, 10, init_vel=v0).future
+    assert not torch.allclose(make_g("transformer").generate(obs, 10, init_vel=v0).future, expected, atol=1e-4)
+    assert torch.allclose(torch.jit.script(g.export_module())(obs, v0, 10), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("window", [14, 15, 1000])
+def test_window_at_least_the_length_is_full_attention(window):
+    g = make_g("transformer", **{"model.heads_g": 2})
+    gw = make_g("transformer", **{"model.heads_g": 2, "model.attn_window_g": window})
+    obs, v0 = seqs(4, 3), 0.01 * torch.randn(4, 68, 2)
+    x = seqs(4, 14)
+    assert torch.equal(gw(x, 1).recon, g(x, 1).recon)
+    assert torch.equal(gw.generate(obs, 12, init_vel=v0).future, g.generate(obs, 12, init_vel=v0).future)
+    assert torch.equal(gw(obs, 12, init_vel=v0).future, g(obs, 12, init_vel=v0).future)
+
+
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit is deprecated but still the portable format
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_export_script_roundtrip(variant, tmp_path):

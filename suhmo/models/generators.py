@@ -8,7 +8,7 @@ the rest are the future frames. Pairs are batch rows ``(2n, 2n+1)``.
 
 Each generator wraps a TorchScript-compatible *core* (``forward(obs, init_vel, n_future,
 use_buffers) -> (future, recon)``): the same code runs training (autograd), ``generate``
-(no grad; the Transformer writes its key/value caches into preallocated buffers) and the
+(no grad; the Transformer writes its attention caches into preallocated buffers) and the
 exported module (``export_module``: a fresh core without spectral norm, loaded with the
 folded weights ``W / sigma(W)``, scripted; the generator itself is left untouched).
 
@@ -220,33 +220,33 @@ class RNNGenerator(Generator):
 
 
 # -------------------------------------------------------------------------- Transformer
-def _extend(store: Tensor, new: Tensor, past: int, use_buffers: bool) -> Tuple[Tensor, Tensor]:
-    """Append ``new [B,h,n,dh]`` to a key/value cache at time ``past``; returns (keys so far, store).
-
-    Buffers (inference): write in place into a preallocated ``[B,h,T_max,dh]``, O(1) per step.
-    No buffers (training, autograd): concatenate, which keeps every earlier tensor intact.
-    """
-    if use_buffers:
-        n = new.shape[2]
-        store[:, :, past:past + n] = new
-        return store[:, :, :past + n], store
-    full = torch.cat([store, new], 2)
-    return full, full
-
-
 class GBlock(nn.Module):
     """Post-LN block: causal self-attention, batch-cross attention (eq. 15-17), feed-forward.
 
     ``forward(x [B,n,E], cache, past, use_buffers, mask)`` processes n new tokens at absolute
-    positions past..past+n-1 given the cached keys/values of the earlier ones; the BXA cache
-    holds the partner's keys/values (rows swapped once, when written).
+    positions past..past+n-1 given the cache of the earlier ones and returns (output, cache).
+    ``mask`` (bool ``[n, past+n]``, ``causal_mask``) is required when n > 1. BXA reads the
+    partner's entries (rows swapped once, when written). Two cache forms:
+
+    - buffers (``generate``): per attention, its *inputs* ``[B, T_max, E]``, preallocated and
+      written in place; a step reads them through ``MultiHeadAttention.attend_memory``, which
+      never forms the keys and values: each generated token streams half the memory that a
+      key and a value cache would make it read, and that is what long generations wait on.
+    - no buffers (training, autograd): per attention, keys and values ``[B, h, t, dh]``,
+      concatenated so that every earlier tensor stays intact; each token is projected once.
+
+    With a ``window`` W each token reads only the W most recent entries, itself included: a
+    step without a mask (one token) reads a slice of the last W, a parallel pass relies on its
+    mask (``causal_mask(..., window=W)``).
     """
 
     pair: torch.jit.Final[bool]
+    window: torch.jit.Final[Optional[int]]
 
-    def __init__(self, dim: int, heads: int, ff: int, pair: bool):
+    def __init__(self, dim: int, heads: int, ff: int, pair: bool, window: Optional[int] = None):
         super().__init__()
         self.pair = pair
+        self.window = window
         self.sa = MultiHeadAttention(dim, heads)
         self.ln1 = nn.LayerNorm(dim)
         if pair:
@@ -257,38 +257,67 @@ class GBlock(nn.Module):
 
     def forward(self, x: Tensor, cache: List[Tensor], past: int, use_buffers: bool,
                 mask: Optional[Tensor]) -> Tuple[Tensor, List[Tensor]]:
+        window = self.window
+        # a step without a mask reads only its window's entries; a masked pass reads what the mask allows
+        first = 0 if window is None or mask is not None else max(0, past - window + 1)
+        if use_buffers:
+            y, cache = self._attend_inputs_cache(x, cache, past, first, mask)
+        else:
+            y, cache = self._attend_kv_cache(x, cache, first, mask)
+        return self.ln3(y + self.ff(y)), cache
+
+    def _attend_inputs_cache(self, x: Tensor, cache: List[Tensor], past: int, first: int,
+                             mask: Optional[Tensor]) -> Tuple[Tensor, List[Tensor]]:
+        end = past + x.shape[1]
+        cache[0][:, past:end] = x
+        y = self.ln1(x + self.sa.attend_memory(x, cache[0][:, first:end], mask))
+        if self.pair:
+            cache[1][:, past:end] = pair_swap(y)
+            y = self.ln2(y + self.bxa.attend_memory(y, cache[1][:, first:end], mask))
+        return y, cache
+
+    def _attend_kv_cache(self, x: Tensor, cache: List[Tensor], first: int,
+                         mask: Optional[Tensor]) -> Tuple[Tensor, List[Tensor]]:
         k, v = self.sa.project_kv(x)
-        k_all, k_store = _extend(cache[0], k, past, use_buffers)
-        v_all, v_store = _extend(cache[1], v, past, use_buffers)
-        y = self.ln1(x + self.sa.attend(self.sa.project_q(x), k_all, v_all, mask))
-        new_cache = [k_store, v_store]
+        k_all = torch.cat([cache[0], k], 2)
+        v_all = torch.cat([cache[1], v], 2)
+        y = self.ln1(x + self.sa.attend(self.sa.project_q(x), k_all[:, :, first:], v_all[:, :, first:], mask))
+        new_cache = [k_all, v_all]
         if self.pair:
             k2, v2 = self.bxa.project_kv(y)
-            k2_all, k2_store = _extend(cache[2], pair_swap(k2), past, use_buffers)
-            v2_all, v2_store = _extend(cache[3], pair_swap(v2), past, use_buffers)
-            y = self.ln2(y + self.bxa.attend(self.bxa.project_q(y), k2_all, v2_all, mask))
-            new_cache.append(k2_store)
-            new_cache.append(v2_store)
-        y = self.ln3(y + self.ff(y))
+            k2_all = torch.cat([cache[2], pair_swap(k2)], 2)
+            v2_all = torch.cat([cache[3], pair_swap(v2)], 2)
+            y = self.ln2(y + self.bxa.attend(self.bxa.project_q(y), k2_all[:, :, first:], v2_all[:, :, first:],
+                                             mask))
+            new_cache.append(k2_all)
+            new_cache.append(v2_all)
         return y, new_cache
 
 
 class TransformerCore(nn.Module):
-    """Linear embedding of [pos, vel], ``blocks`` GBlocks, no positional encoding, velocity head."""
+    """Linear embedding of [pos, vel], ``blocks`` GBlocks, no positional encoding, velocity head.
+
+    ``window`` (``model.attn_window_g``): None = full causal attention (the paper's model);
+    W = every token attends to the W most recent tokens, itself included, in self-attention and
+    in BXA alike, so that generation costs O(W) per frame instead of O(t).
+    """
 
     delta: torch.jit.Final[bool]
-    n_cache: torch.jit.Final[int]
+    n_attn: torch.jit.Final[int]
+    window: torch.jit.Final[Optional[int]]
 
     def __init__(self, emb: int, heads: int, blocks: int, ff: int, *, pair: bool, delta: bool,
-                 vel_scale: float = 1.0):
+                 vel_scale: float = 1.0, window: Optional[int] = None):
         super().__init__()
         self.delta = delta
         self.vel_scale = float(vel_scale)
+        self.emb = emb
         self.heads = heads
         self.head_dim = emb // heads
-        self.n_cache = 4 if pair else 2
+        self.window = window
+        self.n_attn = 2 if pair else 1  # attentions per block: SA (+ BXA)
         self.embed = nn.Linear(STEP_DIM, emb)
-        self.blocks = nn.ModuleList([GBlock(emb, heads, ff, pair) for _ in range(blocks)])
+        self.blocks = nn.ModuleList([GBlock(emb, heads, ff, pair, window) for _ in range(blocks)])
         self.head = MLP(emb, ff, FRAME_DIM, depth=1, norm=True, spectral=False, out_gain=_OUT_GAIN)
 
     def _run(self, tokens: Tensor, caches: List[List[Tensor]], past: int, use_buffers: bool,
@@ -308,16 +337,18 @@ class TransformerCore(nn.Module):
         x0 = x[:, :1]
         vel = torch.cat([init_vel.reshape(B, 1, 136), x[:, 1:] - x[:, :-1]], 1)
         total = O + n_future - 1
-        length = total if use_buffers else 0
-        caches: List[List[Tensor]] = []
+        caches: List[List[Tensor]] = []  # per block, see GBlock
         for _ in range(len(self.blocks)):
-            caches.append([obs.new_zeros(B, self.heads, length, self.head_dim) for _ in range(self.n_cache)])
+            if use_buffers:
+                caches.append([obs.new_zeros(B, total, self.emb) for _ in range(self.n_attn)])
+            else:
+                caches.append([obs.new_zeros(B, self.heads, 0, self.head_dim) for _ in range(2 * self.n_attn)])
         # observed frames: one parallel causal pass (teacher forcing), which fills the caches
         if self.delta:
             feat = torch.cat([x - x0, x0.expand(B, O, 136)], -1)
         else:
             feat = torch.cat([x, vel * self.vel_scale], -1)
-        mask: Optional[Tensor] = causal_mask(O, 0, obs.device) if O > 1 else None
+        mask: Optional[Tensor] = causal_mask(O, 0, obs.device, self.window) if O > 1 else None
         out, caches = self._run(feat, caches, 0, use_buffers, mask)
         nxt = x0 + out if self.delta else x + out  # eq. 4 (or delta baseline)
         recon = nxt[:, :O - 1].reshape(B, O - 1, 68, 2)
@@ -344,22 +375,27 @@ class TransformerCore(nn.Module):
 
 
 class TransformerGenerator(Generator):
-    """SUHMo-Transformer generator: emb_g embedding, blocks_g x (causal SA, BXA, FF hidden_g)."""
+    """SUHMo-Transformer generator: emb_g embedding, blocks_g x (causal SA, BXA, FF hidden_g);
+    ``window`` (``model.attn_window_g``, None = full causal attention) bounds both attentions
+    to the W most recent tokens."""
 
     def __init__(self, emb: int = 1024, heads: int = 1, blocks: int = 1, ff: int = 1024, *, pair: bool = True,
-                 delta: bool = False, vel_scale: float = 1.0):
+                 delta: bool = False, vel_scale: float = 1.0, window: Optional[int] = None):
         super().__init__()
-        self._args = dict(emb=emb, heads=heads, blocks=blocks, ff=ff, pair=pair, delta=delta, vel_scale=vel_scale)
+        if window is not None and window < 1:
+            raise SuhmoError(f"attention window {window}: must be a positive number of tokens or None")
+        self._args = dict(emb=emb, heads=heads, blocks=blocks, ff=ff, pair=pair, delta=delta, vel_scale=vel_scale,
+                          window=window)
         self.core = self._build_core(False)
 
     def _build_core(self, spectral: bool) -> nn.Module:
         a = self._args  # no spectral norm in this generator
         return TransformerCore(a["emb"], a["heads"], a["blocks"], a["ff"], pair=a["pair"], delta=a["delta"],
-                               vel_scale=a["vel_scale"])
+                               vel_scale=a["vel_scale"], window=a["window"])
 
     @classmethod
     def from_config(cls, cfg) -> "TransformerGenerator":
         m = cfg.model
         # BXA follows pair_g only (the authors tied it to the joint-D flag by mistake)
         return cls(m.emb_g, m.heads_g, m.blocks_g, m.hidden_g, pair=m.pair_g, delta=m.delta,
-                   vel_scale=m.vel_scale)
+                   vel_scale=m.vel_scale, window=m.attn_window_g)

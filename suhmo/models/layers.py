@@ -87,8 +87,9 @@ class MultiHeadAttention(nn.Module):
 
     ``project_q(x) -> [B, h, n, dh]``, ``project_kv(x) -> ([B, h, n, dh], [B, h, n, dh])``,
     ``attend(q, k, v, mask) -> [B, n, dim]`` (mask: bool ``[n_q, n_k]``, True = may attend).
-    Split in three so that callers can cache keys/values (the Transformer generator) or
-    take them from the pair partner (batch-cross attention, eq. 15-17).
+    Split in three so that callers can cache keys/values or take them from the pair partner
+    (batch-cross attention, eq. 15-17). ``attend_memory`` serves a cache of raw inputs
+    (the Transformer generator's): see there.
     """
 
     def __init__(self, dim: int, heads: int):
@@ -117,6 +118,36 @@ class MultiHeadAttention(nn.Module):
         B, n = y.shape[0], y.shape[2]
         return self.out(y.transpose(1, 2).reshape(B, n, self.heads * self.head_dim))
 
+    def attend_memory(self, x: Tensor, memory: Tensor, mask: Optional[Tensor]) -> Tensor:
+        """Queries from ``x [B, n, dim]``, keys and values projected from ``memory [B, m, dim]``
+        -> ``[B, n, dim]``; equal to ``attend(project_q(x), *project_kv(memory), mask)`` up to
+        float rounding.
+
+        For one query without a mask (a cached generation step) the keys and values are never
+        formed: ``q . (W_k m + b_k) = (W_k^T q) . m + q . b_k``, whose last term is the same for
+        every key and cancels in the softmax, and ``sum_j a_j (W_v m_j + b_v) = W_v (sum_j a_j m_j)
+        + b_v`` because the weights sum to 1. A step then keeps one ``[m, dim]`` tensor per
+        attention instead of a key and a value tensor, for the same multiply count as projecting
+        the new token's key and value: half the cache that a one-query attention has to stream
+        through memory, which is what it spends its time on once the cache outgrows the CPU
+        caches. The scores are computed as memory @ query, the matrix-vector orientation that
+        reads the memory row by row (query @ memory^T, the form of the fused SDPA kernel, took
+        2-3x longer on CPU at 800 rows; benchmarks/generation.py).
+        """
+        if x.shape[1] != 1 or mask is not None:
+            k, v = self.project_kv(memory)
+            return self.attend(self.project_q(x), k, v, mask)
+        B, dim = x.shape[0], self.heads * self.head_dim
+        w_k, w_v = self.kv.weight.chunk(2, dim=0)  # [dim, dim] each, rows = (head, head_dim)
+        b_v = self.kv.bias.chunk(2, dim=0)[1]
+        q = self.q(x[:, 0]).reshape(B, self.heads, self.head_dim) * (self.head_dim ** -0.5)
+        # contiguous [B, heads, dim], transposed: the vector layout BLAS takes fastest here
+        q_mem = torch.einsum("bhd,hde->bhe", q, w_k.reshape(self.heads, self.head_dim, dim)).contiguous()
+        scores = torch.matmul(memory, q_mem.transpose(1, 2))  # [B, m, heads]
+        mixed = torch.matmul(torch.softmax(scores, dim=1).transpose(1, 2), memory)  # [B, heads, dim]
+        y = torch.einsum("bhe,hde->bhd", mixed, w_v.reshape(self.heads, self.head_dim, dim))
+        return self.out(y.reshape(B, 1, dim) + b_v)
+
     def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
         """Self-attention of ``x [B, n, dim]`` on itself."""
         k, v = self.project_kv(x)
@@ -133,11 +164,15 @@ class BatchCrossAttention(MultiHeadAttention):
         return self.attend(self.project_q(x), pair_swap(k), pair_swap(v), mask)
 
 
-def causal_mask(n_q: int, past: int, device: torch.device) -> Tensor:
-    """Bool ``[n_q, past + n_q]``: query i (absolute position past+i) may attend keys j <= past+i."""
+def causal_mask(n_q: int, past: int, device: torch.device, window: Optional[int] = None) -> Tensor:
+    """Bool ``[n_q, past + n_q]``: query i (absolute position past+i) may attend keys j <= past+i,
+    and with a ``window`` W only the W most recent of them, past+i-W < j (itself included)."""
     q = torch.arange(n_q, device=device).unsqueeze(1) + past
     k = torch.arange(past + n_q, device=device).unsqueeze(0)
-    return k <= q
+    allowed = k <= q
+    if window is not None:
+        allowed = allowed & (k > q - window)
+    return allowed
 
 
 def sinusoidal_encoding(length: int, dim: int, base: float = 1000.0) -> Tensor:
