@@ -5,7 +5,7 @@ elementwise work (activations, LayerNorm, LSTM cell updates) is left out, so the
 a lower bound of the work and ``flops / seconds`` is a fair "achieved GEMM rate".
 
 The counts follow the work the code does, not a naive re-implementation: the RNN sequence
-D projects every feature frame through W_ih once (``[T, B, 408] x [408, 4H]``) and runs one
+D projects every feature frame through W_ih once (``[T, B, 410] x [410, 4H]``) and runs one
 recurrence per distinct window start, as long as the longest window there (``window_tracks``;
 the first step of a track has h = 0, so no W_hh product); backward = 2x forward, except the
 G step, where D is frozen and only input gradients are formed (1x).
@@ -14,10 +14,11 @@ G step, where D is frozen and only input gradients are formed (1x).
 from __future__ import annotations
 
 from suhmo.models.discriminators import window_tracks
+from suhmo.models.layers import FEATURE_DIM
 
 STEP = 272  # generator input per frame
 FRAME = 136
-FEAT = 408  # discriminator input per frame
+FEAT = FEATURE_DIM  # discriminator input per frame (410)
 
 
 def _mlp(d_in: int, width: int, d_out: int, depth: int) -> int:

@@ -84,6 +84,7 @@ class ModelConfig:
     delta: bool = False  # delta-based baseline: displacements from x_0
     vel_scale: float = 25.0  # x velocity in G inputs and D features (std ~ positions; losses.scale_features)
     acc_scale: float = 25.0  # x acceleration in the D features (same reason)
+    d_centred: bool = True  # D sees each frame's shape about its centroid, plus the centroid (losses.sequence_features)
 
 
 @dataclass
@@ -97,6 +98,7 @@ class LossConfig:
     lam_decay_iters: int = 5000  # iterations over which (or at which, for step) lambda decays
     lam_final: float = 1e-4
     reco: float = 0.0  # optional L2 on the teacher-forced observed frames (authors: 1e-3)
+    r1_frame: float = 0.0  # gamma of a zero-centred gradient penalty on D_F at real frames; 0 = off
 
 
 @dataclass
@@ -277,7 +279,7 @@ class Config:
             raise ConfigError(f"optim.ema_g={c.optim.ema_g}: must be in [0, 1) (0 = no moving average)")
         if c.optim.grad_clip is not None and c.optim.grad_clip <= 0:
             raise ConfigError(f"optim.grad_clip={c.optim.grad_clip}: must be > 0 or null")
-        for name in ("w_seq", "w_joint", "w_frame", "lam", "lam_final", "reco"):
+        for name in ("w_seq", "w_joint", "w_frame", "lam", "lam_final", "reco", "r1_frame"):
             v = getattr(c.loss, name)
             if not (v >= 0 and math.isfinite(v)):
                 raise ConfigError(f"loss.{name}={v}: must be a finite number >= 0")

@@ -59,6 +59,28 @@ def test_discriminator_loss_equals_separate_real_and_fake_passes():
     assert all(p.grad is None for p in G.parameters()), "the D loss must not reach G"
 
 
+def test_r1_penalty_on_the_frame_discriminator():
+    """``loss.r1_frame``: gamma / 2 x mean |grad D_F|^2 at the real frames joins the D loss."""
+    cfg, G, D, real, out, fake, plan = setup(**{"loss.r1_frame": 4.0})
+    D.eval()
+    loss, logs = losses.discriminator_loss(D, real, fake, plan, cfg)
+    base, base_logs = losses.discriminator_loss(D, real, fake, plan, setup()[0])
+    assert "d_r1_frame" in logs and "d_r1_frame" not in base_logs and logs["d_r1_frame"] > 0
+    assert math.isclose(float(loss) - float(base), 2.0 * logs["d_r1_frame"], rel_tol=1e-4)
+    # the penalty trains D_F (second-order gradient): D_F's gradients differ from the unpenalised ones
+    grads = []
+    for total in (loss, base):
+        D.zero_grad()
+        total.backward(retain_graph=True)
+        grads.append([p.grad.clone() for p in D.frame.parameters()])
+    assert any(not torch.allclose(a, b) for a, b in zip(*grads))
+    # by hand: the squared input gradient of D_F's summed score over the real frames
+    x = losses.sequence_features(real, cfg)[:, -cfg.data.seq_len:].detach().requires_grad_(True)
+    (g,) = torch.autograd.grad(D.frame(x).sum(), x)
+    assert math.isclose(logs["d_r1_frame"], float(g.pow(2).sum(-1).mean()), rel_tol=1e-4)
+    assert all(p.grad is None for p in G.parameters()), "the D loss must not reach G"
+
+
 def test_generator_loss_reaches_g_not_d_and_weights_streams():
     cfg, G, D, real, out, fake, plan = setup(**{"loss.w_joint": 0.0, "loss.w_frame": 2.0})
     loss, logs = losses.generator_loss(D, fake, real, out, plan, cfg, lam=0.5)
@@ -93,7 +115,7 @@ def test_mle_baseline_needs_no_discriminator():
 
 
 def _frame_inputs(D):
-    """Record what D_F is given (its input is [..., 408] per frame)."""
+    """Record what D_F is given (its input is [..., 410] per frame)."""
     seen = []
     handle = D.frame.register_forward_pre_hook(lambda mod, args: seen.append(args[0].detach().clone()))
     return seen, handle
@@ -106,8 +128,11 @@ def test_feature_scale_is_applied_to_real_and_fake_alike_and_not_to_l2():
     S = cfg.data.seq_len
     scale = torch.tensor([1.0, 1.0, 3.0, 3.0, 7.0, 7.0])
 
-    def expected(seq):  # [pos | 3 vel | 7 acc] of the last S feature frames
-        return (motion_features(seq.detach()) * scale).reshape(seq.shape[0], -1, 408)[:, -S:]
+    def expected(seq):  # [pos about the centroid | 3 vel | 7 acc | centroid - 0.5] of the last S feature frames
+        f = motion_features(seq.detach()) * scale
+        c = seq.detach()[:, 2:].mean(-2)
+        f[..., :2] -= c.unsqueeze(-2)
+        return torch.cat([f.reshape(seq.shape[0], -1, 408), c - 0.5], -1)[:, -S:]
 
     seen, handle = _frame_inputs(D)
     losses.discriminator_loss(D, real, fake, plan, cfg)
@@ -117,7 +142,7 @@ def test_feature_scale_is_applied_to_real_and_fake_alike_and_not_to_l2():
     assert torch.allclose(d_in[:4], expected(real), atol=1e-6)  # real half of the D step
     assert torch.allclose(d_in[4:], expected(fake), atol=1e-6)  # fake half of the D step
     assert torch.allclose(g_in, expected(fake), atol=1e-6)  # G step
-    vel = d_in[:4, -1].reshape(4, 68, 6)[..., 2:4]
+    vel = d_in[:4, -1, :408].reshape(4, 68, 6)[..., 2:4]
     assert torch.allclose(vel, 3.0 * (real[:, -1] - real[:, -2]), atol=1e-6)
     # the sequence Ds see the same scaled features: the D loss matches a reference built on them
     feats = losses.sequence_features(real, cfg)
@@ -127,3 +152,20 @@ def test_feature_scale_is_applied_to_real_and_fake_alike_and_not_to_l2():
     l2 = losses.generator_loss(None, fake, real, out, plan, cfg, lam=1.0)[1]["g_l2"]
     l2_1 = losses.generator_loss(None, fake, real, out, plan, cfg1, lam=1.0)[1]["g_l2"]
     assert l2 == l2_1
+
+
+def test_discriminator_features_are_invariant_to_translation_but_keep_the_centroid():
+    """``model.d_centred``: a translated clip has the same shape/velocity features, only the
+    appended centroid moves; with it off, the position block moves as the paper's raw input."""
+    cfg, *_ = setup()
+    seq = 0.3 + 0.4 * torch.rand(2, 8, 68, 2)
+    shift = torch.tensor([0.05, -0.02])
+    f, g = losses.sequence_features(seq, cfg), losses.sequence_features(seq + shift, cfg)
+    assert f.shape == (2, 6, 410)
+    torch.testing.assert_close(g[..., :408], f[..., :408], atol=1e-5, rtol=0)
+    torch.testing.assert_close(g[..., 408:] - f[..., 408:], shift.expand(2, 6, 2), atol=1e-6, rtol=0)
+    raw = setup(**{"model.d_centred": False})[0]
+    f0, g0 = losses.sequence_features(seq, raw), losses.sequence_features(seq + shift, raw)
+    pos0 = (g0 - f0)[..., :408].reshape(2, 6, 68, 6)
+    torch.testing.assert_close(pos0[..., :2], shift.expand(2, 6, 68, 2), atol=1e-5, rtol=0)
+    torch.testing.assert_close(pos0[..., 2:], torch.zeros(2, 6, 68, 4), atol=1e-5, rtol=0)

@@ -15,6 +15,7 @@ from suhmo.models import (
     pair_pool,
     pair_swap,
 )
+from suhmo.models.layers import FEATURE_DIM
 
 VARIANTS = ["rnn", "transformer"]
 
@@ -76,7 +77,7 @@ def test_generator_shapes(variant):
 def test_discriminator_shapes(form):
     cfg = tiny("rnn", **{"model.d_form": form})
     d = build_discriminator(cfg)
-    w = torch.randn(6, 9, 408)
+    w = torch.randn(6, 9, FEATURE_DIM)
     assert d.frame(w).shape == (6, 9)
     assert d.seq(w).shape == (6,)
     assert d.joint(w).shape == (3,)
@@ -87,7 +88,7 @@ def test_discriminator_shapes(form):
 def test_joint_discriminator_scores_each_pair_once(form):
     torch.manual_seed(0)
     d = build_discriminator(tiny("rnn", **{"model.d_form": form})).eval()
-    w = torch.randn(6, 9, 408)
+    w = torch.randn(6, 9, FEATURE_DIM)
     s = d.joint(w)
     # swapping the two members of a pair leaves its score unchanged (BP is symmetric)
     assert torch.allclose(d.joint(pair_swap(w)), s, atol=1e-5)
@@ -164,7 +165,6 @@ def test_cached_generation_matches_uncached(over):
     assert torch.allclose(g(obs, 9, init_vel=v0).future, gen.future, atol=1e-5)
 
 
-# ------------------------------------------------------------------ export
 # ------------------------------------------------------------------ bounded attention window
 @pytest.mark.parametrize("over", [{}, {"model.heads_g": 2, "model.blocks_g": 2}, {"model.delta": True},
                                   {"model.pair_g": False}])
@@ -220,6 +220,7 @@ def test_window_at_least_the_length_is_full_attention(window):
     assert torch.equal(gw(obs, 12, init_vel=v0).future, g(obs, 12, init_vel=v0).future)
 
 
+# ------------------------------------------------------------------ export
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit is deprecated but still the portable format
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_export_script_roundtrip(variant, tmp_path):
@@ -365,7 +366,7 @@ def test_fused_window_scores_match_nn_lstm(joint):
 
     torch.manual_seed(0)
     net = RNNSeqDiscriminator(16, joint=joint).eval()
-    feats = torch.randn(4, 20, 408, requires_grad=True)
+    feats = torch.randn(4, 20, FEATURE_DIM, requires_grad=True)
     plan = _plan([(3, [0, 5, 5]), (7, [0, 13]), (12, [5, 2]), (1, [19])])
     fused = net.window_scores(feats, plan)
     ref = torch.cat([net(window_batch(feats, t, s)).reshape(len(s), -1) for t, s in plan])

@@ -8,6 +8,7 @@ import torch
 
 from suhmo.config import WindowConfig
 from suhmo.models import WindowSampler, multiscale_score, num_feature_frames
+from suhmo.models.layers import FEATURE_DIM
 
 
 def gen(seed=0):
@@ -93,8 +94,8 @@ def test_single_scale_is_one_window_over_the_generated_frames():
 
 def test_multiscale_score_matches_a_loop():
     torch.manual_seed(0)
-    feats = torch.randn(4, 20, 408)
-    w = torch.randn(408)
+    feats = torch.randn(4, 20, FEATURE_DIM)
+    w = torch.randn(FEATURE_DIM)
 
     def net(x):  # [N, tau, F] -> [N]; depends on the window content and length
         return (x @ w).tanh().mean(1) * x.shape[1]
@@ -117,7 +118,7 @@ def test_multiscale_score_matches_a_loop():
 
 def test_window_outside_the_sequence_is_rejected():
     with pytest.raises(ValueError, match="leaves"):
-        multiscale_score(lambda x: x.sum((1, 2)), torch.zeros(2, 10, 408), [(5, torch.tensor([6]))])
+        multiscale_score(lambda x: x.sum((1, 2)), torch.zeros(2, 10, FEATURE_DIM), [(5, torch.tensor([6]))])
 
 
 def test_multiscale_score_fused_rnn_path_matches_per_length_calls():
@@ -128,7 +129,7 @@ def test_multiscale_score_fused_rnn_path_matches_per_length_calls():
     torch.manual_seed(0)
     D = build_discriminator(make_config("tiny", overrides={"model.d_form": "rnn"})).eval()
     assert hasattr(D.seq, "window_scores")
-    feats = torch.randn(4, 20, 408)
+    feats = torch.randn(4, 20, FEATURE_DIM)
     for cfg in (WindowConfig(family="uniform", tau_min=3, tau_max=9, num_windows=7),
                 WindowConfig(family="fixed", scales=[3, 6, 12], starts="grid")):
         plan = WindowSampler(cfg, 20).plan(20, gen(3))

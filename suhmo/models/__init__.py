@@ -40,7 +40,7 @@ def register_generator(name: str, factory: Callable) -> None:
 
 
 def register_seq_discriminator(name: str, factory: Callable) -> None:
-    """``factory(cfg, joint: bool) -> nn.Module`` scoring windows ``[N, tau, 408] -> [N]`` (joint: ``[N/2]``)."""
+    """``factory(cfg, joint: bool) -> nn.Module`` scoring windows ``[N, tau, 410] -> [N]`` (joint: ``[N/2]``)."""
     SEQ_DISCRIMINATORS[name] = factory
 
 

@@ -1,10 +1,10 @@
 """SUHMo discriminators (Sec. 3.2-3.5): D_F per frame, D_s (marginal) and D_s^j (joint, one score
-per pair) per window, each on ``[pos | vel | acc]`` features (408 per frame).
+per pair) per window, each on ``[pos | vel | acc | centroid]`` features (410 per frame, ``suhmo.losses.sequence_features``).
 
-Sequence discriminators score windows ``[N, tau, 408] -> [N]`` (joint: ``[N/2]``, rows
+Sequence discriminators score windows ``[N, tau, 410] -> [N]`` (joint: ``[N/2]``, rows
 ``(2n, 2n+1)`` being a pair); ``suhmo.models.windows.multiscale_score`` turns them into the
 window-based multi-scale discriminator of eq. 5. A sequence D may also offer
-``window_scores(feats [B, T, 408], plan) -> [n_windows, B]`` (joint ``[n_windows, B/2]``), which
+``window_scores(feats [B, T, 410], plan) -> [n_windows, B]`` (joint ``[n_windows, B/2]``), which
 ``multiscale_score`` prefers: the RNN form uses it to run every window of a plan in one
 recurrence (``lstm_window_states``) instead of one ``nn.LSTM`` call per window length.
 
@@ -27,14 +27,14 @@ from suhmo.models.layers import FEATURE_DIM, MLP, MultiHeadAttention, pair_pool,
 
 
 class FrameDiscriminator(nn.Module):
-    """D_F (eq. 10): MLP (2 hidden layers, LayerNorm, LeakyReLU) on each frame's 408 features."""
+    """D_F (eq. 10): MLP (2 hidden layers, LayerNorm, LeakyReLU) on each frame's 410 features."""
 
     def __init__(self, width: int = 1024, *, spectral: bool = True):
         super().__init__()
         self.net = MLP(FEATURE_DIM, width, 1, depth=2, norm=True, spectral=spectral)
 
     def forward(self, feats: Tensor) -> Tensor:
-        """``[..., 408] -> [...]`` raw scores (hinge loss)."""
+        """``[..., 410] -> [...]`` raw scores (hinge loss)."""
         return self.net(feats).squeeze(-1)
 
 
@@ -221,7 +221,7 @@ class RNNSeqDiscriminator(nn.Module):
         return self._score(h[-1])
 
     def window_scores(self, feats: Tensor, plan) -> Tensor:
-        """``feats [B, T, 408]`` -> raw scores ``[n_windows, B]`` (joint: ``[n_windows, B/2]``) of
+        """``feats [B, T, 410]`` -> raw scores ``[n_windows, B]`` (joint: ``[n_windows, B/2]``) of
         every window of ``plan``, in plan order."""
         B, T, Fdim = feats.shape
         lstm = self.lstm

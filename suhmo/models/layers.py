@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 LANDMARKS = 68
 FRAME_DIM = LANDMARKS * 2  # 136: one flattened frame of positions (or velocities)
-FEATURE_DIM = LANDMARKS * 6  # 408: one frame of [pos | vel | acc] as seen by the discriminators
+FEATURE_DIM = LANDMARKS * 6 + 2  # 410: one frame of [pos | vel | acc | centroid] as seen by the discriminators
 
 
 def batch_pool(x: Tensor) -> Tensor:
