@@ -188,10 +188,13 @@ class Trainer:
 
     @torch.no_grad()
     def _update_ema(self) -> None:
-        """``G_ema <- d * G_ema + (1 - d) * G`` for the parameters; buffers are copied."""
+        """``G_ema <- d * G_ema + (1 - d) * G`` for the parameters; buffers are copied.
+
+        ``d = min(optim.ema_g, (1 + step) / (10 + step))``: a warm-up, so that early in a run the
+        average is not mostly the initial weights (0.999 ** 1000 = 0.37 of them otherwise)."""
         if self.G_ema is None:
             return
-        d = float(self.cfg.optim.ema_g)
+        d = min(float(self.cfg.optim.ema_g), (1.0 + self.step) / (10.0 + self.step))
         ema_p = list(self.G_ema.parameters())
         torch._foreach_lerp_(ema_p, [p.detach() for p in self.G.parameters()], 1.0 - d)
         for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):

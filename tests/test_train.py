@@ -148,8 +148,9 @@ def test_moving_average_of_g_is_what_evaluation_and_generation_use(tmp_path, spl
     assert any(not torch.equal(a, b) for a, b in zip(before, t.G_ema.parameters()))
     assert any(not torch.allclose(a, b) for a, b in zip(g, t.G_ema.parameters()))
     assert t.G_eval is t.G_ema and not any(p.requires_grad for p in t.G_ema.parameters())
-    # one update by hand: ema <- 0.75 ema + 0.25 G
-    expect = [0.75 * e + 0.25 * p for e, p in zip(t.G_ema.parameters(), g)]
+    # one update by hand at step 4: d = min(0.75, warm-up (1 + 4) / (10 + 4))
+    d = 5 / 14
+    expect = [d * e + (1 - d) * p for e, p in zip(t.G_ema.parameters(), g)]
     t._update_ema()
     for e, x in zip(t.G_ema.parameters(), expect):
         torch.testing.assert_close(e, x)
