@@ -85,6 +85,7 @@ class ModelConfig:
     vel_scale: float = 25.0  # x velocity in G inputs and D features (std ~ positions; losses.scale_features)
     acc_scale: float = 25.0  # x acceleration in the D features (same reason)
     d_centred: bool = True  # D sees each frame's shape about its centroid, plus the centroid (losses.sequence_features)
+    g_centred: bool = False  # G reads positions about the centroid plus the centroid (generators.step_input)
 
 
 @dataclass

@@ -149,7 +149,7 @@ def test_generator_causality(variant, delta):
 
 # ------------------------------------------------------------------ KV cache
 @pytest.mark.parametrize("over", [{}, {"model.heads_g": 2, "model.blocks_g": 2}, {"model.delta": True},
-                                  {"model.pair_g": False}])
+                                  {"model.pair_g": False}, {"model.g_centred": True}])
 def test_cached_generation_matches_uncached(over):
     g = make_g("transformer", **over)
     obs = seqs(4, 3)
@@ -221,10 +221,27 @@ def test_window_at_least_the_length_is_full_attention(window):
 
 
 # ------------------------------------------------------------------ export
+def test_centred_step_input_separates_shape_from_position():
+    from suhmo.models.generators import step_input
+
+    pos, vel = 0.3 + 0.4 * torch.rand(3, 5, 136), 0.01 * torch.randn(3, 5, 136)
+    plain, centred = step_input(pos, vel, 25.0, False), step_input(pos, vel, 25.0, True)
+    assert plain.shape == (3, 5, 272) and centred.shape == (3, 5, 274)
+    torch.testing.assert_close(plain, torch.cat([pos, 25.0 * vel], -1))
+    pts = pos.reshape(3, 5, 68, 2)
+    torch.testing.assert_close(centred[..., :136], (pts - pts.mean(-2, keepdim=True)).reshape(3, 5, 136))
+    torch.testing.assert_close(centred[..., 136:272], 25.0 * vel)
+    torch.testing.assert_close(centred[..., 272:], pts.mean(-2) - 0.5)
+    # a translated face has the same shape block; only the centroid moves
+    moved = step_input(pos + torch.tensor([0.1, -0.05]).repeat(68), vel, 25.0, True)
+    torch.testing.assert_close(moved[..., :272], centred[..., :272])
+
+
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit is deprecated but still the portable format
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_export_script_roundtrip(variant, tmp_path):
-    g = build_generator(tiny(variant))
+@pytest.mark.parametrize("centred", [False, True])
+def test_export_script_roundtrip(variant, centred, tmp_path):
+    g = build_generator(tiny(variant, **{"model.g_centred": centred}))
     g.train()
     g(seqs(4, 5), 3)  # a training pass updates the spectral-norm state
     obs, v0 = seqs(4, 2), 0.01 * torch.randn(4, 68, 2)

@@ -37,6 +37,21 @@ STEP_DIM = 2 * FRAME_DIM  # 272: per-frame generator input [pos | vel] (or [pos 
 _OUT_GAIN = 0.01
 
 
+def step_input(pos: Tensor, vel: Tensor, vel_scale: float, centred: bool) -> Tensor:
+    """One generator step input from ``pos``, ``vel`` ``[..., 136]`` (x, y interleaved).
+
+    ``[pos | vel_scale * vel]`` (272, the paper's), or with ``centred`` (``model.g_centred``)
+    ``[pos - centroid | vel_scale * vel | centroid - 0.5]`` (274): the same information, with
+    the face's shape separated from where the face is, as the discriminators see it
+    (``suhmo.losses.sequence_features``)."""
+    if not centred:
+        return torch.cat([pos, vel * vel_scale], -1)
+    cx = pos[..., 0::2].mean(-1, keepdim=True)
+    cy = pos[..., 1::2].mean(-1, keepdim=True)
+    rel = torch.stack([pos[..., 0::2] - cx, pos[..., 1::2] - cy], -1).flatten(-2)
+    return torch.cat([rel, vel * vel_scale, cx - 0.5, cy - 0.5], -1)
+
+
 class GenOutput(NamedTuple):
     future: Tensor  # [B, n_future, 68, 2] generated positions x_O .. x_{O+n_future-1}
     recon: Tensor  # [B, O-1, 68, 2] teacher-forced predictions of the observed frames 1..O-1
@@ -146,17 +161,22 @@ class RNNCore(nn.Module):
 
     pair: torch.jit.Final[bool]
     delta: torch.jit.Final[bool]
+    centred: torch.jit.Final[bool]
 
-    def __init__(self, hidden: int, mlp: int, *, pair: bool, delta: bool, spectral: bool, vel_scale: float = 1.0):
+    def __init__(self, hidden: int, mlp: int, *, pair: bool, delta: bool, spectral: bool, vel_scale: float = 1.0,
+                 centred: bool = False):
         super().__init__()
         self.pair = pair
         self.delta = delta
+        self.centred = centred
         self.vel_scale = float(vel_scale)
+        step = STEP_DIM + (2 if centred and not delta else 0)
         # learned initial state (h0, c0) from the first frame's (pos, vel)
-        self.init_mlp = nn.Sequential(nn.Linear(STEP_DIM, 2 * hidden), nn.ReLU(), nn.Linear(2 * hidden, 2 * hidden))
-        self.cell = nn.LSTMCell(STEP_DIM + (hidden if pair else 0), hidden)
+        self.init_mlp = nn.Sequential(nn.Linear(STEP_DIM + (2 if centred else 0), 2 * hidden), nn.ReLU(),
+                                      nn.Linear(2 * hidden, 2 * hidden))
+        self.cell = nn.LSTMCell(step + (hidden if pair else 0), hidden)
         # deep output on [h_t, pos_t, vel_t] -> velocity
-        self.head = MLP(hidden + STEP_DIM, mlp, FRAME_DIM, depth=2, norm=True, spectral=spectral,
+        self.head = MLP(hidden + step, mlp, FRAME_DIM, depth=2, norm=True, spectral=spectral,
                         spectral_out=False, out_gain=_OUT_GAIN)
 
     def forward(self, obs: Tensor, init_vel: Tensor, n_future: int, use_buffers: bool) -> Tuple[Tensor, Tensor]:
@@ -164,7 +184,7 @@ class RNNCore(nn.Module):
         x = obs.reshape(B, O, 136)
         x0 = x[:, 0]
         vel = init_vel.reshape(B, 136)
-        h, c = self.init_mlp(torch.cat([x0, vel * self.vel_scale], -1)).chunk(2, -1)
+        h, c = self.init_mlp(step_input(x0, vel, self.vel_scale, self.centred)).chunk(2, -1)
         h = h.contiguous()
         c = c.contiguous()
         pos = x0
@@ -178,7 +198,7 @@ class RNNCore(nn.Module):
             if self.delta:
                 feat = torch.cat([pos - x0, x0], -1)
             else:
-                feat = torch.cat([pos, vel * self.vel_scale], -1)
+                feat = step_input(pos, vel, self.vel_scale, self.centred)
             if self.pair:
                 h, c = self.cell(torch.cat([feat, batch_pool(h)], -1), (h, c))
             else:
@@ -202,21 +222,21 @@ class RNNGenerator(Generator):
     """SUHMo-RNN generator: LSTMCell (hidden_g) + BP + deep-output MLP (mlp_g)."""
 
     def __init__(self, hidden: int = 1024, mlp: int = 1024, *, pair: bool = True, delta: bool = False,
-                 spectral: bool = True, vel_scale: float = 1.0):
+                 spectral: bool = True, vel_scale: float = 1.0, centred: bool = False):
         super().__init__()
-        self._args = dict(hidden=hidden, mlp=mlp, pair=pair, delta=delta, vel_scale=vel_scale)
+        self._args = dict(hidden=hidden, mlp=mlp, pair=pair, delta=delta, vel_scale=vel_scale, centred=centred)
         self.core = self._build_core(spectral)
 
     def _build_core(self, spectral: bool) -> nn.Module:
         a = self._args
         return RNNCore(a["hidden"], a["mlp"], pair=a["pair"], delta=a["delta"], spectral=spectral,
-                       vel_scale=a["vel_scale"])
+                       vel_scale=a["vel_scale"], centred=a["centred"])
 
     @classmethod
     def from_config(cls, cfg) -> "RNNGenerator":
         m = cfg.model
         return cls(m.hidden_g, m.mlp_g, pair=m.pair_g, delta=m.delta, spectral=m.spectral_norm,
-                   vel_scale=m.vel_scale)
+                   vel_scale=m.vel_scale, centred=m.g_centred)
 
 
 # -------------------------------------------------------------------------- Transformer
@@ -303,20 +323,22 @@ class TransformerCore(nn.Module):
     """
 
     delta: torch.jit.Final[bool]
+    centred: torch.jit.Final[bool]
     n_attn: torch.jit.Final[int]
     window: torch.jit.Final[Optional[int]]
 
     def __init__(self, emb: int, heads: int, blocks: int, ff: int, *, pair: bool, delta: bool,
-                 vel_scale: float = 1.0, window: Optional[int] = None):
+                 vel_scale: float = 1.0, window: Optional[int] = None, centred: bool = False):
         super().__init__()
         self.delta = delta
+        self.centred = centred
         self.vel_scale = float(vel_scale)
         self.emb = emb
         self.heads = heads
         self.head_dim = emb // heads
         self.window = window
         self.n_attn = 2 if pair else 1  # attentions per block: SA (+ BXA)
-        self.embed = nn.Linear(STEP_DIM, emb)
+        self.embed = nn.Linear(STEP_DIM + (2 if centred and not delta else 0), emb)
         self.blocks = nn.ModuleList([GBlock(emb, heads, ff, pair, window) for _ in range(blocks)])
         self.head = MLP(emb, ff, FRAME_DIM, depth=1, norm=True, spectral=False, out_gain=_OUT_GAIN)
 
@@ -347,7 +369,7 @@ class TransformerCore(nn.Module):
         if self.delta:
             feat = torch.cat([x - x0, x0.expand(B, O, 136)], -1)
         else:
-            feat = torch.cat([x, vel * self.vel_scale], -1)
+            feat = step_input(x, vel, self.vel_scale, self.centred)
         mask: Optional[Tensor] = causal_mask(O, 0, obs.device, self.window) if O > 1 else None
         out, caches = self._run(feat, caches, 0, use_buffers, mask)
         nxt = x0 + out if self.delta else x + out  # eq. 4 (or delta baseline)
@@ -360,7 +382,7 @@ class TransformerCore(nn.Module):
             if self.delta:
                 tok = torch.cat([pos - x0[:, 0], x0[:, 0]], -1)
             else:
-                tok = torch.cat([pos, step_vel * self.vel_scale], -1)
+                tok = step_input(pos, step_vel, self.vel_scale, self.centred)
             out, caches = self._run(tok.unsqueeze(1), caches, t, use_buffers, None)
             o = out[:, 0]
             if self.delta:
@@ -380,22 +402,22 @@ class TransformerGenerator(Generator):
     to the W most recent tokens."""
 
     def __init__(self, emb: int = 1024, heads: int = 1, blocks: int = 1, ff: int = 1024, *, pair: bool = True,
-                 delta: bool = False, vel_scale: float = 1.0, window: Optional[int] = None):
+                 delta: bool = False, vel_scale: float = 1.0, window: Optional[int] = None, centred: bool = False):
         super().__init__()
         if window is not None and window < 1:
             raise SuhmoError(f"attention window {window}: must be a positive number of tokens or None")
         self._args = dict(emb=emb, heads=heads, blocks=blocks, ff=ff, pair=pair, delta=delta, vel_scale=vel_scale,
-                          window=window)
+                          window=window, centred=centred)
         self.core = self._build_core(False)
 
     def _build_core(self, spectral: bool) -> nn.Module:
         a = self._args  # no spectral norm in this generator
         return TransformerCore(a["emb"], a["heads"], a["blocks"], a["ff"], pair=a["pair"], delta=a["delta"],
-                               vel_scale=a["vel_scale"], window=a["window"])
+                               vel_scale=a["vel_scale"], window=a["window"], centred=a["centred"])
 
     @classmethod
     def from_config(cls, cfg) -> "TransformerGenerator":
         m = cfg.model
         # BXA follows pair_g only (the authors tied it to the joint-D flag by mistake)
         return cls(m.emb_g, m.heads_g, m.blocks_g, m.hidden_g, pair=m.pair_g, delta=m.delta,
-                   vel_scale=m.vel_scale, window=m.attn_window_g)
+                   vel_scale=m.vel_scale, window=m.attn_window_g, centred=m.g_centred)
