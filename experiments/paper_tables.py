@@ -54,7 +54,7 @@ ITERATIONS = 2000  # at --scale 1.0 (about an hour per table on 2 cores)
 EXP_BASE = {
     "model.hidden_g": 64, "model.mlp_g": 64, "model.emb_g": 64, "model.hidden_d": 64, "model.emb_d": 32,
     "model.frame_d_hidden": 64, "train.batch_size": 32, "eval.samples": 64, "train.progress": False,
-    "optim.lr_decay_iter": None, "optim.grad_clip": 1.0,
+    "optim.lr_decay_iter": None, "optim.grad_clip": 1.0, "loss.w_frame": 5.0,
 }
 SCORE_SAMPLES = 128
 FRAMES = (40, 80)
