@@ -14,11 +14,9 @@ G step, where D is frozen and only input gradients are formed (1x).
 from __future__ import annotations
 
 from suhmo.models.discriminators import window_tracks
-from suhmo.models.layers import FEATURE_DIM
+from suhmo.models.layers import feature_dim
 
-STEP = 272  # generator input per frame
 FRAME = 136
-FEAT = FEATURE_DIM  # discriminator input per frame (410)
 
 
 def _mlp(d_in: int, width: int, d_out: int, depth: int) -> int:
@@ -27,18 +25,21 @@ def _mlp(d_in: int, width: int, d_out: int, depth: int) -> int:
 
 
 def generator_forward(cfg, batch: int, obs: int, n_future: int) -> int:
+    step = 272 + (2 if cfg.model.g_centred and not cfg.model.delta else 0)  # generator input per frame
     m = cfg.model
     steps = obs + n_future - 1  # tokens / LSTM steps
     if m.variant == "rnn":
         H, M = m.hidden_g, m.mlp_g
-        d_in = STEP + (H if m.pair_g else 0)
-        per_step = 2 * 4 * H * (d_in + H) + _mlp(H + STEP, M, FRAME, 2)
-        init = _mlp(STEP, 2 * H, 2 * H, 1)
+        d_in = step + (H if m.pair_g else 0)
+        per_step = 2 * 4 * H * (d_in + H) + _mlp(H + step, M, FRAME, 2)
+        init = _mlp(step, 2 * H, 2 * H, 1)
         return batch * (init + steps * per_step)
     E, F = m.emb_g, m.hidden_g
     n_att = 2 if m.pair_g else 1
-    per_token = 2 * STEP * E + m.blocks_g * (n_att * 2 * 4 * E * E + 2 * 2 * E * F) + _mlp(E, F, FRAME, 1)
+    per_token = 2 * step * E + m.blocks_g * (n_att * 2 * 4 * E * E + 2 * 2 * E * F) + _mlp(E, F, FRAME, 1)
     ctx = steps * (steps + 1) // 2  # keys seen, summed over the tokens (causal)
+    if m.attn_window_g is not None:  # at most W keys per token
+        ctx = sum(min(t + 1, m.attn_window_g) for t in range(steps))
     attention = m.blocks_g * n_att * 2 * 2 * E * ctx
     return batch * (steps * per_token + attention)
 
@@ -49,7 +50,7 @@ def _seq_d(cfg, batch: int, plan, joint: bool, n_feat: int) -> int:
     if cfg.d_form == "rnn":
         H = m.hidden_d
         tracks = window_tracks(plan)
-        total += batch * n_feat * 2 * FEAT * 4 * H  # input projection, once per frame
+        total += batch * n_feat * 2 * feature_dim(cfg) * 4 * H  # input projection, once per frame
         total += batch * (tracks.steps - len(tracks.lengths)) * 2 * 4 * H * H  # recurrence
         n_win = sum(int(s.numel()) for _, s in plan)
         return total + (batch // 2 if joint else batch) * n_win * _mlp(H, H, 1, 1)
@@ -59,7 +60,7 @@ def _seq_d(cfg, batch: int, plan, joint: bool, n_feat: int) -> int:
         E, F = m.emb_d, m.hidden_d
         L = tau + 1  # + class token
         blocks = m.blocks_d
-        total += rows * tau * 2 * FEAT * E
+        total += rows * tau * 2 * feature_dim(cfg) * E
         att = 2 * 4 * E * E * L + 2 * 2 * E * L * L  # projections + scores/mixing
         ff = 2 * 2 * E * F * L
         if joint:  # the first block pools pairs after attention: FF and later blocks on half the rows
@@ -76,7 +77,7 @@ def discriminator_forward(cfg, batch: int, n_frames_pos: int, plan, *, n_future:
     total = 0
     if w.w_frame > 0:
         n_frame = min(n_future, n_frames_pos - 2)
-        total += batch * n_frame * _mlp(FEAT, m.frame_d_hidden, 1, 2)
+        total += batch * n_frame * _mlp(feature_dim(cfg), m.frame_d_hidden, 1, 2)
     if w.w_seq > 0:
         total += _seq_d(cfg, batch, plan, joint=False, n_feat=n_frames_pos - 2)
     if m.joint_d and w.w_joint > 0:
@@ -85,15 +86,15 @@ def discriminator_forward(cfg, batch: int, n_frames_pos: int, plan, *, n_future:
 
 
 def _input_layers(cfg, batch: int, n_frames_pos: int, plan, *, n_future: int) -> int:
-    """The part of ``discriminator_forward`` done by the layers that read the 408 features."""
+    """The part of ``discriminator_forward`` done by the layers that read the per-frame features."""
     w, m = cfg.loss, cfg.model
     n_feat = n_frames_pos - 2
-    total = batch * min(n_future, n_feat) * 2 * FEAT * m.frame_d_hidden if w.w_frame > 0 else 0
+    total = batch * min(n_future, n_feat) * 2 * feature_dim(cfg) * m.frame_d_hidden if w.w_frame > 0 else 0
     streams = int(w.w_seq > 0) + int(m.joint_d and w.w_joint > 0)
     if cfg.d_form == "rnn":
-        per_stream = batch * n_feat * 2 * FEAT * 4 * m.hidden_d
+        per_stream = batch * n_feat * 2 * feature_dim(cfg) * 4 * m.hidden_d
     else:
-        per_stream = sum(batch * int(s.numel()) * int(tau) * 2 * FEAT * m.emb_d for tau, s in plan)
+        per_stream = sum(batch * int(s.numel()) * int(tau) * 2 * feature_dim(cfg) * m.emb_d for tau, s in plan)
     return total + streams * per_stream
 
 

@@ -37,7 +37,8 @@ from suhmo.losses import hinge_d, sequence_features  # noqa: E402
 from suhmo.models.discriminators import FrameDiscriminator  # noqa: E402
 from suhmo.train import SPLIT_SEED  # noqa: E402
 
-DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_dev_landmarks.npz"
+DEV = Path(os.environ.get("SUHMO_DEV_DATA",
+                       Path(__file__).resolve().parents[2] / "shared" / "data" / "real_dev_landmarks.npz"))
 
 
 def warp(batch: torch.Tensor, amount: float, gen: torch.Generator) -> torch.Tensor:

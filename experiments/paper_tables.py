@@ -132,12 +132,12 @@ def train_and_score(job: dict) -> dict:
     if job.get("detectors"):
         scfg.eval.metrics = ["landmark", "detector"]
     t1 = time.time()
-    scores = score_frames(trainer.G, scfg, test_set, FRAMES)
+    scores = score_frames(trainer.G_eval, scfg, test_set, FRAMES)
     out = {"method": job["method"], "seed": cfg.train.seed, "metrics": scores, "train_s": round(train_s, 1),
            "score_s": round(time.time() - t1, 1), "run_dir": str(job["run_dir"]), "overrides": job["overrides"],
            "train_log_last": trainer.metrics}
     if job.get("render"):
-        out["previews"] = render_previews(trainer.G, cfg, test_set, Path(job["render"]), job["method"])
+        out["previews"] = render_previews(trainer.G_eval, cfg, test_set, Path(job["render"]), job["method"])
     return out
 
 

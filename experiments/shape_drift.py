@@ -16,6 +16,7 @@ Command:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -26,7 +27,8 @@ from suhmo.config import make_config
 from suhmo.data import load_dataset
 from suhmo.generate import load_model, sample
 
-DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_dev_landmarks.npz"
+DEV = Path(os.environ.get("SUHMO_DEV_DATA",
+                       Path(__file__).resolve().parents[2] / "shared" / "data" / "real_dev_landmarks.npz"))
 AT = (1, 5, 10, 20, 40, 60, 80)
 
 

@@ -1,7 +1,8 @@
 """Typed, serialisable configuration of a SUHMo run.
 
 Every knob of the trainer is a field of one of the dataclasses below; defaults follow the
-paper (Sec. 4.1). Field names are addressed with dots (``optim.lr_g``, ``windows.family``)
+paper (Sec. 4.1), except ``model.d_centred`` (on: the discriminators see the face about its
+centroid, see ``suhmo.losses.sequence_features``) and ``model.vel_scale``/``acc_scale``. Field names are addressed with dots (``optim.lr_g``, ``windows.family``)
 by ``--set key=value``, YAML files and the search spaces. Unknown keys are errors that
 name the key and suggest the closest known one.
 
@@ -84,7 +85,7 @@ class ModelConfig:
     delta: bool = False  # delta-based baseline: displacements from x_0
     vel_scale: float = 25.0  # x velocity in G inputs and D features (std ~ positions; losses.scale_features)
     acc_scale: float = 25.0  # x acceleration in the D features (same reason)
-    d_centred: bool = True  # D sees each frame's shape about its centroid, plus the centroid (losses.sequence_features)
+    d_centred: bool = True  # D sees each frame's shape about its centroid plus the centroid (410); False = the paper's raw 408
     g_centred: bool = False  # G reads positions about the centroid plus the centroid (generators.step_input)
 
 
@@ -264,6 +265,12 @@ class Config:
         if c.model.attn_window_g is not None and c.model.attn_window_g < 1:
             raise ConfigError(f"model.attn_window_g={c.model.attn_window_g}: must be a positive number of frames "
                               "or null (full causal attention)")
+        if c.model.attn_window_g is not None and c.model.variant != "transformer":
+            raise ConfigError(f"model.attn_window_g={c.model.attn_window_g}: only the transformer generator has "
+                              f"attention (model.variant={c.model.variant}); set it to null")
+        if c.model.g_centred and c.model.delta:
+            raise ConfigError("model.g_centred=true with model.delta=true: the delta baseline reads displacements "
+                              "from x_0, not positions; set one of them to false")
         if c.model.emb_g % c.model.heads_g:
             raise ConfigError(f"model.emb_g={c.model.emb_g} is not divisible by model.heads_g={c.model.heads_g}")
         if c.model.emb_d % c.model.heads_d:
@@ -272,6 +279,9 @@ class Config:
             v = getattr(c.optim, name)
             if not (v > 0 and math.isfinite(v)):
                 raise ConfigError(f"optim.{name}={v}: must be a positive number")
+        if c.loss.r1_frame > 0 and (not c.loss.adversarial or c.loss.w_frame <= 0):
+            raise ConfigError(f"loss.r1_frame={c.loss.r1_frame}: penalises D_F, which is not trained here "
+                              f"(loss.adversarial={c.loss.adversarial}, loss.w_frame={c.loss.w_frame}); set it to 0")
         for name in ("beta1", "beta2"):
             v = getattr(c.optim, name)
             if not 0 <= v < 1:

@@ -5,8 +5,9 @@ Sequences handed to the losses are full position sequences, observed + generated
 ``[B, O+S, 68, 2]`` (the fake one is ``cat(obs, out.future)``). The discriminators see their
 ``sequence_features``: ``motion_features`` ([pos|vel|acc]) with velocity and acceleration
 multiplied by ``model.vel_scale`` and ``model.acc_scale`` (``scale_features``), the positions
-taken about the frame's centroid and the centroid appended (``model.d_centred``), T = O+S-2
-frames of 410 values, the same for real and fake; the sequence Ds score the
+taken about the frame's centroid and the centroid appended (``model.d_centred``, default;
+410 values per frame, else the paper's 408), T = O+S-2 frames, the same for real and fake;
+the sequence Ds score the
 windows of ``plan`` (the same plan for real and fake, see ``suhmo.models.windows``), and D_F
 scores the frames that involve generated positions (the last S feature frames).
 
@@ -85,22 +86,22 @@ def scale_features(f: Tensor, vel_scale: float, acc_scale: float) -> Tensor:
 
 
 def sequence_features(seq: Tensor, cfg) -> Tensor:
-    """``[B, T, 68, 2]`` positions -> ``[B, T-2, 410]`` discriminator features.
+    """``[B, T, 68, 2]`` positions -> ``[B, T-2, F]`` discriminator features (F = ``feature_dim(cfg)``).
 
-    Per frame ``[pos | vel_scale * vel | acc_scale * acc | centroid - 0.5]`` (``scale_features``)
-    where, with ``model.d_centred`` (default), ``pos`` is each landmark about the frame's
-    centroid (the mean of its 68 points). The centroid is appended in both cases, so the
-    features are an invertible re-parametrisation of the paper's [pos | vel | acc] (Sec. 3.5):
-    the same information, better conditioned. Measured (``benchmarks/d_probe.py``): with
+    With ``model.d_centred`` (default), per frame ``[pos - centroid | vel_scale * vel |
+    acc_scale * acc]`` (68 x 6, ``scale_features``) followed by ``centroid - 0.5`` (2): F = 410,
+    an invertible re-parametrisation of the paper's [pos | vel | acc] (Sec. 3.5), the same
+    information, better conditioned. Without it, the paper's 408 values (positions as they are). Measured (``benchmarks/d_probe.py``): with
     absolute positions an MLP D_F does not learn, in 300 Adam steps, to tell real clips from
     copies whose shape is warped by 30 % of the face radius (hinge loss stays at 2.0, chance),
     because the head's translation across clips dwarfs the shape differences; with centred
     positions it does (loss 0.2). Velocities and accelerations keep the head's translation.
     """
     f = scale_features(motion_features(seq), cfg.model.vel_scale, cfg.model.acc_scale)  # [B, T-2, 68, 6]
+    if not cfg.model.d_centred:
+        return f.reshape(f.shape[0], f.shape[1], -1)
     centroid = seq[:, 2:].mean(-2)  # [B, T-2, 2]
-    if cfg.model.d_centred:
-        f = torch.cat([f[..., :2] - centroid.unsqueeze(-2), f[..., 2:]], -1)
+    f = torch.cat([f[..., :2] - centroid.unsqueeze(-2), f[..., 2:]], -1)
     return torch.cat([f.reshape(f.shape[0], f.shape[1], -1), centroid - 0.5], -1)
 
 
@@ -144,8 +145,10 @@ def discriminator_loss(D, real_seq: Tensor, fake_seq: Tensor, plan, cfg) -> tupl
     B = real_seq.shape[0]
     feats = sequence_features(torch.cat([real_seq, fake_seq.detach()], 0), cfg)
     n_frame = _frame_count(cfg, real_seq.shape[1])
-    with parametrize.cached():
+    with parametrize.cached():  # one spectral-norm power iteration per D step, R1 included
         scores = _scores(D, feats, plan, n_frame, cfg)
+        r1 = (frame_gradient_penalty(D, feats[:B, -n_frame:])
+              if cfg.loss.r1_frame > 0 and n_frame > 0 and "frame" in scores else None)
     loss = feats.new_zeros(())
     logs: dict[str, float] = {}
     for name, (s, w) in scores.items():
@@ -156,8 +159,7 @@ def discriminator_loss(D, real_seq: Tensor, fake_seq: Tensor, plan, cfg) -> tupl
         logs[f"d_{name}"] = float(term.detach())
         logs[f"d_real_{name}"] = float(real_s.detach().mean())
         logs[f"d_fake_{name}"] = float(fake_s.detach().mean())
-    if cfg.loss.r1_frame > 0 and n_frame > 0 and "frame" in scores:
-        r1 = frame_gradient_penalty(D, feats[:B, -n_frame:])
+    if r1 is not None:
         loss = loss + 0.5 * float(cfg.loss.r1_frame) * r1
         logs["d_r1_frame"] = float(r1.detach())
     logs["d_loss"] = float(loss.detach())

@@ -88,7 +88,7 @@ class Trainer:
 
         self.step = 0  # completed iterations
         self.metrics: dict[str, float] = {}  # of the latest evaluation
-        self.best: Optional[dict] = None  # {"metric", "mode", "value", "step"}
+        self.best: Optional[dict] = None  # {"metric", "mode", "value", "step", "ema"}
         self.saved_step: Optional[int] = None  # step of the checkpoint in last.pt
         self._loss_sums: dict[str, float] = {}
         self._loss_count = 0
@@ -236,7 +236,7 @@ class Trainer:
         self._loss_count += 1
 
     def sample_fn(self, refs: np.ndarray, frames: int, seed: int) -> np.ndarray:
-        """``refs [K, 68, 2] -> [K, frames + 1, 68, 2]`` with the current G (``suhmo.generate.sample``)."""
+        """``refs [K, 68, 2] -> [K, frames + 1, 68, 2]`` with :attr:`G_eval` (``suhmo.generate.sample``)."""
         from suhmo.generate import sample
 
         return sample(self.G_eval, refs, frames, seed, init_vel=self.cfg.eval.init_vel, device=self.device)
@@ -286,7 +286,7 @@ class Trainer:
             or (value < self.best["value"] if tc.select_mode == "min" else value > self.best["value"]))
         if improved:
             self.best = {"metric": tc.select_metric, "mode": tc.select_mode, "value": float(value),
-                         "step": self.step}
+                         "step": self.step, "ema": self.G_ema is not None}
         save_checkpoint(self.last_path, self._payload(metrics))
         self.saved_step = self.step
         if improved:
@@ -320,11 +320,15 @@ class Trainer:
 
     def _restore(self, ck: dict) -> None:
         where = self.last_path
-        saved, current = ck["config"].get("model", {}), self.cfg.to_dict()["model"]
+        # model fields added after a checkpoint was written take the value that reproduces it
+        saved = {**MODEL_FIELDS_BEFORE, **ck["config"].get("model", {})}
+        current = self.cfg.to_dict()["model"]
         diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
         if diff:
+            fix = " ".join(f"--set model.{k}={_yaml_value(saved[k])}" for k in diff if k in saved)
+            hint = f"resume with {fix}, or use another --out folder" if fix else "use another --out folder"
             raise SuhmoError(f"{where}: cannot resume: its model config differs in "
-                             f"{', '.join(f'model.{k}' for k in diff)}; use another --out folder or resume=False")
+                             f"{', '.join(f'model.{k}' for k in diff)}; {hint}")
         try:
             self.G.load_state_dict(ck["G"])
             self.D.load_state_dict(ck["D"])
@@ -334,7 +338,10 @@ class Trainer:
             self.opt_g.load_state_dict(ck["opt_g"])
             self.opt_d.load_state_dict(ck["opt_d"])
         except (RuntimeError, ValueError, KeyError) as e:
-            raise SuhmoError(f"{where}: cannot resume: {str(e).splitlines()[0][:160]}") from None
+            lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()] or [type(e).__name__]
+            detail = next((ln for ln in lines if "size mismatch" in ln or "Missing key" in ln
+                           or "Unexpected key" in ln), lines[0])
+            raise SuhmoError(f"{where}: cannot resume: {detail[:200]}") from None
         rng = dict(ck["rng"])
         self.window_rng.set_state(rng.pop("windows"))
         set_rng_state(rng)
@@ -342,9 +349,19 @@ class Trainer:
         self.step = self.saved_step = int(ck["step"])
         self.metrics = {k: float(v) for k, v in ck.get("metrics", {}).items()}
         self.best = ck.get("best")
+        if self.best is not None and bool(self.best.get("ema", False)) != (self.G_ema is not None):
+            self.best = None  # best.pt was scored with the other generator (average vs raw): start anew
 
 
 # ---------------------------------------------------------------------- helpers
+# Values of model fields added after the first checkpoints were written, as those runs had them.
+MODEL_FIELDS_BEFORE = {"d_centred": False, "g_centred": False, "attn_window_g": None}
+
+
+def _yaml_value(v) -> str:
+    return "null" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
+
+
 def _metric_names(logs: dict) -> dict:
     """Loss logs under metric names: ``g_l2`` -> ``loss_l2``, ``g_adv_seq`` -> ``loss_g_seq``,
     ``d_seq`` -> ``loss_d_seq``; D scores (``d_real_*``, ``d_fake_*``) and ``lam`` keep their

@@ -73,3 +73,11 @@ def test_missing_and_corrupt_files_are_one_line_errors(tmp_path):
     trunc.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     with pytest.raises(SuhmoError, match=r"trunc\.pt: not a readable checkpoint"):
         load_checkpoint(trunc)
+
+
+def test_generator_state_prefers_the_moving_average():
+    from suhmo.checkpoint import generator_state
+
+    g, avg = {"w": torch.zeros(2)}, {"w": torch.ones(2)}
+    assert generator_state({"G": g}) is g
+    assert generator_state({"G": g, "G_ema": avg}) is avg

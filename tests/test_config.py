@@ -48,6 +48,8 @@ def test_unknown_key_is_named_with_a_suggestion(tmp_path):
         ("windows.family=gauss", "choose one of"),
         ("data.aug_scale_low=2", "low <= high"),
         ("optim.ema_g=1.0", r"optim.ema_g=1.0: must be in \[0, 1\)"),
+        ("model.attn_window_g=8", r"model.attn_window_g=8: only the transformer generator has attention"),
+        ("loss.r1_frame=-1", "loss.r1_frame"),
         ("model.attn_window_g=0", r"model.attn_window_g=0: must be a positive number of frames or null"),
         ("model.attn_window_g=-4", r"model.attn_window_g=-4: must be a positive"),
         ("model.attn_window_g=2.5", r"model.attn_window_g.*expected int"),
@@ -60,8 +62,19 @@ def test_impossible_values_are_rejected(override, pattern):
 
 def test_attention_window_is_optional():
     assert make_config("paper").model.attn_window_g is None  # the paper's model: full causal attention
-    assert make_config("tiny", overrides=["model.attn_window_g=64"]).model.attn_window_g == 64
-    assert make_config("tiny", overrides=["model.attn_window_g=null"]).model.attn_window_g is None
+    tr = "model.variant=transformer"
+    assert make_config("tiny", overrides=[tr, "model.attn_window_g=64"]).model.attn_window_g == 64
+    assert make_config("tiny", overrides=[tr, "model.attn_window_g=null"]).model.attn_window_g is None
+
+
+@pytest.mark.parametrize("overrides, pattern", [
+    (["model.g_centred=true", "model.delta=true"], r"model.g_centred=true with model.delta=true"),
+    (["loss.r1_frame=1", "loss.adversarial=false"], r"loss.r1_frame=1.0: penalises D_F, which is not trained"),
+    (["loss.r1_frame=1", "loss.w_frame=0"], r"loss.r1_frame=1.0: penalises D_F"),
+])
+def test_options_that_would_do_nothing_are_rejected(overrides, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        make_config("tiny", overrides=overrides)
 
 
 def test_every_key_is_addressable():

@@ -156,7 +156,7 @@ def test_feature_scale_is_applied_to_real_and_fake_alike_and_not_to_l2():
 
 def test_discriminator_features_are_invariant_to_translation_but_keep_the_centroid():
     """``model.d_centred``: a translated clip has the same shape/velocity features, only the
-    appended centroid moves; with it off, the position block moves as the paper's raw input."""
+    appended centroid moves; with it off, the paper's raw input, whose positions move."""
     cfg, *_ = setup()
     seq = 0.3 + 0.4 * torch.rand(2, 8, 68, 2)
     shift = torch.tensor([0.05, -0.02])
@@ -166,6 +166,7 @@ def test_discriminator_features_are_invariant_to_translation_but_keep_the_centro
     torch.testing.assert_close(g[..., 408:] - f[..., 408:], shift.expand(2, 6, 2), atol=1e-6, rtol=0)
     raw = setup(**{"model.d_centred": False})[0]
     f0, g0 = losses.sequence_features(seq, raw), losses.sequence_features(seq + shift, raw)
-    pos0 = (g0 - f0)[..., :408].reshape(2, 6, 68, 6)
+    assert f0.shape == (2, 6, 408)  # the paper's [pos | vel | acc], nothing appended
+    pos0 = (g0 - f0).reshape(2, 6, 68, 6)
     torch.testing.assert_close(pos0[..., :2], shift.expand(2, 6, 68, 2), atol=1e-5, rtol=0)
     torch.testing.assert_close(pos0[..., 2:], torch.zeros(2, 6, 68, 4), atol=1e-5, rtol=0)

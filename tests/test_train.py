@@ -162,6 +162,61 @@ def test_moving_average_of_g_is_what_evaluation_and_generation_use(tmp_path, spl
         assert torch.equal(v, ck["G_ema"][k]), k
 
 
+def test_evaluation_scores_the_moving_average(tmp_path, split):
+    from suhmo.generate import sample
+    from suhmo.train import Trainer
+
+    seen = []
+
+    def metrics_fn(sample_fn, step):
+        refs = split[1].clips[0][:2].astype(np.float32)
+        seen.append((sample_fn(refs, 6, 0), refs))
+        return {"score": float(step)}
+
+    cfg = tiny_cfg(**{"train.iterations": 3, "train.eval_every": 3, "optim.ema_g": 0.9})
+    t = Trainer(cfg, tmp_path / "run", train_set=split[0], eval_set=split[1], metrics_fn=metrics_fn)
+    t.fit()
+    got, refs = seen[-1]
+    np.testing.assert_allclose(got, sample(t.G_ema, refs, 6, 0, init_vel=cfg.eval.init_vel), atol=1e-6)
+    assert not np.allclose(got, sample(t.G, refs, 6, 0, init_vel=cfg.eval.init_vel), atol=1e-6)
+
+
+def test_moving_average_switched_on_or_off_on_resume(tmp_path, split):
+    sel = {"train.eval_every": 3, "train.select_metric": "mean_speed", "train.select_mode": "max"}
+    off = tiny_cfg(**{"train.iterations": 3, **sel})
+    on = tiny_cfg(**{"train.iterations": 6, "optim.ema_g": 0.9, **sel})
+    _cheap_trainer(off, tmp_path / "run", split).fit()
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["best"]["ema"] is False
+    t = _cheap_trainer(on, tmp_path / "run", split)  # starts the average from the resumed G
+    assert t.best is None  # best.pt was chosen with the raw G: a new best starts
+    for a, b in zip(t.G_ema.parameters(), t.G.parameters()):
+        assert torch.equal(a, b)
+    t.fit()
+    ck = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert "G_ema" in ck and ck["best"]["ema"] is True
+    # switched off again: the average is dropped from the next checkpoint
+    _cheap_trainer(tiny_cfg(**{"train.iterations": 9, **sel}), tmp_path / "run", split).fit()
+    assert "G_ema" not in load_checkpoint(tmp_path / "run" / "last.pt")
+
+
+def test_a_checkpoint_from_before_the_centred_discriminator_resumes_with_a_hint(tmp_path, split):
+    from suhmo.checkpoint import save_checkpoint
+
+    old = tiny_cfg(**{"train.iterations": 2, "train.eval_every": 2, "model.d_centred": False})
+    _cheap_trainer(old, tmp_path / "run", split).fit()
+    ck = load_checkpoint(tmp_path / "run" / "last.pt")
+    for key in ("d_centred", "g_centred", "attn_window_g"):  # as written before these fields existed
+        del ck["config"]["model"][key]
+    assert ck["D"]["frame.net.net.0.parametrizations.weight.original"].shape[1] == 408
+    save_checkpoint(tmp_path / "run" / "last.pt", ck)
+    with pytest.raises(SuhmoError, match=r"differs in model.d_centred; resume with --set model.d_centred=false"):
+        _cheap_trainer(tiny_cfg(**{"train.iterations": 4}), tmp_path / "run", split)
+    resumed = _cheap_trainer(tiny_cfg(**{"train.iterations": 4, "model.d_centred": False}), tmp_path / "run", split)
+    assert resumed.step == 2
+    resumed.fit()
+    assert resumed.step == 4
+
+
 def test_lr_step_decay_and_lambda_schedule_follow_the_step(tmp_path, split):
     cfg = tiny_cfg(**{"train.iterations": 4, "train.eval_every": 4, "optim.lr_decay_iter": 2,
                       "optim.lr_decay_factor": 0.1})
@@ -192,7 +247,8 @@ def test_best_checkpoint_follows_the_selection_metric(tmp_path, split):
     best = load_checkpoint(tmp_path / "run" / "best.pt")
     last = load_checkpoint(tmp_path / "run" / "last.pt")
     assert best["step"] == 4 and best["metrics"]["score"] == 1.0
-    assert last["step"] == 6 and last["best"] == {"metric": "score", "mode": "min", "value": 1.0, "step": 4}
+    assert last["step"] == 6 and last["best"] == {"metric": "score", "mode": "min", "value": 1.0, "step": 4,
+                                                     "ema": False}
 
 
 def test_divergence_stops_with_clear_error_and_keeps_last_good_checkpoint(tmp_path, split):

@@ -20,7 +20,7 @@ from suhmo.models.discriminators import (
     transformer_seq_discriminator,
 )
 from suhmo.models.generators import GenOutput, Generator, RNNGenerator, TransformerGenerator
-from suhmo.models.layers import batch_pool, pair_pool, pair_swap
+from suhmo.models.layers import batch_pool, feature_dim, pair_pool, pair_swap
 from suhmo.models.windows import (
     TAU_FAMILIES,
     WindowPlan,
@@ -62,7 +62,7 @@ def build_discriminator(cfg) -> Discriminator:
     if form not in SEQ_DISCRIMINATORS:
         raise ConfigError(f"model.d_form={form!r}: choose one of auto, {', '.join(SEQ_DISCRIMINATORS)}")
     make = SEQ_DISCRIMINATORS[form]
-    frame = FrameDiscriminator(cfg.model.frame_d_hidden, spectral=cfg.model.spectral_norm)
+    frame = FrameDiscriminator(cfg.model.frame_d_hidden, spectral=cfg.model.spectral_norm, in_dim=feature_dim(cfg))
     return Discriminator(frame, make(cfg, False), make(cfg, True) if cfg.model.joint_d else None)
 
 

@@ -23,15 +23,15 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from suhmo.models.layers import FEATURE_DIM, MLP, MultiHeadAttention, pair_pool, sinusoidal_encoding
+from suhmo.models.layers import FEATURE_DIM, MLP, feature_dim, MultiHeadAttention, pair_pool, sinusoidal_encoding
 
 
 class FrameDiscriminator(nn.Module):
     """D_F (eq. 10): MLP (2 hidden layers, LayerNorm, LeakyReLU) on each frame's 410 features."""
 
-    def __init__(self, width: int = 1024, *, spectral: bool = True):
+    def __init__(self, width: int = 1024, *, spectral: bool = True, in_dim: int = FEATURE_DIM):
         super().__init__()
-        self.net = MLP(FEATURE_DIM, width, 1, depth=2, norm=True, spectral=spectral)
+        self.net = MLP(in_dim, width, 1, depth=2, norm=True, spectral=spectral)
 
     def forward(self, feats: Tensor) -> Tensor:
         """``[..., 410] -> [...]`` raw scores (hinge loss)."""
@@ -205,10 +205,10 @@ class RNNSeqDiscriminator(nn.Module):
     ``lstm_window_states`` (equal results, see tests/test_models.py), which is what training uses.
     """
 
-    def __init__(self, hidden: int = 1024, *, joint: bool = False, spectral: bool = True):
+    def __init__(self, hidden: int = 1024, *, joint: bool = False, spectral: bool = True, in_dim: int = FEATURE_DIM):
         super().__init__()
         self.joint = joint
-        self.lstm = nn.LSTM(FEATURE_DIM, hidden, batch_first=True)
+        self.lstm = nn.LSTM(in_dim, hidden, batch_first=True)
         self.head = MLP(hidden, hidden, 1, depth=1, norm=False, spectral=spectral)
 
     def _score(self, h: Tensor) -> Tensor:
@@ -256,11 +256,11 @@ class TransformerSeqDiscriminator(nn.Module):
     sinusoidal positional encoding (x0.02, the authors' scale), blocks_d blocks, head on the class token."""
 
     def __init__(self, emb: int = 128, heads: int = 1, blocks: int = 1, ff: int = 1024, *, joint: bool = False,
-                 spectral: bool = True, pos_enc: bool = True):
+                 spectral: bool = True, pos_enc: bool = True, in_dim: int = FEATURE_DIM):
         super().__init__()
         self.joint = joint
         self.pos_enc = pos_enc
-        self.embed = nn.Linear(FEATURE_DIM, emb)
+        self.embed = nn.Linear(in_dim, emb)
         self.cls = nn.Parameter(0.1 * torch.randn(1, 1, emb))
         self.blocks = nn.ModuleList([DBlock(emb, heads, ff, pool=joint and i == 0) for i in range(blocks)])
         self.head = MLP(emb, ff, 1, depth=1, norm=True, spectral=spectral)
@@ -293,10 +293,12 @@ class Discriminator(nn.Module):
 
 
 def rnn_seq_discriminator(cfg, joint: bool) -> nn.Module:
-    return RNNSeqDiscriminator(cfg.model.hidden_d, joint=joint, spectral=cfg.model.spectral_norm)
+    return RNNSeqDiscriminator(cfg.model.hidden_d, joint=joint, spectral=cfg.model.spectral_norm,
+                               in_dim=feature_dim(cfg))
 
 
 def transformer_seq_discriminator(cfg, joint: bool) -> nn.Module:
     m = cfg.model
     return TransformerSeqDiscriminator(m.emb_d, m.heads_d, m.blocks_d, m.hidden_d, joint=joint,
-                                       spectral=m.spectral_norm, pos_enc=getattr(m, "pos_enc_d", True))
+                                       spectral=m.spectral_norm, pos_enc=getattr(m, "pos_enc_d", True),
+                                       in_dim=feature_dim(cfg))

@@ -17,6 +17,12 @@ from torch import Tensor, nn
 LANDMARKS = 68
 FRAME_DIM = LANDMARKS * 2  # 136: one flattened frame of positions (or velocities)
 FEATURE_DIM = LANDMARKS * 6 + 2  # 410: one frame of [pos | vel | acc | centroid] as seen by the discriminators
+PAPER_FEATURE_DIM = LANDMARKS * 6  # 408: the paper's [pos | vel | acc] (model.d_centred = false)
+
+
+def feature_dim(cfg) -> int:
+    """Per-frame discriminator input width of ``cfg``: 410 with ``model.d_centred``, else 408."""
+    return FEATURE_DIM if cfg.model.d_centred else PAPER_FEATURE_DIM
 
 
 def batch_pool(x: Tensor) -> Tensor:
