@@ -137,11 +137,12 @@ def train_and_score(job: dict) -> dict:
            "score_s": round(time.time() - t1, 1), "run_dir": str(job["run_dir"]), "overrides": job["overrides"],
            "train_log_last": trainer.metrics}
     if job.get("render"):
-        out["previews"] = render_previews(trainer.G_eval, cfg, test_set, Path(job["render"]), job["method"])
+        out["previews"] = render_previews(trainer.G_eval, cfg, test_set, Path(job["render"]), job["method"],
+                                          job["data"])
     return out
 
 
-def render_previews(G, cfg, test_set, out: Path, method: str) -> dict:
+def render_previews(G, cfg, test_set, out: Path, method: str, data: str) -> dict:
     """GIF grid of 4 samples from ONE held-out reference (80 frames, shown at every other frame),
     a PNG still of it (first frame | last frame | motion map per sample), and a PNG still of 4
     different references."""
@@ -150,7 +151,7 @@ def render_previews(G, cfg, test_set, out: Path, method: str) -> dict:
     from suhmo.generate import sample
     from suhmo.render import render_png
 
-    slug = method.lower().replace(" ", "-")
+    slug = f"{data}_" + method.lower().replace(" ", "-")
     ref = np.asarray(test_set.clips[0][0], np.float32)
     same = sample(G, np.repeat(ref[None], 4, 0), 80, seed=7, init_vel=cfg.eval.init_vel)
     rng = np.random.default_rng(3)
@@ -296,6 +297,7 @@ def main(argv=None) -> int:
             render = args.out if (args.table == 1 and s == 0 and method.startswith("SUHMo")) else None
             jobs.append({"method": method, "overrides": {**common, **extra, "train.seed": seed},
                          "run_dir": work / f"{method.split()[0].lower()}-seed{seed}", "render": render,
+                         "data": args.data,
                          "detectors": det_ok})
     t_train = time.time()
     if args.jobs > 1:
