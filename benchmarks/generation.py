@@ -22,7 +22,16 @@ still grows faster than its FLOPs: at T = 800 the caches (2 x 16 x 800 x 256 flo
 formerly 52 MB for keys and values) outgrow the 32 MB L3 shared with the other jobs, and the
 one-query matrix-vector products run at memory speed.
 
+Quiet machine (load < 1), same day, after the change, best of 2, ms/frame at T = 100 / 200 /
+400 / 800 (per-frame ratio at 800):
+  2 threads (default)  rnn 1.41 / 1.30 / 1.29 / 1.33 (0.94); transformer 2.28 / 2.35 / 3.01 /
+                       3.34 (1.46); transformer-w64 2.27 / 2.33 / 2.31 / 2.41 (1.06)
+  1 thread             rnn 0.80 / 0.78 / 0.79 / 0.84 (1.05); transformer 0.96 / 1.06 / 1.38 /
+                       2.64 (2.76); transformer-w64 0.90 / 0.92 / 0.94 / 1.00 (1.11)
+(At this size one thread is faster per frame: the per-step ops are too small to split.)
+
 Commands:
+  OMP_WAIT_POLICY=PASSIVE python benchmarks/generation.py --repeats 2 --json
   OMP_WAIT_POLICY=PASSIVE python benchmarks/generation.py --repeats 2 --threads 1 --json
   python benchmarks/generation.py --window 32 --frames 100,1600 --json
 """
