@@ -167,6 +167,9 @@ def test_runs_always_closed_with_the_right_status(store):
     with trial("explicit") as ex:
         ex.close("KILLED", "stopped by ASHA at step 20")
     orphan = trial("orphan")  # a worker killed before it could close its run
+    # ASHA stopped it, and Ray ended the worker before the trial closed its run
+    cut = trial("cut")
+    cut.log_eval(2, {"fd": 4.0})
     # a worker torn down right after its final report, which had reached the budget
     done = tracking.TrialLogger(uri, exp, pid, trial_id="done", trial_name="done",
                                 config={"model.variant": "rnn", "train.iterations": 4}, seed=0, objectives=OBJ)
@@ -183,9 +186,11 @@ def test_runs_always_closed_with_the_right_status(store):
     assert st(asha)[:3] == ("KILLED", "KILLED", "true") and "scheduler" in st(asha)[3]
     assert st(ex) == ("KILLED", "KILLED", "true", "stopped by ASHA at step 20")
     assert c.get_run(orphan.run_id).info.status == "RUNNING"
-    tracking.finish_search_run(uri, pid, {})
+    tracking.finish_search_run(uri, pid, {}, stopped_trials={"cut"})
     s = st(orphan)
     assert s[:3] == ("KILLED", "KILLED", "false") and "without closing" in s[3]
+    s = st(cut)
+    assert s[:3] == ("KILLED", "KILLED", "true") and "scheduler" in s[3]
     assert st(done) == ("FINISHED", "FINISHED", "false", "")
     running = c.search_runs([exp], filter_string="attributes.status = 'RUNNING'")
     assert running == []

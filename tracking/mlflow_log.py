@@ -282,12 +282,14 @@ def _markdown_table(rows: list[dict]) -> str:
 
 
 def finish_search_run(tracking_uri: str, parent_run_id: str, summary: dict | None = None,
-                      status: str = "FINISHED") -> list[dict]:
+                      status: str = "FINISHED", stopped_trials: set | frozenset = frozenset()) -> list[dict]:
     """Close the parent run: leaderboard + summary artifacts, summary metrics/tags, status.
 
     Children still RUNNING at this point belong to trial processes that ended without
     closing their run (a killed worker); they are closed KILLED with a reason, so no run
-    of a finished search stays RUNNING. Returns the leaderboard rows (best first).
+    of a finished search stays RUNNING, or, for the trial ids in ``stopped_trials`` (those
+    the scheduler stopped, as Tune reports them), KILLED and tagged ``stopped_by_scheduler``,
+    as the trial would have closed itself. Returns the leaderboard rows (best first).
     """
     status = _check_status(status)
     client = _client(tracking_uri)
@@ -302,6 +304,10 @@ def finish_search_run(tracking_uri: str, parent_run_id: str, summary: dict | Non
             budget = child.data.params.get("train.iterations")
             if last is not None and budget is not None and int(last) >= int(budget):
                 close_run(tracking_uri, child.info.run_id, "FINISHED", None, stopped_by_scheduler=False)
+            elif child.data.tags.get("trial_id") in stopped_trials:
+                # the scheduler stopped it and Ray ended the worker before the trial closed its run
+                close_run(tracking_uri, child.info.run_id, "KILLED", "stopped by the scheduler (run closed by the driver)",
+                          stopped_by_scheduler=True)
             else:
                 close_run(tracking_uri, child.info.run_id, "KILLED",
                           "trial process ended without closing its run (search " + status.lower() + ")",
