@@ -14,6 +14,7 @@ G step, where D is frozen and only input gradients are formed (1x).
 from __future__ import annotations
 
 from suhmo.models.discriminators import window_tracks
+from suhmo.models.generators import step_width
 from suhmo.models.layers import feature_dim
 
 FRAME = 136
@@ -25,7 +26,7 @@ def _mlp(d_in: int, width: int, d_out: int, depth: int) -> int:
 
 
 def generator_forward(cfg, batch: int, obs: int, n_future: int) -> int:
-    step = 272 + (2 if cfg.model.g_centred and not cfg.model.delta else 0)  # generator input per frame
+    step = step_width(cfg.model.g_centred and not cfg.model.delta)  # generator input per frame
     m = cfg.model
     steps = obs + n_future - 1  # tokens / LSTM steps
     if m.variant == "rnn":

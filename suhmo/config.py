@@ -2,8 +2,8 @@
 
 Every knob of the trainer is a field of one of the dataclasses below; defaults follow the
 paper (Sec. 4.1), except ``model.d_centred`` (on: the discriminators see the face about its
-centroid, see ``suhmo.losses.sequence_features``) and ``model.vel_scale``/``acc_scale``. Field names are addressed with dots (``optim.lr_g``, ``windows.family``)
-by ``--set key=value``, YAML files and the search spaces. Unknown keys are errors that
+centroid, see ``suhmo.losses.sequence_features``) and ``model.vel_scale``/``acc_scale``. Field
+names are addressed with dots (``optim.lr_g``, ``windows.family``) by ``--set key=value``, YAML files and the search spaces. Unknown keys are errors that
 name the key and suggest the closest known one.
 
 Presets: ``paper`` (the defaults), ``small`` (CPU-sized experiments) and ``tiny``

@@ -91,8 +91,8 @@ def sequence_features(seq: Tensor, cfg) -> Tensor:
     With ``model.d_centred`` (default), per frame ``[pos - centroid | vel_scale * vel |
     acc_scale * acc]`` (68 x 6, ``scale_features``) followed by ``centroid - 0.5`` (2): F = 410,
     an invertible re-parametrisation of the paper's [pos | vel | acc] (Sec. 3.5), the same
-    information, better conditioned. Without it, the paper's 408 values (positions as they are). Measured (``benchmarks/d_probe.py``): with
-    absolute positions an MLP D_F does not learn, in 300 Adam steps, to tell real clips from
+    information, better conditioned. Without it, the paper's 408 values (positions as they
+    are). Measured (``benchmarks/d_probe.py``): with absolute positions an MLP D_F does not learn, in 300 Adam steps, to tell real clips from
     copies whose shape is warped by 30 % of the face radius (hinge loss stays at 2.0, chance),
     because the head's translation across clips dwarfs the shape differences; with centred
     positions it does (loss 0.2). Velocities and accelerations keep the head's translation.

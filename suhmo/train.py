@@ -31,7 +31,8 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from suhmo.checkpoint import copy_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from suhmo.checkpoint import (copy_checkpoint, generator_state, load_checkpoint, rng_state, save_checkpoint,
+                              set_rng_state)
 from suhmo.config import Config
 from suhmo.utils import SuhmoError, pick_device, seed_everything
 
@@ -216,9 +217,7 @@ class Trainer:
     def _check_finite(self, it: int, logs: dict[str, float]) -> None:
         """Stop with a SuhmoError on a NaN/inf loss or weight; accumulate the loss means."""
         bad = [k for k, v in logs.items() if not math.isfinite(v)]
-        # Per-tensor isfinite, not a norm: huge but finite weights overflow a norm to inf.
-        bad_weights = [(net, n) for net, m in (("G", self.G), ("D", self.D))
-                       for n, p in m.named_parameters() if not bool(torch.isfinite(p).all())]
+        bad_weights = self._non_finite_weights(ema=False)  # the average of finite weights is finite
         if bad or bad_weights:
             keep = (f"; the last good checkpoint {self.last_path} (iteration {self.saved_step}) is kept"
                     if self.saved_step is not None else "; no checkpoint was written yet")
@@ -252,9 +251,7 @@ class Trainer:
         try:
             metrics = {k: float(v) for k, v in self.metrics_fn(self.sample_fn, self.step).items()}
         finally:
-            self.G.train()
-            if self.G_ema is not None:
-                self.G_ema.eval()
+            self.G.train()  # G_ema, when kept, stays in eval mode
             set_rng_state(saved)
         if self._loss_count:
             for k, v in self._loss_sums.items():
@@ -293,13 +290,20 @@ class Trainer:
             copy_checkpoint(self.last_path, self.best_path)
         return self.last_path
 
+    def _non_finite_weights(self, ema: bool = True) -> list[tuple[str, str]]:
+        """``(network, parameter)`` of every non-finite weight tensor of G, D (and G_ema with ``ema``).
+        Per-tensor isfinite, not a norm: huge but finite weights overflow a norm to inf."""
+        nets = [("G", self.G), ("D", self.D)]
+        if ema and self.G_ema is not None:
+            nets.append(("G_ema", self.G_ema))
+        return [(net, n) for net, m in nets for n, p in m.named_parameters() if not bool(torch.isfinite(p).all())]
+
     def _check_weights_finite(self) -> None:
-        nets = [("G", self.G), ("D", self.D)] + ([("G_ema", self.G_ema)] if self.G_ema is not None else [])
-        for net, m in nets:
-            for name, p in m.named_parameters():
-                if not torch.isfinite(p).all():
-                    raise SuhmoError(f"diverged at iteration {self.step}: non-finite weights in {net} ({name}); "
-                                     f"not overwriting {self.last_path}")
+        bad = self._non_finite_weights()
+        if bad:
+            net, name = bad[0]
+            raise SuhmoError(f"diverged at iteration {self.step}: non-finite weights in {net} ({name}); "
+                             f"not overwriting {self.last_path}")
 
     def _payload(self, metrics: dict) -> dict:
         return {
@@ -334,7 +338,7 @@ class Trainer:
             self.D.load_state_dict(ck["D"])
             if self.G_ema is not None:
                 # a run that starts its moving average on resume starts it from the current G
-                self.G_ema.load_state_dict(ck.get("G_ema") or ck["G"])
+                self.G_ema.load_state_dict(generator_state(ck))
             self.opt_g.load_state_dict(ck["opt_g"])
             self.opt_d.load_state_dict(ck["opt_d"])
         except (RuntimeError, ValueError, KeyError) as e:

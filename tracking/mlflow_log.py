@@ -306,8 +306,8 @@ def finish_search_run(tracking_uri: str, parent_run_id: str, summary: dict | Non
                 close_run(tracking_uri, child.info.run_id, "FINISHED", None, stopped_by_scheduler=False)
             elif child.data.tags.get("trial_id") in stopped_trials:
                 # the scheduler stopped it and Ray ended the worker before the trial closed its run
-                close_run(tracking_uri, child.info.run_id, "KILLED", "stopped by the scheduler (run closed by the driver)",
-                          stopped_by_scheduler=True)
+                close_run(tracking_uri, child.info.run_id, "KILLED",
+                          "stopped by the scheduler (run closed by the driver)", stopped_by_scheduler=True)
             else:
                 close_run(tracking_uri, child.info.run_id, "KILLED",
                           "trial process ended without closing its run (search " + status.lower() + ")",

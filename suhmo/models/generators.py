@@ -37,6 +37,11 @@ STEP_DIM = 2 * FRAME_DIM  # 272: per-frame generator input [pos | vel] (or [pos 
 _OUT_GAIN = 0.01
 
 
+def step_width(centred: bool) -> int:
+    """Width of :func:`step_input`: 274 centred, else 272 (also the delta baseline's input)."""
+    return STEP_DIM + (2 if centred else 0)
+
+
 def step_input(pos: Tensor, vel: Tensor, vel_scale: float, centred: bool) -> Tensor:
     """One generator step input from ``pos``, ``vel`` ``[..., 136]`` (x, y interleaved).
 
@@ -168,12 +173,11 @@ class RNNCore(nn.Module):
         super().__init__()
         self.pair = pair
         self.delta = delta
-        self.centred = centred
+        self.centred = centred and not delta  # the delta baseline's input has no centred form
         self.vel_scale = float(vel_scale)
-        step = STEP_DIM + (2 if centred and not delta else 0)
+        step = step_width(self.centred)
         # learned initial state (h0, c0) from the first frame's (pos, vel)
-        self.init_mlp = nn.Sequential(nn.Linear(STEP_DIM + (2 if centred else 0), 2 * hidden), nn.ReLU(),
-                                      nn.Linear(2 * hidden, 2 * hidden))
+        self.init_mlp = nn.Sequential(nn.Linear(step, 2 * hidden), nn.ReLU(), nn.Linear(2 * hidden, 2 * hidden))
         self.cell = nn.LSTMCell(step + (hidden if pair else 0), hidden)
         # deep output on [h_t, pos_t, vel_t] -> velocity
         self.head = MLP(hidden + step, mlp, FRAME_DIM, depth=2, norm=True, spectral=spectral,
@@ -331,14 +335,14 @@ class TransformerCore(nn.Module):
                  vel_scale: float = 1.0, window: Optional[int] = None, centred: bool = False):
         super().__init__()
         self.delta = delta
-        self.centred = centred
+        self.centred = centred and not delta  # the delta baseline's input has no centred form
         self.vel_scale = float(vel_scale)
         self.emb = emb
         self.heads = heads
         self.head_dim = emb // heads
         self.window = window
         self.n_attn = 2 if pair else 1  # attentions per block: SA (+ BXA)
-        self.embed = nn.Linear(STEP_DIM + (2 if centred and not delta else 0), emb)
+        self.embed = nn.Linear(step_width(self.centred), emb)
         self.blocks = nn.ModuleList([GBlock(emb, heads, ff, pair, window) for _ in range(blocks)])
         self.head = MLP(emb, ff, FRAME_DIM, depth=1, norm=True, spectral=False, out_gain=_OUT_GAIN)
 
