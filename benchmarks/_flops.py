@@ -4,8 +4,9 @@ Only matrix products are counted (Linear, LSTM gates, attention scores and mixin
 elementwise work (activations, LayerNorm, LSTM cell updates) is left out, so the counts are
 a lower bound of the work and ``flops / seconds`` is a fair "achieved GEMM rate".
 
-The counts follow the work the code does, not a naive re-implementation: the RNN sequence
-D projects every feature frame through W_ih once (``[T, B, 410] x [410, 4H]``) and runs one
+The counts follow the work the code does, not a naive re-implementation: the Transformer
+sequence D embeds every feature frame once and cuts its windows from the embeddings; the RNN
+sequence D projects every feature frame through W_ih once (``[T, B, 410] x [410, 4H]``) and runs one
 recurrence per distinct window start, as long as the longest window there (``window_tracks``;
 the first step of a track has h = 0, so no W_hh product); backward = 2x forward, except the
 G step, where D is frozen and only input gradients are formed (1x).
@@ -55,13 +56,13 @@ def _seq_d(cfg, batch: int, plan, joint: bool, n_feat: int) -> int:
         total += batch * (tracks.steps - len(tracks.lengths)) * 2 * 4 * H * H  # recurrence
         n_win = sum(int(s.numel()) for _, s in plan)
         return total + (batch // 2 if joint else batch) * n_win * _mlp(H, H, 1, 1)
+    E, F = m.emb_d, m.hidden_d
+    total += batch * n_feat * 2 * feature_dim(cfg) * E  # embedding, once per frame (window_scores)
     for tau, starts in plan:
         n = int(starts.numel())
         rows = batch * n
-        E, F = m.emb_d, m.hidden_d
         L = tau + 1  # + class token
         blocks = m.blocks_d
-        total += rows * tau * 2 * feature_dim(cfg) * E
         att = 2 * 4 * E * E * L + 2 * 2 * E * L * L  # projections + scores/mixing
         ff = 2 * 2 * E * F * L
         if joint:  # the first block pools pairs after attention: FF and later blocks on half the rows
@@ -92,11 +93,8 @@ def _input_layers(cfg, batch: int, n_frames_pos: int, plan, *, n_future: int) ->
     n_feat = n_frames_pos - 2
     total = batch * min(n_future, n_feat) * 2 * feature_dim(cfg) * m.frame_d_hidden if w.w_frame > 0 else 0
     streams = int(w.w_seq > 0) + int(m.joint_d and w.w_joint > 0)
-    if cfg.d_form == "rnn":
-        per_stream = batch * n_feat * 2 * feature_dim(cfg) * 4 * m.hidden_d
-    else:
-        per_stream = sum(batch * int(s.numel()) * int(tau) * 2 * feature_dim(cfg) * m.emb_d for tau, s in plan)
-    return total + streams * per_stream
+    width = 4 * m.hidden_d if cfg.d_form == "rnn" else m.emb_d  # LSTM input projection / embedding
+    return total + streams * batch * n_feat * 2 * feature_dim(cfg) * width
 
 
 def train_iteration(cfg, batch: int, plan) -> int:

@@ -30,6 +30,19 @@ Quiet machine (load < 1), same day, after the change, best of 2, ms/frame at T =
                        2.64 (2.76); transformer-w64 0.90 / 0.92 / 0.94 / 1.00 (1.11)
 (At this size one thread is faster per frame: the per-step ops are too small to split.)
 
+The FLOP ratio column is the per-frame matmul work at T over that at the shortest T
+(benchmarks/_flops.py, attention included): what a cost linear in the work would show.
+Measured 2026-11-25 (load ~1.2, best of 2), ms/frame at T = 100 / 200 / 400 / 800, per-frame
+ratio at 800 (FLOP ratio at 800):
+  2 threads  rnn 1.73 / 1.28 / 1.25 / 1.29, 0.74 (1.00); transformer 2.24 / 2.30 / 2.48 /
+             3.20, 1.43 (1.41); transformer-w64 2.32 / 2.41 / 2.27 / 2.38, 1.03 (1.02)
+  1 thread   rnn 0.83 / 0.80 / 0.91 / 0.79, 0.95 (1.00); transformer 0.92 / 1.04 / 1.38 /
+             2.55, 2.78 (1.41); transformer-w64 0.90 / 0.94 / 0.94 / 0.97, 1.07 (1.02)
+With two threads the full-attention row grows exactly as its work does: the paper's causal
+attention reads all t earlier frames at step t, so its cost per frame is a + b t, and at this
+size b t reaches ~40 % of the step at T = 800. With one thread the attention part runs at
+memory speed once the caches leave the L2 (see above) and grows faster than its FLOPs.
+
 Commands:
   OMP_WAIT_POLICY=PASSIVE python benchmarks/generation.py --repeats 2 --json
   OMP_WAIT_POLICY=PASSIVE python benchmarks/generation.py --repeats 2 --threads 1 --json
@@ -49,14 +62,27 @@ from typing import Optional
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see benchmarks/train_step.py
 import torch  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _flops  # noqa: E402
+
 from suhmo.config import make_config  # noqa: E402
 from suhmo.models import build_generator  # noqa: E402
 
 SIZE = {"model.hidden_g": 256, "model.mlp_g": 256, "model.emb_g": 256}
 
 
+def _config(variant: str, window: Optional[int]):
+    return make_config("paper", overrides={"model.variant": variant, "model.attn_window_g": window, **SIZE})
+
+
+def flops_per_frame(variant: str, frames: int, samples: int, window: Optional[int] = None) -> float:
+    """Matmul FLOPs per generated frame (benchmarks/_flops.py): constant for the RNN and a
+    windowed Transformer; with full attention it grows with the mean history length."""
+    return _flops.generator_forward(_config(variant, window), samples, 1, frames) / frames
+
+
 def time_generation(variant: str, frames: int, samples: int, repeats: int, window: Optional[int] = None) -> float:
-    cfg = make_config("paper", overrides={"model.variant": variant, "model.attn_window_g": window, **SIZE})
+    cfg = _config(variant, window)
     torch.manual_seed(0)
     g = build_generator(cfg)
     ref = 0.3 + 0.4 * torch.rand(samples, 1, 68, 2)
@@ -83,18 +109,21 @@ def main(argv=None) -> int:
     torch.set_num_threads(a.threads)
     lengths = [int(f) for f in a.frames.split(",")]
     rows = []
-    print(f"{'variant':<17}{'frames':>7}{'samples':>8}{'seconds':>9}{'ms/frame':>10}{'per-frame ratio':>17}")
+    print(f"{'variant':<17}{'frames':>7}{'samples':>8}{'seconds':>9}{'ms/frame':>10}{'per-frame ratio':>17}"
+          f"{'FLOP ratio':>12}")
     runs = [("rnn", "rnn", None), ("transformer", "transformer", None),
             (f"transformer-w{a.window}", "transformer", a.window)]
     for name, variant, window in runs:
-        base = None
+        base = flop_base = None
         for T in lengths:
             sec = time_generation(variant, T, a.samples, a.repeats, window)
-            per = sec / T
-            base = base or per
+            per, flop = sec / T, flops_per_frame(variant, T, a.samples, window)
+            base, flop_base = base or per, flop_base or flop
             rows.append({"variant": name, "frames": T, "samples": a.samples, "seconds": round(sec, 4),
-                         "ms_per_frame": round(1000 * per, 3), "per_frame_ratio": round(per / base, 3)})
-            print(f"{name:<17}{T:>7}{a.samples:>8}{sec:>9.3f}{1000 * per:>10.2f}{per / base:>17.2f}", flush=True)
+                         "ms_per_frame": round(1000 * per, 3), "per_frame_ratio": round(per / base, 3),
+                         "flop_per_frame_ratio": round(flop / flop_base, 3)})
+            print(f"{name:<17}{T:>7}{a.samples:>8}{sec:>9.3f}{1000 * per:>10.2f}{per / base:>17.2f}"
+                  f"{flop / flop_base:>12.2f}", flush=True)
     if a.json:
         print(json.dumps({"rows": rows}))
     return 0

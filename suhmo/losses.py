@@ -85,7 +85,7 @@ def scale_features(f: Tensor, vel_scale: float, acc_scale: float) -> Tensor:
     return f * scale
 
 
-def sequence_features(seq: Tensor, cfg) -> Tensor:
+def sequence_features(seq: Tensor, cfg, motion: Tensor | None = None) -> Tensor:
     """``[B, T, 68, 2]`` positions -> ``[B, T-2, F]`` discriminator features (F = ``feature_dim(cfg)``).
 
     With ``model.d_centred`` (default), per frame ``[pos - centroid | vel_scale * vel |
@@ -96,8 +96,10 @@ def sequence_features(seq: Tensor, cfg) -> Tensor:
     copies whose shape is warped by 30 % of the face radius (hinge loss stays at 2.0, chance),
     because the head's translation across clips dwarfs the shape differences; with centred
     positions it does (loss 0.2). Velocities and accelerations keep the head's translation.
+    ``motion``: ``motion_features(seq)`` when the caller has it already.
     """
-    f = scale_features(motion_features(seq), cfg.model.vel_scale, cfg.model.acc_scale)  # [B, T-2, 68, 6]
+    motion = motion_features(seq) if motion is None else motion
+    f = scale_features(motion, cfg.model.vel_scale, cfg.model.acc_scale)  # [B, T-2, 68, 6]
     if not cfg.model.d_centred:
         return f.reshape(f.shape[0], f.shape[1], -1)
     centroid = seq[:, 2:].mean(-2)  # [B, T-2, 2]
@@ -191,7 +193,7 @@ def generator_loss(D, fake_seq: Tensor, real_seq: Tensor, out, plan, cfg, lam: f
     loss = fake_seq.new_zeros(())
     logs: dict[str, float] = {}
     if needs_discriminator(cfg) and D is not None:
-        feats = sequence_features(fake_seq, cfg)
+        feats = sequence_features(fake_seq, cfg, fake_f)
         with _frozen(D), parametrize.cached():
             scores = _scores(D, feats, plan, _frame_count(cfg, fake_seq.shape[1]), cfg)
         for name, (s, w) in scores.items():

@@ -376,13 +376,17 @@ def test_window_tracks_share_prefixes():
         window_tracks(_plan([(7, [14])]), 20)
 
 
+@pytest.mark.parametrize("form", ["rnn", "transformer"])
 @pytest.mark.parametrize("joint", [False, True])
-def test_fused_window_scores_match_nn_lstm(joint):
-    from suhmo.models.discriminators import RNNSeqDiscriminator
+def test_window_scores_match_per_window_forward(joint, form):
+    """RNN: one recurrence over the plan vs nn.LSTM per window batch; Transformer: frames
+    embedded once vs each window embedded; values and every gradient agree."""
+    from suhmo.models.discriminators import RNNSeqDiscriminator, TransformerSeqDiscriminator
     from suhmo.models.windows import window_batch
 
     torch.manual_seed(0)
-    net = RNNSeqDiscriminator(16, joint=joint).eval()
+    net = (RNNSeqDiscriminator(16, joint=joint) if form == "rnn"
+           else TransformerSeqDiscriminator(8, heads=2, blocks=2, ff=16, joint=joint)).eval()
     feats = torch.randn(4, 20, FEATURE_DIM, requires_grad=True)
     plan = _plan([(3, [0, 5, 5]), (7, [0, 13]), (12, [5, 2]), (1, [19])])
     fused = net.window_scores(feats, plan)

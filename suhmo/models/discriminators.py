@@ -6,7 +6,8 @@ Sequence discriminators score windows ``[N, tau, 410] -> [N]`` (joint: ``[N/2]``
 window-based multi-scale discriminator of eq. 5. A sequence D may also offer
 ``window_scores(feats [B, T, 410], plan) -> [n_windows, B]`` (joint ``[n_windows, B/2]``), which
 ``multiscale_score`` prefers: the RNN form uses it to run every window of a plan in one
-recurrence (``lstm_window_states``) instead of one ``nn.LSTM`` call per window length.
+recurrence (``lstm_window_states``) instead of one ``nn.LSTM`` call per window length, the
+Transformer form to embed every frame once and cut the windows from the embeddings.
 
 D_F uses LayerNorm, not the authors' BatchNorm: with BatchNorm the real and the fake batches
 are normalised with their own statistics, so a sample's score depends on the rest of its
@@ -24,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from suhmo.models.layers import FEATURE_DIM, MLP, feature_dim, MultiHeadAttention, pair_pool, sinusoidal_encoding
+from suhmo.models.windows import window_batch
 
 
 class FrameDiscriminator(nn.Module):
@@ -115,6 +117,7 @@ class _WindowLSTM(torch.autograd.Function):
         starts = torch.tensor(tracks.starts, dtype=torch.long, device=dev)
         gates_all = xp.new_empty(offs[-1], G4)
         cells = xp.new_empty(offs[-1], H)
+        tanh_cells = xp.new_empty(offs[-1], H)  # tanh(c_k), formed for h_k and reused by backward
         keep_h = ctx.needs_input_grad[1]
         h_prev = xp.new_empty(offs[-1] - rows[0], H) if keep_h else None
         n_windows = sum(len(e) for e in tracks.ends)
@@ -140,19 +143,19 @@ class _WindowLSTM(torch.autograd.Function):
             else:
                 torch.mul(f, cells[offs[k - 1]:offs[k - 1] + n], out=c)
                 c.addcmul_(i, g)
-            h = torch.tanh(c).mul_(o)
+            h = torch.mul(torch.tanh(c, out=tanh_cells[a:a + n]), o)
             if tracks.ends[k]:
                 wins = torch.tensor([w for w, _ in tracks.ends[k]], device=dev)
                 trs = torch.tensor([t for _, t in tracks.ends[k]], device=dev)
                 out.index_copy_(0, wins, h.view(n_tr, B, H).index_select(0, trs))
         ctx.tracks, ctx.offs, ctx.rows = tracks, offs, rows
-        ctx.save_for_backward(w_hh, gates_all, cells, h_prev if keep_h else xp.new_zeros(0))
+        ctx.save_for_backward(w_hh, gates_all, cells, tanh_cells, h_prev if keep_h else xp.new_zeros(0))
         ctx.shape = (T, B, G4)
         return out
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        w_hh, gates_all, cells, h_prev = ctx.saved_tensors
+        w_hh, gates_all, cells, tanh_cells, h_prev = ctx.saved_tensors
         tracks, offs, rows = ctx.tracks, ctx.offs, ctx.rows
         T, B, G4 = ctx.shape
         H = G4 // 4
@@ -162,30 +165,37 @@ class _WindowLSTM(torch.autograd.Function):
         grad_out = grad_out.contiguous()
         dxp = gates_all.new_zeros(T, B, G4) if need_x else None
         dgates_all = torch.empty_like(gates_all)  # saved tensors stay intact (retain_graph, gradcheck)
+        scratch = gates_all.new_empty(rows[0], H)  # one [n, H] temporary, reused at every step
         dh_next = dc_next = None  # gradients w.r.t. h_k and c_k coming from step k+1
         for k in range(len(rows) - 1, -1, -1):
             a, n, n_tr = offs[k], rows[k], tracks.active[k]
-            dh = gates_all.new_zeros(n, H)
-            if dh_next is not None:
-                dh[:dh_next.shape[0]] += dh_next
+            # dh_k: from step k+1 (its rows are the first ones: tracks end, none start) + the windows ending here
+            if dh_next is not None and dh_next.shape[0] == n:
+                dh = dh_next
+            else:
+                dh = gates_all.new_zeros(n, H)
+                if dh_next is not None:
+                    dh[:dh_next.shape[0]] = dh_next
             if tracks.ends[k]:
                 wins = torch.tensor([w for w, _ in tracks.ends[k]], device=dev)
                 trs = torch.tensor([t for _, t in tracks.ends[k]], device=dev)
                 dh.view(n_tr, B, H).index_add_(0, trs, grad_out.index_select(0, wins))
             i, f, g, o = gates_all[a:a + n].chunk(4, 1)
-            tc = cells[a:a + n].tanh()
+            tc = tanh_cells[a:a + n]
+            tmp = scratch[:n]
             # dc_k = dc from step k+1 + dh_k * o * (1 - tanh(c_k)^2)
-            dc = (1 - tc * tc).mul_(o).mul_(dh)
+            dc = torch.mul(dh, o)
+            dc.addcmul_(dc, torch.mul(tc, tc, out=tmp), value=-1.0)
             if dc_next is not None:
                 dc[:dc_next.shape[0]] += dc_next
-            # gradients of the gates before their nonlinearities
+            # gradients of the gates before their nonlinearities: sigmoid' = s - s^2, tanh' = 1 - t^2
             dgates = dgates_all[a:a + n]
             di, df, dg, do = dgates.chunk(4, 1)
-            torch.mul(dc, g, out=di).mul_(i).mul_(1 - i)
-            torch.mul(dc, i, out=dg).mul_(1 - g * g)
-            torch.mul(dh, tc, out=do).mul_(o).mul_(1 - o)
+            _sigmoid_grad(torch.mul(dc, g, out=di), i, tmp)
+            torch.mul(dc, i, out=dg).addcmul_(dg, torch.mul(g, g, out=tmp), value=-1.0)
+            _sigmoid_grad(torch.mul(dh, tc, out=do), o, tmp)
             if k > 0:
-                torch.mul(dc, cells[offs[k - 1]:offs[k - 1] + n], out=df).mul_(f).mul_(1 - f)
+                _sigmoid_grad(torch.mul(dc, cells[offs[k - 1]:offs[k - 1] + n], out=df), f, tmp)
                 dc_next = dc.mul_(f)
                 dh_next = dgates @ w_hh
             else:
@@ -194,6 +204,12 @@ class _WindowLSTM(torch.autograd.Function):
                 dxp.index_add_(0, starts[:n_tr] + k, dgates.view(n_tr, B, G4))
         dw = dgates_all[rows[0]:].t() @ h_prev if need_w else None
         return dxp, dw, None
+
+
+def _sigmoid_grad(d: Tensor, s: Tensor, tmp: Tensor) -> Tensor:
+    """``d *= s * (1 - s)`` in place, as ``d * s - (d * s) * s``, with ``tmp`` as scratch."""
+    d.mul_(s)
+    return d.sub_(torch.mul(d, s, out=tmp))
 
 
 class RNNSeqDiscriminator(nn.Module):
@@ -272,8 +288,24 @@ class TransformerSeqDiscriminator(nn.Module):
         return self._pe[:tau]
 
     def forward(self, windows: Tensor) -> Tensor:
-        N, tau = windows.shape[0], windows.shape[1]
-        h = self.embed(windows)
+        """``windows [N, tau, 410]`` -> raw scores ``[N]`` (joint: ``[N/2]``)."""
+        return self._encode(self.embed(windows))
+
+    def window_scores(self, feats: Tensor, plan) -> Tensor:
+        """``feats [B, T, 410]`` -> raw scores ``[n_windows, B]`` (joint: ``[n_windows, B/2]``) of
+        every window of ``plan``, in plan order; equal to ``forward`` on each window batch.
+
+        The embedding is per frame, so every frame is embedded once and the windows are cut
+        from the embeddings: overlapping windows (the grid's 31 cover the 43 frames ~6x) no
+        longer embed a frame once per window, and the copies are E wide instead of 410.
+        """
+        emb = self.embed(feats)
+        return torch.cat([self._encode(window_batch(emb, int(tau), starts)).reshape(int(starts.numel()), -1)
+                          for tau, starts in plan], 0)
+
+    def _encode(self, h: Tensor) -> Tensor:
+        """Embedded windows ``[N, tau, E]`` -> scores: position code, class token, blocks, head."""
+        N, tau = h.shape[0], h.shape[1]
         if self.pos_enc:
             h = h + 0.02 * self._encoding(tau, h)
         h = torch.cat([self.cls.expand(N, 1, -1), h], 1)

@@ -151,7 +151,7 @@ def multiscale_score(net, feats: Tensor, plan) -> Tensor:
 
     ``net`` maps ``[N, tau, F] -> [N]`` (or ``[N/2]`` for the joint D); all windows of one length
     go through ``net`` in one call. A ``net`` with ``window_scores(feats, plan) -> [n_windows, B']``
-    (the RNN sequence D) scores the whole plan in one call instead. Returns ``[B]`` (joint: ``[B/2]``).
+    (both sequence D forms) scores the whole plan in one call instead. Returns ``[B]`` (joint: ``[B/2]``).
     """
     weights = getattr(plan, "weights", None) or [1.0 / len(plan)] * len(plan)
     sizes = [int(starts.numel()) for _, starts in plan]
