@@ -553,9 +553,9 @@ def _finish_tracking(plan: SearchPlan, outcome: SearchOutcome, status: str, echo
     summary = {"wall_s": round(outcome.wall_s, 1), "num_samples": plan.num_samples,
                "interrupted": outcome.interrupted, "storage": str(plan.exp_dir), **{f"n_{k}": v for k, v in counts.items()}}
     try:
-        stopped = frozenset(r.trial_id for r in outcome.rows if r.state == "stopped")
         tracking.finish_search_run(plan.tracking_uri, plan.parent_run_id, summary, status=status,
-                                   stopped_trials=stopped)
+                                   trial_states={r.trial_id: r.state for r in outcome.rows},
+                                   trial_errors={r.trial_id: r.error for r in outcome.rows if r.error})
     except Exception as e:  # noqa: BLE001 - the search itself is done; say what failed
         echo(f"warning: could not close the MLflow search run: {e}")
 

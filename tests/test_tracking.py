@@ -174,6 +174,11 @@ def test_runs_always_closed_with_the_right_status(store):
     done = tracking.TrialLogger(uri, exp, pid, trial_id="done", trial_name="done",
                                 config={"model.variant": "rnn", "train.iterations": 4}, seed=0, objectives=OBJ)
     done.log_eval(4, {"fd": 3.0})
+    # Tune reports these two; their workers died before closing: one completed, one raised
+    closed_late = trial("late")
+    closed_late.log_eval(2, {"fd": 2.0})
+    crashed = trial("crash")
+    crashed.log_eval(2, {"fd": 9.0})
     with pytest.raises(SuhmoError, match="closed"):
         ok.log_eval(2, {"fd": 0.5})
 
@@ -186,12 +191,15 @@ def test_runs_always_closed_with_the_right_status(store):
     assert st(asha)[:3] == ("KILLED", "KILLED", "true") and "scheduler" in st(asha)[3]
     assert st(ex) == ("KILLED", "KILLED", "true", "stopped by ASHA at step 20")
     assert c.get_run(orphan.run_id).info.status == "RUNNING"
-    tracking.finish_search_run(uri, pid, {}, stopped_trials={"cut"})
+    tracking.finish_search_run(uri, pid, {}, trial_states={"cut": "stopped", "late": "finished", "crash": "error"},
+                               trial_errors={"crash": "RuntimeError: worker lost"})
     s = st(orphan)
     assert s[:3] == ("KILLED", "KILLED", "false") and "without closing" in s[3]
     s = st(cut)
     assert s[:3] == ("KILLED", "KILLED", "true") and "scheduler" in s[3]
-    assert st(done) == ("FINISHED", "FINISHED", "false", "")
+    assert st(done) == ("FINISHED", "FINISHED", "false", "")  # no state given: its last step reached the budget
+    assert st(closed_late) == ("FINISHED", "FINISHED", "false", "")
+    assert st(crashed) == ("FAILED", "FAILED", "false", "RuntimeError: worker lost")
     running = c.search_runs([exp], filter_string="attributes.status = 'RUNNING'")
     assert running == []
     with pytest.raises(SuhmoError, match="choose one of"):

@@ -28,7 +28,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import mlflow  # noqa: F401  (telemetry is disabled in tracking/__init__)
 import numpy as np
@@ -282,36 +282,47 @@ def _markdown_table(rows: list[dict]) -> str:
 
 
 def finish_search_run(tracking_uri: str, parent_run_id: str, summary: dict | None = None,
-                      status: str = "FINISHED", stopped_trials: set | frozenset = frozenset()) -> list[dict]:
+                      status: str = "FINISHED", trial_states: Mapping[str, str] | None = None,
+                      trial_errors: Mapping[str, str] | None = None) -> list[dict]:
     """Close the parent run: leaderboard + summary artifacts, summary metrics/tags, status.
 
-    Children still RUNNING at this point belong to trial processes that ended without
-    closing their run (a killed worker); they are closed KILLED with a reason, so no run
-    of a finished search stays RUNNING, or, for the trial ids in ``stopped_trials`` (those
-    the scheduler stopped, as Tune reports them), KILLED and tagged ``stopped_by_scheduler``,
-    as the trial would have closed itself. Returns the leaderboard rows (best first).
+    Children still RUNNING at this point belong to trial processes that ended without closing
+    their run (Ray may tear a worker down right after its final report, or kill it). They are
+    closed as the trial would have closed itself, by the state the driver read from Tune
+    (``trial_states``, trial id -> finished | stopped | error | ...): finished -> FINISHED,
+    stopped (by the scheduler) -> KILLED tagged ``stopped_by_scheduler``, error -> FAILED with
+    ``trial_errors[id]``. A trial without a known state (a caller that passes none) counts as
+    finished when its last evaluation reached its iteration budget; any other is closed KILLED
+    with the reason, so no run of a finished search stays RUNNING. Returns the leaderboard rows
+    (best first).
     """
     status = _check_status(status)
     client = _client(tracking_uri)
     parent = client.get_run(parent_run_id)
     exp_id = parent.info.experiment_id
+    states, errors = dict(trial_states or {}), dict(trial_errors or {})
     for child in _children(client, exp_id, parent_run_id):
-        if child.info.status in ("RUNNING", "SCHEDULED"):
-            # Ray may tear a trial's worker down right after its final report, before the
-            # trial closed its run: a trial whose last evaluation reached its iteration
-            # budget trained to the end.
+        if child.info.status not in ("RUNNING", "SCHEDULED"):
+            continue
+        run_id, tid = child.info.run_id, child.data.tags.get("trial_id")
+        state = states.get(tid)
+        if state is None:
             last = child.data.tags.get(LAST_STEP_TAG)
             budget = child.data.params.get("train.iterations")
             if last is not None and budget is not None and int(last) >= int(budget):
-                close_run(tracking_uri, child.info.run_id, "FINISHED", None, stopped_by_scheduler=False)
-            elif child.data.tags.get("trial_id") in stopped_trials:
-                # the scheduler stopped it and Ray ended the worker before the trial closed its run
-                close_run(tracking_uri, child.info.run_id, "KILLED",
-                          "stopped by the scheduler (run closed by the driver)", stopped_by_scheduler=True)
-            else:
-                close_run(tracking_uri, child.info.run_id, "KILLED",
-                          "trial process ended without closing its run (search " + status.lower() + ")",
-                          stopped_by_scheduler=False)
+                state = "finished"
+        if state == "finished":
+            close_run(tracking_uri, run_id, "FINISHED", None, stopped_by_scheduler=False)
+        elif state == "stopped":
+            close_run(tracking_uri, run_id, "KILLED", "stopped by the scheduler (run closed by the driver)",
+                      stopped_by_scheduler=True)
+        elif state == "error":
+            close_run(tracking_uri, run_id, "FAILED", errors.get(tid) or "trial failed (run closed by the driver)",
+                      stopped_by_scheduler=False)
+        else:
+            close_run(tracking_uri, run_id, "KILLED",
+                      "trial process ended without closing its run (search " + status.lower() + ")",
+                      stopped_by_scheduler=False)
     children = _children(client, exp_id, parent_run_id)
     objectives = json.loads(parent.data.tags.get(OBJECTIVES_TAG, "[]"))
     if not objectives:
