@@ -165,6 +165,50 @@ def test_cached_generation_matches_uncached(over):
     assert torch.allclose(g(obs, 9, init_vel=v0).future, gen.future, atol=1e-5)
 
 
+@pytest.mark.parametrize("over", [{}, {"model.heads_g": 2, "model.blocks_g": 2}, {"model.attn_window_g": 2}])
+def test_training_cache_gradients_match_re_encoding(over):
+    """The training pass writes keys and values in place and carries their gradients back to
+    the step that wrote them (_CachedAttention); the reference re-encodes the whole prefix at
+    every step with one masked call, so no gradient crosses calls there."""
+    g = make_g("transformer", **over).double().train()  # float64: compare to 1e-9, not to float32 rounding
+    for m in g.modules():  # keep the weights fixed between the two passes (no power-iteration step)
+        if hasattr(m, "parametrizations"):
+            m.eval()
+    obs = seqs(4, 3).double().requires_grad_(True)
+    v0 = 0.01 * torch.randn(4, 68, 2, dtype=torch.float64)
+    w = torch.randn(4, 6, 68, 2, dtype=torch.float64)
+    params = [p for p in g.parameters() if p.requires_grad]
+
+    fut = g(obs, 6, init_vel=v0).future
+    grads = torch.autograd.grad((fut * w).sum(), [obs] + params)
+    prefix = obs
+    for _ in range(6):
+        prefix = torch.cat([prefix, g(prefix, 1, init_vel=v0).future], 1)
+    assert torch.allclose(prefix[:, 3:], fut, atol=1e-10)
+    ref = torch.autograd.grad((prefix[:, 3:] * w).sum(), [obs] + params)
+    for a, b in zip(grads, ref):
+        assert torch.allclose(a, b, rtol=1e-8, atol=1e-9), (a - b).abs().max()
+
+
+def test_cached_attention_backward_passes_gradcheck():
+    from suhmo.models.generators import _CachedAttention
+    from suhmo.models.layers import causal_mask
+
+    torch.manual_seed(0)
+    B, h, T, dh = 2, 2, 5, 3
+    q, k, v = (torch.randn(B, h, T, dh, dtype=torch.float64, requires_grad=True) for _ in range(3))
+
+    def run(q, k, v):  # 3 tokens in one masked call, then 2 one-token steps (window 3) reading the cache
+        store = [torch.zeros(B, h, T, dh, dtype=torch.float64) for _ in range(4)]
+        outs = [_CachedAttention.apply(q[:, :, :3], k[:, :, :3], v[:, :, :3], store, 0, 0, causal_mask(3, 0, "cpu"))]
+        for t in (3, 4):
+            outs.append(_CachedAttention.apply(q[:, :, t:t + 1], k[:, :, t:t + 1], v[:, :, t:t + 1], store, t,
+                                               max(0, t - 2), None))
+        return torch.cat(outs, 2)
+
+    assert torch.autograd.gradcheck(run, (q, k, v))
+
+
 # ------------------------------------------------------------------ bounded attention window
 @pytest.mark.parametrize("over", [{}, {"model.heads_g": 2, "model.blocks_g": 2}, {"model.delta": True},
                                   {"model.pair_g": False}])

@@ -256,8 +256,10 @@ class GBlock(nn.Module):
       written in place; a step reads them through ``MultiHeadAttention.attend_memory``, which
       never forms the keys and values: each generated token streams half the memory that a
       key and a value cache would make it read, and that is what long generations wait on.
-    - no buffers (training, autograd): per attention, keys and values ``[B, h, t, dh]``,
-      concatenated so that every earlier tensor stays intact; each token is projected once.
+    - no buffers (training, autograd): per attention, keys and values ``[B, h, T_max, dh]`` and
+      their gradients, preallocated and written in place by ``_CachedAttention``, whose
+      backward carries the gradients of cached entries to the step that wrote them; each token
+      is projected once.
 
     With a ``window`` W each token reads only the W most recent entries, itself included: a
     step without a mask (one token) reads a slice of the last W, a parallel pass relies on its
@@ -287,7 +289,7 @@ class GBlock(nn.Module):
         if use_buffers:
             y, cache = self._attend_inputs_cache(x, cache, past, first, mask)
         else:
-            y, cache = self._attend_kv_cache(x, cache, first, mask)
+            y, cache = self._attend_kv_cache(x, cache, past, first, mask)
         return self.ln3(y + self.ff(y)), cache
 
     def _attend_inputs_cache(self, x: Tensor, cache: List[Tensor], past: int, first: int,
@@ -300,22 +302,73 @@ class GBlock(nn.Module):
             y = self.ln2(y + self.bxa.attend_memory(y, cache[1][:, first:end], mask))
         return y, cache
 
-    def _attend_kv_cache(self, x: Tensor, cache: List[Tensor], first: int,
+    @torch.jit.unused
+    def _attend_kv_cache(self, x: Tensor, cache: List[Tensor], past: int, first: int,
                          mask: Optional[Tensor]) -> Tuple[Tensor, List[Tensor]]:
         k, v = self.sa.project_kv(x)
-        k_all = torch.cat([cache[0], k], 2)
-        v_all = torch.cat([cache[1], v], 2)
-        y = self.ln1(x + self.sa.attend(self.sa.project_q(x), k_all[:, :, first:], v_all[:, :, first:], mask))
-        new_cache = [k_all, v_all]
+        y = self.sa.out(_merge_heads(_CachedAttention.apply(self.sa.project_q(x), k, v, cache[:4], past, first,
+                                                            mask)))
+        y = self.ln1(x + y)
         if self.pair:
             k2, v2 = self.bxa.project_kv(y)
-            k2_all = torch.cat([cache[2], pair_swap(k2)], 2)
-            v2_all = torch.cat([cache[3], pair_swap(v2)], 2)
-            y = self.ln2(y + self.bxa.attend(self.bxa.project_q(y), k2_all[:, :, first:], v2_all[:, :, first:],
-                                             mask))
-            new_cache.append(k2_all)
-            new_cache.append(v2_all)
-        return y, new_cache
+            att = _CachedAttention.apply(self.bxa.project_q(y), pair_swap(k2), pair_swap(v2), cache[4:], past,
+                                         first, mask)
+            y = self.ln2(y + self.bxa.out(_merge_heads(att)))
+        return y, cache
+
+
+def _merge_heads(y: Tensor) -> Tensor:
+    """``[B, h, n, dh] -> [B, n, h * dh]``."""
+    B, h, n, dh = y.shape
+    return y.transpose(1, 2).reshape(B, n, h * dh)
+
+
+class _CachedAttention(torch.autograd.Function):
+    """Causal attention of the queries ``q [B, h, n, dh]`` at positions past..past+n-1 over the
+    keys and values of positions first..past+n-1, for the training pass (autograd).
+
+    ``store = [K, V, dK, dV]``, each ``[B, h, T_total, dh]``, preallocated per pass: the forward
+    writes the new keys and values ``k, v [B, h, n, dh]`` in place at past..past+n-1 and reads the
+    cache from there. Concatenating a growing cache instead (the usual way to keep autograd's
+    saved tensors intact) copies O(t) per step, O(T^2) per pass, forward and backward.
+
+    The backward adds this call's key and value gradients for every position it read into
+    ``dK, dV`` and returns (and clears) those of its own positions. That is complete: a
+    position's later readers are the later steps, which depend on this step's output through
+    the autoregressive chain, so autograd runs their backward first. The store ends the
+    backward zeroed, so a graph kept with ``retain_graph`` can be back-propagated again.
+    """
+
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, store: List[Tensor], past: int, first: int,
+                mask: Optional[Tensor]) -> Tensor:
+        K, V = store[0], store[1]
+        end = past + k.shape[2]
+        K[:, :, past:end] = k
+        V[:, :, past:end] = v
+        scale = q.shape[-1] ** -0.5
+        scores = torch.matmul(q, K[:, :, first:end].transpose(-1, -2)).mul_(scale)  # [B, h, n, t]
+        if mask is not None:
+            scores.masked_fill_(~mask[:, first:end], float("-inf"))
+        p = torch.softmax(scores, dim=-1)
+        ctx.save_for_backward(q, p)
+        ctx.store, ctx.span, ctx.scale = store, (past, first, end), scale
+        return torch.matmul(p, V[:, :, first:end])
+
+    @staticmethod
+    def backward(ctx, dy: Tensor):
+        q, p = ctx.saved_tensors
+        K, V, dK, dV = ctx.store
+        past, first, end = ctx.span
+        dV[:, :, first:end] += torch.matmul(p.transpose(-1, -2), dy)
+        dp = torch.matmul(dy, V[:, :, first:end].transpose(-1, -2))
+        ds = p * (dp - (dp * p).sum(-1, keepdim=True))  # softmax backward
+        dq = torch.matmul(ds, K[:, :, first:end]).mul_(ctx.scale)
+        dK[:, :, first:end] += torch.matmul(ds.transpose(-1, -2), q).mul_(ctx.scale)
+        dk, dv = dK[:, :, past:end].clone(), dV[:, :, past:end].clone()
+        dK[:, :, past:end] = 0.0
+        dV[:, :, past:end] = 0.0
+        return dq, dk, dv, None, None, None, None
 
 
 class TransformerCore(nn.Module):
@@ -368,7 +421,7 @@ class TransformerCore(nn.Module):
             if use_buffers:
                 caches.append([obs.new_zeros(B, total, self.emb) for _ in range(self.n_attn)])
             else:
-                caches.append([obs.new_zeros(B, self.heads, 0, self.head_dim) for _ in range(2 * self.n_attn)])
+                caches.append([obs.new_zeros(B, self.heads, total, self.head_dim) for _ in range(4 * self.n_attn)])
         # observed frames: one parallel causal pass (teacher forcing), which fills the caches
         if self.delta:
             feat = torch.cat([x - x0, x0.expand(B, O, 136)], -1)
