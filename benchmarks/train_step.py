@@ -33,13 +33,16 @@ Then the Transformer G's training pass wrote its keys and values in place (``_Ca
 instead of concatenating a growing cache; old and new code alternated twice in one session
 (``--sizes paper --variants transformer --paper-iters 2``): sampled 5.40 / 5.39 -> 5.07 / 4.96
 s/iter (G forward 1.44 -> 1.09 s), grid 7.24 / 7.81 -> 7.01 / 6.89 (x bound 1.75 and 1.69).
+With ``--decompose`` right after: Transformer sampled 4.80 (1.67 = 1.12 * 1.48, 37.6x), grid
+7.18 (1.70 = 1.27 * 1.34, 25.1x); the products (the attention's matrix-vector ones now
+included) take 79 % and 77 % of the time.
 The 1.3x target is met by no row. What is left (``gemm_decomposition``): the products run at
 their shapes' own rates (x shape 1.07-1.20: 120-960-row products are slower than 1024^3 ones)
 and the rest of the time is the elementwise work of 44 autoregressive steps and their
-backward (x other 1.17-1.59). For the Transformer the products alone, in situ, take 3.6 s of
-the 3.8 s that 1.3x allows (sampled windows), so the target would need the LayerNorms,
-activations, softmaxes, cache copies and optimiser updates (1.4 s) to fall 5-fold, which
-eager PyTorch on this CPU does not do.
+backward (x other 1.17-1.59). For the Transformer the products alone, in situ, take 3.8 s of
+the 3.84 s that 1.3x allows (sampled windows, 79 % of 4.80 s), so the target would need the
+LayerNorms, activations, softmaxes, cache traffic and optimiser updates (1.0 s) to vanish,
+and most products are 120-row steps of the autoregressive G that cannot be batched further.
 
 Commands:
   python benchmarks/train_step.py --json                       # all rows
