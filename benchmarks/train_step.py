@@ -33,6 +33,10 @@ Then the Transformer G's training pass wrote its keys and values in place (``_Ca
 instead of concatenating a growing cache; old and new code alternated twice in one session
 (``--sizes paper --variants transformer --paper-iters 2``): sampled 5.40 / 5.39 -> 5.07 / 4.96
 s/iter (G forward 1.44 -> 1.09 s), grid 7.24 / 7.81 -> 7.01 / 6.89 (x bound 1.75 and 1.69).
+Peak resident memory of the row (``peak_rss_mib``, the process's high-water mark from the row's
+start; compare rows run alone), old -> new code, one row per process, paper size: Transformer
+sampled 3580 -> 1890 MiB, grid 4809 -> 3134 MiB: the concatenated caches kept every step's
+copy of the history for backward, O(T^2) memory.
 With ``--decompose`` right after: Transformer sampled 4.80 (1.67 = 1.12 * 1.48, 37.6x), grid
 7.18 (1.70 = 1.27 * 1.34, 25.1x); the products (the attention's matrix-vector ones now
 included) take 79 % and 77 % of the time.
@@ -166,6 +170,25 @@ def gemm_decomposition(step, seconds: float, counted_flops: int, calib: float) -
             "other_ratio": round(seconds / bound_s, 3)}
 
 
+def reset_peak_rss() -> None:
+    """Start a new resident-memory high-water mark (Linux: ``/proc/self/clear_refs``)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def peak_rss_mib() -> float | None:
+    """Resident-memory high-water mark of this process since ``reset_peak_rss`` (VmHWM), MiB."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
 def fake_batch(batch: int, frames: int, gen: torch.Generator) -> torch.Tensor:
     """Plausible normalised landmark sequences: a random face drifting by a smooth random walk."""
     face = 0.3 + 0.4 * torch.rand(batch, 1, 68, 2, generator=gen)
@@ -204,12 +227,14 @@ def run_row(variant: str, size: str, mode: str, iters: int, warmup: int, decompo
         t3 = time.perf_counter()
         return (t3 - t0, t1 - t0, t2 - t1, t3 - t2), plan
 
+    reset_peak_rss()  # the row's peak: weights, optimiser states and one iteration's activations
     for it in range(warmup + iters):
         t, plan = step(it)
         if it >= warmup:
             times.append(t)
             flops.append(_flops.train_iteration(cfg, B, plan))
             plans.append(plan)
+    peak = peak_rss_mib()
     calib = calibrate()
     best = min(range(len(times)), key=lambda i: times[i][0])  # the machine is shared: contention only adds time
     sec = times[best][0]
@@ -233,6 +258,7 @@ def run_row(variant: str, size: str, mode: str, iters: int, warmup: int, decompo
         "timed_iters": iters,
         "threads": torch.get_num_threads(),
         "load_avg_1min": round(os.getloadavg()[0], 2),
+        "peak_rss_mib": peak,
         **extra,
     }
 
@@ -258,7 +284,8 @@ def main(argv=None) -> int:
             p.error(f"--sizes: unknown size {s!r}; choose from {', '.join(SIZES)}")
     rows = []
     header = (f"{'variant':<12}{'size':<7}{'windows':<9}{'batch':>6}{'s/iter':>9}{'G fwd':>8}{'D step':>8}"
-              f"{'G step':>8}{'GFLOP':>9}{'GFLOP/s':>9}{'calib':>8}{'x bound':>8}{'authors':>9}{'speedup':>8}")
+              f"{'G step':>8}{'GFLOP':>9}{'GFLOP/s':>9}{'calib':>8}{'x bound':>8}{'authors':>9}{'speedup':>8}"
+              f"{'peak MiB':>9}")
     print(header, flush=True)
     for size in sizes:
         for variant in a.variants.split(","):
@@ -269,8 +296,8 @@ def main(argv=None) -> int:
                 print(f"{variant:<12}{size:<7}{mode:<9}{r['batch']:>6}{r['seconds_per_iter']:>9.2f}"
                       f"{r['seconds_g_forward']:>8.2f}{r['seconds_d_step']:>8.2f}{r['seconds_g_step']:>8.2f}"
                       f"{r['gflops_per_iter']:>9.1f}{r['achieved_gflops']:>9.1f}{r['calib_gflops']:>8.1f}"
-                      f"{r['bound_ratio']:>8.2f}{r['authors_seconds']:>9.1f}{r['speedup_vs_authors']:>8.1f}",
-                      flush=True)
+                      f"{r['bound_ratio']:>8.2f}{r['authors_seconds']:>9.1f}{r['speedup_vs_authors']:>8.1f}"
+                      f"{r['peak_rss_mib'] or float('nan'):>9.0f}", flush=True)
     if a.decompose:
         print(f"\n{'variant':<12}{'size':<7}{'windows':<9}{'x bound':>8}{'= x shape':>10}{'* x other':>10}"
               f"{'GEMM share':>11}{'GEMM GFLOP/s':>13}{'shapes':>7}")
