@@ -197,17 +197,17 @@ def fake_batch(batch: int, frames: int, gen: torch.Generator) -> torch.Tensor:
     return face + vel.cumsum(1) + jitter
 
 
-def run_row(variant: str, size: str, mode: str, iters: int, warmup: int, decompose: bool = False) -> dict:
-    cfg = make_config("paper", overrides={"model.variant": variant, **SIZES[size], **MODES[mode]})
-    torch.manual_seed(0)
+def build_iteration(cfg, seed: int = 0):
+    """``(step, batch)`` for ``cfg``: ``step(it, plan=None) -> ((total, G forward, D step,
+    G step) seconds, plan)`` runs one training iteration (a fresh window plan unless given)."""
+    torch.manual_seed(seed)
     G, D = build_generator(cfg), build_discriminator(cfg)
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.optim.lr_g, betas=(cfg.optim.beta1, cfg.optim.beta2))
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.optim.lr_d, betas=(cfg.optim.beta1, cfg.optim.beta2))
     B, O, S = cfg.train.batch_size, cfg.data.obs_len, cfg.data.seq_len
-    gen = torch.Generator().manual_seed(0)
+    gen = torch.Generator().manual_seed(seed)
     real = fake_batch(B, O + S, gen)
     sampler = WindowSampler(cfg.windows, S)
-    times, flops, plans = [], [], []
 
     def step(it: int, plan=None) -> tuple:
         plan = sampler.plan(num_feature_frames(O + S), gen) if plan is None else plan
@@ -227,6 +227,13 @@ def run_row(variant: str, size: str, mode: str, iters: int, warmup: int, decompo
         t3 = time.perf_counter()
         return (t3 - t0, t1 - t0, t2 - t1, t3 - t2), plan
 
+    return step, B
+
+
+def run_row(variant: str, size: str, mode: str, iters: int, warmup: int, decompose: bool = False) -> dict:
+    cfg = make_config("paper", overrides={"model.variant": variant, **SIZES[size], **MODES[mode]})
+    step, B = build_iteration(cfg)
+    times, flops, plans = [], [], []
     reset_peak_rss()  # the row's peak: weights, optimiser states and one iteration's activations
     for it in range(warmup + iters):
         t, plan = step(it)
