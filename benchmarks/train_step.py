@@ -40,7 +40,9 @@ copy of the history for backward, O(T^2) memory.
 With ``--decompose`` right after: Transformer sampled 4.80 (1.67 = 1.12 * 1.48, 37.6x), grid
 7.18 (1.70 = 1.27 * 1.34, 25.1x); the products (the attention's matrix-vector ones now
 included) take 79 % and 77 % of the time.
-The 1.3x target is met by no row. What is left (``gemm_decomposition``): the products run at
+The 1.3x target is met by no row. Repeats of the RNN sampled row later in the session, on
+the same code: 13.4, 13.2, 12.9 s (x bound 1.47-1.50): the machine's state moves these figures
+by ~7 %. What is left (``gemm_decomposition``): the products run at
 their shapes' own rates (x shape 1.07-1.20: 120-960-row products are slower than 1024^3 ones)
 and the rest of the time is the elementwise work of 44 autoregressive steps and their
 backward (x other 1.17-1.59). For the Transformer the products alone, in situ, take 3.8 s of

@@ -11,6 +11,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import _flops  # noqa: E402
 import generation  # noqa: E402
+import lstm_pointwise  # noqa: E402
 import train_step  # noqa: E402
 
 from suhmo.config import make_config  # noqa: E402
@@ -61,3 +62,10 @@ def test_peak_memory_is_read():
     x = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
     assert train_step.peak_rss_mib() >= before + 60
     del x
+
+
+def test_lstm_pointwise_benchmark_checks_the_trainers_backward(capsys):
+    # main() asserts that the trainer's in-place pointwise backward equals the textbook formulas
+    assert lstm_pointwise.main(["--rows", "6", "--hidden", "5", "--reps", "2", "--no-compile", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(out["ms_per_step"]) == {"naive", "suhmo"} and out["ms_per_step"]["suhmo"] > 0

@@ -180,30 +180,44 @@ class _WindowLSTM(torch.autograd.Function):
                 wins = torch.tensor([w for w, _ in tracks.ends[k]], device=dev)
                 trs = torch.tensor([t for _, t in tracks.ends[k]], device=dev)
                 dh.view(n_tr, B, H).index_add_(0, trs, grad_out.index_select(0, wins))
-            i, f, g, o = gates_all[a:a + n].chunk(4, 1)
-            tc = tanh_cells[a:a + n]
-            tmp = scratch[:n]
-            # dc_k = dc from step k+1 + dh_k * o * (1 - tanh(c_k)^2)
-            dc = torch.mul(dh, o)
-            dc.addcmul_(dc, torch.mul(tc, tc, out=tmp), value=-1.0)
-            if dc_next is not None:
-                dc[:dc_next.shape[0]] += dc_next
-            # gradients of the gates before their nonlinearities: sigmoid' = s - s^2, tanh' = 1 - t^2
             dgates = dgates_all[a:a + n]
-            di, df, dg, do = dgates.chunk(4, 1)
-            _sigmoid_grad(torch.mul(dc, g, out=di), i, tmp)
-            torch.mul(dc, i, out=dg).addcmul_(dg, torch.mul(g, g, out=tmp), value=-1.0)
-            _sigmoid_grad(torch.mul(dh, tc, out=do), o, tmp)
+            c_prev = cells[offs[k - 1]:offs[k - 1] + n] if k > 0 else None  # c_{-1} = 0
+            dc = lstm_cell_backward(dh, gates_all[a:a + n], tanh_cells[a:a + n], c_prev, dc_next, dgates,
+                                    scratch[:n])
             if k > 0:
-                _sigmoid_grad(torch.mul(dc, cells[offs[k - 1]:offs[k - 1] + n], out=df), f, tmp)
-                dc_next = dc.mul_(f)
+                dc_next = dc.mul_(gates_all[a:a + n, H:2 * H])  # dc_{k-1} = dc_k * f_k
                 dh_next = dgates @ w_hh
-            else:
-                df.zero_()
             if need_x:
                 dxp.index_add_(0, starts[:n_tr] + k, dgates.view(n_tr, B, G4))
         dw = dgates_all[rows[0]:].t() @ h_prev if need_w else None
         return dxp, dw, None
+
+
+def lstm_cell_backward(dh: Tensor, gates: Tensor, tc: Tensor, c_prev: Optional[Tensor], dc_next: Optional[Tensor],
+                       dgates: Tensor, tmp: Tensor) -> Tensor:
+    """Pointwise backward of one LSTM step on ``n`` rows: writes the gradients of the gates
+    before their nonlinearities into ``dgates [n, 4H]`` and returns dc_k (``[n, H]``, new).
+
+    ``gates``: the activated gates (i, f, g, o), ``tc = tanh(c_k)``, ``c_prev = c_{k-1}`` (None:
+    zero), ``dc_next``: dc from step k+1 for its first rows (None: none), ``tmp``: ``[n, H]``
+    scratch. In place where it can be: sigmoid' = s - s^2, tanh' = 1 - t^2, no temporaries
+    beyond dc (``benchmarks/lstm_pointwise.py`` times it against the textbook expressions).
+    """
+    i, f, g, o = gates.chunk(4, 1)
+    # dc_k = dc from step k+1 + dh_k * o * (1 - tanh(c_k)^2)
+    dc = torch.mul(dh, o)
+    dc.addcmul_(dc, torch.mul(tc, tc, out=tmp), value=-1.0)
+    if dc_next is not None:
+        dc[:dc_next.shape[0]] += dc_next
+    di, df, dg, do = dgates.chunk(4, 1)
+    _sigmoid_grad(torch.mul(dc, g, out=di), i, tmp)
+    torch.mul(dc, i, out=dg).addcmul_(dg, torch.mul(g, g, out=tmp), value=-1.0)
+    _sigmoid_grad(torch.mul(dh, tc, out=do), o, tmp)
+    if c_prev is None:
+        df.zero_()
+    else:
+        _sigmoid_grad(torch.mul(dc, c_prev, out=df), f, tmp)
+    return dc
 
 
 def _sigmoid_grad(d: Tensor, s: Tensor, tmp: Tensor) -> Tensor:
