@@ -134,6 +134,21 @@ def shape_rate(batch: int, m: int, k: int, n: int, seconds: float = 0.15) -> flo
     return best
 
 
+def profile_products(step) -> tuple[list[tuple[tuple[int, int, int, int], int, float]], float]:
+    """One profiled call of ``step``: ``([(dims (batch, M, K, N), FLOPs, in-situ us)] per distinct
+    product shape and operator, total self-CPU us of the call)``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        step()
+    products = []
+    for ev in prof.key_averages(group_by_input_shape=True):
+        if ev.key in GEMM_OPS:
+            dims = _gemm_dims(ev.key, ev.input_shapes)
+            products.append((dims, 2 * dims[0] * dims[1] * dims[2] * dims[3] * ev.count, ev.self_cpu_time_total))
+    return products, prof.key_averages().self_cpu_time_total
+
+
 def gemm_decomposition(step, seconds: float, counted_flops: int, calib: float) -> dict:
     """Split the gap to the GEMM-rate bound into its two parts, by one profiled call of ``step``.
 
@@ -145,25 +160,13 @@ def gemm_decomposition(step, seconds: float, counted_flops: int, calib: float) -
     x ``seconds / shape_bound_seconds`` (everything else: elementwise work, copies, in-situ
     cache effects). Transposed operands are timed contiguous, an approximation.
     """
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
-        step()
-    gemm_flop, gemm_us, bound_s = 0, 0.0, 0.0
-    rates: dict = {}
-    for ev in prof.key_averages(group_by_input_shape=True):
-        if ev.key not in GEMM_OPS:
-            continue
-        dims = _gemm_dims(ev.key, ev.input_shapes)
-        flop = 2 * dims[0] * dims[1] * dims[2] * dims[3] * ev.count
-        if dims not in rates:
-            rates[dims] = shape_rate(*dims)
-        gemm_flop += flop
-        gemm_us += ev.self_cpu_time_total
-        bound_s += flop / rates[dims] / 1e9
+    products, total_us = profile_products(step)
+    rates = {dims: shape_rate(*dims) for dims in {d for d, _, _ in products}}
+    gemm_flop = sum(f for _, f, _ in products)
+    gemm_us = sum(us for _, _, us in products)
+    bound_s = sum(f / rates[d] / 1e9 for d, f, _ in products)
     bound_s += max(counted_flops - gemm_flop, 0) / calib / 1e9
     plain_bound_s = counted_flops / calib / 1e9
-    total_us = prof.key_averages().self_cpu_time_total
     return {"gemm_time_share": round(gemm_us / total_us, 3),
             "gemm_gflops_in_situ": round(gemm_flop / (gemm_us / 1e6) / 1e9, 1) if gemm_us else None,
             "gemm_shapes": len(rates),
