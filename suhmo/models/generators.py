@@ -306,21 +306,14 @@ class GBlock(nn.Module):
     def _attend_kv_cache(self, x: Tensor, cache: List[Tensor], past: int, first: int,
                          mask: Optional[Tensor]) -> Tuple[Tensor, List[Tensor]]:
         k, v = self.sa.project_kv(x)
-        y = self.sa.out(_merge_heads(_CachedAttention.apply(self.sa.project_q(x), k, v, cache[:4], past, first,
-                                                            mask)))
-        y = self.ln1(x + y)
+        y = self.ln1(x + self.sa.merge(_CachedAttention.apply(self.sa.project_q(x), k, v, cache[:4], past, first,
+                                                              mask)))
         if self.pair:
             k2, v2 = self.bxa.project_kv(y)
             att = _CachedAttention.apply(self.bxa.project_q(y), pair_swap(k2), pair_swap(v2), cache[4:], past,
                                          first, mask)
-            y = self.ln2(y + self.bxa.out(_merge_heads(att)))
+            y = self.ln2(y + self.bxa.merge(att))
         return y, cache
-
-
-def _merge_heads(y: Tensor) -> Tensor:
-    """``[B, h, n, dh] -> [B, n, h * dh]``."""
-    B, h, n, dh = y.shape
-    return y.transpose(1, 2).reshape(B, n, h * dh)
 
 
 class _CachedAttention(torch.autograd.Function):

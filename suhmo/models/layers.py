@@ -120,7 +120,10 @@ class MultiHeadAttention(nn.Module):
         return self._split(k), self._split(v)
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor]) -> Tensor:
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.merge(F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
+
+    def merge(self, y: Tensor) -> Tensor:
+        """Per-head attention outputs ``[B, h, n, dh]`` -> the output projection ``[B, n, dim]``."""
         B, n = y.shape[0], y.shape[2]
         return self.out(y.transpose(1, 2).reshape(B, n, self.heads * self.head_dim))
 
