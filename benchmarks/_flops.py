@@ -46,18 +46,23 @@ def generator_forward(cfg, batch: int, obs: int, n_future: int) -> int:
     return batch * (steps * per_token + attention)
 
 
+def _seq_input(cfg, batch: int, n_feat: int) -> int:
+    """A sequence D's layer that reads the features, once per frame: the LSTM's input projection
+    (``[410, 4H]``) or the Transformer's embedding (``[410, E]``)."""
+    width = 4 * cfg.model.hidden_d if cfg.d_form == "rnn" else cfg.model.emb_d
+    return batch * n_feat * 2 * feature_dim(cfg) * width
+
+
 def _seq_d(cfg, batch: int, plan, joint: bool, n_feat: int) -> int:
     m = cfg.model
-    total = 0
+    total = _seq_input(cfg, batch, n_feat)
     if cfg.d_form == "rnn":
         H = m.hidden_d
         tracks = window_tracks(plan)
-        total += batch * n_feat * 2 * feature_dim(cfg) * 4 * H  # input projection, once per frame
         total += batch * (tracks.steps - len(tracks.lengths)) * 2 * 4 * H * H  # recurrence
         n_win = sum(int(s.numel()) for _, s in plan)
         return total + (batch // 2 if joint else batch) * n_win * _mlp(H, H, 1, 1)
     E, F = m.emb_d, m.hidden_d
-    total += batch * n_feat * 2 * feature_dim(cfg) * E  # embedding, once per frame (window_scores)
     for tau, starts in plan:
         n = int(starts.numel())
         rows = batch * n
@@ -93,8 +98,7 @@ def _input_layers(cfg, batch: int, n_frames_pos: int, plan, *, n_future: int) ->
     n_feat = n_frames_pos - 2
     total = batch * min(n_future, n_feat) * 2 * feature_dim(cfg) * m.frame_d_hidden if w.w_frame > 0 else 0
     streams = int(w.w_seq > 0) + int(m.joint_d and w.w_joint > 0)
-    width = 4 * m.hidden_d if cfg.d_form == "rnn" else m.emb_d  # LSTM input projection / embedding
-    return total + streams * batch * n_feat * 2 * feature_dim(cfg) * width
+    return total + streams * _seq_input(cfg, batch, n_feat)
 
 
 def train_iteration(cfg, batch: int, plan) -> int:
