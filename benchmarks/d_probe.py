@@ -35,10 +35,10 @@ from suhmo.config import make_config  # noqa: E402
 from suhmo.data import BatchSampler, load_dataset  # noqa: E402
 from suhmo.losses import hinge_d, sequence_features  # noqa: E402
 from suhmo.models.discriminators import FrameDiscriminator  # noqa: E402
+from suhmo.paths import dev_data  # noqa: E402
 from suhmo.train import SPLIT_SEED  # noqa: E402
 
-DEV = Path(os.environ.get("SUHMO_DEV_DATA",
-                       Path(__file__).resolve().parents[2] / "shared" / "data" / "real_dev_landmarks.npz"))
+DEV = dev_data()
 
 
 def warp(batch: torch.Tensor, amount: float, gen: torch.Generator) -> torch.Tensor:

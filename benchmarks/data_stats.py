@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ sys.path.insert(0, str(REPO))
 from suhmo.config import make_config  # noqa: E402
 from suhmo.data import load_dataset, load_landmarks, synthesize  # noqa: E402
 from suhmo.data.stats import STAT_KEYS, set_stats  # noqa: E402
+from suhmo.paths import dev_data  # noqa: E402
 
 UNITS = {"speed": "units/s", "roll_range": "deg", "yaw_range": "nose/iod", "pitch_range": "nose/iod",
          "mouth_range": "lips/iod", "mouth_max": "lips/iod"}
@@ -42,8 +42,7 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=48)
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--real", default=os.environ.get("SUHMO_DEV_DATA",
-                                                     str(REPO.parent / "shared" / "data" / "real_dev_landmarks.npz")))
+    ap.add_argument("--real", default=str(dev_data()))
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 

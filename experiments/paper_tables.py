@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -49,7 +48,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-DEV_DATA = Path(os.environ.get("SUHMO_DEV_DATA", REPO.parent / "shared" / "data" / "real_dev_landmarks.npz"))
+from suhmo.paths import dev_data  # noqa: E402
+
+DEV_DATA = dev_data()
 ITERATIONS = 2000  # at --scale 1.0 (about an hour per table on 2 cores)
 EXP_BASE = {
     "model.hidden_g": 64, "model.mlp_g": 64, "model.emb_g": 64, "model.hidden_d": 64, "model.emb_d": 32,

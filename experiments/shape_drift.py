@@ -16,7 +16,6 @@ Command:
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -26,9 +25,9 @@ import torch
 from suhmo.config import make_config
 from suhmo.data import load_dataset
 from suhmo.generate import load_model, sample
+from suhmo.paths import dev_data
 
-DEV = Path(os.environ.get("SUHMO_DEV_DATA",
-                       Path(__file__).resolve().parents[2] / "shared" / "data" / "real_dev_landmarks.npz"))
+DEV = dev_data()
 AT = (1, 5, 10, 20, 40, 60, 80)
 
 

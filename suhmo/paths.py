@@ -28,3 +28,11 @@ def cache_dir() -> Path:
 def detector_dir() -> Path:
     """Folder searched for the pretrained detector files (Inception, I3D)."""
     return Path(os.environ.get("SUHMO_DETECTORS", home() / "detectors")).expanduser().resolve()
+
+
+def dev_data() -> Path:
+    """The real dev landmarks used by the tests, benchmarks and experiments of a checkout:
+    ``$SUHMO_DEV_DATA``, else ``../shared/data/real_dev_landmarks.npz`` beside the repository
+    (never copied into it). The file may be absent: callers skip or fall back."""
+    default = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_dev_landmarks.npz"
+    return Path(os.environ.get("SUHMO_DEV_DATA", default))

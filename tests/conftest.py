@@ -6,9 +6,9 @@ import os
 from pathlib import Path
 
 import pytest
+from suhmo.paths import dev_data as dev_data_path
 
-REPO = Path(__file__).resolve().parents[1]
-DEV_DATA = Path(os.environ.get("SUHMO_DEV_DATA", REPO.parent / "shared" / "data" / "real_dev_landmarks.npz"))
+DEV_DATA = dev_data_path()
 
 # Quiet, local-only settings for every test process (and the Ray workers they start).
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
