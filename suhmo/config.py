@@ -46,6 +46,8 @@ class DataConfig:
     synth_clips: int = 48  # embedded synthetic data, used when path is None
     synth_seconds: float = 8.0
     synth_seed: int = 0
+    synth_mix: float = 0.0  # share of each batch's pairs drawn from the synthetic speakers beside data.path; 0 = off
+    synth_mix_until: Optional[int] = None  # mix only for the first N iterations (synth_mix=1: pretraining); None = always
 
 
 @dataclass
@@ -87,6 +89,10 @@ class ModelConfig:
     acc_scale: float = 25.0  # x acceleration in the D features (same reason)
     d_centred: bool = True  # D sees each frame's shape about its centroid plus the centroid (410); False = the paper's raw 408
     g_centred: bool = False  # G reads positions about the centroid plus the centroid (generators.step_input)
+    space: str = "landmarks"  # landmarks (paper: G integrates 136 coordinates) | semantic (head pose + PCA shape, models.space)
+    semantic_k: int = 16  # shape components of the semantic space
+    noise_g: int = 0  # Gaussian inputs per generator step (0 = the paper's deterministic G; diversity then comes only from the pair)
+    revert: bool = False  # G's integrator pulls the state back towards frame 0 at a learned rate per dimension (generators.Integrator); False = eq. 4
 
 
 @dataclass
@@ -217,6 +223,15 @@ class Config:
         _choice("windows.starts", c.windows.starts, ("random", "grid"))
         _choice("model.variant", c.model.variant, ("rnn", "transformer"))
         _choice("model.d_form", c.model.d_form, ("auto", "rnn", "transformer"))
+        _choice("model.space", c.model.space, ("landmarks", "semantic"))
+        if not 1 <= c.model.semantic_k <= 132:
+            raise ConfigError(f"model.semantic_k={c.model.semantic_k}: must lie in 1..132 (68 x 2 coordinates "
+                              "less 4 pose values)")
+        if c.model.noise_g < 0:
+            raise ConfigError(f"model.noise_g={c.model.noise_g}: must be >= 0 (0 = no noise input)")
+        if c.model.space == "semantic" and c.model.g_centred:
+            raise ConfigError("model.g_centred=true with model.space=semantic: the semantic state already "
+                              "separates pose from shape; set model.g_centred=false")
         _choice("loss.lam_decay", c.loss.lam_decay, ("none", "step", "linear", "exp"))
         _choice("train.device", c.train.device, ("auto", "cpu", "cuda"))
         _choice("train.select_mode", c.train.select_mode, ("min", "max"))
@@ -231,6 +246,13 @@ class Config:
             )
         if not 0 <= c.data.aug_flip_p <= 1:
             raise ConfigError(f"data.aug_flip_p={c.data.aug_flip_p}: must lie in [0, 1]")
+        if not 0 <= c.data.synth_mix <= 1:
+            raise ConfigError(f"data.synth_mix={c.data.synth_mix}: must lie in [0, 1]")
+        if c.data.synth_mix > 0 and not c.data.path:
+            raise ConfigError(f"data.synth_mix={c.data.synth_mix}: mixes the synthetic speakers into real data, "
+                              "but data.path is not set (the data already is synthetic)")
+        if c.data.synth_mix_until is not None and c.data.synth_mix_until < 0:
+            raise ConfigError(f"data.synth_mix_until={c.data.synth_mix_until}: must be >= 0 or null")
         if not 0 < c.data.test_fraction < 1:
             raise ConfigError(f"data.test_fraction={c.data.test_fraction}: must lie in (0, 1)")
         _positive("train.batch_size", c.train.batch_size, minimum=2)
@@ -318,8 +340,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def make_config(preset: str = "paper", *, yaml_path: str | Path | None = None,
-                overrides: list[str] | dict | None = None) -> Config:
-    """Preset, then YAML file, then ``key=value`` overrides; validated."""
+                overrides: list[str] | dict | None = None, validate: bool = True) -> Config:
+    """Preset, then YAML file, then ``key=value`` overrides; validated (unless ``validate=False``,
+    for a caller that sets more fields, then validates the whole)."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     cfg = Config().update(PRESETS[preset], where=f"preset {preset}")
@@ -334,7 +357,7 @@ def make_config(preset: str = "paper", *, yaml_path: str | Path | None = None,
                     raise ConfigError(f"--set {item!r}: expected key=value, e.g. optim.lr_g=1e-4")
                 k, v = item.split("=", 1)
                 cfg.set(k.strip(), _parse_scalar(v.strip()), where="--set")
-    return cfg.validate()
+    return cfg.validate() if validate else cfg
 
 
 def load_yaml(path: str | Path) -> dict:

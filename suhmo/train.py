@@ -57,7 +57,8 @@ class Trainer:
                  metrics_fn: Optional[MetricsFn] = None,
                  report: Optional[Callable[[int, dict, Optional[Path]], None]] = None,
                  should_stop: Optional[Callable[[], bool]] = None, resume: bool = True):
-        from suhmo.data import BatchSampler, load_dataset
+        from suhmo.data import load_dataset
+        from suhmo.data.windows import make_sampler
         from suhmo.models import WindowSampler, build_discriminator, build_generator
 
         self.cfg = cfg.validate()
@@ -76,14 +77,16 @@ class Trainer:
         self.train_set = train_set
         self.eval_set = eval_set if eval_set is not None else train_set
 
-        self.G = build_generator(cfg).to(self.device)
+        self.G = build_generator(cfg)
+        fit_space(self.G, self.train_set, cfg)  # a resumed run then loads the checkpoint's space
+        self.G = self.G.to(self.device)
         self.D = build_discriminator(cfg).to(self.device)
         o = cfg.optim
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=o.lr_g, betas=(o.beta1, o.beta2))
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=o.lr_d, betas=(o.beta1, o.beta2))
         # G_ema: the weights evaluation and generation use when optim.ema_g > 0 (else G itself)
         self.G_ema = copy.deepcopy(self.G).requires_grad_(False).eval() if o.ema_g > 0 else None
-        self.sampler = BatchSampler(self.train_set, cfg, seed=tc.seed)
+        self.sampler = make_sampler(self.train_set, cfg, seed=tc.seed)
         self.windows = WindowSampler(cfg.windows, cfg.data.seq_len)
         self.window_rng = torch.Generator().manual_seed(tc.seed + 1)  # window plans (eq. 5)
 
@@ -359,7 +362,34 @@ class Trainer:
 
 # ---------------------------------------------------------------------- helpers
 # Values of model fields added after the first checkpoints were written, as those runs had them.
-MODEL_FIELDS_BEFORE = {"d_centred": False, "g_centred": False, "attn_window_g": None}
+MODEL_FIELDS_BEFORE = {"d_centred": False, "g_centred": False, "attn_window_g": None, "space": "landmarks",
+                       "semantic_k": 16, "noise_g": 0, "revert": False}
+
+
+def fit_space(G: torch.nn.Module, train_set, cfg: Config, windows: int = 2048) -> None:
+    """Fit what G takes from the data before training: ``G.space`` (when it has a ``fit``: the
+    semantic space), its shape basis on every training frame and its flip, its state scaling on
+    ``windows`` augmented training windows drawn by a sampler of its own (the training stream is
+    unchanged); and the initial reversion rates of G's integrator (``model.revert``)."""
+    from suhmo.data import BatchSampler
+    from suhmo.data.windows import hflip
+
+    fit = getattr(G.space, "fit", None)
+    integrate = getattr(G.core, "integrate", None)
+    if fit is None:
+        if integrate is not None and integrate.revert:
+            windows = BatchSampler(train_set, cfg, seed=cfg.train.seed + 7919, batch_size=256).next()
+            integrate.fit_rates(G.space.encode(torch.as_tensor(windows)))
+        return
+    frames = np.concatenate(train_set.clips).astype(np.float32)
+    rng = np.random.default_rng(cfg.train.seed)
+    if len(frames) > 20000:
+        frames = frames[rng.choice(len(frames), 20000, replace=False)]
+    sampler = BatchSampler(train_set, cfg, seed=cfg.train.seed + 7919, batch_size=2 * max(1, windows // 2))
+    windows = sampler.next()
+    fit(np.concatenate([frames, hflip(frames)]), windows, cfg.model.vel_scale)
+    if integrate is not None:
+        integrate.fit_rates(G.space.encode(torch.as_tensor(windows)))
 
 
 def _yaml_value(v) -> str:

@@ -42,7 +42,7 @@ def train(variant, data_path, iterations, out_dir, preset, config_path, override
 
     flags = {"model.variant": variant, "data.path": data_path, "train.iterations": iterations,
              "train.seed": seed, "train.device": device}
-    cfg = make_config(preset, yaml_path=config_path, overrides=list(overrides))
+    cfg = make_config(preset, yaml_path=config_path, overrides=list(overrides), validate=False)
     for key, value in flags.items():
         if value is not None:
             cfg.set(key, value, where=f"--{key.split('.')[1]}")

@@ -23,13 +23,26 @@ def load_dataset(cfg, *, notify: Optional[Callable[[str], None]] = None) -> Land
     min_len = int(d.obs_len + d.seq_len)
     if d.path:
         ls = load_landmarks(d.path, fps=d.fps, min_len=min_len, notify=notify)
-    else:
-        ls = synthesize(d.synth_clips, d.synth_seconds, d.synth_seed, fps=d.fps)
-        ls.path = (f"<synthetic: {d.synth_clips} clips x {d.synth_seconds:g} s, seed {d.synth_seed}>")
-        try:
-            check_lengths([len(c) for c in ls.clips], ls.path, min_len)
-        except DataError as e:
-            raise DataError(f"{e}; raise data.synth_seconds") from None
+        return _prepared(ls, cfg)
+    return load_synthetic(cfg)
+
+
+def load_synthetic(cfg) -> LandmarkSet:
+    """The embedded procedural speakers of ``cfg.data`` (``synth_clips`` x ``synth_seconds`` s,
+    ``synth_seed``), normalised like a file: the default data, and the synthetic share of a
+    mixed batch (``data.synth_mix``)."""
+    d = cfg.data
+    ls = synthesize(d.synth_clips, d.synth_seconds, d.synth_seed, fps=d.fps)
+    ls.path = (f"<synthetic: {d.synth_clips} clips x {d.synth_seconds:g} s, seed {d.synth_seed}>")
+    try:
+        check_lengths([len(c) for c in ls.clips], ls.path, int(d.obs_len + d.seq_len))
+    except DataError as e:
+        raise DataError(f"{e}; raise data.synth_seconds") from None
+    return _prepared(ls, cfg)
+
+
+def _prepared(ls: LandmarkSet, cfg) -> LandmarkSet:
+    d = cfg.data
     ls = normalize_set(ls, d.normalize, d.bbox_scale)
     if d.smooth_frames > 1:
         ls = ls.copy_with([smooth_positions(c, d.smooth_frames) for c in ls.clips])

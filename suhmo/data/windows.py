@@ -241,3 +241,58 @@ class BatchSampler:
     def load_state_dict(self, state: dict) -> None:
         self.rng.bit_generator.state = state["rng"]
         self.batches = int(state.get("batches", 0))
+
+
+class MixedSampler:
+    """Batches whose first ``round(mix * B / 2)`` pairs come from the procedural speakers and
+    the rest from the real training set (``data.synth_mix``), for the first ``until`` batches
+    (``data.synth_mix_until``; None = always): ``mix=1, until=N`` pretrains on the synthetic
+    heads for N iterations. Pairs never mix the two sources. Same interface as BatchSampler."""
+
+    def __init__(self, real: LandmarkSet, synth: LandmarkSet, cfg, seed: int = 0):
+        d = cfg.data
+        B = int(cfg.train.batch_size)
+        self.n_synth = int(round(float(d.synth_mix) * B / 2)) * 2
+        self.until = d.synth_mix_until
+        self.batch_size = B
+        self.real = BatchSampler(real, cfg, seed=seed)
+        self.synth = BatchSampler(synth, cfg, seed=seed + 104729, batch_size=max(2, self.n_synth))
+        self.batches = 0
+
+    def next(self) -> np.ndarray:
+        mixing = self.n_synth > 0 and (self.until is None or self.batches < int(self.until))
+        self.batches += 1
+        if not mixing:
+            return self.real.next()
+        synth = self.synth.next()
+        if self.n_synth >= self.batch_size:
+            return synth
+        real = self.real.next()[: self.batch_size - self.n_synth]
+        return np.ascontiguousarray(np.concatenate([synth, real]), dtype=np.float32)
+
+    __next__ = next
+
+    def __iter__(self):
+        return self
+
+    def state_dict(self) -> dict:
+        return {"real": self.real.state_dict(), "synth": self.synth.state_dict(), "batches": self.batches}
+
+    def load_state_dict(self, state: dict) -> None:
+        if "real" not in state:  # a checkpoint written before mixing was switched on
+            self.real.load_state_dict(state)
+            self.batches = int(state.get("batches", 0))
+            return
+        self.real.load_state_dict(state["real"])
+        self.synth.load_state_dict(state["synth"])
+        self.batches = int(state["batches"])
+
+
+def make_sampler(train_set: LandmarkSet, cfg, seed: int = 0):
+    """The training batch stream of ``cfg``: a BatchSampler, or a MixedSampler with the
+    procedural speakers when ``data.synth_mix > 0`` (real data only: ``data.path`` set)."""
+    if float(cfg.data.synth_mix) <= 0:
+        return BatchSampler(train_set, cfg, seed=seed)
+    from suhmo.data.loading import load_synthetic
+
+    return MixedSampler(train_set, load_synthetic(cfg), cfg, seed=seed)

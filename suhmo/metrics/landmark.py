@@ -54,6 +54,12 @@ Scalar statistics
     ``motion_energy`` mean landmark speed of the scored frames over the real one (1.0 =
              real speed; ~0 for the static sequences of MLE models); ``motion_energy_err``
              ``= |log(motion_energy)|`` is the minimisable form.
+    ``fd_clip40_dyn`` a selection score that a frozen or drifting face cannot win:
+             ``fd_clip40 * exp(motion_energy_err + drift)``, the clip distance inflated by the
+             log-ratio of the speed to real speed and by the growth of shape implausibility
+             (both 0 for real data: the score then equals fd_clip40; infinite for a frozen
+             face). fd_clip40 alone ranks a near-still model close to a frozen face, which is
+             what searches on it selected (experiments/README.md, "natural motion").
 """
 
 from __future__ import annotations
@@ -74,7 +80,7 @@ BAND_EDGES = (1, 3, 6, 11, 21)  # rfft bins of the velocity grouped into bands
 POWER_FLOOR = 1e-2
 MOTION_HALF_LIFE = 10.0
 FD_KEYS = ("fd_frame",) + tuple(f"fd_clip{L}" for L in CLIP_LENGTHS) + ("fd_motion",)
-KEYS = FD_KEYS + ("apd", "drift", "motion_energy", "motion_energy_err")
+KEYS = FD_KEYS + ("apd", "drift", "motion_energy", "motion_energy_err", "fd_clip40_dyn")
 
 
 # ------------------------------------------------------------------------ Procrustes + PCA
@@ -334,6 +340,12 @@ def motion_energy(seqs: np.ndarray, ref: LandmarkReference, frames: int | None =
     return _speed(scored_segment(seqs, frames).astype(np.float64)) / ref.speed
 
 
+def dynamic_score(fd_clip40: float, motion_energy_err: float, drift: float) -> float:
+    """``fd_clip40 * exp(motion_energy_err + drift)`` (module docstring, ``fd_clip40_dyn``)."""
+    e = motion_energy_err + (drift if np.isfinite(drift) else np.inf)
+    return float(fd_clip40 * np.exp(e)) if e < 700 else float("inf")
+
+
 def landmark_metrics(seqs: np.ndarray, ref: LandmarkReference, frames: int | None = None,
                      drift_seqs: np.ndarray | None = None) -> dict[str, float]:
     """All keys of the landmark stack for ``seqs [N, F + 1, 68, 2]``.
@@ -345,13 +357,14 @@ def landmark_metrics(seqs: np.ndarray, ref: LandmarkReference, frames: int | Non
     if not (np.isfinite(seg).all() and np.abs(seg).max() < 1e6):
         # a diverged generator: infinitely far from real, no meaningful diversity or speed
         return {**{k: float("inf") for k in FD_KEYS}, "apd": float("nan"), "drift": float("inf"),
-                "motion_energy": float("nan"), "motion_energy_err": float("inf")}
+                "motion_energy": float("nan"), "motion_energy_err": float("inf"), "fd_clip40_dyn": float("inf")}
     out = fd_metrics(seqs, ref, frames)
     out["apd"] = apd(seqs, frames)
     out["drift"] = drift(seqs if drift_seqs is None else drift_seqs, ref.basis)
     me = motion_energy(seqs, ref, frames)
     out["motion_energy"] = me
     out["motion_energy_err"] = float(abs(np.log(max(me, 1e-12))))
+    out["fd_clip40_dyn"] = dynamic_score(out["fd_clip40"], out["motion_energy_err"], out["drift"])
     return out
 
 

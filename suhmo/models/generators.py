@@ -24,6 +24,7 @@ lr 2e-5 needs tens of thousands of steps to shrink them.
 """
 
 
+import copy
 from typing import List, NamedTuple, Optional, Tuple
 
 import torch
@@ -31,15 +32,17 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from suhmo.models.layers import FRAME_DIM, MLP, MultiHeadAttention, batch_pool, causal_mask, pair_swap
+from suhmo.models.space import build_space
 from suhmo.utils import SuhmoError
 
 STEP_DIM = 2 * FRAME_DIM  # 272: per-frame generator input [pos | vel] (or [pos - x0 | x0] for delta)
 _OUT_GAIN = 0.01
 
 
-def step_width(centred: bool) -> int:
-    """Width of :func:`step_input`: 274 centred, else 272 (also the delta baseline's input)."""
-    return STEP_DIM + (2 if centred else 0)
+def step_width(centred: bool, frame_dim: int = FRAME_DIM) -> int:
+    """Width of :func:`step_input` for states of ``frame_dim`` values: ``2 * frame_dim`` (272 for
+    landmarks; also the delta baseline's input), 274 for centred landmarks."""
+    return 2 * frame_dim + (2 if centred else 0)
 
 
 def step_input(pos: Tensor, vel: Tensor, vel_scale: float, centred: bool) -> Tensor:
@@ -63,9 +66,13 @@ class GenOutput(NamedTuple):
 
 
 class Generator(nn.Module):
-    """Common interface; subclasses build ``self.core``."""
+    """Common interface; subclasses build ``self.core``, which runs in ``self.space``
+    (``suhmo.models.space``: the landmarks themselves, or the semantic pose + shape state): the
+    observations are encoded, the core predicts and integrates state velocities (eq. 4) and
+    its outputs are decoded back to landmarks, so that everything outside sees landmarks."""
 
     core: nn.Module
+    space: nn.Module
 
     def _build_core(self, spectral: bool) -> nn.Module:
         """A new core of this generator's architecture (``spectral=False``: plain Linear layers)."""
@@ -90,7 +97,7 @@ class Generator(nn.Module):
         """Training pass with autograd: ``obs [B,O,68,2]`` -> GenOutput(future, recon)."""
         v0 = self._inputs(obs, n_future, init_vel)
         with parametrize.cached():  # one spectral-norm power iteration per pass, not per step
-            future, recon = self.core(obs, v0, int(n_future), False)
+            future, recon = run_in_space(self.space, self.core, obs, v0, int(n_future), False)
         return GenOutput(future, recon)
 
     def generate(self, obs: Tensor, n_future: int, init_vel: Optional[Tensor] = None) -> GenOutput:
@@ -100,7 +107,7 @@ class Generator(nn.Module):
         self.eval()
         try:
             with torch.no_grad():
-                future, recon = self.core(obs, v0, int(n_future), True)
+                future, recon = run_in_space(self.space, self.core, obs, v0, int(n_future), True)
         finally:
             self.train(was_training)
         return GenOutput(future, recon)
@@ -117,7 +124,7 @@ class Generator(nn.Module):
         core.load_state_dict(folded_state_dict(self.core))
         for p in core.parameters():
             p.requires_grad_(False)
-        return ExportedGenerator(core.eval()).eval()
+        return ExportedGenerator(core.eval(), copy.deepcopy(self.space).eval()).eval()
 
 
 def folded_state_dict(module: nn.Module) -> dict:
@@ -140,24 +147,87 @@ def folded_state_dict(module: nn.Module) -> dict:
     return state
 
 
-class ExportedGenerator(nn.Module):
-    """Inference-only wrapper produced by ``Generator.export_module`` (no suhmo code needed once scripted)."""
+def run_in_space(space: nn.Module, core: nn.Module, obs: Tensor, init_vel: Tensor, n_future: int,
+                 use_buffers: bool) -> Tuple[Tensor, Tensor]:
+    """Encode ``obs [B,O,68,2]`` and ``init_vel [B,68,2]`` into the space, run the core there,
+    decode its ``(future [B,n,D], recon [B,O-1,D])`` to landmarks."""
+    z = space.encode(obs)
+    v = space.encode_velocity(obs[:, 0], init_vel)
+    future, recon = core(z, v, n_future, use_buffers)
+    return space.decode(future), space.decode(recon)
 
-    def __init__(self, core: nn.Module):
+
+class ExportedGenerator(nn.Module):
+    """Inference-only wrapper produced by ``Generator.export_module`` (no suhmo code needed once
+    scripted; the space's basis travels inside it)."""
+
+    def __init__(self, core: nn.Module, space: nn.Module):
         super().__init__()
         self.core = core
+        self.space = space
 
     def forward(self, obs: Tensor, init_vel: Tensor, n_future: int) -> Tensor:
-        with torch.no_grad():
-            future, _ = self.core(obs, init_vel, n_future, True)
-        return future
+        with torch.no_grad():  # run_in_space, written out: TorchScript functions take no modules
+            z = self.space.encode(obs)
+            v = self.space.encode_velocity(obs[:, 0], init_vel)
+            future, _ = self.core(z, v, n_future, True)
+        return self.space.decode(future)
 
 
 def _stack_frames(frames: List[Tensor], like: Tensor) -> Tensor:
-    """List of ``[B, 136]`` -> ``[B, n, 68, 2]`` (n may be 0)."""
+    """List of ``[B, D]`` -> ``[B, n, D]`` (n may be 0)."""
     if len(frames) == 0:
-        return like.new_zeros(like.shape[0], 0, 68, 2)
-    return torch.stack(frames, 1).reshape(like.shape[0], len(frames), 68, 2)
+        return like.new_zeros(like.shape[0], 0, like.shape[-1])
+    return torch.stack(frames, 1)
+
+
+class Integrator(nn.Module):
+    """Eq. 4, ``x_t = x_{t-1} + v_t``: the one place where a predicted velocity moves the state.
+
+    With ``revert`` (``model.revert``, off = the paper) the step also pulls the state back
+    towards the reference frame's, ``x_t = x_{t-1} + v_t - k * (x_{t-1} - x_0)``, with one
+    learned rate ``k = sigmoid(logit)`` in (0, 1) per state dimension (initialised from the
+    training data by :meth:`fit_rates`, else 0.01). Real faces are stationary: their shape and
+    pose wander a little about the person's rest state and come back (experiments/README.md,
+    "natural motion": the distance to frame 0 of real shapes saturates by frame 40, a free
+    integrator's keeps growing), and G only ever sees 45-frame windows in training, too short
+    to learn by itself to come back. With k = 0 this is exactly eq. 4."""
+
+    revert: torch.jit.Final[bool]
+
+    def __init__(self, dim: int, revert: bool = False):
+        super().__init__()
+        self.revert = bool(revert)
+        if self.revert:
+            self.logit = nn.Parameter(torch.full((dim,), -4.6))  # sigmoid = 0.01
+        else:
+            self.register_buffer("logit", torch.zeros(0), persistent=False)
+
+    def forward(self, pos: Tensor, vel: Tensor, x0: Tensor) -> Tensor:
+        if self.revert:
+            return pos + vel - torch.sigmoid(self.logit) * (pos - x0)
+        return pos + vel
+
+    @torch.jit.unused
+    @torch.no_grad()
+    def fit_rates(self, windows: Tensor, lo: float = 1e-3, hi: float = 0.3) -> None:
+        """Least-squares reversion rate per dimension of real state windows ``[M, T, D]``:
+        ``z_{t+1} - z_t ~ -k (z_t - z_0)``, clamped to [lo, hi]."""
+        if not self.revert:
+            return
+        dev = windows[:, :-1] - windows[:, :1]
+        step = windows[:, 1:] - windows[:, :-1]
+        k = (-(dev * step).sum((0, 1)) / dev.pow(2).sum((0, 1)).clamp_min(1e-12)).clamp(lo, hi)
+        self.logit.copy_(torch.log(k / (1 - k)))
+
+
+def _space_or_landmarks(space: Optional[nn.Module], centred: bool) -> nn.Module:
+    from suhmo.models.space import LandmarkSpace
+
+    space = LandmarkSpace() if space is None else space
+    if centred and int(space.dim) != FRAME_DIM:
+        raise SuhmoError("model.g_centred=true needs model.space=landmarks (a semantic state has no landmark centroid)")
+    return space
 
 
 # ---------------------------------------------------------------------------------- RNN
@@ -167,27 +237,30 @@ class RNNCore(nn.Module):
     pair: torch.jit.Final[bool]
     delta: torch.jit.Final[bool]
     centred: torch.jit.Final[bool]
+    noise: torch.jit.Final[int]
 
     def __init__(self, hidden: int, mlp: int, *, pair: bool, delta: bool, spectral: bool, vel_scale: float = 1.0,
-                 centred: bool = False):
+                 centred: bool = False, frame_dim: int = FRAME_DIM, noise: int = 0, revert: bool = False):
         super().__init__()
+        self.noise = int(noise)
+        self.integrate = Integrator(frame_dim, revert and not delta)
         self.pair = pair
         self.delta = delta
         self.centred = centred and not delta  # the delta baseline's input has no centred form
         self.vel_scale = float(vel_scale)
-        step = step_width(self.centred)
+        step = step_width(self.centred, frame_dim)
         # learned initial state (h0, c0) from the first frame's (pos, vel)
         self.init_mlp = nn.Sequential(nn.Linear(step, 2 * hidden), nn.ReLU(), nn.Linear(2 * hidden, 2 * hidden))
-        self.cell = nn.LSTMCell(step + (hidden if pair else 0), hidden)
-        # deep output on [h_t, pos_t, vel_t] -> velocity
-        self.head = MLP(hidden + step, mlp, FRAME_DIM, depth=2, norm=True, spectral=spectral,
+        self.cell = nn.LSTMCell(step + self.noise + (hidden if pair else 0), hidden)
+        # deep output on [h_t, pos_t, vel_t(, noise_t)] -> velocity
+        self.head = MLP(hidden + step + self.noise, mlp, frame_dim, depth=2, norm=True, spectral=spectral,
                         spectral_out=False, out_gain=_OUT_GAIN)
 
     def forward(self, obs: Tensor, init_vel: Tensor, n_future: int, use_buffers: bool) -> Tuple[Tensor, Tensor]:
-        B, O = obs.shape[0], obs.shape[1]
-        x = obs.reshape(B, O, 136)
+        O = obs.shape[1]
+        x = obs  # [B, O, D] states (D = 136 in the landmark space)
         x0 = x[:, 0]
-        vel = init_vel.reshape(B, 136)
+        vel = init_vel
         h, c = self.init_mlp(step_input(x0, vel, self.vel_scale, self.centred)).chunk(2, -1)
         h = h.contiguous()
         c = c.contiguous()
@@ -203,6 +276,8 @@ class RNNCore(nn.Module):
                 feat = torch.cat([pos - x0, x0], -1)
             else:
                 feat = step_input(pos, vel, self.vel_scale, self.centred)
+            if self.noise > 0:
+                feat = torch.cat([feat, torch.randn(x.shape[0], self.noise, dtype=x.dtype, device=x.device)], -1)
             if self.pair:
                 h, c = self.cell(torch.cat([feat, batch_pool(h)], -1), (h, c))
             else:
@@ -212,8 +287,8 @@ class RNNCore(nn.Module):
                 nxt = x0 + out
                 vel = nxt - pos
             else:  # eq. 4, Euler integration of the predicted velocity
-                nxt = pos + out
-                vel = out
+                nxt = self.integrate(pos, out, x0)
+                vel = nxt - pos if self.integrate.revert else out
             pos = nxt
             if i < O - 1:
                 recon.append(nxt)
@@ -226,21 +301,26 @@ class RNNGenerator(Generator):
     """SUHMo-RNN generator: LSTMCell (hidden_g) + BP + deep-output MLP (mlp_g)."""
 
     def __init__(self, hidden: int = 1024, mlp: int = 1024, *, pair: bool = True, delta: bool = False,
-                 spectral: bool = True, vel_scale: float = 1.0, centred: bool = False):
+                 spectral: bool = True, vel_scale: float = 1.0, centred: bool = False, space: Optional[nn.Module] = None,
+                 noise: int = 0, revert: bool = False):
         super().__init__()
-        self._args = dict(hidden=hidden, mlp=mlp, pair=pair, delta=delta, vel_scale=vel_scale, centred=centred)
+        self.space = _space_or_landmarks(space, centred)
+        self._args = dict(hidden=hidden, mlp=mlp, pair=pair, delta=delta, vel_scale=vel_scale, centred=centred,
+                          frame_dim=int(self.space.dim), noise=noise, revert=revert)
         self.core = self._build_core(spectral)
 
     def _build_core(self, spectral: bool) -> nn.Module:
         a = self._args
         return RNNCore(a["hidden"], a["mlp"], pair=a["pair"], delta=a["delta"], spectral=spectral,
-                       vel_scale=a["vel_scale"], centred=a["centred"])
+                       vel_scale=a["vel_scale"], centred=a["centred"], frame_dim=a["frame_dim"], noise=a["noise"],
+                       revert=a["revert"])
 
     @classmethod
     def from_config(cls, cfg) -> "RNNGenerator":
         m = cfg.model
         return cls(m.hidden_g, m.mlp_g, pair=m.pair_g, delta=m.delta, spectral=m.spectral_norm,
-                   vel_scale=m.vel_scale, centred=m.g_centred)
+                   vel_scale=m.vel_scale, centred=m.g_centred, space=build_space(cfg), noise=m.noise_g,
+                   revert=m.revert)
 
 
 # -------------------------------------------------------------------------- Transformer
@@ -374,12 +454,16 @@ class TransformerCore(nn.Module):
 
     delta: torch.jit.Final[bool]
     centred: torch.jit.Final[bool]
+    noise: torch.jit.Final[int]
     n_attn: torch.jit.Final[int]
     window: torch.jit.Final[Optional[int]]
 
     def __init__(self, emb: int, heads: int, blocks: int, ff: int, *, pair: bool, delta: bool,
-                 vel_scale: float = 1.0, window: Optional[int] = None, centred: bool = False):
+                 vel_scale: float = 1.0, window: Optional[int] = None, centred: bool = False,
+                 frame_dim: int = FRAME_DIM, noise: int = 0, revert: bool = False):
         super().__init__()
+        self.noise = int(noise)
+        self.integrate = Integrator(frame_dim, revert and not delta)
         self.delta = delta
         self.centred = centred and not delta  # the delta baseline's input has no centred form
         self.vel_scale = float(vel_scale)
@@ -388,12 +472,16 @@ class TransformerCore(nn.Module):
         self.head_dim = emb // heads
         self.window = window
         self.n_attn = 2 if pair else 1  # attentions per block: SA (+ BXA)
-        self.embed = nn.Linear(step_width(self.centred), emb)
+        self.frame_dim = frame_dim
+        self.embed = nn.Linear(step_width(self.centred, frame_dim) + self.noise, emb)
         self.blocks = nn.ModuleList([GBlock(emb, heads, ff, pair, window) for _ in range(blocks)])
-        self.head = MLP(emb, ff, FRAME_DIM, depth=1, norm=True, spectral=False, out_gain=_OUT_GAIN)
+        self.head = MLP(emb, ff, frame_dim, depth=1, norm=True, spectral=False, out_gain=_OUT_GAIN)
 
     def _run(self, tokens: Tensor, caches: List[List[Tensor]], past: int, use_buffers: bool,
              mask: Optional[Tensor]) -> Tuple[Tensor, List[List[Tensor]]]:
+        if self.noise > 0:  # model.noise_g: fresh Gaussian inputs per token
+            z = torch.randn(tokens.shape[0], tokens.shape[1], self.noise, dtype=tokens.dtype, device=tokens.device)
+            tokens = torch.cat([tokens, z], -1)
         h = self.embed(tokens)
         new_caches: List[List[Tensor]] = []
         j = 0
@@ -404,10 +492,10 @@ class TransformerCore(nn.Module):
         return self.head(h), new_caches
 
     def forward(self, obs: Tensor, init_vel: Tensor, n_future: int, use_buffers: bool) -> Tuple[Tensor, Tensor]:
-        B, O = obs.shape[0], obs.shape[1]
-        x = obs.reshape(B, O, 136)
+        B, O, D = obs.shape[0], obs.shape[1], obs.shape[2]
+        x = obs  # [B, O, D] states (D = 136 in the landmark space)
         x0 = x[:, :1]
-        vel = torch.cat([init_vel.reshape(B, 1, 136), x[:, 1:] - x[:, :-1]], 1)
+        vel = torch.cat([init_vel.reshape(B, 1, D), x[:, 1:] - x[:, :-1]], 1)
         total = O + n_future - 1
         caches: List[List[Tensor]] = []  # per block, see GBlock
         for _ in range(len(self.blocks)):
@@ -417,15 +505,15 @@ class TransformerCore(nn.Module):
                 caches.append([obs.new_zeros(B, self.heads, total, self.head_dim) for _ in range(4 * self.n_attn)])
         # observed frames: one parallel causal pass (teacher forcing), which fills the caches
         if self.delta:
-            feat = torch.cat([x - x0, x0.expand(B, O, 136)], -1)
+            feat = torch.cat([x - x0, x0.expand(B, O, D)], -1)
         else:
             feat = step_input(x, vel, self.vel_scale, self.centred)
         mask: Optional[Tensor] = causal_mask(O, 0, obs.device, self.window) if O > 1 else None
         out, caches = self._run(feat, caches, 0, use_buffers, mask)
-        nxt = x0 + out if self.delta else x + out  # eq. 4 (or delta baseline)
-        recon = nxt[:, :O - 1].reshape(B, O - 1, 68, 2)
+        nxt = x0 + out if self.delta else self.integrate(x, out, x0)  # eq. 4 (or delta baseline)
+        recon = nxt[:, :O - 1]
         pos = nxt[:, O - 1]
-        step_vel = nxt[:, O - 1] - x[:, O - 1] if self.delta else out[:, O - 1]
+        step_vel = nxt[:, O - 1] - x[:, O - 1] if self.delta or self.integrate.revert else out[:, O - 1]
         future: List[Tensor] = [pos]
         # free running: one token per step against the caches, O(T) projections in total
         for t in range(O, total):
@@ -439,8 +527,8 @@ class TransformerCore(nn.Module):
                 new = x0[:, 0] + o
                 step_vel = new - pos
             else:
-                new = pos + o
-                step_vel = o
+                new = self.integrate(pos, o, x0[:, 0])
+                step_vel = new - pos if self.integrate.revert else o
             pos = new
             future.append(pos)
         return _stack_frames(future, obs), recon
@@ -452,22 +540,27 @@ class TransformerGenerator(Generator):
     to the W most recent tokens."""
 
     def __init__(self, emb: int = 1024, heads: int = 1, blocks: int = 1, ff: int = 1024, *, pair: bool = True,
-                 delta: bool = False, vel_scale: float = 1.0, window: Optional[int] = None, centred: bool = False):
+                 delta: bool = False, vel_scale: float = 1.0, window: Optional[int] = None, centred: bool = False,
+                 space: Optional[nn.Module] = None, noise: int = 0, revert: bool = False):
         super().__init__()
         if window is not None and window < 1:
             raise SuhmoError(f"attention window {window}: must be a positive number of tokens or None")
+        self.space = _space_or_landmarks(space, centred)
         self._args = dict(emb=emb, heads=heads, blocks=blocks, ff=ff, pair=pair, delta=delta, vel_scale=vel_scale,
-                          window=window, centred=centred)
+                          window=window, centred=centred, frame_dim=int(self.space.dim), noise=noise,
+                          revert=revert)
         self.core = self._build_core(False)
 
     def _build_core(self, spectral: bool) -> nn.Module:
         a = self._args  # no spectral norm in this generator
         return TransformerCore(a["emb"], a["heads"], a["blocks"], a["ff"], pair=a["pair"], delta=a["delta"],
-                               vel_scale=a["vel_scale"], window=a["window"], centred=a["centred"])
+                               vel_scale=a["vel_scale"], window=a["window"], centred=a["centred"],
+                               frame_dim=a["frame_dim"], noise=a["noise"], revert=a["revert"])
 
     @classmethod
     def from_config(cls, cfg) -> "TransformerGenerator":
         m = cfg.model
         # BXA follows pair_g only (the authors tied it to the joint-D flag by mistake)
         return cls(m.emb_g, m.heads_g, m.blocks_g, m.hidden_g, pair=m.pair_g, delta=m.delta,
-                   vel_scale=m.vel_scale, window=m.attn_window_g, centred=m.g_centred)
+                   vel_scale=m.vel_scale, window=m.attn_window_g, centred=m.g_centred, space=build_space(cfg),
+                   noise=m.noise_g, revert=m.revert)

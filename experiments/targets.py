@@ -1,0 +1,132 @@
+"""Score trained generators against the natural-motion targets, beside a frozen face and real data.
+
+Protocol (the one of the issue "Natural head motion..."): on the held-out persons of ``--data``
+(split by person exactly as the Trainer splits, ``SPLIT_SEED``), ``--poses`` reference poses are
+frame 0 of evenly spread real 81-frame windows; each model generates 4 sequences of 80 frames
+from each pose (seeded), the landmark metric stack scores the last 40 of the 80 frames, and the
+shape error (``experiments/shape_drift.py``) is read at frames 40 and 80. The same protocol
+scores two yardsticks on the same poses: a **frozen face** (the reference repeated) and the
+**real continuation** (the 80 real frames that follow each reference pose).
+
+Models are given as ``LABEL=CK1,CK2,...`` (one checkpoint or export folder per training seed):
+each metric is the mean (± std) over them. A label starting with ``mle`` is the MLE baseline of
+the target "fd_clip40 at most 0.5x MLE's".
+
+Command:
+  python experiments/targets.py semantic=RUN1/best.pt,RUN2/best.pt,RUN3/best.pt mle=M1/last.pt \
+      [--data FILE] [--poses 64] [--seed 0] [--json OUT.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from shape_drift import shape_error  # noqa: E402
+
+from suhmo.config import make_config  # noqa: E402
+from suhmo.data import load_dataset  # noqa: E402
+from suhmo.generate import load_model, sample  # noqa: E402
+from suhmo.metrics import APD_GROUP, compute, options_from_config  # noqa: E402
+from suhmo.metrics.landmark import real_windows  # noqa: E402
+from suhmo.paths import dev_data  # noqa: E402
+from suhmo.train import SPLIT_SEED  # noqa: E402
+
+FRAMES = 80
+KEYS = ("fd_frame", "fd_clip40", "fd_motion", "motion_energy", "drift", "apd", "shape40", "shape80")
+TARGETS = {  # key -> (test, text); ctx holds the yardsticks
+    "fd_clip40": (lambda v, c: v <= 0.2 * c["frozen"]["fd_clip40"] and ("mle" not in c or v <= 0.5 * c["mle"]),
+                  "<= 0.2x frozen face and <= 0.5x MLE"),
+    "motion_energy": (lambda v, c: 0.7 <= v <= 1.3, "in [0.7, 1.3]"),
+    "shape40": (lambda v, c: v <= 1.5 * c["real"]["shape40"], "<= 1.5x real"),
+    "shape80": (lambda v, c: v <= 1.5 * c["real"]["shape80"], "<= 1.5x real"),
+    "drift": (lambda v, c: v <= 0.18, "<= 0.18"),
+    "apd": (lambda v, c: v >= 0.02, ">= 0.02"),
+}
+
+
+def held_out(data: str):
+    """The held-out persons' clips of ``data``, normalised as in training, and a config to score with."""
+    cfg = make_config("small", overrides={"data.path": data, "eval.frames": FRAMES})
+    _, test = load_dataset(cfg).split_by_person(cfg.data.test_fraction, seed=SPLIT_SEED)
+    return cfg, test
+
+
+def protocol(cfg, test, poses: int, seed: int):
+    """``(windows [P, 81, 68, 2], refs [4P, 68, 2], score(seqs) -> dict)`` for the held-out set."""
+    win = real_windows(test.clips, FRAMES + 1, stride=5)
+    idx = np.linspace(0, len(win), poses, endpoint=False).astype(int)
+    win = win[idx]
+    refs = np.repeat(win[:, 0], APD_GROUP, axis=0)
+    opts = options_from_config(cfg, test, frames=FRAMES, num_samples=len(refs), runs=1, seed=seed)
+    opts = opts.replace(refs=refs)
+
+    def score(seqs: np.ndarray) -> dict:
+        out = compute(["landmark"], opts.replace(sample_fn=lambda r, f, s: seqs))
+        err = shape_error(np.asarray(seqs, np.float64))
+        out["shape40"], out["shape80"] = float(err[:, 40].mean()), float(err[:, 80].mean())
+        return out
+
+    return win, refs, score
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("models", nargs="*", help="LABEL=CK1,CK2,... (checkpoints or export folders)")
+    p.add_argument("--data", default=str(dev_data().with_name("real_dev_landmarks_large.npz")))
+    p.add_argument("--poses", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default=None)
+    a = p.parse_args(argv)
+    torch.set_num_threads(1)
+    if not Path(a.data).is_file():
+        print(f"skipped: {a.data} not found", file=sys.stderr)
+        return 2
+    cfg, test = held_out(a.data)
+    win, refs, score = protocol(cfg, test, a.poses, a.seed)
+    rows: dict[str, dict] = {}
+    t0 = time.time()
+    rows["frozen face"] = {"mean": score(np.repeat(refs[:, None], FRAMES + 1, axis=1)), "n": 1}
+    rows["real continuation"] = {"mean": score(np.repeat(win, APD_GROUP, axis=0)), "n": 1}
+    for spec in a.models:
+        label, _, paths = spec.partition("=")
+        runs = []
+        for ck in paths.split(","):
+            G, gcfg = load_model(ck)
+            runs.append(score(sample(G, refs, FRAMES, a.seed, init_vel=gcfg.eval.init_vel)))
+        rows[label] = {"mean": {k: float(np.mean([r[k] for r in runs])) for k in runs[0]},
+                       "std": {k: float(np.std([r[k] for r in runs])) for k in runs[0]}, "n": len(runs),
+                       "checkpoints": paths.split(",")}
+    ctx = {"frozen": rows["frozen face"]["mean"], "real": rows["real continuation"]["mean"]}
+    mle = [r for lab, r in rows.items() if lab.lower().startswith("mle")]
+    if mle:
+        ctx["mle"] = mle[0]["mean"]["fd_clip40"]
+    print(f"held-out persons of {a.data}: {len(test.clips)} clips; {len(refs)} sequences of {FRAMES} frames "
+          f"from {a.poses} poses; the last 40 frames scored")
+    print(f"{'':<22}" + "".join(f"{k:>15}" for k in KEYS))
+    for label, r in rows.items():
+        cells = []
+        for k in KEYS:
+            v = r["mean"][k]
+            s = f"{v:.3g}" + (f"±{r['std'][k]:.2g}" if r.get("n", 1) > 1 else "")
+            ok = label not in ("frozen face", "real continuation") and k in TARGETS
+            s += ("+" if TARGETS[k][0](v, ctx) else "-") if ok else " "
+            cells.append(f"{s:>15}")
+        print(f"{label[:22]:<22}" + "".join(cells))
+    print("targets (+ met, - missed): " + "; ".join(f"{k} {t}" for k, (_, t) in TARGETS.items()))
+    print(f"scored in {time.time() - t0:.0f} s")
+    if a.json:
+        Path(a.json).write_text(json.dumps({"data": a.data, "poses": a.poses, "seed": a.seed, "rows": rows},
+                                           indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

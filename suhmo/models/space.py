@@ -1,0 +1,172 @@
+"""The motion spaces a generator can work in (``model.space``).
+
+The paper's generator predicts the velocity of the 136 landmark coordinates and integrates it
+(eq. 4). Every current head-motion system instead generates a head pose plus a few expression
+coefficients, never free coordinates, and free coordinates are where our faces fell apart at
+CPU scale (``experiments/README.md``). A *space* is the fixed map between a frame of landmarks
+``[..., 68, 2]`` and the state ``[..., D]`` in which the generator's core runs and integrates:
+
+``landmarks`` (the paper's)  the flattened coordinates, D = 136, identity map.
+``semantic``                 D = 4 + K: head pose (centroid x, y, log scale, in-plane roll) and
+                             K coefficients on the principal components of the
+                             Procrustes-aligned training shapes (expressions and the shape
+                             changes of yaw and pitch). ``decode`` is differentiable:
+                             ``x = centroid + exp(log_scale) R(roll) (mean + basis c)``.
+
+The semantic state is scaled per dimension by the std of its per-frame change on the training
+data (times ``model.vel_scale``), so that the velocity G predicts has the same spread in every
+dimension (``1 / vel_scale``, like landmark velocities times ``vel_scale``) and ``vel_scale *
+velocity`` is of order one in the core's input, as in the landmark space.
+
+Yaw and pitch are not separate pose parameters: with one 2-D view their effect on the
+landmarks is confounded with face shape and expression, so they live in the leading shape
+components (the first two components of the real dev set are a head turn and a nod).
+
+The space's tensors are buffers, fitted once on the training set at the start of a run
+(:meth:`SemanticSpace.fit`), saved with the generator's state dict and therefore inside every
+checkpoint and export, scripted with the exported generator (no second file).
+"""
+
+
+from typing import Tuple
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from suhmo.models.layers import FRAME_DIM, LANDMARKS
+from suhmo.utils import SuhmoError
+
+POSE_DIM = 4  # centroid x, y, log scale, roll
+
+
+class LandmarkSpace(nn.Module):
+    """The paper's space: a frame is its 136 coordinates (x, y interleaved)."""
+
+    dim: torch.jit.Final[int]
+
+    def __init__(self):
+        super().__init__()
+        self.dim = FRAME_DIM
+
+    def encode(self, x: Tensor) -> Tensor:
+        """``[..., 68, 2] -> [..., 136]``."""
+        return x.flatten(-2)
+
+    def encode_velocity(self, x: Tensor, v: Tensor) -> Tensor:
+        """``v [..., 68, 2] -> [..., 136]`` (``x`` unused: the map is linear)."""
+        return v.flatten(-2)
+
+    def decode(self, z: Tensor) -> Tensor:
+        """``[..., 136] -> [..., 68, 2]``."""
+        return z.unflatten(-1, (68, 2))
+
+
+def _centre_scale_t(x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """``x [..., 68, 2]`` -> centroid ``[..., 2]``, RMS radius ``[...]``, unit shape ``[..., 68, 2]``."""
+    c = x.mean(-2)
+    xc = x - c.unsqueeze(-2)
+    s = xc.pow(2).sum(-1).mean(-1).sqrt().clamp_min(1e-9)
+    return c, s, xc / s.unsqueeze(-1).unsqueeze(-1)
+
+
+def _rotate(x: Tensor, angle: Tensor) -> Tensor:
+    """Rotate ``x [..., 68, 2]`` by ``angle [...]`` (radians, counter-clockwise in x-right/y-down axes)."""
+    co = torch.cos(angle).unsqueeze(-1)
+    si = torch.sin(angle).unsqueeze(-1)
+    px, py = x[..., 0], x[..., 1]
+    return torch.stack([co * px - si * py, si * px + co * py], -1)
+
+
+class SemanticSpace(nn.Module):
+    """Head pose + K shape coefficients, scaled per dimension (module docstring)."""
+
+    dim: torch.jit.Final[int]
+    k: torch.jit.Final[int]
+
+    def __init__(self, k: int):
+        super().__init__()
+        if k < 1 or k > FRAME_DIM - POSE_DIM:
+            raise SuhmoError(f"semantic space: {k} shape components; choose 1..{FRAME_DIM - POSE_DIM}")
+        self.k = int(k)
+        self.dim = POSE_DIM + self.k
+        self.register_buffer("mean_shape", torch.zeros(LANDMARKS, 2))  # centred, unit RMS radius
+        self.register_buffer("basis", torch.zeros(FRAME_DIM, self.k))  # orthonormal columns
+        self.register_buffer("offset", torch.zeros(self.dim))  # raw state mean
+        self.register_buffer("scale", torch.ones(self.dim))  # raw state units per state unit
+        self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
+
+    # ----------------------------------------------------------------------- the map
+    def raw(self, x: Tensor) -> Tensor:
+        """``[..., 68, 2] -> [..., 4 + K]``: [centroid x, y, log scale, roll, coefficients]."""
+        c, s, xn = _centre_scale_t(x)
+        m = self.mean_shape
+        dot = (xn * m).sum((-1, -2))
+        cross = (xn[..., 0] * m[..., 1] - xn[..., 1] * m[..., 0]).sum(-1)
+        th = torch.atan2(cross, dot)  # the rotation that maps the face onto the mean shape
+        aligned = _rotate(xn, th)
+        d = (aligned - m).flatten(-2)
+        coef = d @ self.basis
+        return torch.cat([c, s.log().unsqueeze(-1), (-th).unsqueeze(-1), coef], -1)
+
+    def from_raw(self, r: Tensor) -> Tensor:
+        """Inverse of :meth:`raw` up to the PCA residual: ``[..., 4 + K] -> [..., 68, 2]``."""
+        shape = self.mean_shape + (r[..., 4:] @ self.basis.t()).unflatten(-1, (68, 2))
+        face = _rotate(shape, r[..., 3]) * r[..., 2].exp().unsqueeze(-1).unsqueeze(-1)
+        return face + r[..., :2].unsqueeze(-2)
+
+    def encode_velocity(self, x: Tensor, v: Tensor) -> Tensor:
+        """The state change of a frame ``x`` that moved by ``v`` (both ``[..., 68, 2]``)."""
+        return self.encode(x) - self.encode(x - v)
+
+    def encode(self, x: Tensor) -> Tensor:
+        """Landmarks ``[..., 68, 2]`` -> scaled state ``[..., 4 + K]``."""
+        return (self.raw(x) - self.offset) / self.scale
+
+    def decode(self, z: Tensor) -> Tensor:
+        """Scaled state ``[..., 4 + K]`` -> landmarks ``[..., 68, 2]`` (differentiable)."""
+        return self.from_raw(z * self.scale + self.offset)
+
+    # ----------------------------------------------------------------------- fitting
+    @torch.no_grad()
+    def fit(self, frames: np.ndarray, windows: np.ndarray, vel_scale: float) -> "SemanticSpace":
+        """Fit on training data: the Procrustes mean and PCA basis on ``frames [N, 68, 2]``; the
+        state offset and per-dimension scale on ``windows [M, T, 68, 2]`` (augmented training
+        windows, so that the pose ranges are those G sees). ``scale_d = std of the per-frame
+        change of raw dimension d * vel_scale``."""
+        from suhmo.metrics.landmark import _align, _centre_scale, mean_shape_gpa
+
+        frames = np.asarray(frames, np.float64).reshape(-1, LANDMARKS, 2)
+        if len(frames) < self.k + 1:
+            raise SuhmoError(f"semantic space: {len(frames)} training frames cannot fit {self.k} shape components")
+        m = mean_shape_gpa(frames)
+        _, _, xn = _centre_scale(frames)
+        aligned, _ = _align(xn, m)
+        d = (aligned - m).reshape(len(frames), -1)
+        _, _, vt = np.linalg.svd(d - d.mean(0), full_matrices=False)
+        self.mean_shape.copy_(torch.as_tensor(m, dtype=torch.float32))
+        self.basis.copy_(torch.as_tensor(vt[: self.k].T, dtype=torch.float32))
+        w = torch.as_tensor(np.asarray(windows, np.float32))
+        r = self.raw(w).double()  # [M, T, D]
+        step = (r[:, 1:] - r[:, :-1]).reshape(-1, self.dim).std(0).clamp_min(1e-6)
+        self.offset.copy_(r.reshape(-1, self.dim).mean(0).float())
+        self.scale.copy_((step * float(vel_scale)).float())
+        self.fitted.fill_(True)
+        return self
+
+    def round_trip_error(self, x: Tensor) -> Tensor:
+        """RMS landmark distance of ``decode(encode(x))`` to ``x`` per frame ``[...]`` (input units)."""
+        return (self.decode(self.encode(x)) - x).pow(2).sum(-1).mean(-1).sqrt()
+
+
+SPACES = ("landmarks", "semantic")
+
+
+def build_space(cfg) -> nn.Module:
+    """The space of ``cfg.model.space`` (unfitted for ``semantic``: see :meth:`SemanticSpace.fit`)."""
+    name = cfg.model.space
+    if name == "landmarks":
+        return LandmarkSpace()
+    if name == "semantic":
+        return SemanticSpace(cfg.model.semantic_k)
+    raise SuhmoError(f"model.space={name!r}: choose one of {', '.join(SPACES)}")
