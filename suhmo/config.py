@@ -6,8 +6,8 @@ centroid, see ``suhmo.losses.sequence_features``) and ``model.vel_scale``/``acc_
 names are addressed with dots (``optim.lr_g``, ``windows.family``) by ``--set key=value``, YAML files and the search spaces. Unknown keys are errors that
 name the key and suggest the closest known one.
 
-Presets: ``paper`` (the defaults), ``small`` (CPU-sized experiments) and ``tiny``
-(smoke runs and tests).
+Presets: ``paper`` (the defaults), ``small`` (CPU-sized experiments), ``cpu`` (the recipe
+for a 2-core CPU and ~30 minutes, experiments/README.md) and ``tiny`` (smoke runs and tests).
 """
 
 from __future__ import annotations
@@ -327,6 +327,20 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train.batch_size": 32, "train.iterations": 3000, "train.eval_every": 250,
         "optim.lr_g": 1e-4, "optim.lr_d": 5e-5, "optim.lr_decay_iter": None,
         "eval.samples": 128,
+    },
+    # The recipe for a 2-core CPU and about 30 minutes of training (experiments/README.md,
+    # "Natural head motion"): 64-wide RNN in the semantic space with the mean-reverting
+    # integrator, D_F weighted 5x, clipped gradients, the moving average of G, and best.pt
+    # chosen on the dynamics-aware score over 80 generated frames.
+    "cpu": {
+        "model.space": "semantic", "model.semantic_k": 16, "model.revert": True,
+        "model.hidden_g": 64, "model.mlp_g": 64, "model.emb_g": 64, "model.hidden_d": 64,
+        "model.emb_d": 32, "model.frame_d_hidden": 64,
+        "loss.w_frame": 5.0, "optim.grad_clip": 1.0, "optim.ema_g": 0.999,
+        "optim.lr_g": 1e-4, "optim.lr_d": 4e-4, "optim.lr_decay_iter": None,
+        "train.batch_size": 32, "train.iterations": 3000, "train.eval_every": 250,
+        "train.select_metric": "fd_clip40_dyn",
+        "eval.samples": 128, "eval.frames": 80,
     },
     "tiny": {
         "model.hidden_g": 32, "model.mlp_g": 32, "model.emb_g": 32, "model.hidden_d": 32,

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from suhmo.config import PRESETS
+
 _DATA_HELP = "Canonical landmark .npz (pixels or normalised)."
 
 
@@ -23,7 +25,7 @@ def _options(f):
                      help="Config override (data.normalize, data.bbox_scale, ...); repeatable.")(f)
     f = click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
                      help="YAML config whose data.* settings shape the real data.")(f)
-    f = click.option("--preset", type=click.Choice(["paper", "small", "tiny"]), default="paper",
+    f = click.option("--preset", type=click.Choice(list(PRESETS)), default="paper",
                      show_default=True, help="Config preset.")(f)
     return f
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import click
 
+from suhmo.config import PRESETS
+
 
 @click.command("train")
 @click.option("--variant", type=click.Choice(["rnn", "transformer"]), default=None,
@@ -19,7 +21,7 @@ import click
               help="Training iterations (train.iterations); default: the preset's.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Output folder; default: $SUHMO_HOME/train/<timestamp>. A folder holding last.pt resumes.")
-@click.option("--preset", type=click.Choice(["paper", "small", "tiny"]), default="paper", show_default=True,
+@click.option("--preset", type=click.Choice(list(PRESETS)), default="paper", show_default=True,
               help="Base configuration: paper sizes, a CPU-sized model, or a smoke-test model.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help="YAML file of config values, applied over the preset.")
