@@ -12,9 +12,14 @@ Models are given as ``LABEL=CK1,CK2,...`` (one checkpoint or export folder per t
 each metric is the mean (± std) over them. A label starting with ``mle`` is the MLE baseline of
 the target "fd_clip40 at most 0.5x MLE's".
 
+``--probe`` also prints, for models in the semantic space, how far the state wanders from the
+reference: the mean |z_t - z_0| of the pose dimensions and of the shape coefficients (averaged)
+at frames 10 / 40 / 80, for the model and for the real continuation in the model's own state
+units. Real faces saturate; a free integrator's distance keeps growing (experiments/README.md).
+
 Command:
   python experiments/targets.py semantic=RUN1/best.pt,RUN2/best.pt,RUN3/best.pt mle=M1/last.pt \
-      [--data FILE] [--poses 64] [--seed 0] [--json OUT.json]
+      [--data FILE] [--poses 64] [--seed 0] [--probe] [--json OUT.json]
 """
 
 from __future__ import annotations
@@ -77,6 +82,19 @@ def protocol(cfg, test, poses: int, seed: int):
     return win, refs, score
 
 
+def probe(space, seqs: np.ndarray, real: np.ndarray, label: str) -> None:
+    """Mean |z_t - z_0| of pose dimensions (x, y, log scale, roll) and of the shape coefficients."""
+    at = [10, 40, FRAMES]
+    for name, x in (("model", seqs), ("real", real)):
+        with torch.no_grad():
+            z = space.encode(torch.as_tensor(np.asarray(x, np.float32))).numpy()
+        d = np.abs(z - z[:, :1])
+        pose = " ".join("/".join(f"{d[:, t, j].mean():.2f}" for t in at) for j in range(4))
+        shape = "/".join(f"{d[:, t, 4:].mean():.3f}" for t in at)
+        print(f"probe {label[-30:]:<30} {name:<5} |z_t - z_0| at {at}: pose x, y, log s, roll {pose}; "
+              f"shape {shape}")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("models", nargs="*", help="LABEL=CK1,CK2,... (checkpoints or export folders)")
@@ -84,6 +102,7 @@ def main(argv=None) -> int:
     p.add_argument("--poses", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None)
+    p.add_argument("--probe", action="store_true", help="print the state-wandering probe of semantic models")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     if not Path(a.data).is_file():
@@ -100,7 +119,10 @@ def main(argv=None) -> int:
         runs = []
         for ck in paths.split(","):
             G, gcfg = load_model(ck)
-            runs.append(score(sample(G, refs, FRAMES, a.seed, init_vel=gcfg.eval.init_vel)))
+            seqs = sample(G, refs, FRAMES, a.seed, init_vel=gcfg.eval.init_vel)
+            runs.append(score(seqs))
+            if a.probe and hasattr(G.space, "fit"):
+                probe(G.space, seqs, np.repeat(win, APD_GROUP, axis=0), ck)
         rows[label] = {"mean": {k: float(np.mean([r[k] for r in runs])) for k in runs[0]},
                        "std": {k: float(np.std([r[k] for r in runs])) for k in runs[0]}, "n": len(runs),
                        "checkpoints": paths.split(",")}
