@@ -35,7 +35,6 @@ PLAN_FILE = "search.json"
 # Environment that keeps Ray quiet and local-only (ECOSYSTEM.md); set before ray is imported.
 QUIET_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
-    "RAY_AUTH_MODE": "disabled",
     "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
     "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
     "RAY_DEDUP_LOGS": "0",
@@ -220,7 +219,7 @@ def start_ray(address: Optional[str], echo: Callable[[str], None]) -> dict:
         if address:
             ray.init(address=address, **kwargs)
         else:
-            ray.init(**kwargs)
+            _init_loopback_ray(kwargs)
     except ConnectionError as e:
         raise SuhmoError(f"--address {address}: cannot connect to a Ray cluster ({str(e).splitlines()[0]}); "
                          "start one with `ray start --head` or leave --address out") from None
@@ -231,6 +230,53 @@ def start_ray(address: Optional[str], echo: Callable[[str], None]) -> dict:
     echo(f"{where}: {len(nodes)} node(s), {res.get('CPU', 0):g} CPU, {res.get('GPU', 0):g} GPU "
          f"(ready in {time.time() - t0:.0f}s)")
     return res
+
+
+def _init_loopback_ray(kwargs: dict) -> None:
+    """Start a new local Ray instance whose every process listens on 127.0.0.1 only.
+
+    Ray binds its GCS, raylet, object manager and worker ports to the node IP, and on Linux
+    it turns 127.0.0.1 into the machine's network address (``resolve_ip_for_localhost``)
+    unless ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``; with it the node IP is 127.0.0.1. The
+    setting is read when ``ray`` is imported, so it is set in the environment (inherited by
+    the processes Ray starts) and, when ray is already imported, on the constant, for the
+    start only: a later ``--address`` connection in the same process must see the real IP.
+    Token authentication stays at Ray's default (on for local instances since Ray 2.59):
+    loopback keeps the network out, the token keeps other users of this machine out.
+    ``address="local"`` never attaches to a cluster that ``ray start`` left on this machine.
+    """
+    import ray
+    from ray._private import ray_constants
+
+    key = ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR
+    saved_env, saved_const = os.environ.get(key), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[key] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        ray.init(address="local", **kwargs)
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved_const
+        if saved_env is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = saved_env
+    _private_token_file()
+    ips = {n.get("NodeManagerAddress") for n in ray.nodes() if n.get("Alive")}
+    if not ips or not all(str(ip).startswith("127.") for ip in ips):
+        ray.shutdown()
+        raise SuhmoError(f"local Ray started on {', '.join(sorted(map(str, ips)))} instead of 127.0.0.1; "
+                         "refusing to run a search reachable from the network")
+
+
+def _private_token_file() -> None:
+    """Ray 2.60 writes the generated ``~/.ray/auth_token`` readable by everyone (0644): make
+    it the owner's only, or any user of this machine could read the token and use the instance."""
+    token = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    try:
+        if token.is_file() and token.stat().st_uid == os.getuid() and token.stat().st_mode & 0o077:
+            os.chmod(token, 0o600)
+    except OSError:
+        pass
 
 
 def trial_resources(plan: SearchPlan, cluster: dict) -> dict[str, float]:

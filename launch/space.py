@@ -139,7 +139,17 @@ class SearchSpace:
 
     def trial_config(self, sampled: dict[str, Any]):
         """Resolve one trial: preset, then base values, then sampled values; validated."""
-        return make_config(self.preset, overrides={**self.base, **decode_sampled(sampled)})
+        values = {**self.base, **decode_sampled(sampled)}
+        cfg = make_config(self.preset, overrides=values)
+        if "train.select_metric" in values:  # else the trial keeps best.pt on the first objective
+            from suhmo.metrics import check_select_metric
+            from suhmo.utils import SuhmoError
+
+            try:
+                check_select_metric(cfg)
+            except SuhmoError as e:
+                raise ConfigError(str(e)) from None
+        return cfg
 
     @property
     def iterations(self) -> int:

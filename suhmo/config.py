@@ -237,6 +237,9 @@ class Config:
         if c.train.batch_size % 2:
             raise ConfigError(f"train.batch_size={c.train.batch_size}: must be even (samples come in pairs)")
         _positive("train.iterations", c.train.iterations)
+        if c.train.threads is not None and (isinstance(c.train.threads, bool) or int(c.train.threads) < 1):
+            raise ConfigError(f"train.threads={c.train.threads}: must be a positive number of CPU threads "
+                              "or null (torch's default)")
         _positive("train.eval_every", c.train.eval_every)
         _positive("eval.samples", c.eval.samples, minimum=2)
         _positive("eval.frames", c.eval.frames)

@@ -73,8 +73,19 @@ def artifact_root(tracking_uri: str) -> str | None:
 
 def _client(tracking_uri: str) -> MlflowClient:
     if tracking_uri.startswith("sqlite:///"):
-        Path(tracking_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        private_sqlite(tracking_uri)
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def private_sqlite(tracking_uri: str) -> None:
+    """Create the sqlite database file with mode 0600 before MLflow opens it (sqlite would
+    create it with the umask's mode, usually world-readable); an existing file is kept."""
+    import os
+
+    db = Path(tracking_uri[len("sqlite:///"):])
+    db.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not db.exists():
+        os.close(os.open(db, os.O_WRONLY | os.O_CREAT, 0o600))
 
 
 def _safe_name(name: str) -> str:
