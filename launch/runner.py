@@ -335,21 +335,24 @@ def _meta(space: SearchSpace, plan: SearchPlan) -> dict:
     return {"preset": space.preset, "base": dict(space.base), "objectives": plan.objectives,
             "study_seed": plan.seed, "threads": max(1, int(plan.cpus_per_trial)),
             "tracking_uri": plan.tracking_uri, "experiment_id": plan.experiment_id,
-            "parent_run_id": plan.parent_run_id, "experiment": plan.experiment}
+            "parent_run_id": plan.parent_run_id, "experiment": plan.experiment, "storage": plan.storage}
 
 
 def build_tuner(plan: SearchPlan, space: SearchSpace, resources: dict, callbacks: list):
     from ray import tune
     from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
 
+    from launch.budget import TimeCap
+
     trainable = tune.with_resources(suhmo_trial, resources)
+    cap = TimeCap(plan.time_budget_s) if plan.time_budget_s else None
     tune_config = TuneConfig(
         search_alg=_searcher(space, plan), scheduler=_scheduler(space, plan),
         num_samples=plan.num_samples, max_concurrent_trials=plan.max_concurrent,
-        time_budget_s=plan.time_budget_s, reuse_actors=True,
-        trial_name_creator=trial_name, trial_dirname_creator=trial_name)
+        reuse_actors=True, trial_name_creator=trial_name, trial_dirname_creator=trial_name)
     run_config = RunConfig(
-        name=plan.experiment, storage_path=plan.storage, verbose=0, callbacks=callbacks,
+        name=plan.experiment, storage_path=plan.storage, verbose=0,
+        callbacks=callbacks + ([cap] if cap is not None else []), stop=cap,
         checkpoint_config=CheckpointConfig(num_to_keep=2),
         failure_config=FailureConfig(max_failures=0, fail_fast=False))
     return Tuner(trainable, param_space={META_KEY: _meta(space, plan)}, tune_config=tune_config,
@@ -447,6 +450,7 @@ def read_trials(exp_dir: Path, objectives: list[list[str]], iterations: Optional
                 except json.JSONDecodeError:
                     continue  # a line being written
         last = history[-1] if history else (rt.get("last_result") or {})
+        history, last = _with_unprocessed_reports(tdir, history, last)
         best: dict[str, tuple[float, int]] = {}
         for m, mode in objectives:
             vals = [(h[m], h.get("step", 0)) for h in history
@@ -478,6 +482,31 @@ def read_trials(exp_dir: Path, objectives: list[list[str]], iterations: Optional
             node_ip=last.get("node_ip"), error=err, seed=config.get("train.seed"), path=str(tdir),
             time_total_s=float(last.get("time_total_s", 0) or 0), first_result=history[0] if history else None))
     return rows
+
+
+def _with_unprocessed_reports(tdir: Path, history: list, last: dict) -> tuple[list, dict]:
+    """Add the evaluations of a checkpoint the trial persisted after its last result the driver
+    recorded (a search interrupted between a report and its processing): the leaderboard then
+    shows what the trial (and MLflow) reached, not the driver's stale view."""
+    from launch.trainable import stored_checkpoints
+
+    stored = stored_checkpoints(tdir)
+    done = int(last.get("step", 0) or 0)
+    if not stored or stored[-1][0] <= done:
+        return history, last
+    log = stored[-1][1] / "metrics.jsonl"
+    extra = []
+    if log.is_file():
+        for line in log.read_text(errors="replace").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] > done:
+                extra.append(row)
+    if not extra:
+        return history, last
+    return history + extra, {**last, **extra[-1]}
 
 
 def rank_rows(rows: list[TrialRow], objectives: list[list[str]]) -> list[TrialRow]:
@@ -641,7 +670,13 @@ def _fit_and_collect(tuner, plan: SearchPlan, space: SearchSpace, t0: float, pro
     status = "FAILED"
     outcome = SearchOutcome(plan, [], 0.0, False, False, progress)
     try:
-        tuner.fit()
+        try:
+            tuner.fit()
+        except (SuhmoError, KeyboardInterrupt):
+            raise
+        except Exception as e:  # noqa: BLE001 - the driver failed (Ray died, a node or worker was killed...)
+            raise SuhmoError(f"search {plan.experiment} failed: {_cause(e)}; the state saved so far is kept: "
+                             f"suhmo-search resume {plan.experiment}{_storage_opt(plan)}") from None
         rows = read_trials(plan.exp_dir, plan.objectives, space.iterations)
         wall = time.time() - t0
         unfinished = [r for r in rows if r.state in ("running", "pending", "interrupted")]
@@ -655,6 +690,16 @@ def _fit_and_collect(tuner, plan: SearchPlan, space: SearchSpace, t0: float, pro
             outcome.rows = read_trials(plan.exp_dir, plan.objectives, space.iterations)
             outcome.wall_s = time.time() - t0
         _finish_tracking(plan, outcome, status, echo)
+
+
+def _cause(e: BaseException) -> str:
+    """The innermost cause of a chained exception, on one line (Ray wraps errors several deep)."""
+    seen = set()
+    while (e.__cause__ or e.__context__) is not None and id(e) not in seen:
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    text = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), "")
+    return f"{type(e).__name__}: {text[:200]}" if text else type(e).__name__
 
 
 def resume_search(exp_dir: Path, *, address: Optional[str] = None, retry_errored: bool = True,
@@ -748,13 +793,17 @@ def render_report(outcome: SearchOutcome, echo: Callable[[str], None] = print) -
         return
     if outcome.budget_hit:
         echo(f"time budget {format_duration(plan.time_budget_s)} reached: {len(rows)} of {plan.num_samples} trials ran")
+    evaluated = any(r.evaluations > 0 and r.state != "error" for r in rows)
     echo("")
+    if not evaluated:
+        echo("no trial reached an evaluation: there is no checkpoint to export yet")
     echo("next:")
     if plan.tracking_uri:
         echo(f"  suhmo-search ui{_tracking_opt(plan)}                 # browse the trials in MLflow")
-        echo(f"  suhmo best-export --experiment {plan.experiment} --out best-model{_tracking_opt(plan)}")
-        echo("  suhmo generate --model best-model --reference best-model/reference.npy --out motion.npz")
-        echo("  suhmo render motion.npz --grid 4 --out motion.gif")
+        if evaluated:
+            echo(f"  suhmo best-export --experiment {plan.experiment} --out best-model{_tracking_opt(plan)}")
+            echo("  suhmo generate --model best-model --reference best-model/reference.npy --out motion.npz")
+            echo("  suhmo render motion.npz --grid 4 --out motion.gif")
     echo(f"  suhmo-search status {plan.experiment}{_storage_opt(plan)}")
 
 

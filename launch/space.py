@@ -353,7 +353,8 @@ def find_space(name_or_path: str) -> Path:
     if p.suffix in (".yaml", ".yml") or "/" in name_or_path:
         if p.is_file():
             return p.resolve()
-        raise ConfigError(f"--space {name_or_path}: file not found")
+        what = "not a regular file" if p.exists() else "file not found"
+        raise ConfigError(f"--space {name_or_path}: {what}")
     roots = [REPO_ROOT / "search_spaces", Path.cwd() / "search_spaces"]
     for root in roots:
         cand = root / f"{name_or_path}.yaml"

@@ -274,7 +274,11 @@ def _check_regular(path: Path, what: str) -> None:
         raise DataError(f"{path}: not a regular file (a pipe, device or socket), expected {what}")
 
 
-def _read_npz(path: Path) -> dict[str, np.ndarray]:
+def precheck_npz(path: Path) -> None:
+    """Everything checked before a landmark file's arrays are read: a regular file (a FIFO
+    would block), a zip or .npy header, declared sizes within :func:`max_data_bytes` and
+    the available memory. Raises DataError naming the file (and the entry)."""
+    path = Path(path)
     _check_regular(path, "a landmark .npz file")
     with open(path, "rb") as f:
         magic = f.read(6)
@@ -286,6 +290,10 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
         _check_npz_sizes(path)
     else:
         _check_npy_size(path)
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    precheck_npz(path)
     try:
         z = np.load(path, allow_pickle=False)
     except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
