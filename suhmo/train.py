@@ -404,7 +404,8 @@ DATA_IDENTITY = ("path", "synth_clips", "synth_seconds", "synth_seed", "fps", "n
 
 def _check_same_data(saved: dict, current: dict, where) -> None:
     """A resumed run must train and select ``best.pt`` on the data it started with."""
-    diff = [k for k in DATA_IDENTITY if k in saved and k in current and saved[k] != current[k]]
+    keys = [k for k in DATA_IDENTITY if not (saved.get("path") and k.startswith("synth_"))]  # unused with a file
+    diff = [k for k in keys if k in saved and k in current and saved[k] != current[k]]
     if diff:
         k = diff[0]
         raise SuhmoError(f"{where}: cannot resume on other data: the run used data.{k}={saved[k]!r}, "
