@@ -4,7 +4,10 @@
 :func:`launch.trainable.suhmo_trial` wrapped with ``tune.with_resources`` (fractional GPUs
 allowed), ``OptunaSearch`` with a seeded sampler and the space's define-by-run function,
 ASHA (or FIFO) on the first objective reported at every evaluation, ``reuse_actors=True``,
-``FailureConfig(max_failures=0)`` (an errored trial is recorded and the search goes on).
+``FailureConfig(max_failures=0)`` locally (an errored trial is recorded and the search goes on)
+and ``CLUSTER_MAX_FAILURES`` on a cluster (a trial whose node is lost restarts from its last
+checkpoint elsewhere). A time budget is :class:`launch.budget.TimeCap` (never stops before a
+first evaluation). A local Ray instance listens on 127.0.0.1 only (:func:`start_ray`).
 The experiment folder (``<storage>/<experiment>``) holds Tune's state plus ``search.json``
 (this plan), so ``resume`` and ``status`` need nothing but the experiment name.
 
@@ -338,6 +341,9 @@ def _meta(space: SearchSpace, plan: SearchPlan) -> dict:
             "parent_run_id": plan.parent_run_id, "experiment": plan.experiment, "storage": plan.storage}
 
 
+CLUSTER_MAX_FAILURES = 2  # restarts of a trial after its worker or node died (Tune's FailureConfig)
+
+
 def build_tuner(plan: SearchPlan, space: SearchSpace, resources: dict, callbacks: list):
     from ray import tune
     from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
@@ -354,7 +360,9 @@ def build_tuner(plan: SearchPlan, space: SearchSpace, resources: dict, callbacks
         name=plan.experiment, storage_path=plan.storage, verbose=0,
         callbacks=callbacks + ([cap] if cap is not None else []), stop=cap,
         checkpoint_config=CheckpointConfig(num_to_keep=2),
-        failure_config=FailureConfig(max_failures=0, fail_fast=False))
+        # on a cluster a trial whose node is lost restarts from its last checkpoint on another
+        # node; locally a failure is recorded (an errored trial is retried by `resume`)
+        failure_config=FailureConfig(max_failures=CLUSTER_MAX_FAILURES if plan.address else 0, fail_fast=False))
     return Tuner(trainable, param_space={META_KEY: _meta(space, plan)}, tune_config=tune_config,
                  run_config=run_config)
 
@@ -392,6 +400,10 @@ def _make_progress_callback(objectives: list[list[str]], echo: Callable[[str], N
 def error_reason(text: str) -> str:
     """The one-line cause in a Ray error file (the innermost ``SomeError: message``)."""
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    oom = next((ln for ln in lines if "killed due to the node running low on memory" in ln), None)
+    if oom is not None:  # Ray's memory monitor: its message ends in a page of advice, not the cause
+        why = next((ln for ln in lines if ln.startswith("OOM kill reason:")), "")
+        return f"OutOfMemoryError: killed by Ray's memory monitor ({why[len('OOM kill reason:'):].strip() or oom})"
     for ln in reversed(lines):
         head = ln.split(":", 1)[0]
         if ":" in ln and head.replace(".", "").replace("_", "").isalnum() and \
@@ -791,6 +803,11 @@ def render_report(outcome: SearchOutcome, echo: Callable[[str], None] = print) -
         echo(f"search interrupted; its state is saved. Continue it with:\n"
              f"  suhmo-search resume {plan.experiment}" + _storage_opt(plan))
         return
+    errored = sum(r.state == "error" for r in rows)
+    if errored:
+        echo("")
+        echo(f"{errored} trial(s) errored (reasons above); after fixing the cause, "
+             f"`suhmo-search resume {plan.experiment}{_storage_opt(plan)}` retries them from their last checkpoint")
     if outcome.budget_hit:
         echo(f"time budget {format_duration(plan.time_budget_s)} reached: {len(rows)} of {plan.num_samples} trials ran")
     evaluated = any(r.evaluations > 0 and r.state != "error" for r in rows)

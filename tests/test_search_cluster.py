@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import queue
+import secrets
 import shutil
 import signal
 import socket
@@ -116,7 +117,9 @@ def test_trials_run_on_both_loopback_nodes(tmp_path):
     temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths must stay < 108 chars
     port = free_port(HEAD)
     env = dict(os.environ)
-    env.update(RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled", SUHMO_HOME=str(tmp_path / "home"),
+    # token authentication, one token for both nodes and the driver (README, cluster section)
+    env.update(RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32),
+               SUHMO_HOME=str(tmp_path / "home"),
                PYTHONPATH=os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]))
     common = ["--num-cpus=1", "--num-gpus=0", f"--temp-dir={temp_dir}", "--disable-usage-stats"]
     nodes: list[Node] = []
