@@ -209,6 +209,10 @@ def test_driver_killed_after_reports_resumes_without_repeating_a_step(tmp_path):
     finally:
         s.kill()  # SIGKILL: no chance to save Tune's state; the trials' checkpoints are on disk
     exp = home / "search" / "kill9"
+    # the leaderboard read after the kill shows what the trials reached (result.json, or the
+    # checkpoints persisted after the driver's last processed result)
+    before = read_trials(exp, SearchPlan.load(exp).objectives)
+    assert max(row.step for row in before) >= 8, [(row.name, row.step) for row in before]
     r = Search(["resume", "kill9"], home)
     rc = r.wait(timeout=480)
     out = r.text()
