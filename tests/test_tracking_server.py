@@ -96,7 +96,8 @@ class Postgres:
             pytest.skip(f"PostgreSQL did not start: {log.strip().splitlines()[-1:]}")
         r = self._run(str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "mlflow", "mlflow")
         assert r.returncode == 0, r.stderr
-        return f"postgresql://mlflow@127.0.0.1:{self.port}/mlflow"
+        # SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3: name the driver installed
+        return f"postgresql+psycopg2://mlflow@127.0.0.1:{self.port}/mlflow"
 
     def stop(self) -> None:
         if self.data.is_dir():
