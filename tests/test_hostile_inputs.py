@@ -430,7 +430,8 @@ def test_catalogue_is_large():
 @pytest.mark.parametrize("case", _ids())
 def test_hostile_input_is_one_clean_error(catalogue, case):
     r, where = catalogue[case]
-    shown = f"{case}: rc={r['rc']}\nstdout:\n{r['stdout'][-1500:]}\nstderr:\n{r['stderr'][-3000:]}\n{r['traceback'] or ''}"
+    shown = (f"{case}: rc={r['rc']}\nstdout:\n{r['stdout'][-1500:]}\nstderr:\n{r['stderr'][-3000:]}\n"
+             f"{r['traceback'] or ''}")
     assert r["traceback"] is None, shown
     assert "Traceback" not in r["stderr"] + r["stdout"], shown
     assert r["rc"] != 0, shown
