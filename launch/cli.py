@@ -155,8 +155,30 @@ def run(space_name: str, num_samples, max_concurrent, cpus_per_trial, gpus_per_t
                    "scheduler": plan.scheduler, "objectives": plan.objectives,
                    "time_budget_s": plan.time_budget_s, "address": plan.address, "storage": plan.storage,
                    "experiment": plan.experiment}
-    outcome = run_search(plan, echo=click.echo, cli_options=cli_options)
+    from launch.supervise import note_experiment
+
+    note_experiment(plan.experiment)
+    outcome = _driver(lambda: run_search(plan, echo=click.echo, cli_options=cli_options), plan.experiment,
+                      plan.exp_dir)
     render_report(outcome, echo=click.echo)
+
+
+def _driver(call, experiment: str, exp_dir):
+    """Run a search driver: any unexpected failure ends in one line plus the resume command
+    (Ray's errors arrive chained several deep; the user needs the cause and what to do)."""
+    from launch.runner import _cause, latest_state_file
+    from suhmo.config import ConfigError
+    from suhmo.utils import SuhmoError
+
+    try:
+        return call()
+    except (SuhmoError, ConfigError, KeyboardInterrupt):
+        raise
+    except Exception as e:  # noqa: BLE001
+        if latest_state_file(exp_dir) is not None:
+            raise SuhmoError(f"search {experiment} failed: {_cause(e)}; continue it with: "
+                             f"suhmo-search resume {experiment}") from None
+        raise SuhmoError(f"search {experiment} failed before it started: {_cause(e)}") from None
 
 
 @cli.command()
@@ -169,8 +191,12 @@ def resume(experiment: str, storage, address, retry_errored: bool) -> None:
     """Continue an interrupted search: same trials, Optuna state restored, the rest of the budget."""
     from launch.runner import find_experiment, render_report, resume_search
 
+    from launch.supervise import note_experiment
+
     exp_dir = find_experiment(experiment, storage)
-    outcome = resume_search(exp_dir, address=address, retry_errored=retry_errored, echo=click.echo)
+    note_experiment(exp_dir.name)
+    outcome = _driver(lambda: resume_search(exp_dir, address=address, retry_errored=retry_errored,
+                                            echo=click.echo), exp_dir.name, exp_dir)
     render_report(outcome, echo=click.echo)
 
 
@@ -271,6 +297,11 @@ def results(experiment: str, metrics: str, frames: str, fmt: str, group_by: str,
 
 
 def main(argv: Optional[list[str]] = None) -> None:
+    from launch import supervise
+
+    args = sys.argv[1:] if argv is None else list(argv)
+    if supervise.wanted(args):  # run / resume: one line plus the resume command even if Ray kills the driver
+        sys.exit(supervise.supervise(args))
     sys.exit(run_cli(cli, argv))
 
 

@@ -4,7 +4,10 @@
 :func:`launch.trainable.suhmo_trial` wrapped with ``tune.with_resources`` (fractional GPUs
 allowed), ``OptunaSearch`` with a seeded sampler and the space's define-by-run function,
 ASHA (or FIFO) on the first objective reported at every evaluation, ``reuse_actors=True``,
-``FailureConfig(max_failures=0)`` (an errored trial is recorded and the search goes on).
+``FailureConfig(max_failures=0)`` locally (an errored trial is recorded and the search goes on)
+and ``CLUSTER_MAX_FAILURES`` on a cluster (a trial whose node is lost restarts from its last
+checkpoint elsewhere). A time budget is :class:`launch.budget.TimeCap` (never stops before a
+first evaluation). A local Ray instance listens on 127.0.0.1 only (:func:`start_ray`).
 The experiment folder (``<storage>/<experiment>``) holds Tune's state plus ``search.json``
 (this plan), so ``resume`` and ``status`` need nothing but the experiment name.
 
@@ -35,7 +38,6 @@ PLAN_FILE = "search.json"
 # Environment that keeps Ray quiet and local-only (ECOSYSTEM.md); set before ray is imported.
 QUIET_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
-    "RAY_AUTH_MODE": "disabled",
     "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
     "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
     "RAY_DEDUP_LOGS": "0",
@@ -220,7 +222,7 @@ def start_ray(address: Optional[str], echo: Callable[[str], None]) -> dict:
         if address:
             ray.init(address=address, **kwargs)
         else:
-            ray.init(**kwargs)
+            _init_loopback_ray(kwargs)
     except ConnectionError as e:
         raise SuhmoError(f"--address {address}: cannot connect to a Ray cluster ({str(e).splitlines()[0]}); "
                          "start one with `ray start --head` or leave --address out") from None
@@ -231,6 +233,53 @@ def start_ray(address: Optional[str], echo: Callable[[str], None]) -> dict:
     echo(f"{where}: {len(nodes)} node(s), {res.get('CPU', 0):g} CPU, {res.get('GPU', 0):g} GPU "
          f"(ready in {time.time() - t0:.0f}s)")
     return res
+
+
+def _init_loopback_ray(kwargs: dict) -> None:
+    """Start a new local Ray instance whose every process listens on 127.0.0.1 only.
+
+    Ray binds its GCS, raylet, object manager and worker ports to the node IP, and on Linux
+    it turns 127.0.0.1 into the machine's network address (``resolve_ip_for_localhost``)
+    unless ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``; with it the node IP is 127.0.0.1. The
+    setting is read when ``ray`` is imported, so it is set in the environment (inherited by
+    the processes Ray starts) and, when ray is already imported, on the constant, for the
+    start only: a later ``--address`` connection in the same process must see the real IP.
+    Token authentication stays at Ray's default (on for local instances since Ray 2.59):
+    loopback keeps the network out, the token keeps other users of this machine out.
+    ``address="local"`` never attaches to a cluster that ``ray start`` left on this machine.
+    """
+    import ray
+    from ray._private import ray_constants
+
+    key = ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR
+    saved_env, saved_const = os.environ.get(key), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[key] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        ray.init(address="local", **kwargs)
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved_const
+        if saved_env is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = saved_env
+    _private_token_file()
+    ips = {n.get("NodeManagerAddress") for n in ray.nodes() if n.get("Alive")}
+    if not ips or not all(str(ip).startswith("127.") for ip in ips):
+        ray.shutdown()
+        raise SuhmoError(f"local Ray started on {', '.join(sorted(map(str, ips)))} instead of 127.0.0.1; "
+                         "refusing to run a search reachable from the network")
+
+
+def _private_token_file() -> None:
+    """Ray 2.60 writes the generated ``~/.ray/auth_token`` readable by everyone (0644): make
+    it the owner's only, or any user of this machine could read the token and use the instance."""
+    token = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    try:
+        if token.is_file() and token.stat().st_uid == os.getuid() and token.stat().st_mode & 0o077:
+            os.chmod(token, 0o600)
+    except OSError:
+        pass
 
 
 def trial_resources(plan: SearchPlan, cluster: dict) -> dict[str, float]:
@@ -289,23 +338,31 @@ def _meta(space: SearchSpace, plan: SearchPlan) -> dict:
     return {"preset": space.preset, "base": dict(space.base), "objectives": plan.objectives,
             "study_seed": plan.seed, "threads": max(1, int(plan.cpus_per_trial)),
             "tracking_uri": plan.tracking_uri, "experiment_id": plan.experiment_id,
-            "parent_run_id": plan.parent_run_id, "experiment": plan.experiment}
+            "parent_run_id": plan.parent_run_id, "experiment": plan.experiment, "storage": plan.storage}
+
+
+CLUSTER_MAX_FAILURES = 2  # restarts of a trial after its worker or node died (Tune's FailureConfig)
 
 
 def build_tuner(plan: SearchPlan, space: SearchSpace, resources: dict, callbacks: list):
     from ray import tune
     from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
 
+    from launch.budget import TimeCap
+
     trainable = tune.with_resources(suhmo_trial, resources)
+    cap = TimeCap(plan.time_budget_s) if plan.time_budget_s else None
     tune_config = TuneConfig(
         search_alg=_searcher(space, plan), scheduler=_scheduler(space, plan),
         num_samples=plan.num_samples, max_concurrent_trials=plan.max_concurrent,
-        time_budget_s=plan.time_budget_s, reuse_actors=True,
-        trial_name_creator=trial_name, trial_dirname_creator=trial_name)
+        reuse_actors=True, trial_name_creator=trial_name, trial_dirname_creator=trial_name)
     run_config = RunConfig(
-        name=plan.experiment, storage_path=plan.storage, verbose=0, callbacks=callbacks,
+        name=plan.experiment, storage_path=plan.storage, verbose=0,
+        callbacks=callbacks + ([cap] if cap is not None else []), stop=cap,
         checkpoint_config=CheckpointConfig(num_to_keep=2),
-        failure_config=FailureConfig(max_failures=0, fail_fast=False))
+        # on a cluster a trial whose node is lost restarts from its last checkpoint on another
+        # node; locally a failure is recorded (an errored trial is retried by `resume`)
+        failure_config=FailureConfig(max_failures=CLUSTER_MAX_FAILURES if plan.address else 0, fail_fast=False))
     return Tuner(trainable, param_space={META_KEY: _meta(space, plan)}, tune_config=tune_config,
                  run_config=run_config)
 
@@ -343,6 +400,10 @@ def _make_progress_callback(objectives: list[list[str]], echo: Callable[[str], N
 def error_reason(text: str) -> str:
     """The one-line cause in a Ray error file (the innermost ``SomeError: message``)."""
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    oom = next((ln for ln in lines if "killed due to the node running low on memory" in ln), None)
+    if oom is not None:  # Ray's memory monitor: its message ends in a page of advice, not the cause
+        why = next((ln for ln in lines if ln.startswith("OOM kill reason:")), "")
+        return f"OutOfMemoryError: killed by Ray's memory monitor ({why[len('OOM kill reason:'):].strip() or oom})"
     for ln in reversed(lines):
         head = ln.split(":", 1)[0]
         if ":" in ln and head.replace(".", "").replace("_", "").isalnum() and \
@@ -401,6 +462,7 @@ def read_trials(exp_dir: Path, objectives: list[list[str]], iterations: Optional
                 except json.JSONDecodeError:
                     continue  # a line being written
         last = history[-1] if history else (rt.get("last_result") or {})
+        history, last = _with_unprocessed_reports(tdir, history, last)
         best: dict[str, tuple[float, int]] = {}
         for m, mode in objectives:
             vals = [(h[m], h.get("step", 0)) for h in history
@@ -432,6 +494,31 @@ def read_trials(exp_dir: Path, objectives: list[list[str]], iterations: Optional
             node_ip=last.get("node_ip"), error=err, seed=config.get("train.seed"), path=str(tdir),
             time_total_s=float(last.get("time_total_s", 0) or 0), first_result=history[0] if history else None))
     return rows
+
+
+def _with_unprocessed_reports(tdir: Path, history: list, last: dict) -> tuple[list, dict]:
+    """Add the evaluations of a checkpoint the trial persisted after its last result the driver
+    recorded (a search interrupted between a report and its processing): the leaderboard then
+    shows what the trial (and MLflow) reached, not the driver's stale view."""
+    from launch.trainable import stored_checkpoints
+
+    stored = stored_checkpoints(tdir)
+    done = int(last.get("step", 0) or 0)
+    if not stored or stored[-1][0] <= done:
+        return history, last
+    log = stored[-1][1] / "metrics.jsonl"
+    extra = []
+    if log.is_file():
+        for line in log.read_text(errors="replace").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] > done:
+                extra.append(row)
+    if not extra:
+        return history, last
+    return history + extra, {**last, **extra[-1]}
 
 
 def rank_rows(rows: list[TrialRow], objectives: list[list[str]]) -> list[TrialRow]:
@@ -595,7 +682,13 @@ def _fit_and_collect(tuner, plan: SearchPlan, space: SearchSpace, t0: float, pro
     status = "FAILED"
     outcome = SearchOutcome(plan, [], 0.0, False, False, progress)
     try:
-        tuner.fit()
+        try:
+            tuner.fit()
+        except (SuhmoError, KeyboardInterrupt):
+            raise
+        except Exception as e:  # noqa: BLE001 - the driver failed (Ray died, a node or worker was killed...)
+            raise SuhmoError(f"search {plan.experiment} failed: {_cause(e)}; the state saved so far is kept: "
+                             f"suhmo-search resume {plan.experiment}{_storage_opt(plan)}") from None
         rows = read_trials(plan.exp_dir, plan.objectives, space.iterations)
         wall = time.time() - t0
         unfinished = [r for r in rows if r.state in ("running", "pending", "interrupted")]
@@ -609,6 +702,16 @@ def _fit_and_collect(tuner, plan: SearchPlan, space: SearchSpace, t0: float, pro
             outcome.rows = read_trials(plan.exp_dir, plan.objectives, space.iterations)
             outcome.wall_s = time.time() - t0
         _finish_tracking(plan, outcome, status, echo)
+
+
+def _cause(e: BaseException) -> str:
+    """The innermost cause of a chained exception, on one line (Ray wraps errors several deep)."""
+    seen = set()
+    while (e.__cause__ or e.__context__) is not None and id(e) not in seen:
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    text = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), "")
+    return f"{type(e).__name__}: {text[:200]}" if text else type(e).__name__
 
 
 def resume_search(exp_dir: Path, *, address: Optional[str] = None, retry_errored: bool = True,
@@ -700,15 +803,24 @@ def render_report(outcome: SearchOutcome, echo: Callable[[str], None] = print) -
         echo(f"search interrupted; its state is saved. Continue it with:\n"
              f"  suhmo-search resume {plan.experiment}" + _storage_opt(plan))
         return
+    errored = sum(r.state == "error" for r in rows)
+    if errored:
+        echo("")
+        echo(f"{errored} trial(s) errored (reasons above); after fixing the cause, "
+             f"`suhmo-search resume {plan.experiment}{_storage_opt(plan)}` retries them from their last checkpoint")
     if outcome.budget_hit:
         echo(f"time budget {format_duration(plan.time_budget_s)} reached: {len(rows)} of {plan.num_samples} trials ran")
+    evaluated = any(r.evaluations > 0 and r.state != "error" for r in rows)
     echo("")
+    if not evaluated:
+        echo("no trial reached an evaluation: there is no checkpoint to export yet")
     echo("next:")
     if plan.tracking_uri:
         echo(f"  suhmo-search ui{_tracking_opt(plan)}                 # browse the trials in MLflow")
-        echo(f"  suhmo best-export --experiment {plan.experiment} --out best-model{_tracking_opt(plan)}")
-        echo("  suhmo generate --model best-model --reference best-model/reference.npy --out motion.npz")
-        echo("  suhmo render motion.npz --grid 4 --out motion.gif")
+        if evaluated:
+            echo(f"  suhmo best-export --experiment {plan.experiment} --out best-model{_tracking_opt(plan)}")
+            echo("  suhmo generate --model best-model --reference best-model/reference.npy --out motion.npz")
+            echo("  suhmo render motion.npz --grid 4 --out motion.gif")
     echo(f"  suhmo-search status {plan.experiment}{_storage_opt(plan)}")
 
 

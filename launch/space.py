@@ -139,7 +139,17 @@ class SearchSpace:
 
     def trial_config(self, sampled: dict[str, Any]):
         """Resolve one trial: preset, then base values, then sampled values; validated."""
-        return make_config(self.preset, overrides={**self.base, **decode_sampled(sampled)})
+        values = {**self.base, **decode_sampled(sampled)}
+        cfg = make_config(self.preset, overrides=values)
+        if "train.select_metric" in values:  # else the trial keeps best.pt on the first objective
+            from suhmo.metrics import check_select_metric
+            from suhmo.utils import SuhmoError
+
+            try:
+                check_select_metric(cfg)
+            except SuhmoError as e:
+                raise ConfigError(str(e)) from None
+        return cfg
 
     @property
     def iterations(self) -> int:
@@ -343,7 +353,8 @@ def find_space(name_or_path: str) -> Path:
     if p.suffix in (".yaml", ".yml") or "/" in name_or_path:
         if p.is_file():
             return p.resolve()
-        raise ConfigError(f"--space {name_or_path}: file not found")
+        what = "not a regular file" if p.exists() else "file not found"
+        raise ConfigError(f"--space {name_or_path}: {what}")
     roots = [REPO_ROOT / "search_spaces", Path.cwd() / "search_spaces"]
     for root in roots:
         cand = root / f"{name_or_path}.yaml"

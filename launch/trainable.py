@@ -99,21 +99,56 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def _restore_files(work: Path) -> dict:
-    """Copy the latest Tune checkpoint of this trial (if any) into ``work``; its trial.json."""
+def _checkpoint_step(d: Path) -> int:
+    try:
+        return int(json.loads((d / "trial.json").read_text()).get("step", -1))
+    except (OSError, ValueError, AttributeError):
+        return -1
+
+
+def stored_checkpoints(trial_dir: Path) -> list[tuple[int, Path]]:
+    """``(step, folder)`` of the complete checkpoints a trial persisted in its storage folder
+    (``checkpoint_NNNNNN`` with a trial.json and last.pt), oldest first."""
+    found = []
+    for d in Path(trial_dir).glob("checkpoint_*"):
+        step = _checkpoint_step(d)
+        if step >= 0 and (d / "last.pt").is_file():
+            found.append((step, d))
+    return sorted(found)
+
+
+def _restore_files(work: Path, storage_trial_dir: Optional[Path] = None) -> dict:
+    """Copy the newest checkpoint of this trial into ``work``; returns its trial.json.
+
+    The newest is Tune's ``get_checkpoint()`` or, when newer, a checkpoint the trial persisted
+    in its storage folder that the driver had not recorded yet: ``tune.report`` uploads the
+    checkpoint before the driver processes the result, so a search interrupted in between
+    would otherwise restart the trial from an older checkpoint (or from iteration 0).
+    """
     from ray import tune
 
     ckpt = tune.get_checkpoint()
-    if ckpt is None:
-        return {}
-    work.mkdir(parents=True, exist_ok=True)
-    with ckpt.as_directory() as d:
-        d = Path(d)
+    stored = stored_checkpoints(storage_trial_dir) if storage_trial_dir is not None else []
+    with (ckpt.as_directory() if ckpt is not None else _null_dir()) as d:
+        best = Path(d) if d is not None else None
+        if stored and (best is None or stored[-1][0] > _checkpoint_step(best)):
+            best = stored[-1][1]
+        if best is None:
+            return {}
+        work.mkdir(parents=True, exist_ok=True)
         for name in CHECKPOINT_FILES:
-            if (d / name).is_file():
-                shutil.copy2(d / name, work / name)
-        info = d / "trial.json"
+            if (best / name).is_file():
+                shutil.copy2(best / name, work / name)
+        info = best / "trial.json"
         return json.loads(info.read_text()) if info.is_file() else {}
+
+
+class _null_dir:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
 
 
 def suhmo_trial(config: dict) -> None:
@@ -142,7 +177,9 @@ def suhmo_trial(config: dict) -> None:
     _reset_process_state(threads, seed)
 
     work = Path(ctx.get_trial_dir()) / "run"
-    restored = _restore_files(work)
+    storage_trial_dir = (Path(meta["storage"]) / meta["experiment"] / trial_name
+                         if meta.get("storage") and meta.get("experiment") else None)
+    restored = _restore_files(work, storage_trial_dir)
     work.mkdir(parents=True, exist_ok=True)
 
     logger = None

@@ -106,9 +106,9 @@ def copy_checkpoint(src: str | Path, dst: str | Path) -> Path:
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     """Read a checkpoint with ``weights_only=True``; a missing or unreadable file is a SuhmoError."""
-    path = Path(path)
-    if not path.is_file():
-        raise SuhmoError(f"{path}: checkpoint not found")
+    from suhmo.utils import check_regular_file
+
+    path = check_regular_file(path, "checkpoint")
     try:
         ck = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - garbage bytes raise anything from the unpickler
@@ -116,8 +116,20 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise SuhmoError(f"{path}: not a readable checkpoint ({first[:160]})") from None
     if not isinstance(ck, dict) or ck.get("format") != FORMAT:
         raise SuhmoError(f"{path}: not a suhmo checkpoint (no 'format: {FORMAT}' entry)")
-    if ck.get("version", 0) > VERSION:
+    version = ck.get("version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise SuhmoError(f"{path}: not a suhmo checkpoint (version {version!r} is not a number)")
+    if version > VERSION:
         raise SuhmoError(f"{path}: checkpoint version {ck['version']} is newer than this suhmo ({VERSION})")
+    kinds = {"step": int, "config": dict, "G": dict}
+    missing = [k for k in kinds if k not in ck]
+    if missing:
+        raise SuhmoError(f"{path}: incomplete suhmo checkpoint: no {', '.join(repr(k) for k in missing)} entry")
+    wrong = [k for k, t in kinds.items() if not isinstance(ck[k], t) or isinstance(ck[k], bool)]
+    if wrong:
+        k = wrong[0]
+        raise SuhmoError(f"{path}: corrupt suhmo checkpoint: {k!r} is a {type(ck[k]).__name__}, "
+                         f"expected a {kinds[k].__name__}")
     return decode_state(ck)
 
 

@@ -259,6 +259,9 @@ class Config:
         if c.train.batch_size % 2:
             raise ConfigError(f"train.batch_size={c.train.batch_size}: must be even (samples come in pairs)")
         _positive("train.iterations", c.train.iterations)
+        if c.train.threads is not None and (isinstance(c.train.threads, bool) or int(c.train.threads) < 1):
+            raise ConfigError(f"train.threads={c.train.threads}: must be a positive number of CPU threads "
+                              "or null (torch's default)")
         _positive("train.eval_every", c.train.eval_every)
         _positive("eval.samples", c.eval.samples, minimum=2)
         _positive("eval.frames", c.eval.frames)
@@ -374,16 +377,27 @@ def make_config(preset: str = "paper", *, yaml_path: str | Path | None = None,
     return cfg.validate() if validate else cfg
 
 
+YAML_MAX_BYTES = 1 << 20
+
+
 def load_yaml(path: str | Path) -> dict:
     import yaml
 
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"{p}: config file not found")
+        what = "not a regular file (a folder, pipe or device)" if p.exists() else "config file not found"
+        raise ConfigError(f"{p}: {what}")
+    if p.stat().st_size > YAML_MAX_BYTES:
+        raise ConfigError(f"{p}: {p.stat().st_size} bytes; a config or space file is at most "
+                          f"{YAML_MAX_BYTES // 1024} KiB")
     try:
         data = yaml.safe_load(p.read_text())
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not a text file ({e.reason} at byte {e.start})") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+    except RecursionError:
+        raise ConfigError(f"{p}: YAML nested too deeply") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -64,13 +64,16 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
 
 
 def _load_state_dict(path: Path) -> dict:
+    from suhmo.utils import check_regular_file
+
+    check_regular_file(path, "generator state dict")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file is one user-facing message
         msg = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
         raise SuhmoError(f"{path}: not a readable generator state dict ({msg})") from None
-    if not isinstance(state, dict):
-        raise SuhmoError(f"{path}: expected a state dict, got {type(state).__name__}")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise SuhmoError(f"{path}: expected a state dict of tensors, got {type(state).__name__}")
     return state
 
 
@@ -156,16 +159,22 @@ def as_normalised(clip: np.ndarray, cfg) -> np.ndarray:
 
 def reference_from_pose_file(path: str | Path, cfg) -> np.ndarray:
     """``POSE.npy`` ``[68, 2]`` (pixels or normalised) -> normalised ``[68, 2]``."""
-    path = Path(path)
-    if not path.is_file():
-        raise SuhmoError(f"{path}: reference pose file not found")
+    from suhmo.utils import check_regular_file
+
+    path = check_regular_file(path, "reference pose file")
+    if path.stat().st_size > 1 << 20:  # a [68, 2] pose is about 1 KB
+        raise SuhmoError(f"{path}: {path.stat().st_size} bytes, too large for a [68, 2] reference pose")
     try:
         pose = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
         raise SuhmoError(f"{path}: not a readable .npy array ({str(e).splitlines()[0][:120]})") from None
-    if not isinstance(pose, np.ndarray) or pose.shape != (NUM_POINTS, 2):
-        shape = list(getattr(pose, "shape", [])) if isinstance(pose, np.ndarray) else "an .npz archive"
-        raise SuhmoError(f"{path}: reference pose must be a [68, 2] array, got {shape}")
+    if not isinstance(pose, np.ndarray):
+        pose.close()
+        raise SuhmoError(f"{path}: reference pose must be a [68, 2] .npy array, got an .npz archive")
+    if pose.shape != (NUM_POINTS, 2):
+        raise SuhmoError(f"{path}: reference pose must be a [68, 2] array, got {list(pose.shape)}")
+    if pose.dtype.kind not in "fiu":
+        raise SuhmoError(f"{path}: reference pose must hold numbers (x, y), got dtype {pose.dtype}")
     pose = check_refs(pose, str(path))[0]
     return as_normalised(pose[None], cfg)[0]
 
@@ -178,6 +187,9 @@ def reference_from_dataset(spec: str, cfg) -> np.ndarray:
     head, sep, tail = spec.rpartition(":")
     if sep and tail.strip().lstrip("-").isdigit():
         path, clip_idx = head, int(tail)
+    elif sep and head and Path(head).exists() and not Path(spec).exists():
+        raise SuhmoError(f"--reference-from {spec}: clip index {tail!r} is not a whole number "
+                         f"(use DATA.npz or DATA.npz:CLIP, e.g. {head}:0)")
     ls = load_landmarks(path, fps=cfg.data.fps)
     if not 0 <= clip_idx < len(ls.clips):
         raise SuhmoError(f"{path}: clip index {clip_idx} out of range (the file has {len(ls.clips)} clips, "

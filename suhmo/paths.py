@@ -14,14 +14,14 @@ from pathlib import Path
 def home() -> Path:
     """The working root (absolute), created on first use."""
     root = Path(os.environ.get("SUHMO_HOME", "suhmo-runs")).expanduser().resolve()
-    root.mkdir(parents=True, exist_ok=True)
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)  # the owner's only (checkpoints, mlflow.db)
     return root
 
 
 def cache_dir() -> Path:
     """Cached metric reference statistics and other derived data."""
     d = Path(os.environ.get("SUHMO_CACHE", home() / "cache")).expanduser().resolve()
-    d.mkdir(parents=True, exist_ok=True)
+    d.mkdir(mode=0o700, parents=True, exist_ok=True)
     return d
 
 

@@ -34,7 +34,8 @@ import torch
 from suhmo.checkpoint import (copy_checkpoint, generator_state, load_checkpoint, rng_state, save_checkpoint,
                               set_rng_state)
 from suhmo.config import Config
-from suhmo.utils import SuhmoError, pick_device, seed_everything
+from suhmo.utils import (SuhmoError, append_line, atomic_write_text, make_dirs, pick_device, remove_stale_tmp,
+                         seed_everything)
 
 # The held-out persons must not change with train.seed, so that runs with different seeds
 # (and every trial of a search) are scored on the same evaluation set.
@@ -97,10 +98,14 @@ class Trainer:
         self._loss_sums: dict[str, float] = {}
         self._loss_count = 0
         if metrics_fn is None:
+            _check_select_metric(cfg)  # before any work: a metric never reported means no best.pt
             metrics_fn = default_metrics_fn(cfg, self.eval_set)
         self.metrics_fn = metrics_fn
+        # leftovers of atomic writes that a crash interrupted (.last.pt.*.tmp ...)
+        remove_stale_tmp(self.out_dir, ("last.pt", "best.pt", "config.yaml"))
         if resume and self.last_path.is_file():
             self._restore(load_checkpoint(self.last_path, map_location=self.device))
+            self._repair_metrics_log()
 
     # ------------------------------------------------------------------ paths
     @property
@@ -121,7 +126,7 @@ class Trainer:
         obs_len, seq_len = cfg.data.obs_len, cfg.data.seq_len
         total, eval_every = cfg.train.iterations, cfg.train.eval_every
         use_d = needs_discriminator(cfg)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.out_dir)
         cfg.save(self.out_dir / "config.yaml")
         if self.step >= total:
             return dict(self.metrics)
@@ -267,10 +272,7 @@ class Trainer:
     def _evaluate_and_checkpoint(self) -> None:
         self.metrics = self.evaluate()
         path = self._write_checkpoint(self.metrics)
-        row = {"step": self.step, "time": round(time.time(), 3),
-               **{k: (v if math.isfinite(v) else None) for k, v in self.metrics.items()}}
-        with open(self.out_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
+        append_line(self.out_dir / "metrics.jsonl", json.dumps(_metrics_row(self.step, self.metrics)))
         if self.report is not None:
             self.report(self.step, dict(self.metrics), path)
 
@@ -325,8 +327,40 @@ class Trainer:
             "torch_version": str(torch.__version__),
         }
 
+    def _repair_metrics_log(self) -> None:
+        """Make ``metrics.jsonl`` hold every evaluated step up to the checkpoint exactly once.
+
+        A kill can fall between writing ``last.pt`` and appending its line (the line is
+        missing), leave a torn last line, or come after an append whose checkpoint was not
+        written (the resumed run evaluates that step again). Rows after the checkpoint's
+        step and duplicates go; the checkpoint's own evaluation is re-added from its metrics.
+        """
+        path = self.out_dir / "metrics.jsonl"
+        rows: dict[int, dict] = {}
+        if path.is_file():
+            for line in path.read_text(errors="replace").splitlines():
+                try:
+                    row = json.loads(line)
+                    step = int(row["step"])
+                except (ValueError, KeyError, TypeError):
+                    continue  # a torn or foreign line
+                if step <= self.step:
+                    rows[step] = row
+        tc = self.cfg.train
+        evaluated = self.step > 0 and (self.step % tc.eval_every == 0 or self.step == tc.iterations)
+        if evaluated and self.step not in rows and self.metrics:
+            rows[self.step] = _metrics_row(self.step, self.metrics)
+        text = "".join(json.dumps(rows[k]) + "\n" for k in sorted(rows))
+        if not path.is_file() or path.read_text(errors="replace") != text:
+            atomic_write_text(path, text)
+
     def _restore(self, ck: dict) -> None:
         where = self.last_path
+        missing = [k for k in ("config", "G", "D", "opt_g", "opt_d", "rng", "sampler", "step") if k not in ck]
+        if missing:
+            raise SuhmoError(f"{where}: cannot resume: the checkpoint lacks {', '.join(missing)} "
+                             f"(not written by suhmo train); use another --out folder")
+        _check_same_data(ck["config"].get("data", {}), self.cfg.to_dict()["data"], where)
         # model fields added after a checkpoint was written take the value that reproduces it
         saved = {**MODEL_FIELDS_BEFORE, **ck["config"].get("model", {})}
         current = self.cfg.to_dict()["model"]
@@ -361,6 +395,27 @@ class Trainer:
 
 
 # ---------------------------------------------------------------------- helpers
+def _metrics_row(step: int, metrics: dict) -> dict:
+    """One line of ``metrics.jsonl``: the step, the time, the metrics (non-finite as null)."""
+    return {"step": int(step), "time": round(time.time(), 3),
+            **{k: (v if math.isfinite(v) else None) for k, v in metrics.items()}}
+
+
+# data fields that decide which frames a run trains and is scored on
+DATA_IDENTITY = ("path", "synth_clips", "synth_seconds", "synth_seed", "fps", "normalize", "test_fraction")
+
+
+def _check_same_data(saved: dict, current: dict, where) -> None:
+    """A resumed run must train and select ``best.pt`` on the data it started with."""
+    keys = [k for k in DATA_IDENTITY if not (saved.get("path") and k.startswith("synth_"))]  # unused with a file
+    diff = [k for k in keys if k in saved and k in current and saved[k] != current[k]]
+    if diff:
+        k = diff[0]
+        raise SuhmoError(f"{where}: cannot resume on other data: the run used data.{k}={saved[k]!r}, "
+                         f"now data.{k}={current[k]!r}; resume without --data/data.* changes (the run's "
+                         f"own data is used), or use another --out folder")
+
+
 # Values of model fields added after the first checkpoints were written, as those runs had them.
 MODEL_FIELDS_BEFORE = {"d_centred": False, "g_centred": False, "attn_window_g": None, "space": "landmarks",
                        "semantic_k": 16, "noise_g": 0, "revert": False}
@@ -419,6 +474,16 @@ def _progress(cfg: Config, total: int, initial: int):
 
     return tqdm(total=total, initial=initial, disable=not cfg.train.progress, desc="train",
                 unit="it", dynamic_ncols=True, leave=True)
+
+
+def _check_select_metric(cfg: Config) -> None:
+    import importlib
+
+    try:
+        check = importlib.import_module("suhmo.metrics").check_select_metric
+    except (ModuleNotFoundError, AttributeError):
+        return
+    check(cfg)
 
 
 def default_metrics_fn(cfg: Config, eval_set) -> MetricsFn:

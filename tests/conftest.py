@@ -10,9 +10,9 @@ from suhmo.paths import dev_data as dev_data_path
 
 DEV_DATA = dev_data_path()
 
-# Quiet, local-only settings for every test process (and the Ray workers they start).
+# Quiet, local-only settings for every test process (and the Ray workers they start). Ray's
+# authentication stays at its default (token auth for local instances): see README, cluster section.
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")

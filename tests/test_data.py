@@ -186,7 +186,8 @@ def test_cli_check_error_is_one_line(tmp_path, capsys):
 # ------------------------------------------------------------------------------ resampling
 def test_other_fps_resampled_with_notice(tmp_path):
     t = np.arange(100, dtype=np.float32)
-    flat = np.zeros((100, 68, 2), np.float32) + t[:, None, None]  # value = source frame index
+    face = np.linspace(0.0, 1.0, 68, dtype=np.float32)[None, :, None]  # point 0 at 0: a non-degenerate face
+    flat = np.zeros((100, 68, 2), np.float32) + t[:, None, None] + face  # point 0 = source frame index
     p = _write(tmp_path / "fifty.npz", flat=flat, offsets=np.array([0, 100]), fps=np.float32(50))
     with pytest.warns(ResampleNotice, match="50 fps to 25 fps"):
         ls = load_landmarks(p, fps=25.0)

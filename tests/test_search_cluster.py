@@ -7,8 +7,10 @@ The nodes are started with ``ray start --block`` in their own process groups and
 
 from __future__ import annotations
 
+import json
 import os
 import queue
+import secrets
 import shutil
 import signal
 import socket
@@ -116,7 +118,9 @@ def test_trials_run_on_both_loopback_nodes(tmp_path):
     temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths must stay < 108 chars
     port = free_port(HEAD)
     env = dict(os.environ)
-    env.update(RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled", SUHMO_HOME=str(tmp_path / "home"),
+    # token authentication, one token for both nodes and the driver (README, cluster section)
+    env.update(RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32),
+               SUHMO_HOME=str(tmp_path / "home"),
                PYTHONPATH=os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]))
     common = ["--num-cpus=1", "--num-gpus=0", f"--temp-dir={temp_dir}", "--disable-usage-stats"]
     nodes: list[Node] = []
@@ -141,6 +145,87 @@ def test_trials_run_on_both_loopback_nodes(tmp_path):
         assert len(rows) == 4 and all(r.state == "finished" for r in rows), [(r.state, r.error) for r in rows]
         assert {r.node_ip for r in rows} == {HEAD, WORKER}
     finally:
+        for node in reversed(nodes):
+            node.stop()
+        _kill_leftovers(temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.mark.skipif(not loopback_usable(), reason="127.0.0.3 is not bindable here")
+def test_worker_node_lost_mid_trial_resumes_from_its_checkpoint_on_the_head(tmp_path):
+    """Kill every process of the worker node while a trial runs there: Tune's FailureConfig
+    restarts the trial from its last checkpoint on the surviving head node; the search finishes
+    its budget, each trial has one MLflow run and each evaluated step is logged once."""
+    temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    port = free_port(HEAD)
+    home = tmp_path / "home"
+    env = dict(os.environ)
+    env.update(RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32),
+               SUHMO_HOME=str(home), PYTHONPATH=os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]))
+    common = ["--num-cpus=1", "--num-gpus=0", f"--temp-dir={temp_dir}", "--disable-usage-stats"]
+    space = {**SPACE, "base": {**SPACE["base"], "train.iterations": 24, "train.eval_every": 4},
+             "budget": {"num_samples": 2, "max_concurrent": 2}}
+    space_file = tmp_path / "space.yaml"
+    space_file.write_text(yaml.safe_dump(space))
+    nodes: list[Node] = []
+    search = None
+    try:
+        nodes.append(Node(["--head", f"--port={port}", f"--node-ip-address={HEAD}", "--include-dashboard=false",
+                           *common], env))
+        nodes[0].wait_started()
+        nodes.append(Node([f"--address={HEAD}:{port}", f"--node-ip-address={WORKER}", *common], env))
+        nodes[1].wait_started()
+        search = subprocess.Popen(
+            [sys.executable, "-m", "launch.cli", "run", "--space", str(space_file), "--experiment", "loss",
+             "--address", f"{HEAD}:{port}"], cwd=REPO, env=env, text=True, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, start_new_session=True)
+        seen: list[str] = []
+        lines: "queue.Queue[str]" = queue.Queue()
+
+        def pump():
+            for line in search.stdout:
+                seen.append(line.rstrip())
+                lines.put(line.rstrip())
+
+        threading.Thread(target=pump, daemon=True).start()
+        end = time.time() + 420
+        while time.time() < end:  # a trial on the worker node has reported (so it has a checkpoint)
+            try:
+                line = lines.get(timeout=1.0)
+            except queue.Empty:
+                assert search.poll() is None, "\n".join(seen)
+                continue
+            if " eval " in line and f"@{WORKER}" in line and "it 8/" in line:
+                break
+        else:
+            raise AssertionError("no report from the worker node:\n" + "\n".join(seen))
+        os.killpg(nodes[1].proc.pid, signal.SIGKILL)  # node loss: raylet, workers, `ray start`
+        rc = search.wait(timeout=600)
+        out = "\n".join(seen)
+        assert rc == 0, out[-4000:]
+        exp_dir = home / "search" / "loss"
+        plan = SearchPlan.load(exp_dir)
+        rows = read_trials(exp_dir, plan.objectives)
+        assert len(rows) == 2 and all(r.state == "finished" and r.step == 24 for r in rows), \
+            [(r.name, r.state, r.step, r.error) for r in rows]
+        assert all(r.node_ip == HEAD for r in rows)  # both ended on the survivor
+        for r in rows:  # resumed from its checkpoint: no step reported twice
+            steps = [json.loads(ln)["step"] for ln in (Path(r.path) / "result.json").read_text().splitlines()]
+            assert len(steps) == len(set(steps)), (r.name, steps)
+        from mlflow import MlflowClient
+
+        client = MlflowClient(f"sqlite:///{(home / 'mlflow.db').as_posix()}")
+        runs = client.search_runs([plan.experiment_id],
+                                  filter_string=f"tags.`mlflow.parentRunId` = '{plan.parent_run_id}'")
+        assert sorted(run.data.tags["trial_id"] for run in runs) == sorted(r.trial_id for r in rows)
+        for run in runs:
+            steps = [m.step for m in client.get_metric_history(run.info.run_id, "fd_clip40")]
+            assert sorted(steps) == [4, 8, 12, 16, 20, 24], (run.info.run_name, steps)
+            assert run.info.status == "FINISHED"
+    finally:
+        if search is not None and search.poll() is None:
+            os.killpg(search.pid, signal.SIGKILL)
+            search.wait()
         for node in reversed(nodes):
             node.stop()
         _kill_leftovers(temp_dir)

@@ -42,7 +42,7 @@ SPACE = {
 def cli_env(home: Path) -> dict:
     env = dict(os.environ)
     env.update(SUHMO_HOME=str(home), PYTHONPATH=os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]),
-               RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled")
+               RAY_USAGE_STATS_ENABLED="0")
     return env
 
 

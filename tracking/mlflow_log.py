@@ -73,8 +73,19 @@ def artifact_root(tracking_uri: str) -> str | None:
 
 def _client(tracking_uri: str) -> MlflowClient:
     if tracking_uri.startswith("sqlite:///"):
-        Path(tracking_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        private_sqlite(tracking_uri)
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def private_sqlite(tracking_uri: str) -> None:
+    """Create the sqlite database file with mode 0600 before MLflow opens it (sqlite would
+    create it with the umask's mode, usually world-readable); an existing file is kept."""
+    import os
+
+    db = Path(tracking_uri[len("sqlite:///"):])
+    db.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not db.exists():
+        os.close(os.open(db, os.O_WRONLY | os.O_CREAT, 0o600))
 
 
 def _safe_name(name: str) -> str:
@@ -408,6 +419,7 @@ class TrialLogger:
         self.fps = float(flat.get("data.fps", 25.0))
         self.closed = False
         self.best: dict[str, tuple[float, int]] = {}  # metric -> (value, step)
+        self.last_logged_step = -1  # a resumed run: steps up to this one are in MLflow already
         if run_id is None:
             run_id = find_trial_run(tracking_uri, self.experiment_id, parent_run_id, self.trial_id)
         if run_id is not None:
@@ -435,6 +447,10 @@ class TrialLogger:
             raise SuhmoError(f"trial run {self.run_id} not found at {self.tracking_uri}") from None
         if run.data.tags.get(PARENT_TAG) != self.parent_run_id:
             raise SuhmoError(f"run {self.run_id} is not a child of search run {self.parent_run_id}")
+        try:
+            self.last_logged_step = int(run.data.tags.get(LAST_STEP_TAG, -1))
+        except ValueError:
+            self.last_logged_step = -1
         m = run.data.metrics
         for metric, _ in self.objectives:
             if f"best_{metric}" in m and f"best_{metric}_step" in m:
@@ -477,6 +493,10 @@ class TrialLogger:
         if self.closed:
             raise SuhmoError(f"trial run {self.run_id} is closed; cannot log step {step}")
         step = int(step)
+        if step <= self.last_logged_step:
+            # a resumed trial that re-evaluates a step it had logged before the interruption
+            # (its checkpoint was older than its last report): MLflow keeps one value per step
+            return dict(self.best)
         ts = _now_ms()
         values = {str(k): float(v) for k, v in metrics.items()
                   if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)}

@@ -35,7 +35,7 @@ def generate(checkpoint, model_dir, reference, reference_from, image, frames, sa
 
     from suhmo import generate as gen
     from suhmo.data import LandmarkSet, save_landmarks
-    from suhmo.utils import SuhmoError, pick_device
+    from suhmo.utils import SuhmoError, check_output_path, pick_device
 
     if (checkpoint is None) == (model_dir is None):
         raise SuhmoError("give exactly one of --checkpoint CK or --model DIR")
@@ -45,6 +45,7 @@ def generate(checkpoint, model_dir, reference, reference_from, image, frames, sa
                          "--image FACE.jpg")
     if not out_path.lower().endswith(".npz"):
         raise SuhmoError(f"--out {out_path}: the output is a landmark .npz file")
+    check_output_path(out_path, "--out")  # before loading and generating, not after
     dev = pick_device(device)
     G, cfg = gen.load_model(checkpoint if checkpoint is not None else model_dir, dev)
     if reference is not None:

@@ -24,8 +24,12 @@ def render(in_path, out_path, motion_map, grid, first_clip, size, fps):
     """Draw the landmark clips of IN.npz with the paper's per-part colours."""
     from suhmo.data import load_landmarks
     from suhmo.render import render_png, render_video
-    from suhmo.utils import SuhmoError
+    from suhmo.utils import SuhmoError, check_output_path
 
+    ext = Path(out_path).suffix.lower()
+    if ext not in (".gif", ".mp4", ".png"):
+        raise SuhmoError(f"--out {out_path}: unsupported output type {ext or '(none)'}; use .gif, .mp4 or .png")
+    check_output_path(out_path, "--out")
     ls = load_landmarks(in_path, fps=_stored_fps(in_path), notify=lambda msg: None)
     if first_clip >= len(ls.clips):
         raise SuhmoError(f"{in_path}: --clip {first_clip} out of range (the file has {len(ls.clips)} clips)")
@@ -42,7 +46,10 @@ def _stored_fps(path: str) -> float:
     ``load_landmarks`` then reports what is wrong with the file)."""
     import numpy as np
 
+    from suhmo.data.dataset import precheck_npz
+
     try:
+        precheck_npz(Path(path))  # never open a FIFO or unpack a bomb; load_landmarks names the problem
         with np.load(path, allow_pickle=False) as z:
             return float(np.asarray(z["fps"], dtype=np.float64).reshape(-1)[0])
     except Exception:  # noqa: BLE001 - the real error comes from load_landmarks

@@ -40,7 +40,7 @@ def train(variant, data_path, iterations, out_dir, preset, config_path, override
     from suhmo import paths
     from suhmo.config import make_config
     from suhmo.train import Trainer
-    from suhmo.utils import SuhmoError
+    from suhmo.utils import SuhmoError, check_output_path, check_regular_file
 
     flags = {"model.variant": variant, "data.path": data_path, "train.iterations": iterations,
              "train.seed": seed, "train.device": device}
@@ -48,14 +48,15 @@ def train(variant, data_path, iterations, out_dir, preset, config_path, override
     for key, value in flags.items():
         if value is not None:
             cfg.set(key, value, where=f"--{key.split('.')[1]}")
-    if data_path is not None and not Path(data_path).is_file():
-        raise SuhmoError(f"--data {data_path}: file not found")
-    cfg.validate()
+    if data_path is not None:
+        check_regular_file(data_path, "landmark .npz (--data)")
     out = Path(out_dir) if out_dir else paths.home() / "train" / time.strftime("%Y%m%d-%H%M%S")
-    if out.exists() and not out.is_dir():
-        raise SuhmoError(f"--out {out}: exists and is not a folder")
+    check_output_path(out, "--out", folder=True)
     if not resume and (out / "last.pt").exists():
         raise SuhmoError(f"--out {out}: holds last.pt; use --resume or another folder")
+    if resume and (out / "last.pt").exists():
+        _resume_on_saved_data(cfg, out / "last.pt", explicit=_explicit_data_keys(data_path, config_path, overrides))
+    cfg.validate()
 
     stop = {"flag": False}
 
@@ -85,3 +86,42 @@ def train(variant, data_path, iterations, out_dir, preset, config_path, override
     click.echo(f"checkpoint: {out / 'last.pt'}")
     if (out / "best.pt").is_file():
         click.echo(f"best ({cfg.train.select_metric}): {out / 'best.pt'}")
+
+
+def _explicit_data_keys(data_path, config_path, overrides) -> set[str]:
+    """``data.*`` fields this command line sets: --data, --set data.X=..., a --config data: section."""
+    keys = {"path"} if data_path is not None else set()
+    for o in overrides:
+        k = o.split("=", 1)[0].strip()
+        if k.startswith("data."):
+            keys.add(k[len("data."):])
+    if config_path:
+        from suhmo.config import load_yaml
+
+        doc = load_yaml(config_path) or {}
+        if isinstance(doc, dict):
+            for k, v in doc.items():
+                if k == "data" and isinstance(v, dict):
+                    keys.update(v)
+                elif isinstance(k, str) and k.startswith("data."):
+                    keys.add(k[len("data."):])
+    return keys
+
+
+def _resume_on_saved_data(cfg, last: Path, explicit: set[str]) -> None:
+    """A resumed run keeps the data it started with: the data fields this command line does not
+    set are taken from the checkpoint (without --data a run on FILE.npz must not fall back to the
+    synthetic set); a field it sets to another value is refused by the Trainer."""
+    from suhmo.checkpoint import load_checkpoint
+    from suhmo.train import DATA_IDENTITY
+
+    saved = load_checkpoint(last).get("config", {})
+    saved_data = saved.get("data", {}) if isinstance(saved, dict) else {}
+    adopted = []
+    for k in DATA_IDENTITY:
+        if k in saved_data and k not in explicit and getattr(cfg.data, k) != saved_data[k]:
+            cfg.set(f"data.{k}", saved_data[k], where=f"{last} (data.{k})")
+            adopted.append(k)
+    if adopted and "path" in adopted and saved_data.get("path"):
+        click.echo(f"resuming on the run's data {saved_data['path']}")
+

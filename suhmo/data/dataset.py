@@ -151,17 +151,149 @@ def resample_clip(clip: np.ndarray, src_fps: float, dst_fps: float) -> np.ndarra
 _REQUIRED = ("flat", "offsets", "fps")
 
 
-def _read_npz(path: Path) -> dict[str, np.ndarray]:
-    if not path.exists():
-        raise DataError(f"{path}: file not found")
-    if path.is_dir():
-        raise DataError(f"{path}: is a folder, expected a landmark .npz file")
+# Bounds checked before any array is read (a 3 MB zip can unpack to gigabytes; a 2 KB .npy
+# header can declare 10^10 frames): the total of the members' declared sizes may not exceed
+# SUHMO_MAX_DATA_BYTES (default 1 GiB, about 2 million frames) nor half of the memory available now.
+DEFAULT_MAX_DATA_BYTES = 1 << 30
+
+
+def max_data_bytes() -> int:
+    """The documented cap on a landmark file's unpacked size (``$SUHMO_MAX_DATA_BYTES``)."""
+    import os
+
+    raw = os.environ.get("SUHMO_MAX_DATA_BYTES")
+    try:
+        return int(float(raw)) if raw else DEFAULT_MAX_DATA_BYTES
+    except ValueError:
+        raise DataError(f"SUHMO_MAX_DATA_BYTES={raw!r}: expected a number of bytes") from None
+
+
+def _available_memory() -> Optional[int]:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**28 else f"{n / 2**20:.1f} MiB"
+
+
+def _npy_header(f) -> tuple[tuple, np.dtype]:
+    """``(shape, dtype)`` from an open .npy stream, reading only its header."""
+    fmt = np.lib.format
+    version = fmt.read_magic(f)
+    if version == (1, 0):
+        shape, _, dtype = fmt.read_array_header_1_0(f, max_header_size=10000)
+    elif version == (2, 0):
+        shape, _, dtype = fmt.read_array_header_2_0(f, max_header_size=10000)
+    else:  # 3.0 (utf-8 field names) has no public reader; numpy's own loader takes it
+        from numpy.lib._format_impl import _read_array_header
+
+        shape, _, dtype = _read_array_header(f, version, max_header_size=10000)
+    return tuple(shape), dtype
+
+
+def _check_npz_sizes(path: Path) -> None:
+    """Read every member's .npy header (a few bytes each) and refuse, in one DataError, a member
+    whose declared array does not fit the data its zip entry holds, or a total above the limits."""
+    limit = max_data_bytes()
+    total = 0
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+            if len(infos) > 4096:
+                raise DataError(f"{path}: {len(infos)} archive members; a landmark .npz has a few")
+            for info in infos:
+                key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+                with zf.open(info) as f:
+                    try:
+                        shape, dtype = _npy_header(f)
+                        header_len = f.tell()
+                    except ValueError as e:
+                        raise DataError(f"{path}: entry {key!r} is not a readable .npy array "
+                                        f"({_first_line(e)})") from None
+                count = int(np.prod(shape, dtype=object)) if shape else 1
+                declared = count * max(1, dtype.itemsize)
+                if declared > limit:
+                    raise DataError(f"{path}: entry {key!r} declares shape {tuple(shape)} {dtype} = "
+                                    f"{_gib(declared)}, over the {_gib(limit)} limit on a landmark file "
+                                    f"(SUHMO_MAX_DATA_BYTES)")
+                if not dtype.hasobject and declared > info.file_size - header_len:
+                    raise DataError(f"{path}: entry {key!r} declares shape {tuple(shape)} ({_gib(declared)}) "
+                                    f"but holds {_gib(max(0, info.file_size - header_len))}: a corrupt or "
+                                    f"forged archive")
+                total += max(declared, info.file_size)
+    except zipfile.BadZipFile as e:
+        raise DataError(f"{path}: not a readable .npz archive ({_first_line(e)})") from None
+    except (OSError, EOFError, zlib.error, NotImplementedError) as e:
+        raise DataError(f"{path}: not a readable .npz archive ({_first_line(e)})") from None
+    if total > limit:
+        raise DataError(f"{path}: unpacks to {_gib(total)}, over the {_gib(limit)} limit on a landmark file "
+                        f"(SUHMO_MAX_DATA_BYTES)")
+    avail = _available_memory()
+    if avail is not None and 2 * total > avail:
+        raise DataError(f"{path}: unpacks to {_gib(total)}; only {_gib(avail)} of memory is available here "
+                        f"(a landmark file may use half of it)")
+
+
+def _check_npy_size(path: Path) -> None:
+    """The same bound for a bare ``.npy`` file (its header declares the array)."""
+    with open(path, "rb") as f:
+        try:
+            shape, dtype = _npy_header(f)
+        except ValueError as e:
+            raise DataError(f"{path}: not a readable .npy array ({_first_line(e)})") from None
+        header_len = f.tell()
+    declared = (int(np.prod(shape, dtype=object)) if shape else 1) * max(1, dtype.itemsize)
+    limit = max_data_bytes()
+    if declared > limit:
+        raise DataError(f"{path}: declares shape {tuple(shape)} {dtype} = {_gib(declared)}, over the "
+                        f"{_gib(limit)} limit (SUHMO_MAX_DATA_BYTES)")
+    if not dtype.hasobject and declared > path.stat().st_size - header_len:
+        raise DataError(f"{path}: declares shape {tuple(shape)} but the file is shorter: truncated or forged")
+
+
+def _check_regular(path: Path, what: str) -> None:
+    import os
+    import stat
+
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise DataError(f"{path}: is a folder, expected {what}")
+    if not stat.S_ISREG(st.st_mode):
+        raise DataError(f"{path}: not a regular file (a pipe, device or socket), expected {what}")
+
+
+def precheck_npz(path: Path) -> None:
+    """Everything checked before a landmark file's arrays are read: a regular file (a FIFO
+    would block), a zip or .npy header, declared sizes within :func:`max_data_bytes` and
+    the available memory. Raises DataError naming the file (and the entry)."""
+    path = Path(path)
+    _check_regular(path, "a landmark .npz file")
     with open(path, "rb") as f:
         magic = f.read(6)
     if magic[:4] != b"PK\x03\x04" and magic != b"\x93NUMPY":
         what = "an empty file" if not magic else "no zip header"
         raise DataError(f"{path}: not a .npz archive ({what}); expected a compressed numpy .npz "
                         f"with flat, offsets and fps")
+    if magic[:4] == b"PK\x03\x04":
+        _check_npz_sizes(path)
+    else:
+        _check_npy_size(path)
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    precheck_npz(path)
     try:
         z = np.load(path, allow_pickle=False)
     except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
@@ -231,6 +363,7 @@ def validate_arrays(arrays: dict[str, np.ndarray], name: str, *, min_len: Option
         clip = int(np.searchsorted(offsets, frame, side="right") - 1)
         raise DataError(f"{name}: clip {clip}: NaN or inf at frame {frame - offsets[clip]} "
                         f"(flat[{frame}]); fill or drop missing detections first")
+    _check_spread(flat, offsets, name)
     raw_fps = np.asarray(arrays["fps"])
     fps = raw_fps.astype(np.float64) if raw_fps.dtype.kind in "fiu" else None
     if fps is None or fps.size not in (1, n_clips) or fps.ndim > 1:
@@ -242,6 +375,25 @@ def validate_arrays(arrays: dict[str, np.ndarray], name: str, *, min_len: Option
     if min_len is not None:
         check_lengths([int(offsets[i + 1] - offsets[i]) for i in range(n_clips)], name, min_len)
     return flat, offsets, fps
+
+
+def _check_spread(flat: np.ndarray, offsets: np.ndarray, name: str) -> None:
+    """Refuse degenerate faces: a frame whose 68 points span no width or no height (all zero,
+    one constant value, collapsed to a point or a line). Normalising such a frame divides by a
+    zero box and training later dies in an SVD; a real detection never looks like that."""
+    if not len(flat):
+        return
+    extent = flat.max(axis=1) - flat.min(axis=1)  # [N, 2] width, height of each frame's points
+    scale = np.maximum(np.abs(flat).max(axis=(1, 2)), 1.0)
+    flat_frame = (extent <= 1e-6 * scale[:, None]).any(axis=1)
+    if flat_frame.any():
+        frame = int(np.argmax(flat_frame))
+        clip = int(np.searchsorted(offsets, frame, side="right") - 1)
+        n_bad = int(flat_frame[offsets[clip]:offsets[clip + 1]].sum())
+        w, h = extent[frame]
+        raise DataError(f"{name}: clip {clip}: degenerate landmarks at frame {frame - offsets[clip]} "
+                        f"(the 68 points span {w:.3g} x {h:.3g}: all equal or collapsed; {n_bad} such "
+                        f"frame(s) in this clip); drop the clip or fix its detections")
 
 
 def check_lengths(lengths: Sequence[int], name: str, min_len: int) -> None:

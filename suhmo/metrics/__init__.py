@@ -329,10 +329,11 @@ def compute(names, opts: MetricOptions) -> dict[str, float]:
 
 def append_jsonl(path: Path, record: dict) -> None:
     """Append one JSON line (the file is created when missing)."""
+    from suhmo.utils import append_line, make_dirs
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        f.write(json.dumps(record, sort_keys=True, default=_json_default) + "\n")
+    make_dirs(path.parent)
+    append_line(path, json.dumps(record, sort_keys=True, default=_json_default))
 
 
 def _json_default(o: Any):
@@ -357,6 +358,30 @@ def options_from_config(cfg, eval_set, **kw) -> MetricOptions:
                 frames=int(e.frames), num_samples=int(e.samples), runs=int(e.runs), seed=int(e.seed))
     base.update(kw)
     return MetricOptions(**base)
+
+
+# training losses and discriminator scores the Trainer adds to every evaluation's metrics
+TRAINER_LOG_PREFIXES = ("loss_", "d_real_", "d_fake_")
+
+
+def selectable_metrics(cfg) -> list[str]:
+    """Names ``train.select_metric`` may take with the default metric stack: the keys of the
+    protocols in ``eval.metrics`` (and their ``_std`` over ``eval.runs``) plus ``lam``."""
+    keys = [k for n in expand_names(cfg.eval.metrics) for k in REGISTRY[n].keys]
+    return keys + [f"{k}_std" for k in keys] + ["lam"]
+
+
+def check_select_metric(cfg) -> None:
+    """SuhmoError unless ``train.select_metric`` is a metric the Trainer reports (else best.pt
+    would silently never be written)."""
+    from suhmo.config import suggest
+
+    m = cfg.train.select_metric
+    known = selectable_metrics(cfg)
+    if m in known or (isinstance(m, str) and m.startswith(TRAINER_LOG_PREFIXES)):
+        return
+    raise SuhmoError(f"train.select_metric={m!r}: not a metric of eval.metrics={list(cfg.eval.metrics)}"
+                     f"{suggest(str(m), known)}; known: {', '.join(known[:len(known) // 2])}, loss_g, loss_d")
 
 
 def trainer_metrics(cfg, eval_set) -> Callable[[Callable, int], dict]:

@@ -1,0 +1,70 @@
+"""The search's wall-clock cap, which never ends a search with nothing evaluated.
+
+Tune's own ``time_budget_s`` stops everything when the time is up, even trials that have not
+reported once: on a loaded machine the demo search ended at its cap with every trial at
+iteration 0, an empty leaderboard and nothing to export. :class:`TimeCap` is a Tune stopper
+(and callback) that stops the search only once the time is up AND at least one trial has
+reported an evaluation AND every trial that started before the deadline has reported at
+least once; trials still pending then are not started.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+from ray.tune import Callback
+from ray.tune.stopper import Stopper
+
+
+class TimeCap(Stopper, Callback):
+    """Stop all trials after ``budget_s`` seconds of this session, but never before each
+    trial started before the deadline (at least one) has reported its first evaluation."""
+
+    def __init__(self, budget_s: float):
+        self.budget_s = float(budget_s)
+        self.t0: Optional[float] = None
+        self.started: dict[str, float] = {}  # trial id -> start time in this session
+        self.reported: set[str] = set()
+        self.finished: set[str] = set()
+        self.triggered = False  # the cap stopped the search
+
+    # -------------------------------------------------------------- Callback
+    def setup(self, **info):
+        self.t0 = time.time()  # a resumed search gets the budget again
+        self.started.clear()
+        self.triggered = False
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.started.setdefault(trial.trial_id, time.time())
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.reported.add(trial.trial_id)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.finished.add(trial.trial_id)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.finished.add(trial.trial_id)
+
+    # -------------------------------------------------------------- Stopper
+    def __call__(self, trial_id, result) -> bool:
+        self.reported.add(trial_id)
+        return False
+
+    def due(self, now: Optional[float] = None) -> bool:
+        """True when the cap may stop the search now (see the class docstring)."""
+        now = time.time() if now is None else now
+        if self.t0 is None:
+            self.t0 = now
+        deadline = self.t0 + self.budget_s
+        if now < deadline or not self.reported:
+            return False
+        waiting = [t for t, at in self.started.items()
+                   if at < deadline and t not in self.reported and t not in self.finished]
+        return not waiting
+
+    def stop_all(self) -> bool:
+        if self.due():
+            self.triggered = True
+        return self.triggered

@@ -1,0 +1,72 @@
+"""The search's time cap never ends a search with nothing evaluated, and the report's
+"next:" hints only offer an export when there is something to export."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from launch.budget import TimeCap
+from launch.runner import SearchOutcome, TrialRow, make_plan, render_report
+from launch.space import parse_space
+
+
+def _trial(tid: str):
+    return SimpleNamespace(trial_id=tid)  # the one attribute the cap reads from Tune's Trial
+
+
+def test_cap_waits_for_every_started_trials_first_evaluation():
+    cap = TimeCap(10.0)
+    cap.setup()
+    t0 = cap.t0
+    cap.started = {"a": t0 + 1, "b": t0 + 2}
+    assert not cap.due(t0 + 5)  # before the deadline
+    assert not cap.due(t0 + 60)  # time is up but nothing was evaluated
+    cap("a", {"step": 100})
+    assert not cap.due(t0 + 60)  # b started before the deadline and has not reported yet
+    cap("b", {"step": 100})
+    assert cap.due(t0 + 60)
+    assert not cap.stop_all() or cap.triggered
+
+
+def test_cap_does_not_wait_for_trials_started_after_the_deadline_or_ended():
+    cap = TimeCap(10.0)
+    cap.setup()
+    t0 = cap.t0
+    cap.on_trial_start(0, [], _trial("a"))
+    cap.started["a"] = t0 + 1
+    cap.on_trial_result(0, [], _trial("a"), {"step": 4})
+    cap.started["late"] = t0 + 11  # started after the deadline: not waited for
+    cap.started["dead"] = t0 + 2
+    cap.on_trial_error(0, [], _trial("dead"))  # errored before reporting: not waited for
+    assert cap.due(t0 + 12)
+
+
+def _row(state: str, evaluations: int) -> TrialRow:
+    return TrialRow(trial_id="t1", name="trial_t1", status="TERMINATED", state=state, config={}, step=0,
+                    iterations=400, evaluations=evaluations, best={}, last={}, node_ip=None, error=None,
+                    seed=1, path=None)
+
+
+def _plan(tmp_path):
+    space = parse_space({"base": {"preset": "tiny"}, "params": {"optim.lr_g": {"type": "loguniform", "low": 1e-5,
+                                                                               "high": 1e-3}},
+                         "objective": "fd_clip40:min", "budget": {"num_samples": 2, "max_concurrent": 2}},
+                        name="hints")
+    return make_plan(space, experiment="hints", storage=str(tmp_path), tracking_uri="sqlite:///x.db")
+
+
+def test_no_export_hint_without_an_evaluated_trial(tmp_path):
+    plan = _plan(tmp_path)
+    lines: list[str] = []
+    render_report(SearchOutcome(plan, [_row("stopped", 0), _row("stopped", 0)], 600.0, False, True), lines.append)
+    text = "\n".join(lines)
+    assert "best-export" not in text and "suhmo generate" not in text
+    assert "no trial reached an evaluation" in text
+    assert "suhmo-search status hints" in text
+
+
+def test_export_hint_once_a_trial_has_evaluated(tmp_path):
+    plan = _plan(tmp_path)
+    lines: list[str] = []
+    render_report(SearchOutcome(plan, [_row("finished", 4)], 60.0, False, False), lines.append)
+    assert any("suhmo best-export --experiment hints" in ln for ln in lines)
