@@ -90,7 +90,8 @@ def lstm_window_states(xp: Tensor, w_hh: Tensor, tracks: WindowTracks) -> Tensor
     Returns ``[n_windows, B, H]`` in plan order. Differentiable in ``xp`` and ``w_hh``
     (``_WindowLSTM``: backpropagation through time written out, buffers reused in place).
     """
-    return _WindowLSTM.apply(xp, w_hh, tracks)
+    with torch.autocast(xp.device.type, enabled=False):  # train.amp: the recurrence stays in w_hh's precision
+        return _WindowLSTM.apply(xp.to(w_hh.dtype), w_hh, tracks)
 
 
 class _WindowLSTM(torch.autograd.Function):
