@@ -34,6 +34,8 @@ def test_alternates_their_iteration_and_ours():
     for row in res["rows"]:
         assert row["authors_s"] > 0 and row["ours_s"] > 0 and len(row["speedup_per_round"]) == 2
         assert row["speedup"] == pytest.approx(row["authors_s"] / row["ours_s"], rel=0.02)
+        assert row["authors_cpu_s"] > 0 and row["ours_cpu_s"] > 0
+        assert row["speedup_cpu"] == pytest.approx(row["authors_cpu_s"] / row["ours_cpu_s"], rel=0.02)
     assert "their G runs twice per iteration" in out and "What differs in the work done" in out
 
 
