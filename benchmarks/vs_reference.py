@@ -31,6 +31,21 @@ What differs in the work done (printed with the table):
   random (tau, t) of the paper's eq. 5; "grid": both the fixed scales [5, 10, 20, 40] on a
   tau/2 grid (31 windows per stream).
 
+Measured 2026-12-01 (issue 17; 2 threads; a shared machine at load 16-31 on 2 cores, so wall
+times ~3x a quiet machine's: read the ratios), small size, 3 rounds, ``--size small --rounds 3``:
+
+                          authors s   ours s   x wall (per round)        x cpu
+  RNN sampled windows       15.68      2.96     5.31 (6.05, 5.92, 4.07)   3.27
+  RNN grid                  20.74      8.02     2.59 (2.38, 3.24, 2.59)   2.69
+  Transformer sampled       15.01      2.21     6.81 (6.81, 5.76, 9.04)   5.13
+  Transformer grid          13.12      2.47     5.32 (4.72, 6.62, 5.85)   4.11
+
+An earlier run the same hour, before the window LSTM gathered its inputs at once (wall only):
+2.79, 2.42, 5.66, 3.83. The per-round spread (2.4-9.0) is the machine's, not the code's; the
+issue's quieter measurement at its start was 3.8, 2.1, 8.0, 6.7. The CPU ratio is lower than
+the wall ratio because their larger operations keep both threads busy while ours, smaller,
+leave the second thread idle more often.
+
 Commands:
   python benchmarks/vs_reference.py                                   # small size, both variants, both window modes
   python benchmarks/vs_reference.py /path/to/UnconditionalHeadMotion --rounds 5 --json

@@ -49,10 +49,13 @@ def reuse_freed_memory(limit_bytes: int = REUSE_LIMIT_BYTES) -> bool:
 
     By default glibc maps every allocation above 128 KiB-32 MiB afresh (``mmap``) and unmaps it
     when freed, so each training iteration's activations and buffers land on new pages that the
-    kernel must fault in and zero again. Measured on the 64-wide small RNN (1 thread, one
-    process, ``ru_minflt``): 3889 page faults per iteration before, 451 after, 12 ms of system
-    time per iteration gone; the peak resident memory is unchanged (the same buffers, reused).
-    Process-wide; returns False where this is not glibc (nothing changed)."""
+    kernel must fault in and zero again. Measured on the 64-wide small RNN (``ru_minflt``):
+    3889 page faults per iteration before, 451 after (1 thread, ``benchmarks/train_step.py``'s
+    iteration), 3718 -> 0 in the Trainer loop (``benchmarks/old_new.py``), ~12 ms of system time
+    per iteration gone; peak resident memory +3-5 % (424 -> 445 MiB); the effect on the CPU
+    time per iteration was within the noise of the loaded machine it was measured on (0.99-1.09x,
+    with the other changes of issue 17). Process-wide; returns False where this is not glibc
+    (nothing changed)."""
     global _reuse_done
     if _reuse_done is not None:
         return _reuse_done
