@@ -50,6 +50,15 @@ the 3.84 s that 1.3x allows (sampled windows, 79 % of 4.80 s), so the target wou
 LayerNorms, activations, softmaxes, cache traffic and optimiser updates (1.0 s) to vanish,
 and most products are 120-row steps of the autoregressive G that cannot be batched further.
 
+The ``authors``/``speedup`` columns divide by *stored* times of the authors' code (147.3, 180.2,
+5.44, 4.99 s: measured once, in another session, on a quieter machine; full window grid
+only), not by a run beside this one: read them as orders of magnitude. At the small size they
+overstate the gain about twice: side by side, alternating in one run
+(``benchmarks/vs_reference.py``, issue 17's start), ours was 3.8x (RNN, sampled windows),
+2.1x (RNN, grid), 8.0x and 6.7x (Transformer) faster, not the 6.8x / 4.0x / 9x / 6.3x that
+the small-size figures above give against the stored times. Use ``benchmarks/vs_reference.py``
+for speed-ups and ``benchmarks/old_new.py`` for old-against-new code.
+
 Commands:
   python benchmarks/train_step.py --json                       # all rows
   python benchmarks/train_step.py --quick --json               # small size only

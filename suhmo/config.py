@@ -132,6 +132,8 @@ class TrainConfig:
     select_metric: str = "fd_clip40"  # best.pt is chosen on this metric
     select_mode: str = "min"
     progress: bool = True
+    compile: bool = False  # torch.compile G's step modules and D_F (suhmo.speed); a failure -> eager, one warning
+    amp: bool = False  # bf16 autocast of forward passes and losses where supported (suhmo.speed.autocast)
 
 
 @dataclass

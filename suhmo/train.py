@@ -33,6 +33,7 @@ import torch
 
 from suhmo.checkpoint import (copy_checkpoint, generator_state, load_checkpoint, rng_state, save_checkpoint,
                               set_rng_state)
+from suhmo import speed
 from suhmo.config import Config
 from suhmo.utils import (SuhmoError, append_line, atomic_write_text, make_dirs, pick_device, remove_stale_tmp,
                          seed_everything)
@@ -69,6 +70,7 @@ class Trainer:
         if tc.threads:
             torch.set_num_threads(int(tc.threads))
         self.device = pick_device(tc.device)
+        speed.prepare_device(self.device)
         seed_everything(tc.seed)
 
         if train_set is None:
@@ -106,6 +108,10 @@ class Trainer:
         if resume and self.last_path.is_file():
             self._restore(load_checkpoint(self.last_path, map_location=self.device))
             self._repair_metrics_log()
+        self.amp = speed.check_amp(self.device, tc.amp)  # train.amp as it runs here
+        # seconds spent compiling (train.compile), None when off or failed (then one warning)
+        self.compile_seconds = (speed.compile_for_training(self.G, self.D, cfg, self.device, self.amp)
+                                if tc.compile else None)
 
     # ------------------------------------------------------------------ paths
     @property
@@ -138,7 +144,7 @@ class Trainer:
             while self.step < total:
                 it = self.step  # 0-based index of this iteration
                 # --- data
-                batch = torch.from_numpy(self.sampler.next()).to(self.device)  # [B, O+S, 68, 2]
+                batch = speed.to_device(self.sampler.next(), self.device)  # [B, O+S, 68, 2]
                 # "up to obs_len observed frames" (Sec. 4.1): at test time G starts from a
                 # single reference frame, so training also covers short observations
                 k = obs_len
@@ -147,20 +153,23 @@ class Trainer:
                 obs = batch[:, :k]
 
                 # --- generate (once)
-                out = G(obs, obs_len + seq_len - k)  # future [B, O+S-k, 68, 2], recon [B, k-1, 68, 2]
+                with speed.autocast(self.device, self.amp):
+                    out = G(obs, obs_len + seq_len - k)  # future [B, O+S-k, 68, 2], recon [B, k-1, 68, 2]
                 fake = torch.cat([obs, out.future], dim=1)  # same layout as batch
                 plan = self.windows.sample(num_feature_frames(fake.shape[1]), self.window_rng) if use_d else None
 
                 # --- D step (fakes detached)
                 logs: dict[str, float] = {}
                 if use_d:
-                    loss_d, logs_d = discriminator_loss(D, batch, fake.detach(), plan, cfg)
+                    with speed.autocast(self.device, self.amp):
+                        loss_d, logs_d = discriminator_loss(D, batch, fake.detach(), plan, cfg)
                     self._update(D, self.opt_d, loss_d)
                     logs.update(_metric_names(logs_d))
                     logs["loss_d"] = float(loss_d.detach())
 
                 # --- G step (same fakes; D's weights get no gradient from this loss)
-                loss_g, logs_g = generator_loss(D, fake, batch, out, plan, cfg, lambda_at(cfg.loss, it))
+                with speed.autocast(self.device, self.amp):
+                    loss_g, logs_g = generator_loss(D, fake, batch, out, plan, cfg, lambda_at(cfg.loss, it))
                 self._update(G, self.opt_g, loss_g)
                 self._update_ema()
                 logs.update(_metric_names(logs_g))
@@ -246,7 +255,8 @@ class Trainer:
         """``refs [K, 68, 2] -> [K, frames + 1, 68, 2]`` with :attr:`G_eval` (``suhmo.generate.sample``)."""
         from suhmo.generate import sample
 
-        return sample(self.G_eval, refs, frames, seed, init_vel=self.cfg.eval.init_vel, device=self.device)
+        with speed.eager():  # compiled step modules (train.compile) run eagerly here: other shapes, no grad
+            return sample(self.G_eval, refs, frames, seed, init_vel=self.cfg.eval.init_vel, device=self.device)
 
     def evaluate(self) -> dict:
         """Metrics of the current G, plus the mean losses since the previous evaluation.

@@ -90,7 +90,18 @@ def lstm_window_states(xp: Tensor, w_hh: Tensor, tracks: WindowTracks) -> Tensor
     Returns ``[n_windows, B, H]`` in plan order. Differentiable in ``xp`` and ``w_hh``
     (``_WindowLSTM``: backpropagation through time written out, buffers reused in place).
     """
-    return _WindowLSTM.apply(xp, w_hh, tracks)
+    with torch.autocast(xp.device.type, enabled=False):  # train.amp: the recurrence stays in w_hh's precision
+        return _WindowLSTM.apply(xp.to(w_hh.dtype), w_hh, tracks)
+
+
+def _track_index(tracks: WindowTracks, device) -> tuple[Tensor, dict]:
+    """Index tensors of a plan's recurrence: the input frame of every (step, track) block, step
+    after step (``starts[:active[k]] + k``), and per step k where windows end, ``(window
+    indices, track indices)``; built once per call, not once per step."""
+    rows_x = [t + k for k, n_tr in enumerate(tracks.active) for t in tracks.starts[:n_tr]]
+    ends = {k: (torch.tensor([w for w, _ in e], device=device), torch.tensor([t for _, t in e], device=device))
+            for k, e in enumerate(tracks.ends) if e}
+    return torch.tensor(rows_x, dtype=torch.long, device=device), ends
 
 
 class _WindowLSTM(torch.autograd.Function):
@@ -114,8 +125,10 @@ class _WindowLSTM(torch.autograd.Function):
         for r in rows:
             offs.append(offs[-1] + r)
         dev = xp.device
-        starts = torch.tensor(tracks.starts, dtype=torch.long, device=dev)
+        rows_x, ends = _track_index(tracks, dev)
         gates_all = xp.new_empty(offs[-1], G4)
+        # every step's input projections gathered at once: row block k holds xp[starts[:active[k]] + k]
+        torch.index_select(xp, 0, rows_x, out=gates_all.view(-1, B, G4))
         cells = xp.new_empty(offs[-1], H)
         tanh_cells = xp.new_empty(offs[-1], H)  # tanh(c_k), formed for h_k and reused by backward
         keep_h = ctx.needs_input_grad[1]
@@ -127,7 +140,6 @@ class _WindowLSTM(torch.autograd.Function):
         for k, n_tr in enumerate(active):
             a, n = offs[k], rows[k]
             gates = gates_all[a:a + n]
-            torch.index_select(xp, 0, starts[:n_tr] + k, out=gates.view(n_tr, B, G4))
             if k > 0:  # h_{-1} = 0, c_{-1} = 0
                 hp = h[:n]
                 if keep_h:
@@ -144,11 +156,10 @@ class _WindowLSTM(torch.autograd.Function):
                 torch.mul(f, cells[offs[k - 1]:offs[k - 1] + n], out=c)
                 c.addcmul_(i, g)
             h = torch.mul(torch.tanh(c, out=tanh_cells[a:a + n]), o)
-            if tracks.ends[k]:
-                wins = torch.tensor([w for w, _ in tracks.ends[k]], device=dev)
-                trs = torch.tensor([t for _, t in tracks.ends[k]], device=dev)
+            if k in ends:
+                wins, trs = ends[k]
                 out.index_copy_(0, wins, h.view(n_tr, B, H).index_select(0, trs))
-        ctx.tracks, ctx.offs, ctx.rows = tracks, offs, rows
+        ctx.tracks, ctx.offs, ctx.rows, ctx.index = tracks, offs, rows, (rows_x, ends)
         ctx.save_for_backward(w_hh, gates_all, cells, tanh_cells, h_prev if keep_h else xp.new_zeros(0))
         ctx.shape = (T, B, G4)
         return out
@@ -160,8 +171,7 @@ class _WindowLSTM(torch.autograd.Function):
         T, B, G4 = ctx.shape
         H = G4 // 4
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        dev = gates_all.device
-        starts = torch.tensor(tracks.starts, dtype=torch.long, device=dev)
+        rows_x, ends = ctx.index
         grad_out = grad_out.contiguous()
         dxp = gates_all.new_zeros(T, B, G4) if need_x else None
         dgates_all = torch.empty_like(gates_all)  # saved tensors stay intact (retain_graph, gradcheck)
@@ -176,9 +186,8 @@ class _WindowLSTM(torch.autograd.Function):
                 dh = gates_all.new_zeros(n, H)
                 if dh_next is not None:
                     dh[:dh_next.shape[0]] = dh_next
-            if tracks.ends[k]:
-                wins = torch.tensor([w for w, _ in tracks.ends[k]], device=dev)
-                trs = torch.tensor([t for _, t in tracks.ends[k]], device=dev)
+            if k in ends:
+                wins, trs = ends[k]
                 dh.view(n_tr, B, H).index_add_(0, trs, grad_out.index_select(0, wins))
             dgates = dgates_all[a:a + n]
             c_prev = cells[offs[k - 1]:offs[k - 1] + n] if k > 0 else None  # c_{-1} = 0
@@ -187,8 +196,8 @@ class _WindowLSTM(torch.autograd.Function):
             if k > 0:
                 dc_next = dc.mul_(gates_all[a:a + n, H:2 * H])  # dc_{k-1} = dc_k * f_k
                 dh_next = dgates @ w_hh
-            if need_x:
-                dxp.index_add_(0, starts[:n_tr] + k, dgates.view(n_tr, B, G4))
+        if need_x:  # every step's gate gradients back to their input frames at once
+            dxp.index_add_(0, rows_x, dgates_all.view(-1, B, G4))
         dw = dgates_all[rows[0]:].t() @ h_prev if need_w else None
         return dxp, dw, None
 

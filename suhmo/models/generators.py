@@ -432,6 +432,7 @@ class _CachedAttention(torch.autograd.Function):
     def backward(ctx, dy: Tensor):
         q, p = ctx.saved_tensors
         K, V, dK, dV = ctx.store
+        dy, q, p = dy.to(K.dtype), q.to(K.dtype), p.to(K.dtype)  # bf16 under train.amp; the cache is fp32
         past, first, end = ctx.span
         dV[:, :, first:end] += torch.matmul(p.transpose(-1, -2), dy)
         dp = torch.matmul(dy, V[:, :, first:end].transpose(-1, -2))

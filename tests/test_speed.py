@@ -1,0 +1,132 @@
+"""train.compile, train.amp and the device helpers of suhmo.speed, on the CPU.
+
+The compile tests use cheap torch.compile backends (aot_eager traces forward and backward
+like inductor but runs aten ops; a raising backend stands for a missing C compiler); inductor
+itself is timed by benchmarks/compile_cost.py and run on a GPU by benchmarks/device_check.sh.
+"""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from suhmo import speed
+from suhmo.config import make_config
+from suhmo.models import build_discriminator, build_generator
+from suhmo.models.discriminators import lstm_window_states, window_tracks
+from suhmo.train import Trainer
+
+
+def _metrics(sample_fn, step):
+    refs = np.full((2, 68, 2), 0.5, np.float32) + np.linspace(-0.2, 0.2, 68, dtype=np.float32)[None, :, None]
+    return {"speed": float(np.abs(np.diff(sample_fn(refs, 6, 0), axis=1)).mean())}
+
+
+def _train(tmp_path, name, **overrides):
+    cfg = make_config("tiny", overrides={"train.iterations": 3, "train.eval_every": 3, **overrides})
+    tr = Trainer(cfg, tmp_path / name, metrics_fn=_metrics)
+    metrics = tr.fit()
+    return tr, metrics
+
+
+def test_config_fields_default_off():
+    cfg = make_config("paper")
+    assert cfg.train.compile is False and cfg.train.amp is False
+    assert make_config("tiny", overrides=["train.compile=true", "train.amp=true"]).train.compile is True
+
+
+@pytest.mark.parametrize("variant", ["rnn", "transformer"])
+def test_compile_failure_warns_once_and_trains_as_eager(tmp_path, monkeypatch, variant):
+    def broken_backend(gm, example_inputs):
+        raise RuntimeError("no C compiler found")
+
+    monkeypatch.setattr(speed, "BACKEND", broken_backend)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tr, m = _train(tmp_path, "c", **{"model.variant": variant, "train.compile": True})
+    msgs = [str(w.message) for w in caught if "train.compile" in str(w.message)]
+    assert len(msgs) == 1 and "continues uncompiled" in msgs[0] and "no C compiler" in msgs[0], msgs
+    assert tr.compile_seconds is None
+    assert all(getattr(mod, "_compiled_call_impl", None) is None for mod in speed.step_modules(tr.G, tr.D))
+    ref, m_ref = _train(tmp_path, "e", **{"model.variant": variant})
+    assert m == m_ref  # the failed probe left weights, buffers and RNG states as they were
+    for a, b in zip(tr.G.state_dict().values(), ref.G.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("variant", ["rnn", "transformer"])
+def test_compiled_training_matches_eager(tmp_path, monkeypatch, variant):
+    torch._dynamo.reset()
+    monkeypatch.setattr(speed, "BACKEND", "aot_eager")
+    tr, m = _train(tmp_path, "c", **{"model.variant": variant, "train.compile": True})
+    assert tr.compile_seconds is not None and tr.compile_seconds > 0
+    mods = speed.step_modules(tr.G, tr.D)
+    assert all(mod._compiled_call_impl is not None for mod in mods)
+    ref, m_ref = _train(tmp_path, "e", **{"model.variant": variant})
+    assert tr.G.state_dict().keys() == ref.G.state_dict().keys()  # checkpoints keep their names
+    for a, b in zip(tr.G.state_dict().values(), ref.G.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    assert m["speed"] == pytest.approx(m_ref["speed"], rel=1e-4)
+    ck = torch.load(tmp_path / "c" / "last.pt", weights_only=True)
+    assert ck["G"].keys() == ref.G.state_dict().keys()
+    torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("variant", ["rnn", "transformer"])
+def test_amp_trains_on_cpu_in_bf16_with_fp32_weights(tmp_path, variant):
+    tr, m = _train(tmp_path, "a", **{"model.variant": variant, "train.amp": True})
+    assert tr.amp is True
+    assert all(np.isfinite(v) for v in m.values())
+    assert all(p.dtype == torch.float32 for p in list(tr.G.parameters()) + list(tr.D.parameters()))
+    assert all(torch.isfinite(p).all() for p in tr.G.parameters())
+
+
+def test_amp_autocasts_the_forward_but_not_the_positions():
+    cfg = make_config("tiny", overrides={"model.variant": "transformer"})
+    G = build_generator(cfg)
+    obs = torch.rand(4, 3, 68, 2)
+    with speed.autocast(torch.device("cpu"), True):
+        out = G(obs, 5)
+        assert torch.get_autocast_dtype("cpu") == torch.bfloat16
+    assert out.future.dtype == torch.float32  # x_t = x_(t-1) + v_t in fp32 (eq. 4)
+    out.future.sum().backward()  # the cached attention's backward takes bf16 gradients
+    assert all(torch.isfinite(p.grad).all() for p in G.parameters() if p.grad is not None)
+    with speed.autocast(torch.device("cpu"), False):
+        assert not torch.is_autocast_enabled("cpu")
+
+
+def test_window_lstm_under_autocast_runs_in_fp32():
+    torch.manual_seed(0)
+    T, B, H = 12, 4, 8
+    xp = torch.randn(T, B, 4 * H, requires_grad=True)
+    w = torch.randn(4 * H, H, requires_grad=True)
+    plan = [(5, torch.tensor([0, 4])), (12, torch.tensor([0]))]
+    tracks = window_tracks(plan, T)
+    ref = lstm_window_states(xp, w, tracks)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = lstm_window_states(xp.to(torch.bfloat16), w, tracks)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, ref, rtol=0, atol=3e-2)  # only the input's bf16 rounding differs
+    got.sum().backward()
+    assert torch.isfinite(w.grad).all()
+
+
+def test_check_amp_without_bf16_device_warns_and_turns_off():
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    with pytest.warns(UserWarning, match="train.amp: bf16 is not supported"):
+        assert speed.check_amp(torch.device("cuda"), True) is False
+    assert speed.check_amp(torch.device("cpu"), True) is True
+    assert speed.check_amp(torch.device("cpu"), False) is False
+
+
+def test_to_device_and_eager_stance():
+    a = np.arange(12, dtype=np.float32).reshape(3, 4)
+    t = speed.to_device(a, torch.device("cpu"))
+    assert torch.equal(t, torch.from_numpy(a))
+    cfg = make_config("tiny")
+    mods = speed.step_modules(build_generator(cfg), build_discriminator(cfg))
+    assert len(mods) == 3  # RNN cell, velocity head, D_F
+    with speed.eager():
+        pass
