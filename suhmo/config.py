@@ -26,6 +26,9 @@ class ConfigError(ValueError):
     """A configuration mistake; the message says which key and why."""
 
 
+VAE_VARIANTS = ("actor", "hitdvae")  # generator variants trained as VAEs (suhmo.objectives), each with its section
+
+
 @dataclass
 class DataConfig:
     path: Optional[str] = None  # canonical landmark .npz; None = embedded synthetic data
@@ -65,7 +68,7 @@ class WindowConfig:
 
 @dataclass
 class ModelConfig:
-    variant: str = "rnn"  # rnn | transformer (generator)
+    variant: str = "rnn"  # rnn | transformer (SUHMo, GAN) | actor | hitdvae (VAE baselines: sections actor, hitdvae)
     d_form: str = "auto"  # rnn | transformer | auto (= variant) for the sequence discriminators
     hidden_g: int = 1024  # LSTM hidden size (rnn) / feed-forward width (transformer)
     mlp_g: int = 1024  # deep-output MLP width
@@ -87,6 +90,39 @@ class ModelConfig:
     acc_scale: float = 25.0  # x acceleration in the D features (same reason)
     d_centred: bool = True  # D sees each frame's shape about its centroid plus the centroid (410); False = the paper's raw 408
     g_centred: bool = False  # G reads positions about the centroid plus the centroid (generators.step_input)
+
+
+@dataclass
+class ActorConfig:
+    """ACTOR-style Transformer CVAE baseline (``model.variant=actor``, ``suhmo.models.actor``).
+    Defaults = Petrovich et al. 2021 (8 layers, 4 heads, width 256, feed-forward 1024, latent 256,
+    lambda_KL 1e-5); the small and tiny presets scale them down."""
+
+    latent: int = 256  # size of the one latent vector per sequence
+    width: int = 256  # token width of encoder and decoder
+    ff: int = 1024  # feed-forward width
+    layers: int = 8  # blocks in the encoder and in the decoder (each)
+    heads: int = 4
+    beta: float = 1e-5  # weight of the KL term (ACTOR's lambda_KL)
+    w_vel: float = 1.0  # weight of the velocity reconstruction term (0 = positions only)
+
+
+@dataclass
+class HitDVAEConfig:
+    """HiT-DVAE-style dynamical VAE baseline (``model.variant=hitdvae``, ``suhmo.models.hitdvae``):
+    one latent per frame, causal Transformer prior, anti-causal inference network. Defaults follow
+    Bie et al. 2022's scale (width 256, 4 heads, latent 32 per frame); small and tiny presets scale
+    them down. ``beta`` is in this project's loss units (reconstruction = mean squared 2-D point
+    distance in the [0, 1] frame, KL per frame): 1e-5 equals the exact ELBO of a Gaussian
+    likelihood with sigma ~ 0.02 per coordinate (beta = sigma^2 / 34)."""
+
+    latent: int = 32  # latent size per frame
+    width: int = 256  # token width of the causal (prior/generation) and inference Transformers
+    ff: int = 512  # feed-forward width
+    layers: int = 4  # blocks of each Transformer
+    heads: int = 4
+    beta: float = 1e-5  # weight of the per-step KL term (see the docstring)
+    w_vel: float = 1.0  # weight of the velocity reconstruction term (0 = positions only)
 
 
 @dataclass
@@ -144,6 +180,8 @@ class Config:
     windows: WindowConfig = field(default_factory=WindowConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    actor: ActorConfig = field(default_factory=ActorConfig)
+    hitdvae: HitDVAEConfig = field(default_factory=HitDVAEConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -215,7 +253,7 @@ class Config:
         _choice("data.pairing", c.data.pairing, ("random", "cooccurring"))
         _choice("windows.family", c.windows.family, ("fixed", "uniform", "texp"))
         _choice("windows.starts", c.windows.starts, ("random", "grid"))
-        _choice("model.variant", c.model.variant, ("rnn", "transformer"))
+        _choice("model.variant", c.model.variant, ("rnn", "transformer") + VAE_VARIANTS)
         _choice("model.d_form", c.model.d_form, ("auto", "rnn", "transformer"))
         _choice("loss.lam_decay", c.loss.lam_decay, ("none", "step", "linear", "exp"))
         _choice("train.device", c.train.device, ("auto", "cpu", "cuda"))
@@ -275,6 +313,16 @@ class Config:
             raise ConfigError(f"model.emb_g={c.model.emb_g} is not divisible by model.heads_g={c.model.heads_g}")
         if c.model.emb_d % c.model.heads_d:
             raise ConfigError(f"model.emb_d={c.model.emb_d} is not divisible by model.heads_d={c.model.heads_d}")
+        for sec in VAE_VARIANTS:
+            vc = getattr(c, sec)
+            for name in ("latent", "width", "ff", "layers", "heads"):
+                _positive(f"{sec}.{name}", getattr(vc, name))
+            if vc.width % vc.heads:
+                raise ConfigError(f"{sec}.width={vc.width} is not divisible by {sec}.heads={vc.heads}")
+            for name in ("beta", "w_vel"):
+                v = getattr(vc, name)
+                if not (v >= 0 and math.isfinite(v)):
+                    raise ConfigError(f"{sec}.{name}={v}: must be a finite number >= 0")
         for name in ("lr_g", "lr_d"):
             v = getattr(c.optim, name)
             if not (v > 0 and math.isfinite(v)):
@@ -305,6 +353,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train.batch_size": 32, "train.iterations": 3000, "train.eval_every": 250,
         "optim.lr_g": 1e-4, "optim.lr_d": 5e-5, "optim.lr_decay_iter": None,
         "eval.samples": 128,
+        "actor.latent": 64, "actor.width": 128, "actor.ff": 256, "actor.layers": 2, "actor.heads": 4,
+        "hitdvae.latent": 16, "hitdvae.width": 128, "hitdvae.ff": 256, "hitdvae.layers": 2, "hitdvae.heads": 4,
     },
     "tiny": {
         "model.hidden_g": 32, "model.mlp_g": 32, "model.emb_g": 32, "model.hidden_d": 32,
@@ -313,6 +363,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train.batch_size": 8, "train.iterations": 20, "train.eval_every": 10, "train.progress": False,
         "optim.lr_g": 1e-4, "optim.lr_d": 5e-5, "optim.lr_decay_iter": None,
         "eval.samples": 16,
+        "actor.latent": 16, "actor.width": 32, "actor.ff": 64, "actor.layers": 1, "actor.heads": 2,
+        "hitdvae.latent": 8, "hitdvae.width": 32, "hitdvae.ff": 64, "hitdvae.layers": 1, "hitdvae.heads": 2,
     },
 }
 

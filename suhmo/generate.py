@@ -117,14 +117,19 @@ def sample(G, refs: np.ndarray, frames: int, seed: int, *, init_vel: float = 0.0
     was_training = G.training
     G.eval()
     out = np.empty((K, int(frames) + 1, NUM_POINTS, 2), np.float32)
+    # generators with latent noise (the VAE baselines) draw it from torch's global RNG: seeded
+    # from ``seed`` in a forked RNG state, so that the caller's random stream is left as it was
+    rng_devices = [device] if device.type == "cuda" else []
     try:
-        for lo in range(0, K, chunk):
-            hi = min(K, lo + chunk)
-            obs = torch.from_numpy(pairs[2 * lo:2 * hi, None]).to(device)  # [2k, 1, 68, 2]
-            vel = torch.from_numpy(v0[2 * lo:2 * hi]).to(device) if v0 is not None else None
-            fut = G.generate(obs, int(frames), init_vel=vel).future  # [2k, frames, 68, 2]
-            seq = torch.cat([obs, fut.to(obs.dtype)], dim=1)[0::2]  # the real reference rows
-            out[lo:hi] = seq.float().cpu().numpy()
+        with torch.random.fork_rng(devices=rng_devices):
+            torch.manual_seed(int(seed))
+            for lo in range(0, K, chunk):
+                hi = min(K, lo + chunk)
+                obs = torch.from_numpy(pairs[2 * lo:2 * hi, None]).to(device)  # [2k, 1, 68, 2]
+                vel = torch.from_numpy(v0[2 * lo:2 * hi]).to(device) if v0 is not None else None
+                fut = G.generate(obs, int(frames), init_vel=vel).future  # [2k, frames, 68, 2]
+                seq = torch.cat([obs, fut.to(obs.dtype)], dim=1)[0::2]  # the real reference rows
+                out[lo:hi] = seq.float().cpu().numpy()
     finally:
         G.train(was_training)
     return out
