@@ -107,7 +107,7 @@ class Block(nn.Module):
         self.cross = cross
         self.ln1 = nn.LayerNorm(dim)
         self.sa = Attention(dim, heads)
-        self.ln2 = nn.LayerNorm(dim)
+        self.ln2 = nn.LayerNorm(dim) if cross else nn.Identity()
         self.ca = Attention(dim, heads) if cross else nn.Identity()
         self.ln3 = nn.LayerNorm(dim)
         self.ff = nn.Sequential(nn.Linear(dim, ff), nn.GELU(), nn.Linear(ff, dim))
