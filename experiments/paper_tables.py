@@ -20,7 +20,10 @@ Methods (all at ``EXP_BASE``: the ``small`` preset with narrower networks, ``ITE
   train/validation split of them; Optuna random sampler over lr_g, lr_d, lambda and the
   window family; recorded in the JSON), against the MLE baseline (RNN, ``loss.adversarial=
   false``) and the Δ-based baseline (RNN, ``model.delta=true``), both at the RNN's chosen
-  hyperparameters. Plus a GIF grid of 4 samples from one reference per SUHMo model.
+  hyperparameters, and the paper's two Transformer VAEs, ACTOR (``model.variant=actor``) and
+  HiT-DVAE (``model.variant=hitdvae``), each at the lr_g and KL weight beta chosen by its own
+  short search, widths as narrow as the GANs' (``EXP_BASE``). Plus a GIF grid of 4 samples
+  from one reference per SUHMo and VAE model.
 * Table 2: with / without the multi-scale window discriminator (``windows.single_scale``),
   FD at clip lengths 10, 20, 40.
 * Table 3: full, one-sample D (``model.joint_d=false``), one-sample G (``model.pair_g=false``).
@@ -48,6 +51,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from suhmo.config import VAE_VARIANTS  # noqa: E402
 from suhmo.paths import dev_data  # noqa: E402
 
 DEV_DATA = dev_data()
@@ -56,11 +60,14 @@ EXP_BASE = {
     "model.hidden_g": 64, "model.mlp_g": 64, "model.emb_g": 64, "model.hidden_d": 64, "model.emb_d": 32,
     "model.frame_d_hidden": 64, "train.batch_size": 32, "eval.samples": 64, "train.progress": False,
     "optim.lr_decay_iter": None, "optim.grad_clip": 1.0, "loss.w_frame": 5.0,
+    # the VAE baselines at about the GANs' width (the small preset's depth and latent sizes)
+    "actor.width": 64, "actor.ff": 128, "hitdvae.width": 64, "hitdvae.ff": 128,
 }
+SEARCHED = ("rnn", "transformer", "actor", "hitdvae")  # Table 1: one short search per variant
 SCORE_SAMPLES = 128
 FRAMES = (40, 80)
 TABLES = {
-    1: {"title": "Table 1: SUHMo vs MLE and Δ-based baselines",
+    1: {"title": "Table 1: SUHMo vs MLE, Δ-based, ACTOR and HiT-DVAE baselines",
         "metrics": ["fd_frame", "fd_clip40", "fd_motion", "apd", "drift", "motion_energy"]},
     2: {"title": "Table 2: window-based multi-scale discriminator (FD at clip lengths 10/20/40)",
         "metrics": ["fd_clip10", "fd_clip20", "fd_clip40"],
@@ -197,12 +204,11 @@ def search_space(variant: str, iterations: int, train_file: Path, data: dict, sa
     return {
         "description": f"table 1: short {variant} search on the train persons",
         "base": base,
-        "params": {
-            "optim.lr_g": {"type": "loguniform", "low": 5e-5, "high": 1e-3},
-            "optim.lr_d": {"type": "loguniform", "low": 2e-5, "high": 5e-4},
-            "loss.lam": {"type": "loguniform", "low": 1e-3, "high": 1e-1},
-            "windows.family": {"type": "choice", "values": ["uniform", "fixed"]},
-        },
+        "params": {"optim.lr_g": {"type": "loguniform", "low": 5e-5, "high": 1e-3}, **(
+            {f"{variant}.beta": {"type": "loguniform", "low": 1e-7, "high": 1e-3}} if variant in VAE_VARIANTS else {
+                "optim.lr_d": {"type": "loguniform", "low": 2e-5, "high": 5e-4},
+                "loss.lam": {"type": "loguniform", "low": 1e-3, "high": 1e-1},
+                "windows.family": {"type": "choice", "values": ["uniform", "fixed"]}})},
         "objective": "fd_clip40:min",
         "scheduler": "fifo",
         "budget": {"num_samples": samples, "max_concurrent": 2},
@@ -220,7 +226,7 @@ def run_searches(iterations: int, train_file: Path, data: dict, samples: int, wo
 
     uri = tracking.default_tracking_uri()
     chosen = {}
-    for variant in ("rnn", "transformer"):  # each search starts and stops its own local Ray
+    for variant in SEARCHED:  # each search starts and stops its own local Ray
         space = parse_space(search_space(variant, iterations, train_file, data, samples),
                             name=f"table1-{variant}")
         name = f"table1-{variant}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -285,7 +291,9 @@ def main(argv=None) -> int:
         methods = {"SUHMo-RNN": {"model.variant": "rnn", **rnn},
                    "SUHMo-Transformer": {"model.variant": "transformer", **tr},
                    "MLE (RNN, L2 only)": {"model.variant": "rnn", **rnn, "loss.adversarial": False},
-                   "Δ-based (RNN)": {"model.variant": "rnn", **rnn, "model.delta": True}}
+                   "Δ-based (RNN)": {"model.variant": "rnn", **rnn, "model.delta": True},
+                   "ACTOR": {"model.variant": "actor", **search["actor"]["sampled"]},
+                   "HiT-DVAE": {"model.variant": "hitdvae", **search["hitdvae"]["sampled"]}}
     else:
         methods = {k: {"model.variant": "rnn", **v} for k, v in spec["methods"].items()}
 
@@ -295,7 +303,7 @@ def main(argv=None) -> int:
     for method, extra in methods.items():
         for s in range(args.seeds):
             seed = 1000 + s
-            render = args.out if (args.table == 1 and s == 0 and method.startswith("SUHMo")) else None
+            render = args.out if (args.table == 1 and s == 0 and method.startswith(("SUHMo", "ACTOR", "HiT"))) else None
             jobs.append({"method": method, "overrides": {**common, **extra, "train.seed": seed},
                          "run_dir": work / f"{method.split()[0].lower()}-seed{seed}", "render": render,
                          "data": args.data,
