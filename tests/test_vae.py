@@ -252,3 +252,10 @@ def test_cli_trains_and_generates_a_vae(tmp_path):
     assert res.exit_code == 0, res.output
     with np.load(tmp_path / "m.npz") as z:
         assert z["flat"].shape == (102, 68, 2) and np.isfinite(z["flat"]).all()
+
+
+def test_leaderboard_names_the_two_beta_keys_in_full():
+    from launch.runner import format_table
+
+    header = format_table([], [["fd_clip40", "min"]], ["optim.lr_g", "actor.beta", "hitdvae.beta"]).splitlines()[0]
+    assert " lr_g " in header and " actor.beta " in header and " hitdvae.beta " in header
