@@ -110,9 +110,9 @@ class ActorConfig:
 @dataclass
 class HitDVAEConfig:
     """HiT-DVAE-style dynamical VAE baseline (``model.variant=hitdvae``, ``suhmo.models.hitdvae``):
-    one latent per frame, causal Transformer prior, anti-causal inference network. Defaults follow
-    Bie et al. 2022's scale (width 256, 4 heads, latent 32 per frame); small and tiny presets scale
-    them down. ``beta`` is in this project's loss units (reconstruction = mean squared 2-D point
+    one latent per frame, causal Transformer prior, anti-causal inference network. Defaults are of
+    the scale of Bie et al. 2022's model (width 256, 4 heads; latent 32 per frame is our choice, the
+    paper's exact sizes were not at hand); small and tiny presets scale them down. ``beta`` is in this project's loss units (reconstruction = mean squared 2-D point
     distance in the [0, 1] frame, KL per frame): 1e-5 equals the exact ELBO of a Gaussian
     likelihood with sigma ~ 0.02 per coordinate (beta = sigma^2 / 34)."""
 
