@@ -288,12 +288,13 @@ def main(argv=None) -> int:
         search_iters = max(20, iterations // 2)
         search = run_searches(search_iters, train_file, data, args.search_trials, work, print)
         rnn, tr = search["rnn"]["sampled"], search["transformer"]["sampled"]
-        methods = {"SUHMo-RNN": {"model.variant": "rnn", **rnn},
-                   "SUHMo-Transformer": {"model.variant": "transformer", **tr},
-                   "MLE (RNN, L2 only)": {"model.variant": "rnn", **rnn, "loss.adversarial": False},
-                   "Δ-based (RNN)": {"model.variant": "rnn", **rnn, "model.delta": True},
+        # rows (and runs) in the paper's order: the VAE baselines, the Δ-based and MLE baselines, SUHMo
+        methods = {"HiT-DVAE": {"model.variant": "hitdvae", **search["hitdvae"]["sampled"]},
                    "ACTOR": {"model.variant": "actor", **search["actor"]["sampled"]},
-                   "HiT-DVAE": {"model.variant": "hitdvae", **search["hitdvae"]["sampled"]}}
+                   "Δ-based (RNN)": {"model.variant": "rnn", **rnn, "model.delta": True},
+                   "MLE (RNN, L2 only)": {"model.variant": "rnn", **rnn, "loss.adversarial": False},
+                   "SUHMo-RNN": {"model.variant": "rnn", **rnn},
+                   "SUHMo-Transformer": {"model.variant": "transformer", **tr}}
     else:
         methods = {k: {"model.variant": "rnn", **v} for k, v in spec["methods"].items()}
 
