@@ -259,3 +259,47 @@ def test_leaderboard_names_the_two_beta_keys_in_full():
 
     header = format_table([], [["fd_clip40", "min"]], ["optim.lr_g", "actor.beta", "hitdvae.beta"]).splitlines()[0]
     assert " lr_g " in header and " actor.beta " in header and " hitdvae.beta " in header
+
+
+@pytest.mark.slow
+def test_best_export_of_vae_trials_logged_to_mlflow(tmp_path, monkeypatch):
+    """Two VAE trials (one per family) logged to real MLflow, then `suhmo best-export`: the
+    TorchScript file equals the exported checkpoint under the same seed; the card names the family."""
+    import tracking
+    from suhmo.cli import cli, run_cli
+    from suhmo.generate import load_model
+    from suhmo.train import Trainer
+
+    monkeypatch.setenv("SUHMO_HOME", str(tmp_path / "home"))
+    uri = f"sqlite:///{(tmp_path / 'mlflow.db').as_posix()}"
+    exp = tracking.setup_experiment(uri, "vae export")
+    space = tmp_path / "space.yaml"
+    space.write_text("model.variant: {type: choice, values: [actor, hitdvae]}\n")
+    objective = ("fd_clip40", "min")
+    pid = tracking.start_search_run(uri, exp, space_file=space, cli_options={"preset": "tiny"}, study_seed=0,
+                                    run_name="vae-search", objectives=[objective])
+    for variant in VARIANTS:
+        cfg = tiny_cfg(variant, **{"train.iterations": 8, "train.eval_every": 4})
+        with tracking.TrialLogger(uri, exp, pid, trial_id=variant, trial_name=variant, config=cfg.flat(),
+                                  seed=cfg.train.seed, objectives=[objective]) as lg:
+            box = {}
+
+            def report(step, metrics, ckpt, lg=lg, box=box):
+                refs = np.stack([box["t"].eval_set.clips[0][i] for i in (0, 3)])
+                lg.log_eval(step, metrics, ckpt, box["t"].sample_fn(refs, 8, 0))
+
+            box["t"] = Trainer(cfg, tmp_path / variant, report=report)
+            box["t"].fit()
+    tracking.finish_search_run(uri, pid, {"trials": 2})
+    out = tmp_path / "export"
+    assert run_cli(cli, ["best-export", "--tracking-uri", uri, "--experiment", "vae export", "--out", str(out),
+                         "--frames", "12"]) == 0
+    G, cfg = load_model(out)
+    assert cfg.model.variant in VARIANTS
+    assert ("CVAE" if cfg.model.variant == "actor" else "dynamical VAE") in (out / "README.md").read_text()
+    ts = torch.jit.load(str(out / "generator.ts"))
+    obs, vel = _poses(4, 1), torch.zeros(4, 68, 2)
+    torch.manual_seed(9)
+    want = G.generate(obs, 20, init_vel=vel).future
+    torch.manual_seed(9)
+    assert torch.equal(ts(obs, vel, 20), want)
