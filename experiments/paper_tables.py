@@ -64,6 +64,15 @@ EXP_BASE = {
     "actor.width": 64, "actor.ff": 128, "hitdvae.width": 64, "hitdvae.ff": 128,
 }
 SEARCHED = ("rnn", "transformer", "actor", "hitdvae")  # Table 1: one short search per variant
+# Table 1 rows in the paper's order: (variant whose search sets the hyperparameters, fixed overrides)
+TABLE1_ROWS = {
+    "HiT-DVAE": ("hitdvae", {"model.variant": "hitdvae"}),
+    "ACTOR": ("actor", {"model.variant": "actor"}),
+    "Δ-based (RNN)": ("rnn", {"model.variant": "rnn", "model.delta": True}),
+    "MLE (RNN, L2 only)": ("rnn", {"model.variant": "rnn", "loss.adversarial": False}),
+    "SUHMo-RNN": ("rnn", {"model.variant": "rnn"}),
+    "SUHMo-Transformer": ("transformer", {"model.variant": "transformer"}),
+}
 SCORE_SAMPLES = 128
 FRAMES = (40, 80)
 TABLES = {
@@ -217,7 +226,8 @@ def search_space(variant: str, iterations: int, train_file: Path, data: dict, sa
     }
 
 
-def run_searches(iterations: int, train_file: Path, data: dict, samples: int, work: Path, echo) -> dict:
+def run_searches(iterations: int, train_file: Path, data: dict, samples: int, work: Path, echo,
+                 variants=SEARCHED) -> dict:
     """One short search per variant (Ray Tune + Optuna + MLflow); the best trial's sampled values."""
     import tracking
     from launch.runner import make_plan, rank_rows, run_search
@@ -226,7 +236,7 @@ def run_searches(iterations: int, train_file: Path, data: dict, samples: int, wo
 
     uri = tracking.default_tracking_uri()
     chosen = {}
-    for variant in SEARCHED:  # each search starts and stops its own local Ray
+    for variant in variants:  # each search starts and stops its own local Ray
         space = parse_space(search_space(variant, iterations, train_file, data, samples),
                             name=f"table1-{variant}")
         name = f"table1-{variant}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -260,9 +270,14 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--jobs", type=int, default=1, help="training processes at once")
     ap.add_argument("--search-trials", type=int, default=3, help="table 1: trials per variant search")
+    ap.add_argument("--rows", type=lambda s: [r.strip() for r in s.split(",") if r.strip()], default=None,
+                    help=f"table 1: only these rows, comma-separated ({', '.join(TABLE1_ROWS)}); default all")
     ap.add_argument("--out", type=Path, default=REPO / "experiments" / "results")
     ap.add_argument("--work", type=Path, default=None, help="run folders (default: $SUHMO_HOME/experiments)")
     args = ap.parse_args(argv)
+    unknown = [r for r in (args.rows or []) if r not in TABLE1_ROWS]
+    if unknown or (args.rows is not None and (args.table != 1 or not args.rows)):
+        ap.error(f"--rows {','.join(args.rows or [])}: table 1 rows only, from {', '.join(TABLE1_ROWS)}")
     from suhmo.paths import home
 
     t_start = time.time()
@@ -286,15 +301,10 @@ def main(argv=None) -> int:
 
         train_file = train_only_file(make_config("small", overrides=common), work)
         search_iters = max(20, iterations // 2)
-        search = run_searches(search_iters, train_file, data, args.search_trials, work, print)
-        rnn, tr = search["rnn"]["sampled"], search["transformer"]["sampled"]
-        # rows (and runs) in the paper's order: the VAE baselines, the Δ-based and MLE baselines, SUHMo
-        methods = {"HiT-DVAE": {"model.variant": "hitdvae", **search["hitdvae"]["sampled"]},
-                   "ACTOR": {"model.variant": "actor", **search["actor"]["sampled"]},
-                   "Δ-based (RNN)": {"model.variant": "rnn", **rnn, "model.delta": True},
-                   "MLE (RNN, L2 only)": {"model.variant": "rnn", **rnn, "loss.adversarial": False},
-                   "SUHMo-RNN": {"model.variant": "rnn", **rnn},
-                   "SUHMo-Transformer": {"model.variant": "transformer", **tr}}
+        rows = {k: v for k, v in TABLE1_ROWS.items() if args.rows is None or k in args.rows}
+        needed = [v for v in SEARCHED if any(src == v for src, _ in rows.values())]
+        search = run_searches(search_iters, train_file, data, args.search_trials, work, print, needed)
+        methods = {name: {**fixed, **search[src]["sampled"]} for name, (src, fixed) in rows.items()}
     else:
         methods = {k: {"model.variant": "rnn", **v} for k, v in spec["methods"].items()}
 
