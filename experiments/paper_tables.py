@@ -20,7 +20,10 @@ Methods (all at ``EXP_BASE``: the ``small`` preset with narrower networks, ``ITE
   train/validation split of them; Optuna random sampler over lr_g, lr_d, lambda and the
   window family; recorded in the JSON), against the MLE baseline (RNN, ``loss.adversarial=
   false``) and the Δ-based baseline (RNN, ``model.delta=true``), both at the RNN's chosen
-  hyperparameters. Plus a GIF grid of 4 samples from one reference per SUHMo model.
+  hyperparameters, and the paper's two Transformer VAEs, ACTOR (``model.variant=actor``) and
+  HiT-DVAE (``model.variant=hitdvae``), each at the lr_g and KL weight beta chosen by its own
+  short search, widths as narrow as the GANs' (``EXP_BASE``). Plus a GIF grid of 4 samples
+  from one reference per SUHMo and VAE model.
 * Table 2: with / without the multi-scale window discriminator (``windows.single_scale``),
   FD at clip lengths 10, 20, 40.
 * Table 3: full, one-sample D (``model.joint_d=false``), one-sample G (``model.pair_g=false``).
@@ -48,6 +51,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from suhmo.config import VAE_VARIANTS  # noqa: E402
 from suhmo.paths import dev_data  # noqa: E402
 
 DEV_DATA = dev_data()
@@ -56,11 +60,23 @@ EXP_BASE = {
     "model.hidden_g": 64, "model.mlp_g": 64, "model.emb_g": 64, "model.hidden_d": 64, "model.emb_d": 32,
     "model.frame_d_hidden": 64, "train.batch_size": 32, "eval.samples": 64, "train.progress": False,
     "optim.lr_decay_iter": None, "optim.grad_clip": 1.0, "loss.w_frame": 5.0,
+    # the VAE baselines at about the GANs' width (the small preset's depth and latent sizes)
+    "actor.width": 64, "actor.ff": 128, "hitdvae.width": 64, "hitdvae.ff": 128,
+}
+SEARCHED = ("rnn", "transformer", "actor", "hitdvae")  # Table 1: one short search per variant
+# Table 1 rows in the paper's order: (variant whose search sets the hyperparameters, fixed overrides)
+TABLE1_ROWS = {
+    "HiT-DVAE": ("hitdvae", {"model.variant": "hitdvae"}),
+    "ACTOR": ("actor", {"model.variant": "actor"}),
+    "Δ-based (RNN)": ("rnn", {"model.variant": "rnn", "model.delta": True}),
+    "MLE (RNN, L2 only)": ("rnn", {"model.variant": "rnn", "loss.adversarial": False}),
+    "SUHMo-RNN": ("rnn", {"model.variant": "rnn"}),
+    "SUHMo-Transformer": ("transformer", {"model.variant": "transformer"}),
 }
 SCORE_SAMPLES = 128
 FRAMES = (40, 80)
 TABLES = {
-    1: {"title": "Table 1: SUHMo vs MLE and Δ-based baselines",
+    1: {"title": "Table 1: SUHMo vs MLE, Δ-based, ACTOR and HiT-DVAE baselines",
         "metrics": ["fd_frame", "fd_clip40", "fd_motion", "apd", "drift", "motion_energy"]},
     2: {"title": "Table 2: window-based multi-scale discriminator (FD at clip lengths 10/20/40)",
         "metrics": ["fd_clip10", "fd_clip20", "fd_clip40"],
@@ -197,12 +213,11 @@ def search_space(variant: str, iterations: int, train_file: Path, data: dict, sa
     return {
         "description": f"table 1: short {variant} search on the train persons",
         "base": base,
-        "params": {
-            "optim.lr_g": {"type": "loguniform", "low": 5e-5, "high": 1e-3},
-            "optim.lr_d": {"type": "loguniform", "low": 2e-5, "high": 5e-4},
-            "loss.lam": {"type": "loguniform", "low": 1e-3, "high": 1e-1},
-            "windows.family": {"type": "choice", "values": ["uniform", "fixed"]},
-        },
+        "params": {"optim.lr_g": {"type": "loguniform", "low": 5e-5, "high": 1e-3}, **(
+            {f"{variant}.beta": {"type": "loguniform", "low": 1e-7, "high": 1e-3}} if variant in VAE_VARIANTS else {
+                "optim.lr_d": {"type": "loguniform", "low": 2e-5, "high": 5e-4},
+                "loss.lam": {"type": "loguniform", "low": 1e-3, "high": 1e-1},
+                "windows.family": {"type": "choice", "values": ["uniform", "fixed"]}})},
         "objective": "fd_clip40:min",
         "scheduler": "fifo",
         "budget": {"num_samples": samples, "max_concurrent": 2},
@@ -211,7 +226,8 @@ def search_space(variant: str, iterations: int, train_file: Path, data: dict, sa
     }
 
 
-def run_searches(iterations: int, train_file: Path, data: dict, samples: int, work: Path, echo) -> dict:
+def run_searches(iterations: int, train_file: Path, data: dict, samples: int, work: Path, echo,
+                 variants=SEARCHED) -> dict:
     """One short search per variant (Ray Tune + Optuna + MLflow); the best trial's sampled values."""
     import tracking
     from launch.runner import make_plan, rank_rows, run_search
@@ -220,7 +236,7 @@ def run_searches(iterations: int, train_file: Path, data: dict, samples: int, wo
 
     uri = tracking.default_tracking_uri()
     chosen = {}
-    for variant in ("rnn", "transformer"):  # each search starts and stops its own local Ray
+    for variant in variants:  # each search starts and stops its own local Ray
         space = parse_space(search_space(variant, iterations, train_file, data, samples),
                             name=f"table1-{variant}")
         name = f"table1-{variant}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -254,9 +270,14 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--jobs", type=int, default=1, help="training processes at once")
     ap.add_argument("--search-trials", type=int, default=3, help="table 1: trials per variant search")
+    ap.add_argument("--rows", type=lambda s: [r.strip() for r in s.split(",") if r.strip()], default=None,
+                    help=f"table 1: only these rows, comma-separated ({', '.join(TABLE1_ROWS)}); default all")
     ap.add_argument("--out", type=Path, default=REPO / "experiments" / "results")
     ap.add_argument("--work", type=Path, default=None, help="run folders (default: $SUHMO_HOME/experiments)")
     args = ap.parse_args(argv)
+    unknown = [r for r in (args.rows or []) if r not in TABLE1_ROWS]
+    if unknown or (args.rows is not None and (args.table != 1 or not args.rows)):
+        ap.error(f"--rows {','.join(args.rows or [])}: table 1 rows only, from {', '.join(TABLE1_ROWS)}")
     from suhmo.paths import home
 
     t_start = time.time()
@@ -280,12 +301,10 @@ def main(argv=None) -> int:
 
         train_file = train_only_file(make_config("small", overrides=common), work)
         search_iters = max(20, iterations // 2)
-        search = run_searches(search_iters, train_file, data, args.search_trials, work, print)
-        rnn, tr = search["rnn"]["sampled"], search["transformer"]["sampled"]
-        methods = {"SUHMo-RNN": {"model.variant": "rnn", **rnn},
-                   "SUHMo-Transformer": {"model.variant": "transformer", **tr},
-                   "MLE (RNN, L2 only)": {"model.variant": "rnn", **rnn, "loss.adversarial": False},
-                   "Δ-based (RNN)": {"model.variant": "rnn", **rnn, "model.delta": True}}
+        rows = {k: v for k, v in TABLE1_ROWS.items() if args.rows is None or k in args.rows}
+        needed = [v for v in SEARCHED if any(src == v for src, _ in rows.values())]
+        search = run_searches(search_iters, train_file, data, args.search_trials, work, print, needed)
+        methods = {name: {**fixed, **search[src]["sampled"]} for name, (src, fixed) in rows.items()}
     else:
         methods = {k: {"model.variant": "rnn", **v} for k, v in spec["methods"].items()}
 
@@ -295,7 +314,7 @@ def main(argv=None) -> int:
     for method, extra in methods.items():
         for s in range(args.seeds):
             seed = 1000 + s
-            render = args.out if (args.table == 1 and s == 0 and method.startswith("SUHMo")) else None
+            render = args.out if (args.table == 1 and s == 0 and method.startswith(("SUHMo", "ACTOR", "HiT"))) else None
             jobs.append({"method": method, "overrides": {**common, **extra, "train.seed": seed},
                          "run_dir": work / f"{method.split()[0].lower()}-seed{seed}", "render": render,
                          "data": args.data,

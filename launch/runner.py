@@ -553,7 +553,8 @@ def format_table(rows: list[TrialRow], objectives: list[list[str]], param_keys: 
     multi = len(objectives) > 1
     pareto = {r.trial_id for r in pareto_set(rows, objectives)} if multi else set()
     header = ["#", "trial", "state", "it"]
-    header += [_short(k) for k in param_keys]
+    shorts = [_short(k) for k in param_keys]  # the full key where two share a last part (actor.beta, hitdvae.beta)
+    header += [sh if shorts.count(sh) == 1 else k for sh, k in zip(shorts, param_keys)]
     for m, mode in objectives:
         header.append(f"best {m} ({mode})")
         if multi:

@@ -26,6 +26,9 @@ class ConfigError(ValueError):
     """A configuration mistake; the message says which key and why."""
 
 
+VAE_VARIANTS = ("actor", "hitdvae")  # generator variants trained as VAEs (suhmo.objectives), each with its section
+
+
 @dataclass
 class DataConfig:
     path: Optional[str] = None  # canonical landmark .npz; None = embedded synthetic data
@@ -67,7 +70,7 @@ class WindowConfig:
 
 @dataclass
 class ModelConfig:
-    variant: str = "rnn"  # rnn | transformer (generator)
+    variant: str = "rnn"  # rnn | transformer (SUHMo, GAN) | actor | hitdvae (VAE baselines: sections actor, hitdvae)
     d_form: str = "auto"  # rnn | transformer | auto (= variant) for the sequence discriminators
     hidden_g: int = 1024  # LSTM hidden size (rnn) / feed-forward width (transformer)
     mlp_g: int = 1024  # deep-output MLP width
@@ -93,6 +96,39 @@ class ModelConfig:
     semantic_k: int = 16  # shape components of the semantic space
     noise_g: int = 0  # Gaussian inputs per generator step (0 = the paper's deterministic G; diversity then comes only from the pair)
     revert: bool = False  # G's integrator pulls the state back towards frame 0 at a learned rate per dimension (generators.Integrator); False = eq. 4
+
+
+@dataclass
+class ActorConfig:
+    """ACTOR-style Transformer CVAE baseline (``model.variant=actor``, ``suhmo.models.actor``).
+    Defaults = Petrovich et al. 2021 (8 layers, 4 heads, width 256, feed-forward 1024, latent 256,
+    lambda_KL 1e-5); the small and tiny presets scale them down."""
+
+    latent: int = 256  # size of the one latent vector per sequence
+    width: int = 256  # token width of encoder and decoder
+    ff: int = 1024  # feed-forward width
+    layers: int = 8  # blocks in the encoder and in the decoder (each)
+    heads: int = 4
+    beta: float = 1e-5  # weight of the KL term (ACTOR's lambda_KL)
+    w_vel: float = 1.0  # weight of the velocity reconstruction term (0 = positions only)
+
+
+@dataclass
+class HitDVAEConfig:
+    """HiT-DVAE-style dynamical VAE baseline (``model.variant=hitdvae``, ``suhmo.models.hitdvae``):
+    one latent per frame, causal Transformer prior, anti-causal inference network. Defaults are of
+    the scale of Bie et al. 2022's model (width 256, 4 heads; latent 32 per frame is our choice, the
+    paper's exact sizes were not at hand); small and tiny presets scale them down. ``beta`` is in this project's loss units (reconstruction = mean squared 2-D point
+    distance in the [0, 1] frame, KL per frame): 1e-5 equals the exact ELBO of a Gaussian
+    likelihood with sigma ~ 0.02 per coordinate (beta = sigma^2 / 34)."""
+
+    latent: int = 32  # latent size per frame
+    width: int = 256  # token width of the causal (prior/generation) and inference Transformers
+    ff: int = 512  # feed-forward width
+    layers: int = 4  # blocks of each Transformer
+    heads: int = 4
+    beta: float = 1e-5  # weight of the per-step KL term (see the docstring)
+    w_vel: float = 1.0  # weight of the velocity reconstruction term (0 = positions only)
 
 
 @dataclass
@@ -152,6 +188,8 @@ class Config:
     windows: WindowConfig = field(default_factory=WindowConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    actor: ActorConfig = field(default_factory=ActorConfig)
+    hitdvae: HitDVAEConfig = field(default_factory=HitDVAEConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -223,7 +261,7 @@ class Config:
         _choice("data.pairing", c.data.pairing, ("random", "cooccurring"))
         _choice("windows.family", c.windows.family, ("fixed", "uniform", "texp"))
         _choice("windows.starts", c.windows.starts, ("random", "grid"))
-        _choice("model.variant", c.model.variant, ("rnn", "transformer"))
+        _choice("model.variant", c.model.variant, ("rnn", "transformer") + VAE_VARIANTS)
         _choice("model.d_form", c.model.d_form, ("auto", "rnn", "transformer"))
         _choice("model.space", c.model.space, ("landmarks", "semantic"))
         if not 1 <= c.model.semantic_k <= 132:
@@ -231,6 +269,13 @@ class Config:
                               "less 4 pose values)")
         if c.model.noise_g < 0:
             raise ConfigError(f"model.noise_g={c.model.noise_g}: must be >= 0 (0 = no noise input)")
+        if c.model.variant in VAE_VARIANTS:
+            used = {"model.space": (c.model.space, "landmarks"), "model.noise_g": (c.model.noise_g, 0),
+                    "model.revert": (c.model.revert, False), "train.compile": (c.train.compile, False)}
+            for key, (value, default) in used.items():
+                if value != default:
+                    raise ConfigError(f"{key}={value!r}: the SUHMo generators' option, not the "
+                                      f"{c.model.variant} VAE's; leave it at {default!r}")
         if c.model.space == "semantic" and c.model.g_centred:
             raise ConfigError("model.g_centred=true with model.space=semantic: the semantic state already "
                               "separates pose from shape; set model.g_centred=false")
@@ -302,6 +347,16 @@ class Config:
             raise ConfigError(f"model.emb_g={c.model.emb_g} is not divisible by model.heads_g={c.model.heads_g}")
         if c.model.emb_d % c.model.heads_d:
             raise ConfigError(f"model.emb_d={c.model.emb_d} is not divisible by model.heads_d={c.model.heads_d}")
+        for sec in VAE_VARIANTS:
+            vc = getattr(c, sec)
+            for name in ("latent", "width", "ff", "layers", "heads"):
+                _positive(f"{sec}.{name}", getattr(vc, name))
+            if vc.width % vc.heads:
+                raise ConfigError(f"{sec}.width={vc.width} is not divisible by {sec}.heads={vc.heads}")
+            for name in ("beta", "w_vel"):
+                v = getattr(vc, name)
+                if not (v >= 0 and math.isfinite(v)):
+                    raise ConfigError(f"{sec}.{name}={v}: must be a finite number >= 0")
         for name in ("lr_g", "lr_d"):
             v = getattr(c.optim, name)
             if not (v > 0 and math.isfinite(v)):
@@ -332,6 +387,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train.batch_size": 32, "train.iterations": 3000, "train.eval_every": 250,
         "optim.lr_g": 1e-4, "optim.lr_d": 5e-5, "optim.lr_decay_iter": None,
         "eval.samples": 128,
+        "actor.latent": 64, "actor.width": 128, "actor.ff": 256, "actor.layers": 2, "actor.heads": 4,
+        "hitdvae.latent": 16, "hitdvae.width": 128, "hitdvae.ff": 256, "hitdvae.layers": 2, "hitdvae.heads": 4,
     },
     # The recipe for a 2-core CPU and about 30 minutes of training (experiments/README.md,
     # "Natural head motion"): 64-wide RNN in the semantic space with the mean-reverting
@@ -354,6 +411,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train.batch_size": 8, "train.iterations": 20, "train.eval_every": 10, "train.progress": False,
         "optim.lr_g": 1e-4, "optim.lr_d": 5e-5, "optim.lr_decay_iter": None,
         "eval.samples": 16,
+        "actor.latent": 16, "actor.width": 32, "actor.ff": 64, "actor.layers": 1, "actor.heads": 2,
+        "hitdvae.latent": 8, "hitdvae.width": 32, "hitdvae.ff": 64, "hitdvae.layers": 1, "hitdvae.heads": 2,
     },
 }
 

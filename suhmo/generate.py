@@ -120,10 +120,12 @@ def sample(G, refs: np.ndarray, frames: int, seed: int, *, init_vel: float = 0.0
     was_training = G.training
     G.eval()
     out = np.empty((K, int(frames) + 1, NUM_POINTS, 2), np.float32)
-    fork = torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+    # generators with noise inputs (model.noise_g, the VAE baselines) draw it from torch's global RNG: seeded
+    # from ``seed`` in a forked RNG state, so that the caller's random stream is left as it was
+    rng_devices = [device] if device.type == "cuda" else []
     try:
-        with fork:
-            torch.manual_seed(int(seed))  # the noise inputs of a generator with model.noise_g
+        with torch.random.fork_rng(devices=rng_devices):
+            torch.manual_seed(int(seed))
             for lo in range(0, K, chunk):
                 hi = min(K, lo + chunk)
                 obs = torch.from_numpy(pairs[2 * lo:2 * hi, None]).to(device)  # [2k, 1, 68, 2]

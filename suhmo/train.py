@@ -9,6 +9,8 @@ Per iteration (paper Sec. 3, eq. 8-12):
 3. D step    hinge losses of D_F, D_s and D_s^j (eq. 12) on real vs the fakes, detached;
 4. G step    adversarial losses (eq. 8-10) on the SAME fakes, with gradients, plus
              lambda * L2 (eq. 11) with lambda from its schedule;
+             (steps 2-4 are the ``gan`` objective of ``suhmo.objectives``; the MLE baseline
+             skips step 3, and the VAE baselines replace 2-4 by one step on their ELBO)
 5. schedule  Adam step decay of both learning rates; the moving average of G's weights
              (``optim.ema_g``, off by default) takes the new G;
 6. evaluate / checkpoint every ``train.eval_every`` iterations and at the end.
@@ -62,6 +64,7 @@ class Trainer:
         from suhmo.data import load_dataset
         from suhmo.data.windows import make_sampler
         from suhmo.models import WindowSampler, build_discriminator, build_generator
+        from suhmo.objectives import build_objective
 
         self.cfg = cfg.validate()
         self.out_dir = Path(out_dir)
@@ -80,13 +83,15 @@ class Trainer:
         self.train_set = train_set
         self.eval_set = eval_set if eval_set is not None else train_set
 
+        self.objective = build_objective(cfg)  # what one iteration does: GAN, MLE or VAE
         self.G = build_generator(cfg)
         fit_space(self.G, self.train_set, cfg)  # a resumed run then loads the checkpoint's space
         self.G = self.G.to(self.device)
-        self.D = build_discriminator(cfg).to(self.device)
+        self.D = build_discriminator(cfg).to(self.device) if self.objective.uses_d else None
         o = cfg.optim
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=o.lr_g, betas=(o.beta1, o.beta2))
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=o.lr_d, betas=(o.beta1, o.beta2))
+        self.opt_d = (torch.optim.Adam(self.D.parameters(), lr=o.lr_d, betas=(o.beta1, o.beta2))
+                      if self.D is not None else None)
         # G_ema: the weights evaluation and generation use when optim.ema_g > 0 (else G itself)
         self.G_ema = copy.deepcopy(self.G).requires_grad_(False).eval() if o.ema_g > 0 else None
         self.sampler = make_sampler(self.train_set, cfg, seed=tc.seed)
@@ -125,55 +130,23 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
     def fit(self) -> dict:
         """Train up to ``train.iterations``; returns the metrics of the final evaluation."""
-        from suhmo.losses import discriminator_loss, generator_loss, lambda_at, needs_discriminator
-        from suhmo.models import num_feature_frames
-
         cfg, G, D = self.cfg, self.G, self.D
-        obs_len, seq_len = cfg.data.obs_len, cfg.data.seq_len
         total, eval_every = cfg.train.iterations, cfg.train.eval_every
-        use_d = needs_discriminator(cfg)
         make_dirs(self.out_dir)
         cfg.save(self.out_dir / "config.yaml")
         if self.step >= total:
             return dict(self.metrics)
         self._apply_lr(self.step)
         G.train()
-        D.train()
+        if D is not None:
+            D.train()
         bar = _progress(cfg, total, self.step)
         try:
             while self.step < total:
                 it = self.step  # 0-based index of this iteration
                 # --- data
                 batch = speed.to_device(self.sampler.next(), self.device)  # [B, O+S, 68, 2]
-                # "up to obs_len observed frames" (Sec. 4.1): at test time G starts from a
-                # single reference frame, so training also covers short observations
-                k = obs_len
-                if cfg.data.random_obs and obs_len > 1:
-                    k = int(torch.randint(1, obs_len + 1, (1,), generator=self.window_rng))
-                obs = batch[:, :k]
-
-                # --- generate (once)
-                with speed.autocast(self.device, self.amp):
-                    out = G(obs, obs_len + seq_len - k)  # future [B, O+S-k, 68, 2], recon [B, k-1, 68, 2]
-                fake = torch.cat([obs, out.future], dim=1)  # same layout as batch
-                plan = self.windows.sample(num_feature_frames(fake.shape[1]), self.window_rng) if use_d else None
-
-                # --- D step (fakes detached)
-                logs: dict[str, float] = {}
-                if use_d:
-                    with speed.autocast(self.device, self.amp):
-                        loss_d, logs_d = discriminator_loss(D, batch, fake.detach(), plan, cfg)
-                    self._update(D, self.opt_d, loss_d)
-                    logs.update(_metric_names(logs_d))
-                    logs["loss_d"] = float(loss_d.detach())
-
-                # --- G step (same fakes; D's weights get no gradient from this loss)
-                with speed.autocast(self.device, self.amp):
-                    loss_g, logs_g = generator_loss(D, fake, batch, out, plan, cfg, lambda_at(cfg.loss, it))
-                self._update(G, self.opt_g, loss_g)
-                self._update_ema()
-                logs.update(_metric_names(logs_g))
-                logs["loss_g"] = float(loss_g.detach())
+                logs = self.objective.step(self, batch, it)  # suhmo.objectives: GAN, MLE or VAE
                 self._check_finite(it, logs)
 
                 # --- schedule
@@ -228,7 +201,7 @@ class Trainer:
         o = self.cfg.optim
         factor = o.lr_decay_factor if o.lr_decay_iter is not None and step >= o.lr_decay_iter else 1.0
         for opt, base in ((self.opt_g, o.lr_g), (self.opt_d, o.lr_d)):
-            for group in opt.param_groups:
+            for group in (opt.param_groups if opt is not None else []):
                 group["lr"] = base * factor
 
     def _check_finite(self, it: int, logs: dict[str, float]) -> None:
@@ -308,7 +281,7 @@ class Trainer:
     def _non_finite_weights(self, ema: bool = True) -> list[tuple[str, str]]:
         """``(network, parameter)`` of every non-finite weight tensor of G, D (and G_ema with ``ema``).
         Per-tensor isfinite, not a norm: huge but finite weights overflow a norm to inf."""
-        nets = [("G", self.G), ("D", self.D)]
+        nets = [("G", self.G)] + ([("D", self.D)] if self.D is not None else [])
         if ema and self.G_ema is not None:
             nets.append(("G_ema", self.G_ema))
         return [(net, n) for net, m in nets for n, p in m.named_parameters() if not bool(torch.isfinite(p).all())]
@@ -326,10 +299,10 @@ class Trainer:
             "config": self.cfg.to_dict(),
             "seed": self.cfg.train.seed,
             "G": self.G.state_dict(),
-            "D": self.D.state_dict(),
+            "D": self.D.state_dict() if self.D is not None else {},
             **({"G_ema": self.G_ema.state_dict()} if self.G_ema is not None else {}),
             "opt_g": self.opt_g.state_dict(),
-            "opt_d": self.opt_d.state_dict(),
+            "opt_d": self.opt_d.state_dict() if self.opt_d is not None else {},
             "rng": {**rng_state(), "windows": self.window_rng.get_state()},
             "sampler": self.sampler.state_dict(),
             "metrics": dict(metrics),
@@ -382,12 +355,14 @@ class Trainer:
                              f"{', '.join(f'model.{k}' for k in diff)}; {hint}")
         try:
             self.G.load_state_dict(ck["G"])
-            self.D.load_state_dict(ck["D"])
+            if self.D is not None:
+                self.D.load_state_dict(ck["D"])
             if self.G_ema is not None:
                 # a run that starts its moving average on resume starts it from the current G
                 self.G_ema.load_state_dict(generator_state(ck))
             self.opt_g.load_state_dict(ck["opt_g"])
-            self.opt_d.load_state_dict(ck["opt_d"])
+            if self.opt_d is not None:
+                self.opt_d.load_state_dict(ck["opt_d"])
         except (RuntimeError, ValueError, KeyError) as e:
             lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()] or [type(e).__name__]
             detail = next((ln for ln in lines if "size mismatch" in ln or "Missing key" in ln
@@ -439,8 +414,8 @@ def fit_space(G: torch.nn.Module, train_set, cfg: Config, windows: int = 2048) -
     from suhmo.data import BatchSampler
     from suhmo.data.windows import hflip
 
-    fit = getattr(G.space, "fit", None)
-    integrate = getattr(G.core, "integrate", None)
+    fit = getattr(getattr(G, "space", None), "fit", None)
+    integrate = getattr(getattr(G, "core", None), "integrate", None)
     if fit is None:
         if integrate is not None and integrate.revert:
             windows = BatchSampler(train_set, cfg, seed=cfg.train.seed + 7919, batch_size=256).next()

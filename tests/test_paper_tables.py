@@ -25,14 +25,17 @@ def test_table1_on_synthetic_data_writes_tables_and_previews(tmp_path, monkeypat
     assert done.returncode == 0, done.stderr[-2000:]
     table = json.loads((out / "table1_synth.json").read_text())
     methods = [r["method"] for r in table["runs"]]
-    assert methods == ["SUHMo-RNN", "SUHMo-Transformer", "MLE (RNN, L2 only)", "Δ-based (RNN)"]
+    assert methods == ["HiT-DVAE", "ACTOR", "Δ-based (RNN)", "MLE (RNN, L2 only)", "SUHMo-RNN",
+                       "SUHMo-Transformer"]  # the paper's row order
+    assert set(table["search"]) == {"rnn", "transformer", "actor", "hitdvae"}
+    assert "actor.beta" in table["search"]["actor"]["sampled"]
     for run in table["runs"]:
         assert all(math.isfinite(run["metrics"][f"{k}_g{n}"]) for k in ("fd_frame", "fd_clip40", "apd")
                    for n in (40, 80)), run["method"]
     md = (out / "table1_synth.md").read_text()
     assert all(f"| {m} |" in md for m in methods)
     # previews carry the dataset in their names, so the dev and synthetic tables do not overwrite each other
-    for slug in ("suhmo-rnn", "suhmo-transformer"):
+    for slug in ("suhmo-rnn", "suhmo-transformer", "actor", "hit-dvae"):
         for suffix in ("4samples.gif", "4samples.png", "4references.png"):
             assert (out / f"table1_synth_{slug}_{suffix}").stat().st_size > 0
     assert not list(out.glob("table1_suhmo-*"))

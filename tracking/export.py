@@ -273,8 +273,10 @@ def _torchscript(G, G_export, out: Path, refs: np.ndarray, seed: int) -> float:
     vel = torch.from_numpy(np.broadcast_to(rng.uniform(-0.01, 0.01, (len(pairs), 1, 2)),
                                            (len(pairs), 68, 2)).astype(np.float32).copy())
     loaded = torch.jit.load(str(out))
-    with torch.no_grad():
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # generators with latent noise (VAE baselines) draw the same noise in both
         ref = G.generate(obs, 8, init_vel=vel).future
+        torch.manual_seed(seed)
         got = loaded(obs, vel, 8)
     diff = float((ref - got).abs().max())
     if not diff <= 1e-4:
@@ -282,9 +284,10 @@ def _torchscript(G, G_export, out: Path, refs: np.ndarray, seed: int) -> float:
     return diff
 
 
+_KINDS = {"actor": "ACTOR-style Transformer CVAE baseline", "hitdvae": "HiT-DVAE-style dynamical VAE baseline"}
 _CARD = """# SUHMo generator `{name}`
 
-Autoregressive GAN for unconditional head motion (68 facial landmarks, 2-D), exported by
+{kind} for unconditional head motion (68 facial landmarks, 2-D), exported by
 `suhmo best-export` from MLflow.
 
 | | |
@@ -420,7 +423,8 @@ def export_best(sel: Selection, out_dir: str | Path, *, register: str | None = N
     card = _CARD.format(name=out.name, metric=sel.metric, mode=sel.mode, value=b.value, step=b.step,
                         run_name=b.run_name, run_id=b.run_id, parent_name=sel.parent_run_name,
                         parent_id=sel.parent_run_id, experiment=sel.experiment_name,
-                        variant=cfg.model.variant, considered=sel.considered, extra=extra,
+                        variant=cfg.model.variant, kind=_KINDS.get(cfg.model.variant, "Autoregressive GAN"),
+                        considered=sel.considered, extra=extra,
                         when=prov["exported_at"], metrics_table=table, out_name=out.name)
     atomic_write_text(out / "README.md", card)
 

@@ -13,8 +13,8 @@ from suhmo.config import PRESETS
 
 
 @click.command("train")
-@click.option("--variant", type=click.Choice(["rnn", "transformer"]), default=None,
-              help="Generator variant (model.variant); default: the preset's (rnn).")
+@click.option("--variant", type=click.Choice(["rnn", "transformer", "actor", "hitdvae"]), default=None,
+              help="Generator variant (model.variant): the SUHMo GANs rnn, transformer or the VAE baselines actor, hitdvae; default: the preset's (rnn).")
 @click.option("--data", "data_path", type=click.Path(dir_okay=False), default=None,
               help="Canonical landmark .npz (data.path); default: the embedded synthetic data.")
 @click.option("--iterations", type=click.IntRange(min=1), default=None,

@@ -1,6 +1,7 @@
 """SUHMo networks: generators, discriminators and the window sampler, chosen by config through registries.
 
-``build_generator(cfg)`` picks ``GENERATORS[cfg.model.variant]``; ``build_discriminator(cfg)``
+``build_generator(cfg)`` picks ``GENERATORS[cfg.model.variant]`` (the SUHMo GANs ``rnn``,
+``transformer``, or the VAE baselines ``actor``, ``hitdvae``); ``build_discriminator(cfg)``
 picks the sequence-D form ``SEQ_DISCRIMINATORS[cfg.d_form]`` for D_s and D_s^j and adds D_F.
 """
 
@@ -11,6 +12,7 @@ from typing import Callable
 from torch import nn
 
 from suhmo.config import ConfigError
+from suhmo.models.actor import ActorGenerator
 from suhmo.models.discriminators import (
     Discriminator,
     FrameDiscriminator,
@@ -20,6 +22,7 @@ from suhmo.models.discriminators import (
     transformer_seq_discriminator,
 )
 from suhmo.models.generators import GenOutput, Generator, RNNGenerator, TransformerGenerator
+from suhmo.models.hitdvae import HitDVAEGenerator
 from suhmo.models.layers import batch_pool, feature_dim, pair_pool, pair_swap
 from suhmo.models.windows import (
     TAU_FAMILIES,
@@ -46,6 +49,8 @@ def register_seq_discriminator(name: str, factory: Callable) -> None:
 
 register_generator("rnn", RNNGenerator.from_config)
 register_generator("transformer", TransformerGenerator.from_config)
+register_generator("actor", ActorGenerator.from_config)  # VAE baselines (Table 1), trained by suhmo.objectives
+register_generator("hitdvae", HitDVAEGenerator.from_config)
 register_seq_discriminator("rnn", rnn_seq_discriminator)
 register_seq_discriminator("transformer", transformer_seq_discriminator)
 
@@ -71,7 +76,7 @@ def count_parameters(module: nn.Module) -> int:
 
 
 __all__ = [
-    "GENERATORS", "SEQ_DISCRIMINATORS", "TAU_FAMILIES", "Discriminator", "FrameDiscriminator", "GenOutput",
+    "ActorGenerator", "HitDVAEGenerator", "GENERATORS", "SEQ_DISCRIMINATORS", "TAU_FAMILIES", "Discriminator", "FrameDiscriminator", "GenOutput",
     "Generator", "RNNGenerator", "RNNSeqDiscriminator", "TransformerGenerator", "TransformerSeqDiscriminator",
     "WindowPlan", "WindowSampler", "batch_pool", "build_discriminator", "build_generator", "count_parameters",
     "multiscale_score", "num_feature_frames", "pair_pool", "pair_swap", "register_generator",
