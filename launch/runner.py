@@ -28,6 +28,7 @@ from typing import Any, Callable, Optional
 
 from launch.space import REPO_ROOT, Objective, SearchSpace, format_duration, parse_space
 from launch.trainable import META_KEY, suhmo_trial
+from suhmo import hints
 from suhmo.utils import SuhmoError
 
 PLAN_FILE = "search.json"
@@ -698,18 +699,19 @@ def render_report(outcome: SearchOutcome, echo: Callable[[str], None] = print) -
     if outcome.interrupted:
         echo("")
         echo(f"search interrupted; its state is saved. Continue it with:\n"
-             f"  suhmo-search resume {plan.experiment}" + _storage_opt(plan))
+             f"  {hints.suhmo_search()} resume {plan.experiment}" + _storage_opt(plan))
         return
     if outcome.budget_hit:
         echo(f"time budget {format_duration(plan.time_budget_s)} reached: {len(rows)} of {plan.num_samples} trials ran")
     echo("")
     echo("next:")
+    S, SS = hints.suhmo(), hints.suhmo_search()  # runnable as printed, venv activated or not
     if plan.tracking_uri:
-        echo(f"  suhmo-search ui{_tracking_opt(plan)}                 # browse the trials in MLflow")
-        echo(f"  suhmo best-export --experiment {plan.experiment} --out best-model{_tracking_opt(plan)}")
-        echo("  suhmo generate --model best-model --reference best-model/reference.npy --out motion.npz")
-        echo("  suhmo render motion.npz --grid 4 --out motion.gif")
-    echo(f"  suhmo-search status {plan.experiment}{_storage_opt(plan)}")
+        echo(f"  {SS} ui{_tracking_opt(plan)}                 # browse the trials in MLflow")
+        echo(f"  {S} best-export --experiment {plan.experiment} --out best-model{_tracking_opt(plan)}")
+        echo(f"  {S} generate --model best-model --reference best-model/reference.npy --out motion.npz")
+        echo(f"  {S} render motion.npz --grid 4 --motion-map --out motion.gif")
+    echo(f"  {SS} status {plan.experiment}{_storage_opt(plan)}")
 
 
 def _storage_opt(plan: SearchPlan) -> str:
