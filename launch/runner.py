@@ -683,6 +683,8 @@ def render_report(outcome: SearchOutcome, echo: Callable[[str], None] = print) -
          + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + f"; {format_duration(outcome.wall_s)} wall)")
     echo(format_table(rows, plan.objectives, param_columns(space), show_error=any(r.error for r in rows),
                       extra_metrics=_other_metrics(rows, plan.objectives)))
+    for line in scale_lines(space, rows, plan.objectives):
+        echo(line)
     if len(plan.objectives) > 1:
         front = pareto_set(rows, plan.objectives)
         echo("")
@@ -712,6 +714,32 @@ def render_report(outcome: SearchOutcome, echo: Callable[[str], None] = print) -
         echo(f"  {S} generate --model best-model --reference best-model/reference.npy --out motion.npz")
         echo(f"  {S} render motion.npz --grid 4 --motion-map --out motion.gif")
     echo(f"  {SS} status {plan.experiment}{_storage_opt(plan)}")
+
+
+def scale_lines(space: SearchSpace, rows: list, objectives) -> list[str]:
+    """Each distance objective beside a frozen face and real data under the trials' data and
+    evaluation protocol (suhmo.metrics.scale; cached like the reference statistics)."""
+    from suhmo.metrics import landmark as lm
+
+    fds = [m for m, _ in objectives if m in lm.FD_KEYS]
+    if not fds:
+        return []
+    try:
+        from suhmo.metrics.scale import scale_for_config
+
+        scale = scale_for_config(space.base_config())
+    except Exception as e:  # noqa: BLE001 - the leaderboard stands without its scale
+        return [f"(no scale for {', '.join(fds)}: {e})"]
+    out = []
+    for m in fds:
+        frozen, real = scale["frozen face"][m], scale["real data"][m]
+        bests = [r.best[m][0] for r in rows if m in r.best and math.isfinite(r.best[m][0])]
+        line = f"scale of {m} (same data and protocol): frozen face {frozen:.4g}, real data {real:.4g}"
+        if bests:
+            best = min(bests)
+            line += f"; best trial {best:.4g}" + (", worse than a frozen face" if best >= frozen else "")
+        out.append(line)
+    return out
 
 
 def _storage_opt(plan: SearchPlan) -> str:
