@@ -335,10 +335,10 @@ def describe_config(config: dict, keys: Optional[list[str]] = None) -> str:
     return " ".join(f"{_short(k)}={_fmt_value(vals[k])}" for k in keys if k in vals)
 
 
-def _make_progress_callback(objectives: list[list[str]], echo: Callable[[str], None]):
+def _make_progress_callback(objectives: list[list[str]], echo: Callable[[str], None], budget: Optional[int] = None):
     from launch.progress import Progress
 
-    return Progress(objectives, echo)
+    return Progress(objectives, echo, budget=budget)
 
 
 def error_reason(text: str) -> str:
@@ -575,7 +575,7 @@ def run_search(plan: SearchPlan, *, echo: Callable[[str], None] = print, cli_opt
         _setup_tracking(plan, cli_options or {}, echo)
         plan.exp_dir.mkdir(parents=True, exist_ok=True)
         plan.save()
-        progress = _make_progress_callback(plan.objectives, echo)
+        progress = _make_progress_callback(plan.objectives, echo, plan.num_samples)
         tuner = build_tuner(plan, space, resources, [progress])
         echo(f"search {plan.experiment}: {plan.num_samples} trials, {plan.max_concurrent} at a time, "
              f"{_res_text(resources)} per trial, {plan.scheduler['type']} on "
