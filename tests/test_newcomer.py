@@ -124,9 +124,26 @@ def test_video_venv_recipe_runs(tmp_path):
                         "print(torch.__version__, mediapipe.__version__, numpy.__version__)"],
                        capture_output=True, text=True, cwd=work)
     assert r.returncode == 0 and r.stdout.startswith("2.13.0"), r.stderr
-    r = subprocess.run([str(work / ".venv-video" / "bin" / "suhmo"), "generate", "-h"], capture_output=True,
-                       text=True, cwd=work)
-    assert r.returncode == 0 and "--image" in r.stdout
+    # suhmo generate --image, as the README shows it: a tiny model, a drawn face
+    import cv2
+    import numpy as np
+
+    from suhmo.config import make_config
+    from suhmo.data import load_landmarks, synthesize
+    from suhmo.train import Trainer
+    from test_data_prepare import draw_face
+
+    cfg = make_config("tiny", overrides={"train.iterations": 2, "train.eval_every": 2, "eval.samples": 8,
+                                         "data.synth_clips": 8, "data.synth_seconds": 4.0})
+    Trainer(cfg, tmp_path / "model").fit()
+    lm = synthesize(1, 2.4, seed=3).clips[0][0]
+    cv2.imwrite(str(tmp_path / "face.jpg"), draw_face((lm - lm.mean(0)) * 1.3 + np.array([320.0, 250.0])))
+    r = subprocess.run([str(work / ".venv-video" / "bin" / "suhmo"), "generate", "--checkpoint",
+                        str(tmp_path / "model" / "last.pt"), "--image", str(tmp_path / "face.jpg"), "--frames", "20",
+                        "--samples", "2", "--out", str(tmp_path / "motion.npz")], capture_output=True, text=True,
+                       cwd=work)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert [c.shape for c in load_landmarks(tmp_path / "motion.npz").clips] == [(21, 68, 2)] * 2
 
 
 def VIDEO_STEPS() -> list[str]:  # noqa: N802 - the README's install steps, in order
