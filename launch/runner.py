@@ -739,6 +739,10 @@ def scale_lines(space: SearchSpace, rows: list, objectives) -> list[str]:
             best = min(bests)
             line += f"; best trial {best:.4g}" + (", worse than a frozen face" if best >= frozen else "")
         out.append(line)
+    others = [k for k in lm.FD_KEYS if k not in fds and any(k in r.last for r in rows)]
+    if others:  # the other distances the table shows
+        out.append("scale of the other distances (frozen face / real data): "
+                   + ", ".join(f"{k} {scale['frozen face'][k]:.4g} / {scale['real data'][k]:.4g}" for k in others))
     return out
 
 

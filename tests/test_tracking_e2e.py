@@ -180,5 +180,6 @@ def test_leaderboard_shows_the_scale_and_runnable_hints(searched):
     want = (f"scale of fd_clip40 (same data and protocol): frozen face {scale['frozen face']['fd_clip40']:.4g}, "
             f"real data {scale['real data']['fd_clip40']:.4g}; best trial ")
     assert want in text, text
+    assert f"fd_frame {scale['frozen face']['fd_frame']:.4g} / {scale['real data']['fd_frame']:.4g}" in text, text
     assert f"  {hints.suhmo()} render motion.npz --grid 4 --motion-map --out motion.gif" in lines, text
     assert any(ln.startswith(f"  {hints.suhmo_search()} ui") for ln in lines), text
