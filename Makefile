@@ -19,14 +19,17 @@ $(VENV)/.installed: pyproject.toml
 search: install
 	$(VENV)/bin/suhmo-search run
 
+# The fast group quietly, with its slowest tests listed; then the slow end-to-end group with
+# each test's name as it starts (-v), so a long stretch says which test it is.
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not slow" --durations=10
+	$(PY) -m pytest -v -m slow --durations=10
 
 test-fast: install
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" --durations=10
 
 test-slow: install
-	$(PY) -m pytest -q -m slow
+	$(PY) -m pytest -v -m slow --durations=10
 
 clean:
 	rm -rf $(VENV) suhmo-runs .pytest_cache

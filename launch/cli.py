@@ -259,8 +259,10 @@ def repeat(experiment: str, top: int, seeds: int, frames: str, storage, tracking
     render_summary(summary, echo=click.echo)
     if rp.tracking_uri:
         click.echo("")
-        click.echo(f"next: suhmo-search results {rp.search}    # Table-1 layout from MLflow")
-        click.echo(f"      suhmo best-export --experiment {rp.search} --mean-over-seeds --out best-model")
+        from suhmo import hints
+
+        click.echo(f"next: {hints.suhmo_search()} results {rp.search}    # Table-1 layout from MLflow")
+        click.echo(f"      {hints.suhmo()} best-export --experiment {rp.search} --mean-over-seeds --out best-model")
 
 
 @cli.command()

@@ -1,8 +1,13 @@
-"""A Tune callback printing one compact line per trial event, instead of Ray's status tables."""
+"""A Tune callback printing one compact line per trial event, instead of Ray's status tables,
+and a progress line for the whole search: trials done / running / budget, elapsed time, the
+best value so far. On a terminal the progress line is redrawn in place (at most once a
+second) under the event lines; when the output is a log or a pipe it is printed as a plain
+line at most once every ``interval_s`` (60 s), so logs are not flooded."""
 
 from __future__ import annotations
 
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -19,9 +24,13 @@ class Progress(Callback):
     (``benchmarks/search.py`` computes the per-trial overhead from them).
     """
 
-    def __init__(self, objectives: list[list[str]], echo: Callable[[str], None] = print):
+    def __init__(self, objectives: list[list[str]], echo: Callable[[str], None] = print, *,
+                 budget: int | None = None, stream=None, interval_s: float | None = None):
         self.objectives = [tuple(o) for o in objectives]
         self.echo = echo
+        self.budget = budget
+        self.stream = stream
+        self.interval_s = interval_s
         self.t0 = time.time()
         self.started: dict[str, float] = {}  # trial id -> driver wall time of its (first) start
         self.first_result: dict[str, float] = {}
@@ -30,8 +39,64 @@ class Progress(Callback):
 
     def setup(self, **info):
         self.t0 = time.time()  # also after `suhmo-search resume` (this object is restored from tuner.pkl)
+        self._status_at = self.t0
+        self._status_shown = False
+
+    # ------------------------------------------------------------------ the progress line
+    def _live(self) -> bool:
+        """Redraw in place only on a terminal (never in a log, a pipe or a test's capture)."""
+        stream = getattr(self, "stream", None) or sys.stdout
+        try:
+            return bool(stream.isatty())
+        except (AttributeError, ValueError):
+            return False
+
+    def _clear(self) -> None:
+        if getattr(self, "_status_shown", False):
+            stream = getattr(self, "stream", None) or sys.stdout
+            stream.write("\r\033[K")
+            stream.flush()
+            self._status_shown = False
+
+    def status_line(self, trials) -> str:
+        """``progress 3/8 trials done, 2 running, 1m05s, best fd_clip40 9180 (trial_ab12)``."""
+        from launch.runner import trial_name
+
+        done = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
+        running = sum(t.status == "RUNNING" for t in trials)
+        budget = getattr(self, "budget", None) or len(trials)
+        text = (f"progress {done}/{budget} trials done, {running} running, "
+                f"{format_duration(time.time() - self.t0)}")
+        if self.objectives:
+            m, mode = self.objectives[0]
+            vals = [(v, tid) for (tid, key), v in self.best.items() if key == m]
+            if vals:
+                v, tid = (min if mode == "min" else max)(vals)
+                name = next((trial_name(t) for t in trials if t.trial_id == tid), tid)
+                text += f", best {m} {v:.4g} ({name})"
+        return text
+
+    def on_step_end(self, iteration, trials, **info):
+        live = self._live()
+        interval = getattr(self, "interval_s", None) or (1.0 if live else 60.0)
+        now = time.time()
+        if now - getattr(self, "_status_at", self.t0) < interval:
+            return
+        self._status_at = now
+        line = self.status_line(trials)
+        if live:
+            stream = getattr(self, "stream", None) or sys.stdout
+            stream.write("\r\033[K" + line)
+            stream.flush()
+            self._status_shown = True
+        else:
+            self.echo(f"[{format_duration(now - self.t0):>6}] {line}")
+
+    def on_experiment_end(self, trials, **info):
+        self._clear()
 
     def _line(self, text: str) -> None:
+        self._clear()
         self.echo(f"[{format_duration(time.time() - self.t0):>6}] {text}")
 
     def on_trial_start(self, iteration, trials, trial, **info):

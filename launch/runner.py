@@ -31,6 +31,7 @@ from typing import Any, Callable, Optional
 
 from launch.space import REPO_ROOT, Objective, SearchSpace, format_duration, parse_space
 from launch.trainable import META_KEY, suhmo_trial
+from suhmo import hints
 from suhmo.utils import SuhmoError
 
 PLAN_FILE = "search.json"
@@ -391,10 +392,10 @@ def describe_config(config: dict, keys: Optional[list[str]] = None) -> str:
     return " ".join(f"{_short(k)}={_fmt_value(vals[k])}" for k in keys if k in vals)
 
 
-def _make_progress_callback(objectives: list[list[str]], echo: Callable[[str], None]):
+def _make_progress_callback(objectives: list[list[str]], echo: Callable[[str], None], budget: Optional[int] = None):
     from launch.progress import Progress
 
-    return Progress(objectives, echo)
+    return Progress(objectives, echo, budget=budget)
 
 
 def error_reason(text: str) -> str:
@@ -662,7 +663,7 @@ def run_search(plan: SearchPlan, *, echo: Callable[[str], None] = print, cli_opt
         _setup_tracking(plan, cli_options or {}, echo)
         plan.exp_dir.mkdir(parents=True, exist_ok=True)
         plan.save()
-        progress = _make_progress_callback(plan.objectives, echo)
+        progress = _make_progress_callback(plan.objectives, echo, plan.num_samples)
         tuner = build_tuner(plan, space, resources, [progress])
         echo(f"search {plan.experiment}: {plan.num_samples} trials, {plan.max_concurrent} at a time, "
              f"{_res_text(resources)} per trial, {plan.scheduler['type']} on "
@@ -786,6 +787,8 @@ def render_report(outcome: SearchOutcome, echo: Callable[[str], None] = print) -
          + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + f"; {format_duration(outcome.wall_s)} wall)")
     echo(format_table(rows, plan.objectives, param_columns(space), show_error=any(r.error for r in rows),
                       extra_metrics=_other_metrics(rows, plan.objectives)))
+    for line in scale_lines(space, rows, plan.objectives):
+        echo(line)
     if len(plan.objectives) > 1:
         front = pareto_set(rows, plan.objectives)
         echo("")
@@ -802,13 +805,13 @@ def render_report(outcome: SearchOutcome, echo: Callable[[str], None] = print) -
     if outcome.interrupted:
         echo("")
         echo(f"search interrupted; its state is saved. Continue it with:\n"
-             f"  suhmo-search resume {plan.experiment}" + _storage_opt(plan))
+             f"  {hints.suhmo_search()} resume {plan.experiment}" + _storage_opt(plan))
         return
     errored = sum(r.state == "error" for r in rows)
     if errored:
         echo("")
         echo(f"{errored} trial(s) errored (reasons above); after fixing the cause, "
-             f"`suhmo-search resume {plan.experiment}{_storage_opt(plan)}` retries them from their last checkpoint")
+             f"`{hints.suhmo_search()} resume {plan.experiment}{_storage_opt(plan)}` retries them from their last checkpoint")
     if outcome.budget_hit:
         echo(f"time budget {format_duration(plan.time_budget_s)} reached: {len(rows)} of {plan.num_samples} trials ran")
     evaluated = any(r.evaluations > 0 and r.state != "error" for r in rows)
@@ -816,13 +819,44 @@ def render_report(outcome: SearchOutcome, echo: Callable[[str], None] = print) -
     if not evaluated:
         echo("no trial reached an evaluation: there is no checkpoint to export yet")
     echo("next:")
+    S, SS = hints.suhmo(), hints.suhmo_search()  # runnable as printed, venv activated or not
     if plan.tracking_uri:
-        echo(f"  suhmo-search ui{_tracking_opt(plan)}                 # browse the trials in MLflow")
+        echo(f"  {SS} ui{_tracking_opt(plan)}                 # browse the trials in MLflow")
         if evaluated:
-            echo(f"  suhmo best-export --experiment {plan.experiment} --out best-model{_tracking_opt(plan)}")
-            echo("  suhmo generate --model best-model --reference best-model/reference.npy --out motion.npz")
-            echo("  suhmo render motion.npz --grid 4 --out motion.gif")
-    echo(f"  suhmo-search status {plan.experiment}{_storage_opt(plan)}")
+            echo(f"  {S} best-export --experiment {plan.experiment} --out best-model{_tracking_opt(plan)}")
+            echo(f"  {S} generate --model best-model --reference best-model/reference.npy --out motion.npz")
+            echo(f"  {S} render motion.npz --grid 4 --motion-map --out motion.gif")
+    echo(f"  {SS} status {plan.experiment}{_storage_opt(plan)}")
+
+
+def scale_lines(space: SearchSpace, rows: list, objectives) -> list[str]:
+    """Each distance objective beside a frozen face and real data under the trials' data and
+    evaluation protocol (suhmo.metrics.scale; cached like the reference statistics)."""
+    from suhmo.metrics import landmark as lm
+
+    fds = [m for m, _ in objectives if m in lm.FD_KEYS]
+    if not fds:
+        return []
+    try:
+        from suhmo.metrics.scale import scale_for_config
+
+        scale = scale_for_config(space.base_config())
+    except Exception as e:  # noqa: BLE001 - the leaderboard stands without its scale
+        return [f"(no scale for {', '.join(fds)}: {e})"]
+    out = []
+    for m in fds:
+        frozen, real = scale["frozen face"][m], scale["real data"][m]
+        bests = [r.best[m][0] for r in rows if m in r.best and math.isfinite(r.best[m][0])]
+        line = f"scale of {m} (same data and protocol): frozen face {frozen:.4g}, real data {real:.4g}"
+        if bests:
+            best = min(bests)
+            line += f"; best trial {best:.4g}" + (", worse than a frozen face" if best >= frozen else "")
+        out.append(line)
+    others = [k for k in lm.FD_KEYS if k not in fds and any(k in r.last for r in rows)]
+    if others:  # the other distances the table shows
+        out.append("scale of the other distances (frozen face / real data): "
+                   + ", ".join(f"{k} {scale['frozen face'][k]:.4g} / {scale['real data'][k]:.4g}" for k in others))
+    return out
 
 
 def _storage_opt(plan: SearchPlan) -> str:

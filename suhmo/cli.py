@@ -55,6 +55,8 @@ class LazyGroup(click.Group):
             return getattr(importlib.import_module(module), attr)
         except ModuleNotFoundError as e:
             reason = f"command {name!r} is unavailable: {e}"
+            if e.name == "torch":
+                reason += "; " + TORCH_HINT
 
             def _unavailable() -> None:
                 raise click.ClickException(reason)
@@ -66,6 +68,10 @@ class LazyGroup(click.Group):
 @click.version_option(package_name="suhmo")
 def cli() -> None:
     """SUHMo head-motion generation: train, generate, render and evaluate models."""
+
+
+TORCH_HINT = ("this environment has no torch: install it pinned, pip install torch==2.13.0 "
+              "(the .venv-video recipe in the README does)")
 
 
 def run_cli(group: click.Group, argv: list[str] | None = None) -> int:
@@ -85,6 +91,11 @@ def run_cli(group: click.Group, argv: list[str] | None = None) -> int:
         return e.exit_code
     except (ConfigError, SuhmoError) as e:
         click.echo(f"Error: {e}", err=True)
+        return 2
+    except ModuleNotFoundError as e:
+        if e.name != "torch":  # e.g. a venv made for videos without the model's dependency
+            raise
+        click.echo(f"Error: {TORCH_HINT} ({e})", err=True)
         return 2
     except ValueError as e:  # DataError and friends subclass ValueError with a clear message
         if type(e).__module__.startswith(("suhmo", "launch", "tracking")):

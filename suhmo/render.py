@@ -85,14 +85,19 @@ def motion_map_frames(frames: np.ndarray, half_life: float = HALF_LIFE) -> np.nd
     recursively; the last map is the motion map of the whole sequence. Averaging is done on
     the ink (``255 - pixel``) so that the white background stays white.
     """
-    decay = 0.5 ** (1.0 / float(half_life))  # the EMA factor of frame_weights' ages
+    decay = np.float32(0.5 ** (1.0 / float(half_life)))  # the EMA factor of frame_weights' ages
     out = np.empty_like(frames)
-    num = np.zeros(frames.shape[1:], np.float64)
+    num = np.zeros(frames.shape[1:], np.float32)  # float32: 8-bit output, and half the memory traffic
+    ink = np.empty_like(num)
     den = 0.0
     for t, frame in enumerate(frames):
-        num = decay * num + (BACKGROUND - frame.astype(np.float64))
-        den = decay * den + 1.0
-        out[t] = np.clip(np.rint(BACKGROUND - num / den), 0, 255).astype(np.uint8)
+        np.subtract(BACKGROUND, frame, out=ink, dtype=np.float32)
+        num *= decay
+        num += ink
+        den = float(decay) * den + 1.0
+        np.rint(num * np.float32(-1.0 / den) + BACKGROUND, out=ink)
+        np.clip(ink, 0, 255, out=ink)
+        out[t] = ink
     return out
 
 
@@ -149,10 +154,15 @@ def write_video(frames: np.ndarray, path: str | Path, fps: float = 25.0) -> Path
     if ext == ".gif":
         from PIL import Image
 
-        images = [Image.fromarray(f) for f in frames]
+        palette, index = gif_palette(frames)
+        images = []
+        for f in frames:
+            im = Image.fromarray(index[_lut_bins(f)], mode="P")
+            im.putpalette(palette)
+            images.append(im)
         buf = io.BytesIO()
         images[0].save(buf, format="GIF", save_all=True, append_images=images[1:],
-                       duration=max(20, round(1000 / fps)), loop=0)
+                       duration=max(20, round(1000 / fps)), loop=0, optimize=False)
         atomic_write_bytes(path, buf.getvalue())
     elif ext == ".mp4":
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -175,12 +185,59 @@ def write_video(frames: np.ndarray, path: str | Path, fps: float = 25.0) -> Path
     return path
 
 
-def render_video(clips: Sequence[np.ndarray], path: str | Path, *, size: int = 256, fps: float = 25.0,
+_LUT_BITS = 5  # colours are looked up on a 32 x 32 x 32 grid
+
+
+def _lut_bins(frame: np.ndarray) -> np.ndarray:
+    """Index of each pixel's cell of the colour grid, ``[H, W]`` int."""
+    q = (frame >> (8 - _LUT_BITS)).astype(np.uint16)
+    return (q[..., 0] << (2 * _LUT_BITS)) | (q[..., 1] << _LUT_BITS) | q[..., 2]
+
+
+def gif_palette(frames: np.ndarray, max_colours: int = 256, sample_frames: int = 12) -> tuple[list[int], np.ndarray]:
+    """One palette for the whole animation and a colour-grid -> palette-index table.
+
+    Pillow quantises every frame of an RGB GIF by itself (median cut), which is most of the
+    time of writing one; the drawings use few colours (the part colours, their blends with
+    the white canvas and the motion maps' shades), so one palette from a few frames serves
+    all of them, and mapping a frame is then one table lookup. Returns the flat RGB palette
+    and ``index[32**3]`` (uint8) for :func:`_lut_bins`.
+    """
+    from PIL import Image
+
+    step = max(1, len(frames) // sample_frames)
+    mosaic = Image.fromarray(np.ascontiguousarray(np.concatenate(list(frames[::step]), axis=0)))
+    quant = mosaic.quantize(colors=max_colours - 2, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    used = len(quant.getcolors(max_colours) or []) or max_colours - 2
+    # the canvas and the tile separators exactly (median cut would average them with neighbours)
+    exact = np.array([[BACKGROUND] * 3, [200] * 3], np.uint8)
+    quantised = np.array(quant.getpalette()[: 3 * used], np.uint8).reshape(-1, 3)
+    # ... and alone in their cells of the colour grid, so that they map to themselves
+    quantised = quantised[~np.isin(_lut_bins(quantised), _lut_bins(exact))]
+    pal = np.concatenate([exact, quantised]).astype(np.float32)
+    n = 1 << _LUT_BITS
+    centres = (np.stack(np.meshgrid(*[np.arange(n)] * 3, indexing="ij"), -1).reshape(-1, 3) + 0.5) * (256 / n)
+    index = np.empty(len(centres), np.uint8)
+    for lo in range(0, len(centres), 4096):  # nearest palette colour of each grid cell
+        d = ((centres[lo:lo + 4096, None, :] - pal[None]) ** 2).sum(-1)
+        index[lo:lo + 4096] = d.argmin(1)
+    return [int(v) for v in pal.reshape(-1).round()], index
+
+
+def default_tile_size(grid: int) -> int:
+    """Tile size (pixels) when none is given: 256 for one or two clips, smaller tiles for
+    wider grids so that a row stays about 640 pixels wide (128 at least)."""
+    return int(min(256, max(128, 640 // max(1, int(grid)))))
+
+
+def render_video(clips: Sequence[np.ndarray], path: str | Path, *, size: int | None = None, fps: float = 25.0,
                  grid: int = 1, with_motion_map: bool = False) -> Path:
-    """Animate up to ``grid`` clips ``[T, 68, 2]`` side by side into a GIF or MP4."""
+    """Animate up to ``grid`` clips ``[T, 68, 2]`` side by side into a GIF or MP4
+    (tile ``size`` default: :func:`default_tile_size`)."""
     ext = Path(path).suffix.lower()
     if ext not in (".gif", ".mp4"):
         raise SuhmoError(f"{path}: unsupported output type {ext or '(none)'}; use .gif or .mp4")
+    size = default_tile_size(min(grid, len(clips))) if size is None else size
     frames = compose_frames(clips, size=size, grid=grid, with_motion_map=with_motion_map)
     return write_video(frames, path, fps)
 

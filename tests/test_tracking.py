@@ -191,12 +191,21 @@ def test_runs_always_closed_with_the_right_status(store):
     assert st(asha)[:3] == ("KILLED", "KILLED", "true") and "scheduler" in st(asha)[3]
     assert st(ex) == ("KILLED", "KILLED", "true", "stopped by ASHA at step 20")
     assert c.get_run(orphan.run_id).info.status == "RUNNING"
-    tracking.finish_search_run(uri, pid, {}, trial_states={"cut": "stopped", "late": "finished", "crash": "error"},
+    tracking.finish_search_run(uri, pid, {}, trial_states={"cut": "stopped", "late": "finished", "crash": "error",
+                                                          "asha": "stopped"},
                                trial_errors={"crash": "RuntimeError: worker lost"})
     s = st(orphan)
     assert s[:3] == ("KILLED", "KILLED", "false") and "without closing" in s[3]
+    # stopped by the scheduler: a normal outcome, FINISHED (no red cross in the UI), said in `outcome`
     s = st(cut)
-    assert s[:3] == ("KILLED", "KILLED", "true") and "scheduler" in s[3]
+    assert s[:3] == ("FINISHED", "FINISHED", "true") and "scheduler" in s[3]
+    assert st(asha)[:3] == ("FINISHED", "FINISHED", "true")
+    outcome = {lg.trial_id: c.get_run(lg.run_id).data.tags["outcome"] for lg in (ok, bad, asha, ex, orphan, cut, crashed)}
+    assert outcome["ok"] == "completed" and outcome["bad"].startswith("failed: ValueError")
+    assert outcome["asha"] == "stopped early by the scheduler at iteration 1"
+    assert outcome["cut"] == "stopped early by the scheduler at iteration 2"
+    assert outcome["explicit"] == "stopped early by the scheduler"  # closed KILLED by itself, no Tune state
+    assert outcome["orphan"].startswith("interrupted") and outcome["crash"] == "failed: RuntimeError: worker lost"
     assert st(done) == ("FINISHED", "FINISHED", "false", "")  # no state given: its last step reached the budget
     assert st(closed_late) == ("FINISHED", "FINISHED", "false", "")
     assert st(crashed) == ("FAILED", "FAILED", "false", "RuntimeError: worker lost")
@@ -395,3 +404,34 @@ def test_ui_command_prints_the_address_and_stops_on_ctrl_c(store):
     assert "MLflow UI stopped" in rest and p.returncode == 0
     with pytest.raises(OSError):  # nothing listens any more
         urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5)
+
+
+def test_experiment_opens_on_the_trials(store):
+    """Classic model-training experiment, objective as primary metric, a saved runs view with
+    the objective and the searched fields as first columns, a description on the parent run."""
+    from tracking.mlflow_log import latest_search_experiment, runs_page_url
+
+    uri, exp, tmp = store
+    space = tmp / "space2.yaml"
+    space.write_text("params:\n  optim.lr_g: {type: loguniform, low: 1.0e-5, high: 1.0e-3}\n"
+                     "  windows.family:\n    type: choice\n    values: [fixed, uniform]\n"
+                     "    when:\n      uniform: {windows.tau_min: {type: int, low: 3, high: 10}}\n")
+    pid = tracking.start_search_run(uri, exp, space_file=space, cli_options={"num_samples": 3},
+                                    study_seed=0, run_name="view", objectives=[("fd_clip40", "min"), ("apd", "max")])
+    c = _client(uri)
+    tags = c.get_experiment(exp).tags
+    assert tags["mlflow.experimentKind"] == "custom_model_development"
+    assert tags["mlflow.experiment.primaryMetric.name"] == "best_fd_clip40"
+    view = json.loads(tags["mlflow.sharedViewState.suhmo-trials"])
+    assert view["selectedColumns"] == ["metrics.`best_fd_clip40`", "metrics.`best_apd`",
+                                       "metrics.`best_fd_clip40_step`", "tags.`outcome`", "params.`optim.lr_g`",
+                                       "params.`windows.family`", "params.`windows.tau_min`"]
+    assert view["orderByKey"] == "metrics.`best_fd_clip40`" and view["orderByAsc"] is True
+    assert view["searchFilter"] == "tags.`suhmo.kind` = 'trial'"
+    note = c.get_run(pid).data.tags["mlflow.note.content"]
+    assert "**view**" in note and "`best_fd_clip40` (lower is better)" in note and "`windows.tau_min`" in note
+    assert c.get_experiment(exp).tags["mlflow.note.content"] == note  # above the runs table
+    assert latest_search_experiment(uri) == exp
+    assert runs_page_url("http://127.0.0.1:5000/", exp) == (
+        f"http://127.0.0.1:5000/#/experiments/{exp}/runs?workflowType=machine_learning"
+        "&viewStateShareKey=suhmo-trials")

@@ -44,10 +44,14 @@ def test_search_hierarchy_in_mlflow(searched):
     tune_state = {r.trial_id: r.state for r in outcome.rows}
     print("trial states:", sorted(tune_state.values()), "mlflow:", sorted(r.info.status for r in children))
     for r in children:
-        # closed with the status Tune saw: finished -> FINISHED, stopped by ASHA -> KILLED
-        want = {"finished": "FINISHED", "stopped": "KILLED", "error": "FAILED"}[tune_state[r.data.tags["trial_id"]]]
+        # closed with the status Tune saw: finished -> FINISHED, stopped by ASHA -> FINISHED (not a
+        # failure) with stopped_by_scheduler and the outcome saying so, error -> FAILED
+        state = tune_state[r.data.tags["trial_id"]]
+        want = {"finished": "FINISHED", "stopped": "FINISHED", "error": "FAILED"}[state]
         assert r.info.status == want == r.data.tags["status"], (r.info.status, tune_state)
-        assert r.data.tags["stopped_by_scheduler"] == ("true" if want == "KILLED" else "false")
+        assert r.data.tags["stopped_by_scheduler"] == ("true" if state == "stopped" else "false")
+        assert r.data.tags["outcome"].startswith({"finished": "completed", "error": "failed",
+                                                  "stopped": "stopped early by the scheduler"}[state])
         assert "optim.lr_g" in r.data.params and "seed" in r.data.params and "model.hidden_g" in r.data.params
         assert "best_fd_clip40" in r.data.metrics and "best_fd_clip40_step" in r.data.metrics
         step = int(r.data.metrics["best_fd_clip40_step"])
@@ -56,7 +60,7 @@ def test_search_hierarchy_in_mlflow(searched):
     assert not [r for r in runs if r.info.status == "RUNNING"]
 
 
-def test_best_export_from_the_search(searched):
+def test_best_export_from_the_search(searched, capsys):
     from suhmo.cli import cli, run_cli
     from suhmo.data import load_landmarks
     from suhmo.generate import load_model
@@ -65,7 +69,20 @@ def test_best_export_from_the_search(searched):
     plan = outcome.plan
     out = tmp / "best"
     assert run_cli(cli, ["best-export", "--tracking-uri", uri, "--experiment", "e2e", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    files = sorted(p.name for p in out.iterdir())
+    assert {"sample.png", "reference.npy", "README.md", "generator.ts"} <= set(files)
+    assert "  " + "  ".join(files) in printed.splitlines(), printed  # lists every file it wrote
     prov = json.loads((out / "provenance.json").read_text())
+    # the model card puts each distance beside a frozen face and real data, with a plain verdict
+    card = (out / "README.md").read_text()
+    scale = prov["scale"]
+    assert "## On what scale" in card and "| distance (lower is better) | this model | frozen face | real data |" in card
+    v = prov["value"]
+    assert f"| fd_clip40 | {v:.4g} | {scale['frozen face']['fd_clip40']:.4g} | {scale['real data']['fd_clip40']:.4g} |" in card
+    worse_than_frozen = v >= scale["frozen face"]["fd_clip40"]
+    assert ("worse than a frozen face" in card) == (worse_than_frozen or "worse than a frozen face on" in card)
+    assert ("worse than a frozen face" in printed) == worse_than_frozen
     c = _client(uri)
     top = c.search_runs([plan.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{plan.parent_run_id}'",
                         order_by=["metrics.best_fd_clip40 ASC"], max_results=1)[0]
@@ -97,3 +114,72 @@ def test_ui_lists_the_search_runs(searched):
     assert sum(1 for r in runs for t in r["data"]["tags"]
                if t["key"] == "mlflow.parentRunId" and t["value"] == plan.parent_run_id) == 3
     assert server.proc.poll() is not None
+
+
+def test_ui_opens_on_the_trials_in_a_real_browser(searched):
+    """`suhmo-search ui` as a user starts it; the printed address rendered by headless Chromium
+    shows the trial runs and the objective's column (not MLflow's GenAI overview)."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from browser_util import find_chromium, rendered_dom, screenshot
+    from mlflow import MlflowClient
+    from tracking.ui import free_port
+
+    if find_chromium() is None:
+        pytest.skip("chromium is not installed (apt-get install chromium): the browser check of the UI is skipped")
+    uri, outcome, tmp = searched
+    plan = outcome.plan
+    trials = [r.info.run_name for r in MlflowClient(uri).search_runs(
+        [plan.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{plan.parent_run_id}'")]
+    exe = Path(sys.executable).parent / "suhmo-search"
+    proc = subprocess.Popen([str(exe), "ui", "--tracking-uri", uri, "--port", str(free_port())],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        url, seen, t0 = None, [], time.time()
+        while url is None and time.time() - t0 < 240:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            seen.append(line)
+            m = re.match(r"MLflow UI: (http://\S+)", line)
+            url = m.group(1) if m else None
+        assert url, "".join(seen)
+        assert f"/#/experiments/{plan.experiment_id}/runs?" in url, url
+        dom = rendered_dom(url)
+        shot = screenshot(url, Path(os.environ.get("SUHMO_UI_SCREENSHOT") or tmp / "ui.png"))
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
+    assert shot.stat().st_size > 10_000
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", re.sub(r"(?s)<style.*?</style>", " ", dom)))
+    assert "Runs - Experiment" in text, text[:3000]  # the runs page ...
+    assert "Overview" not in text and "Model training" in text  # ... of the model-training view, not GenAI's
+    assert all(name in text for name in trials), (trials, text[:3000])
+    assert f"{len(trials)} matching runs" in text  # one row per trial (the parent is filtered out)
+    for column in ("best_fd_clip40", "best_fd_clip40_step", "outcome", "optim.lr_g"):
+        assert f" {column} " in text, (column, text[:3000])
+
+
+def test_leaderboard_shows_the_scale_and_runnable_hints(searched):
+    """The leaderboard puts the objective beside a frozen face and real data; its next: hints
+    spell the commands as the shell finds them (suhmo.hints)."""
+    from launch.runner import render_report
+    from suhmo import hints
+    from suhmo.metrics.scale import scale_for_config
+
+    _, outcome, _ = searched
+    lines: list[str] = []
+    render_report(outcome, echo=lines.append)
+    text = "\n".join(lines)
+    scale = scale_for_config(outcome.plan.resolved_space().base_config())
+    want = (f"scale of fd_clip40 (same data and protocol): frozen face {scale['frozen face']['fd_clip40']:.4g}, "
+            f"real data {scale['real data']['fd_clip40']:.4g}; best trial ")
+    assert want in text, text
+    assert f"fd_frame {scale['frozen face']['fd_frame']:.4g} / {scale['real data']['fd_frame']:.4g}" in text, text
+    assert f"  {hints.suhmo()} render motion.npz --grid 4 --motion-map --out motion.gif" in lines, text
+    assert any(ln.startswith(f"  {hints.suhmo_search()} ui") for ln in lines), text

@@ -46,6 +46,7 @@ def best_export(experiment, tracking_uri, search_run, metric, mode, pareto, mean
     config.yaml, generator.ts (TorchScript), metrics.json, provenance.json, a model card
     README.md and a rendered sample; `suhmo generate --model DIR` works from it alone.
     """
+    from suhmo import hints
     from suhmo.paths import home
     from tracking.export import export_best, select_best
 
@@ -61,14 +62,21 @@ def best_export(experiment, tracking_uri, search_run, metric, mode, pareto, mean
     prov = export_best(sel, out_dir, register=register, alias=alias if register else None,
                        sample_frames=frames, seed=seed)
     click.echo(f"exported to {Path(out_dir).resolve()} (selection {t_sel:.1f} s, export {prov['export_s']:.1f} s)")
-    click.echo("  generator.pt  config.yaml  generator.ts  metrics.json  provenance.json  README.md  sample.gif")
+    written = sorted(p.name for p in Path(out_dir).iterdir() if p.is_file())
+    click.echo("  " + "  ".join(written))
+    scale = prov.get("scale")
+    if scale and sel.metric in scale.get("frozen face", {}):
+        v, frozen, real = sel.best.value, scale["frozen face"][sel.metric], scale["real data"][sel.metric]
+        click.echo(f"  {sel.metric} {v:.4g}: frozen face {frozen:.4g}, real data {real:.4g}"
+                   + ("  (worse than a frozen face: see README.md)" if v >= frozen else ""))
     if register:
         r = prov["registry"]
         at = f" @{r['alias']}" if r.get("alias") else ""
         click.echo(f"registered: models:/{r['name']}/{r['version']}{at}")
     d = Path(out_dir).resolve()
-    click.echo(f"try: suhmo generate --model {d} --reference {d / 'reference.npy'} --frames 120 "
-               f"--samples 4 --out motion.npz && suhmo render motion.npz --grid 4 --out motion.gif")
+    S = hints.suhmo()  # runnable as printed, venv activated or not
+    click.echo(f"try: {S} generate --model {d} --reference {d / 'reference.npy'} --frames 120 "
+               f"--samples 4 --out motion.npz && {S} render motion.npz --grid 4 --motion-map --out motion.gif")
 
 
 @click.command("ui")
@@ -78,12 +86,21 @@ def best_export(experiment, tracking_uri, search_run, metric, mode, pareto, mean
               help="Port on 127.0.0.1.")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(1, None), default=180.0, show_default=True,
               help="Seconds to wait for the server to answer.")
-def ui(tracking_uri, port, timeout_s) -> None:
-    """Start the MLflow UI on 127.0.0.1 (one worker, no job runner); Ctrl-C stops it."""
+@click.option("--experiment", type=str, default=None,
+              help="Experiment whose trials the printed address opens; default: that of the latest search.")
+def ui(tracking_uri, port, timeout_s, experiment) -> None:
+    """Start the MLflow UI on 127.0.0.1 (one worker, no job runner); Ctrl-C stops it.
+
+    Prints the address of the runs page of the latest search: its trials, best first, with
+    the objective and the searched hyperparameters as the first columns.
+    """
     from suhmo.paths import home
+    from tracking.mlflow_log import latest_search_experiment, runs_page_url
     from tracking.ui import UIServer
 
     server = UIServer(tracking_uri, port)
+    exp_id = _experiment_id(server.tracking_uri, experiment) if experiment else \
+        latest_search_experiment(server.tracking_uri)
     uri = server.tracking_uri
     log_dir = Path(uri[len("sqlite:///"):]).parent if uri.startswith("sqlite:///") else home()
     server.log_path = log_dir / "mlflow-ui.log"
@@ -95,7 +112,8 @@ def ui(tracking_uri, port, timeout_s) -> None:
     old = signal.signal(signal.SIGTERM, _terminate)
     try:
         took = server.start(timeout_s)
-        click.echo(f"MLflow UI: {server.url}  (up in {took:.1f} s; log {server.log_path}; Ctrl-C to stop)")
+        click.echo(f"MLflow UI: {runs_page_url(server.url, exp_id)}")
+        click.echo(f"  (up in {took:.1f} s; home {server.url}; log {server.log_path}; Ctrl-C to stop)")
         while server.proc.poll() is None:
             time.sleep(0.5)
         click.echo(f"the MLflow UI exited (code {server.proc.returncode}); see {server.log_path}", err=True)
@@ -106,3 +124,14 @@ def ui(tracking_uri, port, timeout_s) -> None:
     finally:
         server.stop()
         signal.signal(signal.SIGTERM, old)
+
+
+def _experiment_id(tracking_uri: str, name: str) -> str:
+    from mlflow import MlflowClient
+
+    from suhmo.utils import SuhmoError
+
+    exp = MlflowClient(tracking_uri).get_experiment_by_name(name)
+    if exp is None:
+        raise SuhmoError(f"--experiment {name!r}: no such experiment at {tracking_uri}")
+    return exp.experiment_id

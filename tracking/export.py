@@ -307,6 +307,10 @@ _CARD = """# SUHMo generator `{name}`
 
 {metrics_table}
 
+## On what scale
+
+{scale_section}
+
 ## Use
 
 With suhmo installed:
@@ -417,6 +421,8 @@ def export_best(sel: Selection, out_dir: str | Path, *, register: str | None = N
     table = "\n".join(["| metric | value |", "|---|---|"] +
                       [f"| {k} | {v:.5g} |" for k, v in sorted(metrics.items())
                        if isinstance(v, (int, float))]) if metrics else "(none logged)"
+    scale_section, prov["scale"] = _scale_section(cfg, metrics)
+    atomic_write_text(out / "provenance.json", json.dumps(prov, indent=2, default=str))
     extra = f", Pareto set of {len(sel.pareto)}" if sel.pareto is not None else ""
     if sel.group_mean is not None:
         extra += f"; configuration mean over {len(sel.group_runs or [])} seed(s): {sel.group_mean:.5g}"
@@ -425,7 +431,8 @@ def export_best(sel: Selection, out_dir: str | Path, *, register: str | None = N
                         parent_id=sel.parent_run_id, experiment=sel.experiment_name,
                         variant=cfg.model.variant, kind=_KINDS.get(cfg.model.variant, "Autoregressive GAN"),
                         considered=sel.considered, extra=extra,
-                        when=prov["exported_at"], metrics_table=table, out_name=out.name)
+                        when=prov["exported_at"], metrics_table=table, out_name=out.name,
+                        scale_section=scale_section)
     atomic_write_text(out / "README.md", card)
 
     if register:
@@ -433,6 +440,39 @@ def export_best(sel: Selection, out_dir: str | Path, *, register: str | None = N
         atomic_write_text(out / "provenance.json", json.dumps(prov, indent=2, default=str))
     prov["export_s"] = time.perf_counter() - t0
     return prov
+
+
+def _scale_section(cfg, metrics: dict) -> tuple[str, dict | None]:
+    """The model card's distances beside a frozen face and real data (same data and protocol
+    as the trial's evaluations; suhmo.metrics.scale), with a plain verdict."""
+    from suhmo.metrics import landmark as lm
+    from suhmo.metrics.scale import scale_for_config, verdict
+
+    keys = [k for k in lm.FD_KEYS if isinstance(metrics.get(k), (int, float))]
+    if not keys:
+        return "(no distance logged at this checkpoint)", None
+    try:
+        scale = scale_for_config(cfg)
+    except (SuhmoError, ValueError, OSError) as e:
+        return f"(not available: {e})", None
+    rows = ["| distance (lower is better) | this model | frozen face | real data |", "|---|---|---|---|"]
+    rows += [f"| {k} | {metrics[k]:.4g} | {scale['frozen face'][k]:.4g} | {scale['real data'][k]:.4g} |"
+             for k in keys]
+    worse = verdict(metrics, scale)
+    if not worse:
+        says = "**This model is better than a frozen face on every distance.**"
+    elif len(worse) == len(keys):
+        says = ("**This model is worse than a frozen face on every distance: a face that does not "
+                "move at all scores better.**")
+    else:
+        says = f"**This model is worse than a frozen face on {', '.join(worse)}.**"
+    text = ("\n".join(rows) + "\n\n" + says + "\n\n"
+            "`frozen face`: every sequence is its reference pose held still, scored exactly like the model "
+            "(same held-out persons, reference poses, samples, seed and frames). `real data`: as many "
+            "windows of real clips of the training persons, scored against the same held-out statistics. "
+            "Persons differ in face shape, so on `fd_frame` real data of other persons may score above a "
+            "frozen face; the clip and motion distances are about motion.")
+    return text, scale
 
 
 def register_export(sel: Selection, out: Path, name: str, alias: str | None) -> dict:

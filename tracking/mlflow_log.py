@@ -43,6 +43,17 @@ LAST_STEP_TAG = "last_step"
 KIND_TAG = "suhmo.kind"  # "search" (parent) | "trial" (child)
 OBJECTIVES_TAG = "suhmo.objectives"  # JSON [[metric, mode], ...]
 PARENT_TAG = "mlflow.parentRunId"
+OUTCOME_TAG = "outcome"  # what happened to a trial, in words: a column of the runs page
+# How MLflow 3.17's UI reads an experiment (its web app's constants): the kind of experiment
+# ("custom_model_development" = classic model training, not a GenAI app), the metric of the
+# first chart, a saved view of the runs table (columns, sort, filter) that a URL names with
+# ?viewStateShareKey=<key>, and a run's or experiment's description (Markdown).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+PRIMARY_METRIC_TAG = "mlflow.experiment.primaryMetric.name"
+VIEW_TAG_PREFIX = "mlflow.sharedViewState."
+VIEW_KEY = "suhmo-trials"
+NOTE_TAG = "mlflow.note.content"
 EVAL_DIR = "evals"
 CKPT_DIR = "checkpoints"
 _PARAM_MAX = 6000  # MLflow's limit on a param value
@@ -107,14 +118,97 @@ def setup_experiment(tracking_uri: str, name: str) -> str:
         root = artifact_root(tracking_uri)
         location = f"{root}/{_safe_name(name)}" if root else None
         try:
-            return client.create_experiment(name, artifact_location=location)
+            return client.create_experiment(name, artifact_location=location,
+                                            tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
         except MlflowException:
             exp = client.get_experiment_by_name(name)
             if exp is None:
                 raise
     if exp.lifecycle_stage == "deleted":
         client.restore_experiment(exp.experiment_id)
+    if EXPERIMENT_KIND_TAG not in exp.tags:  # created before the kind was set
+        client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     return exp.experiment_id
+
+
+def _space_params(space_file: str | Path | None) -> list[str]:
+    """The searched fields of a space file (``params`` and their ``when`` sub-parameters)."""
+    if space_file is None or not Path(space_file).is_file():
+        return []
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(space_file).read_text()) or {}
+    except (yaml.YAMLError, OSError):
+        return []
+    out: list[str] = []
+
+    def walk(params) -> None:
+        for key, spec in (params or {}).items() if isinstance(params, dict) else []:
+            if key not in out:
+                out.append(str(key))
+            for sub in (spec.get("when") or {}).values() if isinstance(spec, dict) else []:
+                walk(sub)
+
+    walk(data.get("params") if isinstance(data, dict) else None)
+    return out
+
+
+def _varying_params(runs: list) -> list[str]:
+    """Params whose value differs between ``runs`` (the searched fields), seed excluded."""
+    keys: dict[str, set] = {}
+    for r in runs:
+        for k, v in r.data.params.items():
+            keys.setdefault(k, set()).add(v)
+    return sorted(k for k, vals in keys.items()
+                  if k != "seed" and not k.endswith(".seed") and (len(vals) > 1 or any(k not in r.data.params for r in runs)))
+
+
+def set_runs_view(tracking_uri: str, experiment_id: str, objectives: Sequence[Sequence[str]] | None,
+                  params: Sequence[str] = (), *, max_params: int = 8) -> str:
+    """Make the experiment open on its trials in the MLflow UI; returns the view key.
+
+    Sets the objective's ``best_<metric>`` as the experiment's primary metric (the first
+    chart) and saves a view of the runs table: the trial runs only (the parent is one
+    collapsed row otherwise), sorted best first, with ``best_<metric>`` per objective, the
+    step of the best checkpoint, the trial's outcome and the searched hyperparameters as
+    the first columns. :func:`runs_page_url` opens that view.
+    """
+    objs = _objectives(objectives)
+    client = _client(tracking_uri)
+    cols = [f"metrics.`best_{m}`" for m, _ in objs]
+    if objs:
+        cols.append(f"metrics.`best_{objs[0][0]}_step`")
+    cols.append(f"tags.`{OUTCOME_TAG}`")
+    cols += [f"params.`{p}`" for p in list(params)[:max_params]]
+    view = {"selectedColumns": cols, "searchFilter": f"tags.`{KIND_TAG}` = 'trial'",
+            "orderByKey": f"metrics.`best_{objs[0][0]}`" if objs else "attributes.start_time",
+            "orderByAsc": bool(objs) and objs[0][1] == "min"}
+    if objs:
+        client.set_experiment_tag(experiment_id, PRIMARY_METRIC_TAG, f"best_{objs[0][0]}")
+    client.set_experiment_tag(experiment_id, VIEW_TAG_PREFIX + VIEW_KEY, json.dumps(view))
+    return VIEW_KEY
+
+
+def runs_page_url(base_url: str, experiment_id: str | None = None) -> str:
+    """The runs page of an experiment in the model-training view, with the trials' saved view
+    (the home page when there is no experiment)."""
+    base = base_url.rstrip("/")
+    if experiment_id is None:
+        return base + "/#/experiments"
+    return (f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+            f"&viewStateShareKey={VIEW_KEY}")
+
+
+def latest_search_experiment(tracking_uri: str) -> str | None:
+    """Id of the experiment that holds the most recent search run, or None."""
+    client = _client(tracking_uri)
+    exp_ids = [e.experiment_id for e in client.search_experiments()]
+    if not exp_ids:
+        return None
+    runs = client.search_runs(exp_ids, filter_string=f"tags.`{KIND_TAG}` = 'search'",
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    return runs[0].info.experiment_id if runs else None
 
 
 # ---------------------------------------------------------------------- small helpers
@@ -220,6 +314,8 @@ def start_search_run(tracking_uri: str, experiment_id: str, *, space_file: str |
     tags = {KIND_TAG: "search", "status": "RUNNING"}
     if objs:
         tags[OBJECTIVES_TAG] = json.dumps(objs)
+    searched = _space_params(space_file)
+    tags[NOTE_TAG] = _search_note(run_name, space_file, objs, searched, cli_options)
     run = client.create_run(experiment_id, run_name=run_name, tags=tags)
     rid = run.info.run_id
     params = {f"search.{k}": v for k, v in _flatten(dict(cli_options or {})).items()}
@@ -230,7 +326,26 @@ def start_search_run(tracking_uri: str, experiment_id: str, *, space_file: str |
         if not p.is_file():
             raise SuhmoError(f"search space file {p} not found")
         client.log_artifact(rid, str(p), "search")
+    set_runs_view(tracking_uri, experiment_id, objs, searched)
+    client.set_experiment_tag(experiment_id, NOTE_TAG, tags[NOTE_TAG])  # shown above the runs table
     return rid
+
+
+def _search_note(name: str, space_file, objs, searched: Sequence[str], cli_options: dict | None) -> str:
+    """The parent run's description (Markdown, shown on the run's page and the runs list)."""
+    opts = dict(cli_options or {})
+    goal = ", ".join(f"`best_{m}` ({'lower' if mode == 'min' else 'higher'} is better)" for m, mode in objs)
+    lines = [f"Hyperparameter search **{name}**"
+             + (f" on `{Path(space_file).name}`" if space_file else "")
+             + (f": {opts['num_samples']} trials" if opts.get("num_samples") else "") + "."]
+    if goal:
+        lines.append(f"Objective: {goal}, the value at each trial's best checkpoint.")
+    if searched:
+        lines.append("Searched: " + ", ".join(f"`{p}`" for p in searched) + ".")
+    lines.append("Each trial is a nested child run (expand this row, or open the saved view of the "
+                 "trials that `suhmo-search ui` prints). A trial stopped early by the scheduler is "
+                 f"FINISHED with `{OUTCOME_TAG}` = stopped early; FAILED runs carry `error_reason`.")
+    return "\n\n".join(lines)
 
 
 def _children(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list:
@@ -247,12 +362,25 @@ def _children(client: MlflowClient, experiment_id: str, parent_run_id: str) -> l
 
 def close_run(tracking_uri: str, run_id: str, status: str, reason: str | None = None, *,
               stopped_by_scheduler: bool | None = None) -> None:
-    """End ``run_id`` with ``status`` and the status tags (driver-side safety net)."""
+    """End ``run_id`` with ``status`` and the status tags (driver-side safety net).
+
+    The ``outcome`` tag says in words what happened (a column of the runs page): completed,
+    stopped early by the scheduler, interrupted, or failed with the reason.
+    """
     status = _check_status(status)
     client = _client(tracking_uri)
     stopped = status == "KILLED" if stopped_by_scheduler is None else stopped_by_scheduler
+    if status == "FAILED":
+        outcome = "failed: " + (_one_line(reason, 200) if reason else "error")
+    elif stopped:
+        last = client.get_run(run_id).data.tags.get(LAST_STEP_TAG)
+        outcome = "stopped early by the scheduler" + (f" at iteration {last}" if last else "")
+    elif status == "KILLED":
+        outcome = "interrupted" + (f": {_one_line(reason, 200)}" if reason else "")
+    else:
+        outcome = "completed"
     _set_tags(client, run_id, {"status": status, "stopped_by_scheduler": str(bool(stopped)).lower(),
-                               "error_reason": _one_line(reason) if reason else ""})
+                               "error_reason": _one_line(reason) if reason else "", OUTCOME_TAG: outcome})
     client.set_terminated(run_id, status=status)
 
 
@@ -301,8 +429,10 @@ def finish_search_run(tracking_uri: str, parent_run_id: str, summary: dict | Non
     their run (Ray may tear a worker down right after its final report, or kill it). They are
     closed as the trial would have closed itself, by the state the driver read from Tune
     (``trial_states``, trial id -> finished | stopped | error | ...): finished -> FINISHED,
-    stopped (by the scheduler) -> KILLED tagged ``stopped_by_scheduler``, error -> FAILED with
-    ``trial_errors[id]``. A trial without a known state (a caller that passes none) counts as
+    error -> FAILED with ``trial_errors[id]``. A trial stopped by the scheduler (ASHA) is a
+    normal outcome of the search, not a failure: its run ends FINISHED tagged
+    ``stopped_by_scheduler=true`` and ``outcome``, also when the trial had closed it KILLED
+    itself (inside the trial a scheduler stop and an interrupted search look the same). A trial without a known state (a caller that passes none) counts as
     finished when its last evaluation reached its iteration budget; any other is closed KILLED
     with the reason, so no run of a finished search stays RUNNING. Returns the leaderboard rows
     (best first).
@@ -313,9 +443,13 @@ def finish_search_run(tracking_uri: str, parent_run_id: str, summary: dict | Non
     exp_id = parent.info.experiment_id
     states, errors = dict(trial_states or {}), dict(trial_errors or {})
     for child in _children(client, exp_id, parent_run_id):
+        run_id, tid = child.info.run_id, child.data.tags.get("trial_id")
+        if child.info.status == "KILLED" and states.get(tid) == "stopped":
+            close_run(tracking_uri, run_id, "FINISHED", child.data.tags.get("error_reason") or None,
+                      stopped_by_scheduler=True)
+            continue
         if child.info.status not in ("RUNNING", "SCHEDULED"):
             continue
-        run_id, tid = child.info.run_id, child.data.tags.get("trial_id")
         state = states.get(tid)
         if state is None:
             last = child.data.tags.get(LAST_STEP_TAG)
@@ -325,7 +459,7 @@ def finish_search_run(tracking_uri: str, parent_run_id: str, summary: dict | Non
         if state == "finished":
             close_run(tracking_uri, run_id, "FINISHED", None, stopped_by_scheduler=False)
         elif state == "stopped":
-            close_run(tracking_uri, run_id, "KILLED", "stopped by the scheduler (run closed by the driver)",
+            close_run(tracking_uri, run_id, "FINISHED", "stopped by the scheduler (run closed by the driver)",
                       stopped_by_scheduler=True)
         elif state == "error":
             close_run(tracking_uri, run_id, "FAILED", errors.get(tid) or "trial failed (run closed by the driver)",
@@ -362,6 +496,10 @@ def finish_search_run(tracking_uri: str, parent_run_id: str, summary: dict | Non
         tags["best_run_id"] = rows[0]["run_id"]
     client.log_batch(parent_run_id, metrics=metrics)
     _set_tags(client, parent_run_id, tags)
+    view = json.loads(client.get_experiment(exp_id).tags.get(VIEW_TAG_PREFIX + VIEW_KEY, "{}"))
+    if objectives and not any(c.startswith("params.") for c in view.get("selectedColumns", [])):
+        # no space file named the searched fields: show those that varied between the trials
+        set_runs_view(tracking_uri, exp_id, objectives, _varying_params(children))
     with tempfile.TemporaryDirectory(prefix="suhmo-lb-") as tmp:
         d = Path(tmp)
         atomic_write_text(d / "leaderboard.json", json.dumps(rows, indent=2, default=str))

@@ -65,8 +65,33 @@ def evaluate(checkpoint, data_path, split, names, frames, samples, runs, seed, s
             continue
         std = res.get(f"{k}_std")
         click.echo(f"{k:20s}{v:14.4f}" + (f"{std:12.4f}" if std is not None else f"{'-':>12s}"))
+    scale = _scale(cfg, opts, split, res)
     ck = Path(checkpoint)
     target = Path(out_path) if out_path else (ck if ck.is_dir() else ck.parent) / "eval.jsonl"
     append_jsonl(target, {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "checkpoint": str(ck.resolve()),
-                          "data": ls.name, "split": split, **rep})
+                          "data": ls.name, "split": split, **rep, "scale": scale})
     click.echo(f"appended to {target}")
+
+
+def _scale(cfg, opts, split: str, res: dict) -> dict:
+    """Print the distances beside a frozen face and real data under the same protocol
+    (suhmo.metrics.scale; cached like the reference statistics) and return those rows."""
+    from suhmo.data import load_dataset
+    from suhmo.metrics import landmark as lm
+    from suhmo.metrics.scale import format_scale, scale_rows, verdict
+    from suhmo.train import SPLIT_SEED
+
+    if not any(k in res for k in lm.FD_KEYS):
+        return {}
+    train_set, held_out = load_dataset(cfg).split_by_person(cfg.data.test_fraction, seed=SPLIT_SEED)
+    other = train_set if split == "eval" else held_out
+    scale = scale_rows(opts, list(other.clips), float(other.fps))
+    click.echo("")
+    click.echo(f"scale (same protocol; real data = {len(other.clips)} clips of the "
+               f"{'training' if split == 'eval' else 'held-out'} persons):")
+    for line in format_scale(res, scale):
+        click.echo(line)
+    worse = verdict(res, scale)
+    if worse:
+        click.echo(f"no better than a frozen face on: {', '.join(worse)}")
+    return scale

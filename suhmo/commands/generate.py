@@ -17,7 +17,8 @@ import click
 @click.option("--reference-from", "reference_from", metavar="DATA.npz[:CLIP]", default=None,
               help="Use the first frame of clip CLIP (default 0) of a canonical landmark file.")
 @click.option("--image", type=click.Path(dir_okay=False), default=None,
-              help="Detect the reference pose in a face image (needs the video extra).")
+              help="Detect the reference pose in a face image (needs MediaPipe: run it as "
+                   ".venv-video/bin/suhmo, README 'Real videos').")
 @click.option("--frames", type=click.IntRange(min=1), default=120, show_default=True,
               help="Generated frames after the reference (each output clip has FRAMES + 1).")
 @click.option("--samples", type=click.IntRange(min=1), default=4, show_default=True,

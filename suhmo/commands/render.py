@@ -16,8 +16,8 @@ import click
               help="Number of clips drawn side by side (the first N of the file).")
 @click.option("--clip", "first_clip", type=click.IntRange(min=0), default=0, show_default=True,
               help="Index of the first clip drawn.")
-@click.option("--size", type=click.IntRange(min=16, max=2048), default=256, show_default=True,
-              help="Tile size in pixels.")
+@click.option("--size", type=click.IntRange(min=16, max=2048), default=None,
+              help="Tile size in pixels; default: 256, smaller for grids wider than 2 (a row of ~640 px).")
 @click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Frame rate of the animation; default: the file's.")
 def render(in_path, out_path, motion_map, grid, first_clip, size, fps):
@@ -35,7 +35,7 @@ def render(in_path, out_path, motion_map, grid, first_clip, size, fps):
         raise SuhmoError(f"{in_path}: --clip {first_clip} out of range (the file has {len(ls.clips)} clips)")
     clips = ls.clips[first_clip:first_clip + grid]
     if Path(out_path).suffix.lower() == ".png":
-        render_png(clips, out_path, size=size, max_samples=grid)
+        render_png(clips, out_path, size=size or 256, max_samples=grid)
     else:
         render_video(clips, out_path, size=size, fps=fps or ls.fps, grid=grid, with_motion_map=motion_map)
     click.echo(f"wrote {out_path} ({len(clips)} clip(s), {max(len(c) for c in clips)} frames)")

@@ -5,9 +5,13 @@ models, so it runs offline; newer releases do not). MediaPipe pins numpy<2 and i
 OpenCV, so it lives in a separate virtual environment (README, "Real videos")::
 
     python3 -m venv .venv-video
-    .venv-video/bin/pip install "mediapipe==0.10.21" "numpy<2" click pyyaml tqdm
+    .venv-video/bin/pip install torch==2.13.0
+    .venv-video/bin/pip install "mediapipe==0.10.21" "numpy<2" click pyyaml tqdm pillow
     .venv-video/bin/pip install --no-deps -e .
     .venv-video/bin/suhmo data prepare VIDEO_DIR --out landmarks.npz
+    .venv-video/bin/suhmo generate --model best-model --image FACE.jpg --out motion.npz
+
+(:data:`VIDEO_VENV_STEPS`; the README shows the same steps and a test checks they agree.)
 
 It is imported lazily: everything else in ``suhmo`` works without it, and the pure steps
 below (mesh mapping, gap filling, cut splitting, resampling) are plain numpy.
@@ -44,9 +48,17 @@ LAYOUT_68: tuple[tuple[int, ...], ...] = (
 MESH_POINTS = 478
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".mpg", ".mpeg", ".webm", ".m4v")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-INSTALL_HINT = ('install it in a separate venv: python3 -m venv .venv-video && .venv-video/bin/pip '
-                'install "mediapipe==0.10.21" "numpy<2" click pyyaml tqdm && .venv-video/bin/pip '
-                'install --no-deps -e .  (then run .venv-video/bin/suhmo data prepare ...)')
+# The separate environment for MediaPipe (it pins numpy<2 and its own OpenCV). torch first and
+# pinned, as everywhere (never let pip pick a multi-GB CUDA build): `suhmo generate --image`
+# runs the generator in this environment too.
+VIDEO_VENV_STEPS = (
+    "python3 -m venv .venv-video",
+    ".venv-video/bin/pip install torch==2.13.0",
+    '.venv-video/bin/pip install "mediapipe==0.10.21" "numpy<2" click pyyaml tqdm pillow',
+    ".venv-video/bin/pip install --no-deps -e .",
+)
+INSTALL_HINT = ("install it in a separate venv (README, 'Real videos'): " + " && ".join(VIDEO_VENV_STEPS)
+                + "; then run the same suhmo command as .venv-video/bin/suhmo ...")
 
 
 def parse_layout(text: str) -> tuple[tuple[int, ...], ...]:
