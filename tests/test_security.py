@@ -21,17 +21,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from search_util import tiny_space
+
 REPO = Path(__file__).resolve().parents[1]
 
-SPACE = {
-    "base": {"preset": "tiny", "train.iterations": 8, "train.eval_every": 4, "eval.samples": 8, "eval.frames": 16,
-             "data.seq_len": 16, "windows.tau_max": 16, "data.synth_clips": 8, "data.synth_seconds": 3.0},
-    "params": {"optim.lr_g": {"type": "loguniform", "low": 1e-5, "high": 1e-3}},
-    "objective": "fd_clip40:min",
-    "scheduler": "fifo",
-    "budget": {"num_samples": 2, "max_concurrent": 2},
-    "seed": 0,
-}
+# two 8-iteration trials of tiny models, both at once, no early stopping
+SPACE = tiny_space(base={"train.iterations": 8}, scheduler="fifo", budget={"num_samples": 2, "max_concurrent": 2})
 
 
 def process_tree(root: int) -> set[int]:

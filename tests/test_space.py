@@ -11,21 +11,13 @@ from suhmo.config import ConfigError, make_config
 from suhmo.models import build_generator
 from suhmo.models.space import LandmarkSpace, SemanticSpace
 
-TINY = {"data.seq_len": 16, "windows.tau_max": 16, "data.synth_clips": 8, "data.synth_seconds": 3.0,
-        "train.iterations": 4, "train.eval_every": 2, "eval.samples": 4, "eval.frames": 40, "train.device": "cpu"}
+from test_train import split  # noqa: F401 - the tiny synthetic train/eval split (fixture)
+from test_train import tiny_cfg as _train_tiny_cfg
 
 
 def tiny_cfg(**over):
-    return make_config("tiny", overrides={**TINY, **over})
-
-
-@pytest.fixture(scope="module")
-def split():
-    from suhmo.data import load_dataset
-    from suhmo.train import SPLIT_SEED
-
-    cfg = tiny_cfg()
-    return load_dataset(cfg).split_by_person(cfg.data.test_fraction, SPLIT_SEED)
+    """The trainer tests' tiny config, 4 iterations evaluated every 2."""
+    return _train_tiny_cfg(**{"train.iterations": 4, "train.eval_every": 2, **over})
 
 
 def fitted_generator(split, **over):

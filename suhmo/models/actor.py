@@ -105,19 +105,9 @@ class ActorCore(nn.Module):
 class ActorGenerator(VAEGenerator):
     """ACTOR-style CVAE with the platform's generator interface (``model.variant=actor``)."""
 
+    core_cls = ActorCore
+    section = "actor"
+
     def __init__(self, latent: int = 256, width: int = 256, ff: int = 1024, layers: int = 8, heads: int = 4, *,
                  beta: float = 1e-5, w_vel: float = 1.0, vel_scale: float = 25.0):
-        super().__init__()
-        self._args = dict(latent=latent, width=width, ff=ff, layers=layers, heads=heads, beta=beta, w_vel=w_vel,
-                          vel_scale=vel_scale)
-        self.core = self._build_core()
-
-    def _build_core(self) -> nn.Module:
-        a = dict(self._args)
-        return ActorCore(a.pop("latent"), a.pop("width"), a.pop("ff"), a.pop("layers"), a.pop("heads"), **a)
-
-    @classmethod
-    def from_config(cls, cfg) -> "ActorGenerator":
-        a = cfg.actor
-        return cls(a.latent, a.width, a.ff, a.layers, a.heads, beta=a.beta, w_vel=a.w_vel,
-                   vel_scale=cfg.model.vel_scale)
+        super().__init__(latent, width, ff, layers, heads, beta=beta, w_vel=w_vel, vel_scale=vel_scale)

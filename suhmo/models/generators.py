@@ -65,6 +65,24 @@ class GenOutput(NamedTuple):
     recon: Tensor  # [B, O-1, 68, 2] teacher-forced predictions of the observed frames 1..O-1
 
 
+def check_inputs(obs: Tensor, n_future: int, init_vel: Optional[Tensor], pairs: bool) -> Tensor:
+    """Check a generator call's ``obs [B, O, 68, 2]``, ``n_future`` and ``init_vel [B, 68, 2]``
+    (``pairs``: B even, consecutive rows are pairs); returns the initial velocity (zeros if None)."""
+    if obs.dim() != 4 or obs.shape[2:] != (68, 2) or obs.shape[0] == 0:
+        raise SuhmoError(f"generator input: expected obs [B, O, 68, 2] with B >= 1, got {tuple(obs.shape)}")
+    if pairs and obs.shape[0] % 2:
+        raise SuhmoError(f"generator input: batch of {obs.shape[0]} is not a positive even number "
+                         "(samples come in pairs of consecutive rows)")
+    if obs.shape[1] < 1 or int(n_future) < 1:
+        raise SuhmoError(f"generator input: need >= 1 observed frame and n_future >= 1, got "
+                         f"{obs.shape[1]} and {n_future}")
+    if init_vel is None:
+        return obs.new_zeros(obs.shape[0], 68, 2)
+    if init_vel.shape != (obs.shape[0], 68, 2):
+        raise SuhmoError(f"generator input: init_vel must be [B, 68, 2], got {tuple(init_vel.shape)}")
+    return init_vel.to(obs)
+
+
 class Generator(nn.Module):
     """Common interface; subclasses build ``self.core``, which runs in ``self.space``
     (``suhmo.models.space``: the landmarks themselves, or the semantic pose + shape state): the
@@ -79,19 +97,7 @@ class Generator(nn.Module):
         raise NotImplementedError
 
     def _inputs(self, obs: Tensor, n_future: int, init_vel: Optional[Tensor]) -> Tensor:
-        if obs.dim() != 4 or obs.shape[2:] != (68, 2):
-            raise SuhmoError(f"generator input: expected obs [B, O, 68, 2], got {tuple(obs.shape)}")
-        if obs.shape[0] % 2 or obs.shape[0] == 0:
-            raise SuhmoError(f"generator input: batch of {obs.shape[0]} is not a positive even number "
-                             "(samples come in pairs of consecutive rows)")
-        if obs.shape[1] < 1 or int(n_future) < 1:
-            raise SuhmoError(f"generator input: need >= 1 observed frame and n_future >= 1, got "
-                             f"{obs.shape[1]} and {n_future}")
-        if init_vel is None:
-            return obs.new_zeros(obs.shape[0], 68, 2)
-        if init_vel.shape != (obs.shape[0], 68, 2):
-            raise SuhmoError(f"generator input: init_vel must be [B, 68, 2], got {tuple(init_vel.shape)}")
-        return init_vel.to(obs)
+        return check_inputs(obs, n_future, init_vel, pairs=True)
 
     def forward(self, obs: Tensor, n_future: int, init_vel: Optional[Tensor] = None) -> GenOutput:
         """Training pass with autograd: ``obs [B,O,68,2]`` -> GenOutput(future, recon)."""

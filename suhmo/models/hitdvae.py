@@ -154,22 +154,12 @@ class HitDVAECore(nn.Module):
 class HitDVAEGenerator(VAEGenerator):
     """HiT-DVAE-style dynamical VAE with the platform's generator interface (``model.variant=hitdvae``)."""
 
+    core_cls = HitDVAECore
+    section = "hitdvae"
+
     def __init__(self, latent: int = 32, width: int = 256, ff: int = 512, layers: int = 4, heads: int = 4, *,
                  beta: float = 1e-5, w_vel: float = 1.0, vel_scale: float = 25.0):
-        super().__init__()
-        self._args = dict(latent=latent, width=width, ff=ff, layers=layers, heads=heads, beta=beta, w_vel=w_vel,
-                          vel_scale=vel_scale)
-        self.core = self._build_core()
-
-    def _build_core(self) -> nn.Module:
-        a = dict(self._args)
-        return HitDVAECore(a.pop("latent"), a.pop("width"), a.pop("ff"), a.pop("layers"), a.pop("heads"), **a)
-
-    @classmethod
-    def from_config(cls, cfg) -> "HitDVAEGenerator":
-        h = cfg.hitdvae
-        return cls(h.latent, h.width, h.ff, h.layers, h.heads, beta=h.beta, w_vel=h.w_vel,
-                   vel_scale=cfg.model.vel_scale)
+        super().__init__(latent, width, ff, layers, heads, beta=beta, w_vel=w_vel, vel_scale=vel_scale)
 
 
 __all__ = ["HitDVAECore", "HitDVAEGenerator", "anti_causal_mask"]

@@ -24,7 +24,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from suhmo.models.generators import GenOutput
+from suhmo.models.generators import GenOutput, check_inputs
 from suhmo.utils import SuhmoError
 
 FRAME_DIM = 136  # 68 landmarks x (x, y)
@@ -150,21 +150,28 @@ class VAEGenerator(nn.Module):
     """
 
     core: nn.Module
+    core_cls: type  # the core's class, set by each subclass
+    section: str  # its config section (``actor``, ``hitdvae``)
+
+    def __init__(self, latent: int, width: int, ff: int, layers: int, heads: int, *, beta: float, w_vel: float,
+                 vel_scale: float):
+        super().__init__()
+        self._args = dict(latent=latent, width=width, ff=ff, layers=layers, heads=heads, beta=beta, w_vel=w_vel,
+                          vel_scale=vel_scale)
+        self.core = self._build_core()
 
     def _build_core(self) -> nn.Module:
-        raise NotImplementedError
+        a = dict(self._args)
+        return self.core_cls(a.pop("latent"), a.pop("width"), a.pop("ff"), a.pop("layers"), a.pop("heads"), **a)
+
+    @classmethod
+    def from_config(cls, cfg) -> "VAEGenerator":
+        c = getattr(cfg, cls.section)
+        return cls(c.latent, c.width, c.ff, c.layers, c.heads, beta=c.beta, w_vel=c.w_vel,
+                   vel_scale=cfg.model.vel_scale)
 
     def _inputs(self, obs: Tensor, n_future: int, init_vel: Optional[Tensor]) -> Tensor:
-        if obs.dim() != 4 or obs.shape[2:] != (68, 2) or obs.shape[0] == 0:
-            raise SuhmoError(f"generator input: expected obs [B, O, 68, 2] with B >= 1, got {tuple(obs.shape)}")
-        if obs.shape[1] < 1 or int(n_future) < 1:
-            raise SuhmoError(f"generator input: need >= 1 observed frame and n_future >= 1, got "
-                             f"{obs.shape[1]} and {n_future}")
-        if init_vel is None:
-            return obs.new_zeros(obs.shape[0], 68, 2)
-        if init_vel.shape != (obs.shape[0], 68, 2):
-            raise SuhmoError(f"generator input: init_vel must be [B, 68, 2], got {tuple(init_vel.shape)}")
-        return init_vel.to(obs)
+        return check_inputs(obs, n_future, init_vel, pairs=False)
 
     def forward(self, obs: Tensor, n_future: int, init_vel: Optional[Tensor] = None) -> GenOutput:
         """A sample from the prior, with autograd: ``obs [B,O,68,2]`` -> GenOutput(future, recon)."""
