@@ -89,22 +89,22 @@ def append_line(path: Path, line: str, mode: int = FILE_MODE) -> None:
         os.close(fd)
 
 
-def check_regular_file(path, what: str = "file") -> Path:
+def check_regular_file(path, what: str = "file", error: type = SuhmoError) -> Path:
     """``path`` must be an existing regular file (not a folder, FIFO, device or socket: reading
-    a FIFO blocks forever); else SuhmoError naming it."""
+    a FIFO blocks forever); else ``error`` (SuhmoError, or e.g. DataError) naming it."""
     import stat
 
     path = Path(path)
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        raise SuhmoError(f"{path}: {what} not found") from None
+        raise error(f"{path}: {what} not found") from None
     except OSError as e:
-        raise SuhmoError(f"{path}: cannot read {what} ({e.strerror})") from None
+        raise error(f"{path}: cannot read {what} ({e.strerror})") from None
     if stat.S_ISDIR(st.st_mode):
-        raise SuhmoError(f"{path}: is a folder, expected a {what}")
+        raise error(f"{path}: is a folder, expected a {what}")
     if not stat.S_ISREG(st.st_mode):
-        raise SuhmoError(f"{path}: not a regular file (a pipe, device or socket), expected a {what}")
+        raise error(f"{path}: not a regular file (a pipe, device or socket), expected a {what}")
     return path
 
 

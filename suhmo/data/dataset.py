@@ -24,6 +24,8 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from suhmo.utils import check_regular_file
+
 NUM_POINTS = 68
 
 
@@ -258,28 +260,12 @@ def _check_npy_size(path: Path) -> None:
         raise DataError(f"{path}: declares shape {tuple(shape)} but the file is shorter: truncated or forged")
 
 
-def _check_regular(path: Path, what: str) -> None:
-    import os
-    import stat
-
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except OSError as e:
-        raise DataError(f"{path}: cannot read ({e.strerror})") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise DataError(f"{path}: is a folder, expected {what}")
-    if not stat.S_ISREG(st.st_mode):
-        raise DataError(f"{path}: not a regular file (a pipe, device or socket), expected {what}")
-
-
 def precheck_npz(path: Path) -> None:
     """Everything checked before a landmark file's arrays are read: a regular file (a FIFO
     would block), a zip or .npy header, declared sizes within :func:`max_data_bytes` and
     the available memory. Raises DataError naming the file (and the entry)."""
     path = Path(path)
-    _check_regular(path, "a landmark .npz file")
+    check_regular_file(path, "landmark .npz file", error=DataError)
     with open(path, "rb") as f:
         magic = f.read(6)
     if magic[:4] != b"PK\x03\x04" and magic != b"\x93NUMPY":
