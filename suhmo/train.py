@@ -85,7 +85,8 @@ class Trainer:
 
         self.objective = build_objective(cfg)  # what one iteration does: GAN, MLE or VAE
         self.G = build_generator(cfg)
-        fit_space(self.G, self.train_set, cfg)  # a resumed run then loads the checkpoint's space
+        if not (resume and self.last_path.is_file()):  # a resumed run loads its space from the checkpoint
+            fit_space(self.G, self.train_set, cfg)
         self.G = self.G.to(self.device)
         self.D = build_discriminator(cfg).to(self.device) if self.objective.uses_d else None
         o = cfg.optim
