@@ -96,6 +96,7 @@ class ModelConfig:
     semantic_k: int = 16  # shape components of the semantic space
     noise_g: int = 0  # Gaussian inputs per generator step (0 = the paper's deterministic G; diversity then comes only from the pair)
     revert: bool = False  # G's integrator pulls the state back towards frame 0 at a learned rate per dimension (generators.Integrator); False = eq. 4
+    revert_lag: int = 10  # frames over which the initial reversion rates are fitted to the data (1 = one-step least squares, biased to 0 by momentum)
 
 
 @dataclass
@@ -267,6 +268,9 @@ class Config:
         if not 1 <= c.model.semantic_k <= 132:
             raise ConfigError(f"model.semantic_k={c.model.semantic_k}: must lie in 1..132 (68 x 2 coordinates "
                               "less 4 pose values)")
+        if c.model.revert_lag < 1:
+            raise ConfigError(f"model.revert_lag={c.model.revert_lag}: must be >= 1 (frames over which the "
+                              "reversion rates are fitted)")
         if c.model.noise_g < 0:
             raise ConfigError(f"model.noise_g={c.model.noise_g}: must be >= 0 (0 = no noise input)")
         if c.model.variant in VAE_VARIANTS:

@@ -420,7 +420,7 @@ def fit_space(G: torch.nn.Module, train_set, cfg: Config, windows: int = 2048) -
     if fit is None:
         if integrate is not None and integrate.revert:
             windows = BatchSampler(train_set, cfg, seed=cfg.train.seed + 7919, batch_size=256).next()
-            integrate.fit_rates(G.space.encode(torch.as_tensor(windows)))
+            integrate.fit_rates(G.space.encode(torch.as_tensor(windows)), lag=cfg.model.revert_lag)
         return
     frames = np.concatenate(train_set.clips).astype(np.float32)
     rng = np.random.default_rng(cfg.train.seed)
@@ -430,7 +430,7 @@ def fit_space(G: torch.nn.Module, train_set, cfg: Config, windows: int = 2048) -
     windows = sampler.next()
     fit(np.concatenate([frames, hflip(frames)]), windows, cfg.model.vel_scale)
     if integrate is not None:
-        integrate.fit_rates(G.space.encode(torch.as_tensor(windows)))
+        integrate.fit_rates(G.space.encode(torch.as_tensor(windows)), lag=cfg.model.revert_lag)
 
 
 def _yaml_value(v) -> str:

@@ -211,3 +211,21 @@ def test_integrator_is_eq4_without_reversion_and_recovers_a_known_rate():
     assert torch.allclose(torch.sigmoid(rev.logit), k, atol=0.02)
     x = rev(pos, vel, x0)
     assert torch.allclose(x, pos + vel - torch.sigmoid(rev.logit) * (pos - x0))
+
+
+def test_reversion_fit_over_a_lag_sees_through_momentum():
+    """A walk with momentum (v_t = 0.85 v_{t-1} + noise) that reverts at 0.1 per frame: the
+    one-step fit puts its rate at the floor, the fit over 10 frames finds a clear pull."""
+    from suhmo.models.generators import Integrator
+
+    g = torch.Generator().manual_seed(1)
+    z, v = [torch.zeros(3000, 2)], torch.zeros(3000, 2)
+    for _ in range(68):
+        v = 0.85 * v + 0.1 * torch.randn(3000, 2, generator=g)
+        z.append(z[-1] + v - 0.1 * z[-1])
+    rates = {}
+    for lag in (1, 10):
+        rev = Integrator(2, revert=True)
+        rev.fit_rates(torch.stack(z, 1), lag=lag)
+        rates[lag] = torch.sigmoid(rev.logit).detach()
+    assert torch.all(rates[1] < 0.002) and torch.all(rates[10] > 0.03), rates
