@@ -121,6 +121,18 @@ def test_asha_stops_a_trial_early(ray_session, tmp_path, tracking_uri):
     # stopped by the scheduler is not a failure: FINISHED, said in the outcome tag
     assert all(runs[r.trial_id].info.status == "FINISHED" for r in stopped)
     assert all(runs[r.trial_id].data.tags["outcome"].startswith("stopped early by the scheduler") for r in stopped)
+    # Optuna's importances of the finished search, from the CLI: the two parameters that every
+    # trial has (windows.texp_mean is conditional), summing to 1
+    from click.testing import CliRunner
+
+    from launch.cli import cli
+
+    res = CliRunner().invoke(cli, ["importances", "asha", "--storage", str(tmp_path / "store")])
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert lines[0] == "parameter importances for fd_clip40 (fanova, 5 trials; sums to 1):", res.output
+    ranked = {ln.split()[0]: float(ln.split()[1]) for ln in lines[1:] if not ln.lstrip().startswith("(")}
+    assert set(ranked) == {"optim.lr_g", "windows.family"} and abs(sum(ranked.values()) - 1) < 2e-3, res.output
 
 
 def _seed_with_both(values_needed: set, space_data: dict, n: int) -> int:
