@@ -670,10 +670,8 @@ def _typed(raw: Any, default: str) -> Any:
 
 def parse_scheduler(raw: Any, where: str) -> dict[str, Any]:
     sch = _validate(Scheduler, _typed(raw, "asha"), where, "scheduler").model_dump()
-    if sch["type"] == "asha" and isinstance(raw, dict) and isinstance(raw.get("reduction_factor"), int):
-        sch["reduction_factor"] = raw["reduction_factor"]  # as written (2, not 2.0)
-    if sch["type"] == "asha" and "reduction_factor" not in (raw if isinstance(raw, dict) else {}):
-        sch["reduction_factor"] = 2
+    if sch["type"] == "asha" and float(sch["reduction_factor"]).is_integer():
+        sch["reduction_factor"] = int(sch["reduction_factor"])  # printed as 2, not 2.0
     return sch
 
 
