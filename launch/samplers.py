@@ -21,14 +21,20 @@ class _Sampler(BaseModel):
         return self.model_dump()
 
 
-class TPE(_Sampler):
-    """Optuna's default; a few random trials first: a third of a small budget, at most Optuna's 10."""
+class _RandomFirst(_Sampler):
+    """A model-based sampler that starts with random trials: by default a third of a small
+    budget, at least 2, at most Optuna's 10."""
 
-    type: Literal["tpe"] = "tpe"
     n_startup_trials: Optional[StrictInt] = Field(None, ge=1)
 
     def resolved(self, num_samples: int) -> dict:
-        return {"type": "tpe", "n_startup_trials": self.n_startup_trials or max(2, min(10, num_samples // 3))}
+        return {"type": self.type, "n_startup_trials": self.n_startup_trials or max(2, min(10, num_samples // 3))}
+
+
+class TPE(_RandomFirst):
+    """Optuna's default: a tree-structured Parzen estimator, one per parameter."""
+
+    type: Literal["tpe"]
 
     @staticmethod
     def build(options: dict, seed: int):
@@ -37,15 +43,11 @@ class TPE(_Sampler):
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=options["n_startup_trials"], multivariate=False)
 
 
-class GP(_Sampler):
-    """Gaussian-process Bayesian optimisation (``optuna.samplers.GPSampler``): for small budgets of
-    expensive trials; random trials first, as TPE."""
+class GP(_RandomFirst):
+    """Gaussian-process Bayesian optimisation (``optuna.samplers.GPSampler``), for small budgets of
+    expensive trials."""
 
     type: Literal["gp"]
-    n_startup_trials: Optional[StrictInt] = Field(None, ge=1)
-
-    def resolved(self, num_samples: int) -> dict:
-        return {"type": "gp", "n_startup_trials": self.n_startup_trials or max(2, min(10, num_samples // 3))}
 
     @staticmethod
     def build(options: dict, seed: int):
