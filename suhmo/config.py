@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
-import importlib
 import json
 import typing
 from dataclasses import dataclass, field
@@ -23,6 +22,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
 import pydantic
+
+from suhmo.registry import GENERATORS, SEQ_DISCRIMINATORS, SPACES, TAU_FAMILIES, Registry
 
 
 class ConfigError(ValueError):
@@ -38,23 +39,18 @@ def _at_least(*, ge=None, gt=None, le=None, lt=None, note: str = "") -> Any:
 
 @dataclass(frozen=True)
 class OneOf:
-    """Allowed values of a text field: fixed ones, and the keys of a registry ``"module:NAME"``.
-
-    A registry lives with its plug-ins (downstream of this module), so it is looked up by name
-    when a config is validated: a variant registered there is a valid choice here."""
+    """Allowed values of a text field: fixed ones, and the names in a registry (``suhmo.registry``),
+    read when a config is validated: a variant registered there is a valid choice here."""
 
     values: tuple = ()
-    registry: str = ""
+    registry: Optional[Registry] = None
 
-    def __init__(self, *values: str, registry: str = ""):
+    def __init__(self, *values: str, registry: Optional[Registry] = None):
         object.__setattr__(self, "values", values)
         object.__setattr__(self, "registry", registry)
 
     def choices(self) -> tuple:
-        if not self.registry:
-            return self.values
-        module, name = self.registry.split(":")
-        return self.values + tuple(getattr(importlib.import_module(module), name))
+        return self.values + (self.registry.names() if self.registry is not None else ())
 
 
 VAE_VARIANTS = ("actor", "hitdvae")  # generator variants trained as VAEs (suhmo.objectives), each with its section
@@ -88,7 +84,7 @@ class DataConfig:
 class WindowConfig:
     """Window-based multi-scale sequence discriminator sampling (eq. 5)."""
 
-    family: Annotated[str, OneOf(registry="suhmo.models.windows:TAU_FAMILIES")] = "uniform"  # fixed | uniform | texp  (distribution of the window length tau)
+    family: Annotated[str, OneOf(registry=TAU_FAMILIES)] = "uniform"  # fixed | uniform | texp  (distribution of the window length tau)
     scales: list = field(default_factory=lambda: [5, 10, 20, 40])  # family=fixed
     tau_min: Annotated[int, _at_least(ge=2)] = 5  # uniform / texp support [tau_min, tau_max]
     tau_max: int = 40
@@ -101,8 +97,8 @@ class WindowConfig:
 
 @dataclass
 class ModelConfig:
-    variant: Annotated[str, OneOf(registry="suhmo.models:GENERATORS")] = "rnn"  # rnn | transformer (SUHMo, GAN) | actor | hitdvae (VAE baselines: sections actor, hitdvae)
-    d_form: Annotated[str, OneOf("auto", registry="suhmo.models:SEQ_DISCRIMINATORS")] = "auto"  # rnn | transformer | auto (= variant) for the sequence discriminators
+    variant: Annotated[str, OneOf(registry=GENERATORS)] = "rnn"  # rnn | transformer (SUHMo, GAN) | actor | hitdvae (VAE baselines: sections actor, hitdvae)
+    d_form: Annotated[str, OneOf("auto", registry=SEQ_DISCRIMINATORS)] = "auto"  # rnn | transformer | auto (= variant) for the sequence discriminators
     hidden_g: Annotated[int, _at_least(ge=1)] = 1024  # LSTM hidden size (rnn) / feed-forward width (transformer)
     mlp_g: Annotated[int, _at_least(ge=1)] = 1024  # deep-output MLP width
     emb_g: Annotated[int, _at_least(ge=1)] = 1024  # transformer token embedding
@@ -123,7 +119,7 @@ class ModelConfig:
     acc_scale: float = 25.0  # x acceleration in the D features (same reason)
     d_centred: bool = True  # D sees each frame's shape about its centroid plus the centroid (410); False = the paper's raw 408
     g_centred: bool = False  # G reads positions about the centroid plus the centroid (generators.step_input)
-    space: Annotated[str, OneOf(registry="suhmo.models.space:SPACES")] = "landmarks"  # landmarks (paper: G integrates 136 coordinates) | semantic (head pose + PCA shape, models.space)
+    space: Annotated[str, OneOf(registry=SPACES)] = "landmarks"  # landmarks (paper: G integrates 136 coordinates) | semantic (head pose + PCA shape, models.space)
     semantic_k: Annotated[int, _at_least(ge=1, le=132, note="(68 x 2 coordinates less 4 pose values)")] = 16  # shape components of the semantic space
     noise_g: Annotated[int, _at_least(ge=0, note="(0 = no noise input)")] = 0  # Gaussian inputs per generator step (0 = the paper's deterministic G; diversity then comes only from the pair)
     revert: bool = False  # G's integrator pulls the state back towards frame 0 at a learned rate per dimension (generators.Integrator); False = eq. 4
@@ -444,7 +440,10 @@ def _sections() -> dict[str, type]:
     return {f.name: f.default_factory for f in dataclasses.fields(Config)}  # type: ignore[misc]
 
 
+@functools.lru_cache(maxsize=None)
 def _field_types(cls: type) -> dict[str, Any]:
+    """Field name -> type (``Optional[int]``), without the declared checks; cached: evaluating the
+    annotations builds their pydantic metadata."""
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
@@ -518,7 +517,7 @@ def _adapter(hint: Any, finite: bool = True) -> pydantic.TypeAdapter:
 
 def _check_declared(section: str, obj: Any) -> None:
     """Validate each field of one section against its annotation: type, bounds, allowed values."""
-    hints, plain = typing.get_type_hints(type(obj), include_extras=True), _field_types(type(obj))
+    hints, plain = _declared_types(type(obj)), _field_types(type(obj))
     for f in dataclasses.fields(obj):
         value, hint = getattr(obj, f.name), hints[f.name]
         key = f"{section}.{f.name}"
@@ -539,6 +538,11 @@ def _check_declared(section: str, obj: Any) -> None:
                 raise ConfigError(f"{key}={value}: must be a finite number") from None
             tname = getattr(base_type(plain[f.name]), "__name__", plain[f.name])
             raise ConfigError(f"{key}: expected {tname}, got {value!r}") from None
+
+
+@functools.lru_cache(maxsize=None)
+def _declared_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls, include_extras=True)
 
 
 def _base_hint(hint: Any) -> Any:
