@@ -29,6 +29,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from launch.samplers import build_sampler
 from launch.space import REPO_ROOT, Objective, SearchSpace, format_duration, parse_space
 from launch.trainable import META_KEY, suhmo_trial
 from suhmo import hints
@@ -303,17 +304,9 @@ def trial_name(trial) -> str:
 
 
 def _searcher(space: SearchSpace, plan: SearchPlan):
-    import optuna
     from ray.tune.search.optuna import OptunaSearch
 
-    s = space.sampler
-    if s["type"] == "nsga2":
-        sampler = optuna.samplers.NSGAIISampler(seed=plan.seed, population_size=s["population_size"])
-    elif s["type"] == "random":
-        sampler = optuna.samplers.RandomSampler(seed=plan.seed)
-    else:
-        sampler = optuna.samplers.TPESampler(seed=plan.seed, n_startup_trials=s["n_startup_trials"],
-                                             multivariate=False)
+    sampler = build_sampler(space.sampler, plan.seed)
     metrics = [m for m, _ in plan.objectives]
     modes = [mode for _, mode in plan.objectives]
     multi = len(metrics) > 1
