@@ -352,6 +352,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # 64-wide RNN in a 24-component semantic space with the reverting integrator and 16 noise
     # inputs, 64-frame windows, best.pt on the dynamics-aware score over 80 generated frames.
     # On real data that trial also mixed in the synthetic speakers: --set data.synth_mix=0.25.
+    # Its reversion rates came from the one-step fit; the preset fits them over 10 frames
+    # (model.revert_lag, default): 3 seeds on unseen persons in experiments/README.md.
     "cpu": {
         "model.space": "semantic", "model.semantic_k": 24, "model.revert": True, "model.noise_g": 16,
         "model.hidden_g": 64, "model.mlp_g": 64, "model.emb_g": 64, "model.hidden_d": 64,
