@@ -15,6 +15,7 @@ from typing import Callable
 from ray.tune import Callback
 
 from launch.space import format_duration
+from suhmo.selection import Objective, objectives_of
 
 
 class Progress(Callback):
@@ -68,10 +69,11 @@ class Progress(Callback):
         text = (f"progress {done}/{budget} trials done, {running} running, "
                 f"{format_duration(time.time() - self.t0)}")
         if self.objectives:
-            m, mode = self.objectives[0]
-            vals = [(v, tid) for (tid, key), v in self.best.items() if key == m]
-            if vals:
-                v, tid = (min if mode == "min" else max)(vals)
+            obj = Objective.of(self.objectives[0])
+            m = obj.metric
+            best = obj.best_of([(v, tid) for (tid, key), v in self.best.items() if key == m], lambda x: x[0])
+            if best is not None:
+                v, tid = best
                 name = next((trial_name(t) for t in trials if t.trial_id == tid), tid)
                 text += f", best {m} {v:.4g} ({name})"
         return text
@@ -113,11 +115,11 @@ class Progress(Callback):
             self.first_result[tid] = time.time()
             self.first_metrics[tid] = dict(result)
         parts = []
-        for m, mode in self.objectives:
-            v = result.get(m)
+        for obj in objectives_of(self.objectives):
+            m, v = obj.metric, result.get(obj.metric)
             if isinstance(v, (int, float)) and math.isfinite(v):
                 b = self.best.get((tid, m))
-                if b is None or (v < b if mode == "min" else v > b):
+                if obj.better(v, b):
                     self.best[(tid, m)] = b = v
                 parts.append(f"{m}={v:.4g} (best {b:.4g})")
         step, total = result.get("step", "?"), result.get("iterations", "?")

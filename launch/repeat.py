@@ -26,7 +26,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -36,6 +35,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from launch.trainable import META_KEY, sampled_values
+from suhmo.selection import Objective
 from suhmo.utils import SuhmoError
 
 REPEAT_FILE = "repeat.json"
@@ -237,15 +237,9 @@ def _checkpoint_step(path: Path) -> int:
 
 
 def _best_from_log(path: Path, metric: str, mode: str) -> float:
-    vals = []
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            v = json.loads(line).get(metric)
-            if isinstance(v, (int, float)) and math.isfinite(v):
-                vals.append(float(v))
-    if not vals:
-        return float("nan")
-    return min(vals) if mode == "min" else max(vals)
+    lines = path.read_text().splitlines() if path.is_file() else []
+    best = Objective(metric, mode).best_of(json.loads(line).get(metric) for line in lines)
+    return float("nan") if best is None else float(best)
 
 
 # ---------------------------------------------------------------------- driver

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import sys
 import time
@@ -29,9 +28,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from launch.space import REPO_ROOT, Objective, SearchSpace, format_duration, parse_space
+from launch.space import REPO_ROOT, SearchSpace, format_duration, parse_space
 from launch.trainable import META_KEY, suhmo_trial
 from suhmo import hints
+from suhmo.selection import METRIC_MODES, Objective, objectives_of, pareto_front
 from suhmo.utils import SuhmoError
 
 PLAN_FILE = "search.json"
@@ -465,11 +465,10 @@ def read_trials(exp_dir: Path, objectives: list[list[str]], iterations: Optional
         last = history[-1] if history else (rt.get("last_result") or {})
         history, last = _with_unprocessed_reports(tdir, history, last)
         best: dict[str, tuple[float, int]] = {}
-        for m, mode in objectives:
-            vals = [(h[m], h.get("step", 0)) for h in history
-                    if isinstance(h.get(m), (int, float)) and math.isfinite(h[m])]
-            if vals:
-                best[m] = (min if mode == "min" else max)(vals, key=lambda x: x[0])
+        for obj in objectives_of(objectives):
+            h = obj.best_of(history, lambda h: h.get(obj.metric))
+            if h is not None:
+                best[obj.metric] = (h[obj.metric], h.get("step", 0))
         err = None
         if rt.get("error_filename"):
             ef = tdir / rt["error_filename"]
@@ -524,28 +523,15 @@ def _with_unprocessed_reports(tdir: Path, history: list, last: dict) -> tuple[li
 
 def rank_rows(rows: list[TrialRow], objectives: list[list[str]]) -> list[TrialRow]:
     """Best first on the first objective's best value; errored trials and trials without a value last."""
-    m, mode = objectives[0]
-    sign = 1.0 if mode == "min" else -1.0
+    obj = Objective.of(objectives[0])
+    m = obj.metric
     return sorted(rows, key=lambda r: (r.state == "error", m not in r.best,
-                                       sign * r.best[m][0] if m in r.best else 0.0))
+                                       obj.key(r.best[m][0]) if m in r.best else 0.0))
 
 
 def pareto_set(rows: list[TrialRow], objectives: list[list[str]]) -> list[TrialRow]:
     """Non-dominated trials on the objective values of their last evaluation (what Optuna was told)."""
-    cands = [r for r in rows if r.state != "error" and all(m in r.last and math.isfinite(r.last[m])
-                                                            for m, _ in objectives)]
-
-    def vec(r):
-        return [r.last[m] if mode == "min" else -r.last[m] for m, mode in objectives]
-
-    front = []
-    for r in cands:
-        a = vec(r)
-        dominated = any(all(x <= y for x, y in zip(vec(o), a)) and any(x < y for x, y in zip(vec(o), a))
-                        for o in cands if o is not r)
-        if not dominated:
-            front.append(r)
-    return front
+    return pareto_front([r for r in rows if r.state != "error"], objectives, lambda r: r.last)
 
 
 def format_table(rows: list[TrialRow], objectives: list[list[str]], param_keys: list[str],
@@ -593,8 +579,6 @@ def format_table(rows: list[TrialRow], objectives: list[list[str]], param_keys: 
 
 
 def _other_metrics(rows: list[TrialRow], objectives: list[list[str]], limit: int = 4) -> tuple:
-    from launch.space import METRIC_MODES
-
     objs = {m for m, _ in objectives}
     seen = []
     for r in rows:
@@ -846,10 +830,9 @@ def scale_lines(space: SearchSpace, rows: list, objectives) -> list[str]:
     out = []
     for m in fds:
         frozen, real = scale["frozen face"][m], scale["real data"][m]
-        bests = [r.best[m][0] for r in rows if m in r.best and math.isfinite(r.best[m][0])]
+        best = Objective.of(m).best_of(r.best[m][0] for r in rows if m in r.best)
         line = f"scale of {m} (same data and protocol): frozen face {frozen:.4g}, real data {real:.4g}"
-        if bests:
-            best = min(bests)
+        if best is not None:
             line += f"; best trial {best:.4g}" + (", worse than a frozen face" if best >= frozen else "")
         out.append(line)
     others = [k for k in lm.FD_KEYS if k not in fds and any(k in r.last for r in rows)]

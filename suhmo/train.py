@@ -37,6 +37,7 @@ from suhmo.checkpoint import (copy_checkpoint, generator_state, load_checkpoint,
                               set_rng_state)
 from suhmo import speed
 from suhmo.config import Config
+from suhmo.selection import Objective
 from suhmo.utils import (SuhmoError, append_line, atomic_write_text, make_dirs, pick_device, remove_stale_tmp,
                          seed_everything)
 
@@ -267,9 +268,8 @@ class Trainer:
         if self.best is not None and (self.best["metric"], self.best["mode"]) != (tc.select_metric, tc.select_mode):
             self.best = None  # the selection rule changed on resume: start a new best
         value = metrics.get(tc.select_metric)
-        improved = value is not None and math.isfinite(value) and (
-            self.best is None
-            or (value < self.best["value"] if tc.select_mode == "min" else value > self.best["value"]))
+        improved = Objective(tc.select_metric, tc.select_mode).better(
+            value, None if self.best is None else self.best["value"])
         if improved:
             self.best = {"metric": tc.select_metric, "mode": tc.select_mode, "value": float(value),
                          "step": self.step, "ema": self.G_ema is not None}

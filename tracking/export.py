@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 from mlflow.exceptions import MlflowException
 
+from suhmo.selection import Objective, mode_of, pareto_front
 from suhmo.utils import SuhmoError, atomic_write_bytes, atomic_write_text
 
 from tracking.mlflow_log import (
@@ -47,8 +48,6 @@ from tracking.mlflow_log import (
     default_tracking_uri,
 )
 
-# metrics where higher is better (ARCHITECTURE.md, "Metrics"); all others default to min
-_HIGHER_IS_BETTER = {"apd"}
 _SEED_PARAMS = {"seed", "train.seed"}
 
 
@@ -129,23 +128,6 @@ def _history(client, run_id: str, key: str) -> dict[int, float]:
     return {int(m.step): float(m.value) for m in client.get_metric_history(run_id, key)}
 
 
-def _dominates(a: dict[str, float], b: dict[str, float], objectives) -> bool:
-    sign = {m: (1.0 if mode == "min" else -1.0) for m, mode in objectives}
-    no_worse = all(sign[m] * a[m] <= sign[m] * b[m] for m, _ in objectives)
-    better = any(sign[m] * a[m] < sign[m] * b[m] for m, _ in objectives)
-    return no_worse and better
-
-
-def pareto_front(cands: list[Candidate], objectives) -> list[Candidate]:
-    """Candidates not dominated by another on all ``objectives`` [(metric, mode)]."""
-    full = [c for c in cands if all(m in c.objectives and math.isfinite(c.objectives[m]) for m, _ in objectives)]
-    return [c for c in full if not any(_dominates(o.objectives, c.objectives, objectives) for o in full if o is not c)]
-
-
-def _key(value: float, mode: str) -> float:
-    return value if mode == "min" else -value
-
-
 def select_best(tracking_uri: str | None = None, experiment: str | None = None, *,
                 metric: str | None = None, mode: str | None = None, pareto: bool = False,
                 mean_over_seeds: bool = False, search_run_id: str | None = None) -> Selection:
@@ -175,7 +157,8 @@ def select_best(tracking_uri: str | None = None, experiment: str | None = None, 
         raise SuhmoError(f"unknown metric {metric!r} in search {parent.info.run_name}; "
                          f"known: {', '.join(known) or 'none (no evaluation was logged)'}")
     if mode is None:
-        mode = dict(objectives).get(metric, "max" if metric in _HIGHER_IS_BETTER else "min")
+        mode = dict(objectives).get(metric, mode_of(metric))
+    obj = Objective(metric, mode)
 
     cands: list[Candidate] = []
     for run in children:
@@ -197,7 +180,7 @@ def select_best(tracking_uri: str | None = None, experiment: str | None = None, 
     if pareto:
         if len(objectives) < 1:
             raise SuhmoError("--pareto: the search logged no objectives")
-        front = pareto_front(cands, objectives)
+        front = pareto_front(cands, objectives, lambda c: c.objectives)
         if not front:
             raise SuhmoError(f"--pareto: no checkpoint has all objectives {[m for m, _ in objectives]}")
         cands = front
@@ -206,7 +189,7 @@ def select_best(tracking_uri: str | None = None, experiment: str | None = None, 
         params = {r.info.run_id: r.data.params for r in children}
         per_run: dict[str, Candidate] = {}
         for c in cands:
-            if c.run_id not in per_run or _key(c.value, mode) < _key(per_run[c.run_id].value, mode):
+            if c.run_id not in per_run or obj.better(c.value, per_run[c.run_id].value):
                 per_run[c.run_id] = c
         groups: dict[tuple, list[Candidate]] = {}
         from tracking.results import repeat_groups
@@ -222,11 +205,11 @@ def select_best(tracking_uri: str | None = None, experiment: str | None = None, 
             groups.setdefault(sig, []).append(c)
         if not groups:
             raise SuhmoError(f"--mean-over-seeds: no repeat run has a checkpoint with metric {metric!r}")
-        best_group = min(groups.values(), key=lambda g: _key(float(np.mean([c.value for c in g])), mode))
+        best_group = obj.best_of(groups.values(), lambda g: float(np.mean([c.value for c in g])))
         group_mean = float(np.mean([c.value for c in best_group]))
         group_runs = [c.run_id for c in best_group]
         cands = best_group
-    best = min(cands, key=lambda c: (_key(c.value, mode), c.step))
+    best = min(cands, key=lambda c: (obj.key(c.value), c.step))
     return Selection(tracking_uri, exp.experiment_id, exp.name, parent.info.run_id, parent.info.run_name,
                      metric, mode, objectives, best, considered, front, group_mean, group_runs)
 

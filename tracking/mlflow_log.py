@@ -36,6 +36,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
+from suhmo.selection import Objective
 from suhmo.utils import SuhmoError, atomic_write_text
 
 TRIAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
@@ -282,14 +283,6 @@ def _objectives(objectives: Iterable[Sequence[str]] | None) -> list[tuple[str, s
     return out
 
 
-def _better(a: float, b: float | None, mode: str) -> bool:
-    if not math.isfinite(a):
-        return False
-    if b is None or not math.isfinite(b):
-        return True
-    return a < b if mode == "min" else a > b
-
-
 # ---------------------------------------------------------------------- parent run
 def start_search_run(tracking_uri: str, experiment_id: str, *, space_file: str | Path | None,
                      cli_options: dict, study_seed: int | None, run_name: str,
@@ -396,11 +389,10 @@ def _leaderboard(children: list, objectives: list[tuple[str, str]]) -> list[dict
             row[f"best_{metric}_step"] = int(step) if step is not None else None
         rows.append(row)
     if objectives:
-        metric, mode = objectives[0]
-        key = f"best_{metric}"
-        sign = 1.0 if mode == "min" else -1.0
+        obj = Objective.of(objectives[0])
+        key = f"best_{obj.metric}"
         rows.sort(key=lambda r: (r[key] is None or not math.isfinite(r[key]),
-                                 sign * r[key] if r[key] is not None and math.isfinite(r[key]) else 0.0))
+                                 obj.key(r[key]) if r[key] is not None and math.isfinite(r[key]) else 0.0))
     return rows
 
 
@@ -641,7 +633,7 @@ class TrialLogger:
         batch = [Metric(k, v, ts, step) for k, v in values.items()]
         improved = []
         for metric, mode in self.objectives:
-            if metric in values and _better(values[metric], self.best.get(metric, (None,))[0], mode):
+            if metric in values and Objective(metric, mode).better(values[metric], self.best.get(metric, (None,))[0]):
                 self.best[metric] = (values[metric], step)
                 improved.append(metric)
             if metric in self.best:
