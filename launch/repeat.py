@@ -34,7 +34,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from launch.trainable import META_KEY, sampled_values
+from launch.trainable import META_KEY, sampled_values, trial_config
 from suhmo.selection import Objective
 from suhmo.utils import SuhmoError
 
@@ -97,17 +97,6 @@ def repeat_seed(study_seed: int, key: str, index: int) -> int:
     """Seed of repeat ``index`` of configuration ``key``: a stable hash, < 2**31."""
     digest = hashlib.sha256(f"suhmo-repeat:{int(study_seed)}:{key}:{int(index)}".encode()).hexdigest()
     return int(digest[:8], 16) & 0x7FFFFFFF
-
-
-def trial_config(meta: dict, sampled: dict):
-    """The resolved config a trial with these sampled values trains (as ``suhmo_trial`` builds it)."""
-    from suhmo.config import make_config
-
-    overrides = {**meta["base"], **sampled}
-    objectives = meta.get("objectives") or []
-    if objectives and not overrides.get("train.select_metric"):
-        overrides.update({"train.select_metric": objectives[0][0], "train.select_mode": objectives[0][1]})
-    return make_config(meta["preset"], overrides=overrides)
 
 
 @dataclass
@@ -190,7 +179,7 @@ def repeat_trial(config: dict) -> None:
     at 40/80 generated frames, logged to the trial's MLflow run and reported to Tune."""
     from ray import tune
 
-    from launch.trainable import _datasets, suhmo_trial
+    from launch.trainable import suhmo_trial, trial_datasets
     from suhmo.generate import load_model
 
     point, meta = config[POINT_KEY], config[META_KEY]
@@ -218,7 +207,7 @@ def repeat_trial(config: dict) -> None:
     ck = work / "best.pt" if (work / "best.pt").is_file() else work / "last.pt"
     G, _ = load_model(ck)
     step = int(_checkpoint_step(ck))
-    _, eval_set = _datasets(cfg)
+    _, eval_set = trial_datasets(cfg)
     scores = score_frames(G, cfg, eval_set, point["frames"])
     m = meta["objectives"][0][0]
     best = _best_from_log(work / "metrics.jsonl", m, meta["objectives"][0][1])

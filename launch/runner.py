@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from launch.space import REPO_ROOT, SearchSpace, format_duration, parse_space
-from launch.trainable import META_KEY, suhmo_trial
+from launch.trainable import META_KEY, STOP_FILE, suhmo_trial
 from suhmo import hints
 from suhmo.selection import METRIC_MODES, Objective, objectives_of, pareto_front
 from suhmo.utils import SuhmoError
@@ -352,7 +352,7 @@ def build_tuner(plan: SearchPlan, space: SearchSpace, resources: dict, callbacks
     from launch.budget import TimeCap
 
     trainable = tune.with_resources(suhmo_trial, resources)
-    cap = TimeCap(plan.time_budget_s) if plan.time_budget_s else None
+    cap = TimeCap(plan.time_budget_s, stop_file=plan.exp_dir / STOP_FILE) if plan.time_budget_s else None
     tune_config = TuneConfig(
         search_alg=_searcher(space, plan), scheduler=_scheduler(space, plan),
         num_samples=plan.num_samples, max_concurrent_trials=plan.max_concurrent,
@@ -666,6 +666,7 @@ def _res_text(resources: dict) -> str:
 
 def _fit_and_collect(tuner, plan: SearchPlan, space: SearchSpace, t0: float, progress, echo) -> SearchOutcome:
     status = "FAILED"
+    (plan.exp_dir / STOP_FILE).unlink(missing_ok=True)  # a resumed search that had hit its time budget
     outcome = SearchOutcome(plan, [], 0.0, False, False, progress)
     try:
         try:

@@ -28,7 +28,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import mlflow  # noqa: F401  (telemetry is disabled in tracking/__init__)
 import numpy as np
@@ -612,11 +612,13 @@ class TrialLogger:
 
     # -------------------------------------------------------------- evaluation
     def log_eval(self, step: int, metrics: dict[str, float], checkpoint_path: str | Path | None = None,
-                 samples: np.ndarray | None = None) -> dict[str, tuple[float, int]]:
+                 samples: np.ndarray | Callable[[], np.ndarray] | None = None) -> dict[str, tuple[float, int]]:
         """Log one evaluation: metrics at ``step``, best-so-far per objective, artifacts.
 
         ``samples`` are generated sequences ``[K, T, 68, 2]`` in the [0, 1] frame (a GIF and
-        a motion map are rendered from the first ``render_samples``); ``checkpoint_path`` is
+        a motion map are rendered from the first ``render_samples``), or a function that
+        generates them, called only when this step improved the first objective (the
+        samples of each new best checkpoint); ``checkpoint_path`` is
         the trainer's checkpoint file (or folder) of this step. Returns the best-so-far
         ``{metric: (value, step)}``.
         """
@@ -650,6 +652,8 @@ class TrialLogger:
             record = {"step": step, "metrics": values,
                       "best": {m: {"value": v, "step": s} for m, (v, s) in self.best.items()}}
             atomic_write_text(d / "metrics.json", json.dumps(record, indent=2))
+            if callable(samples):
+                samples = samples() if self.objectives and self.objectives[0][0] in improved else None
             if checkpoint_path is not None:
                 atomic_write_text(d / "checkpoint.json",
                                   json.dumps({"step": step, "path": str(Path(checkpoint_path).resolve())}))
