@@ -34,7 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def _search(space_name: str, scheduler: str, num_samples, storage: str, tracking_uri, tag: str, quiet: bool):
-    from launch.runner import make_plan, rank_rows, run_search
+    from launch.leaderboard import rank_rows
+    from launch.plan import make_plan
+    from launch.runner import run_search
     from launch.space import load_space
 
     space = load_space(space_name)
@@ -86,7 +88,7 @@ def _summary(plan, outcome, rows) -> dict:
 def main(space_name, num_samples, no_fifo, no_tracking, as_json, quiet):
     import ray
 
-    from launch.runner import start_ray
+    from launch.rayenv import start_ray
     from launch.space import load_space
 
     space = load_space(space_name)

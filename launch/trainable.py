@@ -31,7 +31,9 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from suhmo.utils import SuhmoError
+from launch.space import decode_sampled
+from suhmo.config import make_config
+from suhmo.utils import SuhmoError, seed_everything
 
 META_KEY = "_search"  # constants of the search inside every trial config
 STOP_FILE = "stop-requested"  # in the experiment folder: every trial stops (StopFlag)
@@ -41,8 +43,6 @@ _DATA_CACHE: dict[str, tuple] = {}  # data config -> (train_set, eval_set); immu
 
 def sampled_values(config: dict) -> dict[str, Any]:
     """The trial's own (searched) config values, without the search constants."""
-    from launch.space import decode_sampled
-
     return decode_sampled({k: v for k, v in config.items() if k != META_KEY})
 
 
@@ -50,8 +50,6 @@ def trial_config(meta: dict, sampled: dict[str, Any]):
     """The resolved config of a trial: the preset, the fixed base values, then the sampled
     ones; best.pt is kept on the search's first objective unless the space sets
     ``train.select_metric`` (ConfigError -> the trial errors with it)."""
-    from suhmo.config import make_config
-
     overrides = {**meta["base"], **sampled}
     objectives = meta.get("objectives") or []
     if objectives and not overrides.get("train.select_metric"):
@@ -75,8 +73,6 @@ def trial_datasets(cfg) -> tuple:
 def reset_process_state(threads: int, seed: int) -> None:
     """A reused actor carries module state from the previous trial: reset what matters."""
     import torch
-
-    from suhmo.utils import seed_everything
 
     gc.collect()
     torch.set_num_threads(max(1, int(threads)))

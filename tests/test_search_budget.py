@@ -6,7 +6,8 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from launch.budget import TimeCap
-from launch.runner import SearchOutcome, TrialRow, make_plan, render_report
+from launch.leaderboard import SearchOutcome, TrialRow, render_report
+from launch.plan import make_plan
 from launch.space import parse_space
 
 

@@ -41,12 +41,13 @@ from suhmo.utils import SuhmoError, atomic_write_bytes, atomic_write_text
 from tracking.mlflow_log import (
     CKPT_DIR,
     EVAL_DIR,
-    KIND_TAG,
     OBJECTIVES_TAG,
-    _children,
-    _client,
+    child_runs,
     default_tracking_uri,
+    mlflow_client,
+    resolve_search,
 )
+from tracking.results import repeat_groups
 
 _SEED_PARAMS = {"seed", "train.seed"}
 
@@ -87,34 +88,6 @@ class Selection:
 
 
 # ---------------------------------------------------------------------- selection
-def _resolve_search(client, tracking_uri: str, experiment: str | None, search_run_id: str | None):
-    if search_run_id:
-        try:
-            parent = client.get_run(search_run_id)
-        except MlflowException:
-            raise SuhmoError(f"search run {search_run_id} not found at {tracking_uri}") from None
-        exp = client.get_experiment(parent.info.experiment_id)
-        return exp, parent
-    if experiment is not None:
-        exp = client.get_experiment_by_name(experiment)
-        if exp is None or exp.lifecycle_stage != "active":
-            names = [e.name for e in client.search_experiments() if e.name != "Default"]
-            known = ", ".join(sorted(names)) or "none"
-            raise SuhmoError(f"experiment {experiment!r} not found at {tracking_uri} (known: {known})")
-        exp_ids = [exp.experiment_id]
-    else:
-        exp_ids = [e.experiment_id for e in client.search_experiments()]
-        if not exp_ids:
-            raise SuhmoError(f"no experiment at {tracking_uri}; run a search first (suhmo-search run)")
-    runs = client.search_runs(exp_ids, filter_string=f"tags.`{KIND_TAG}` = 'search'",
-                              order_by=["attributes.start_time DESC"], max_results=1)
-    if not runs:
-        where = f"experiment {experiment!r}" if experiment else tracking_uri
-        raise SuhmoError(f"no search run in {where}; run a search first (suhmo-search run)")
-    parent = runs[0]
-    return client.get_experiment(parent.info.experiment_id), parent
-
-
 def _checkpoint_steps(client, run_id: str) -> list[int]:
     steps = []
     for f in client.list_artifacts(run_id, CKPT_DIR):
@@ -138,9 +111,9 @@ def select_best(tracking_uri: str | None = None, experiment: str | None = None, 
                          "or pass --tracking-uri")
     if mode is not None and mode not in ("min", "max"):
         raise SuhmoError(f"--mode {mode!r}: choose min or max")
-    client = _client(tracking_uri)
-    exp, parent = _resolve_search(client, tracking_uri, experiment, search_run_id)
-    children = _children(client, exp.experiment_id, parent.info.run_id)
+    client = mlflow_client(tracking_uri)
+    exp, parent = resolve_search(client, tracking_uri, experiment, search_run_id)
+    children = child_runs(client, exp.experiment_id, parent.info.run_id)
     if not children:
         raise SuhmoError(f"search {parent.info.run_name} [{parent.info.run_id}] has no trial runs")
     objectives = json.loads(parent.data.tags.get(OBJECTIVES_TAG, "[]"))
@@ -192,8 +165,6 @@ def select_best(tracking_uri: str | None = None, experiment: str | None = None, 
             if c.run_id not in per_run or obj.better(c.value, per_run[c.run_id].value):
                 per_run[c.run_id] = c
         groups: dict[tuple, list[Candidate]] = {}
-        from tracking.results import repeat_groups
-
         # after `suhmo-search repeat`: the mean over the repeat seeds only (the search's own
         # trial was selected for its score, so counting it would bias its configuration)
         repeat_key = {r.info.run_id: k for k, runs in repeat_groups(children).items() for r in runs}
@@ -347,7 +318,7 @@ def export_best(sel: Selection, out_dir: str | Path, *, register: str | None = N
     if out.exists() and not out.is_dir():
         raise SuhmoError(f"--out {out}: exists and is not a folder")
     b = sel.best
-    client = _client(sel.tracking_uri)
+    client = mlflow_client(sel.tracking_uri)
     with tempfile.TemporaryDirectory(prefix="suhmo-export-") as tmp:
         local = Path(client.download_artifacts(b.run_id, f"{CKPT_DIR}/step_{b.step}", tmp))
         files = sorted(p for p in local.rglob("*") if p.is_file())
@@ -465,7 +436,7 @@ def register_export(sel: Selection, out: Path, name: str, alias: str | None) -> 
     artifact folder, so the version is created from its artifact URI directly.
     """
     b = sel.best
-    client = _client(sel.tracking_uri)
+    client = mlflow_client(sel.tracking_uri)
     path = f"exports/step_{b.step}"
     client.log_artifacts(b.run_id, str(out), path)
     source = f"{client.get_run(b.run_id).info.artifact_uri}/{path}"

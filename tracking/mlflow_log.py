@@ -83,7 +83,7 @@ def artifact_root(tracking_uri: str) -> str | None:
     return None
 
 
-def _client(tracking_uri: str) -> MlflowClient:
+def mlflow_client(tracking_uri: str) -> MlflowClient:
     if tracking_uri.startswith("sqlite:///"):
         private_sqlite(tracking_uri)
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
@@ -113,7 +113,7 @@ def setup_experiment(tracking_uri: str, name: str) -> str:
     """
     if not name or not name.strip():
         raise SuhmoError("experiment name is empty; pass --experiment NAME")
-    client = _client(tracking_uri)
+    client = mlflow_client(tracking_uri)
     exp = client.get_experiment_by_name(name)
     if exp is None:
         root = artifact_root(tracking_uri)
@@ -176,7 +176,7 @@ def set_runs_view(tracking_uri: str, experiment_id: str, objectives: Sequence[Se
     the first columns. :func:`runs_page_url` opens that view.
     """
     objs = _objectives(objectives)
-    client = _client(tracking_uri)
+    client = mlflow_client(tracking_uri)
     cols = [f"metrics.`best_{m}`" for m, _ in objs]
     if objs:
         cols.append(f"metrics.`best_{objs[0][0]}_step`")
@@ -203,7 +203,7 @@ def runs_page_url(base_url: str, experiment_id: str | None = None) -> str:
 
 def latest_search_experiment(tracking_uri: str) -> str | None:
     """Id of the experiment that holds the most recent search run, or None."""
-    client = _client(tracking_uri)
+    client = mlflow_client(tracking_uri)
     exp_ids = [e.experiment_id for e in client.search_experiments()]
     if not exp_ids:
         return None
@@ -255,7 +255,7 @@ def _log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> No
         client.log_batch(run_id, params=items[i:i + _BATCH])
 
 
-def _set_tags(client: MlflowClient, run_id: str, tags: dict[str, Any]) -> None:
+def set_tags(client: MlflowClient, run_id: str, tags: dict[str, Any]) -> None:
     items = [RunTag(k, str(v)) for k, v in tags.items()]
     for i in range(0, len(items), _BATCH):
         client.log_batch(run_id, tags=items[i:i + _BATCH])
@@ -294,7 +294,7 @@ def start_search_run(tracking_uri: str, experiment_id: str, *, space_file: str |
     and the study seed as params, and the objectives as a tag. With ``run_id`` (a resumed
     search) the existing run is reopened instead.
     """
-    client = _client(tracking_uri)
+    client = mlflow_client(tracking_uri)
     objs = _objectives(objectives)
     if run_id is not None:
         try:
@@ -302,7 +302,7 @@ def start_search_run(tracking_uri: str, experiment_id: str, *, space_file: str |
         except MlflowException:
             raise SuhmoError(f"search run {run_id} not found at {tracking_uri}") from None
         client.update_run(run_id, status="RUNNING")
-        _set_tags(client, run_id, {"status": "RUNNING"})
+        set_tags(client, run_id, {"status": "RUNNING"})
         return run_id
     tags = {KIND_TAG: "search", "status": "RUNNING"}
     if objs:
@@ -341,7 +341,37 @@ def _search_note(name: str, space_file, objs, searched: Sequence[str], cli_optio
     return "\n\n".join(lines)
 
 
-def _children(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list:
+def resolve_search(client, tracking_uri: str, experiment: str | None, search_run_id: str | None):
+    """(experiment, parent run) of the search run ``search_run_id``, else of the latest search of
+    ``experiment`` (or of the whole store)."""
+    if search_run_id:
+        try:
+            parent = client.get_run(search_run_id)
+        except MlflowException:
+            raise SuhmoError(f"search run {search_run_id} not found at {tracking_uri}") from None
+        exp = client.get_experiment(parent.info.experiment_id)
+        return exp, parent
+    if experiment is not None:
+        exp = client.get_experiment_by_name(experiment)
+        if exp is None or exp.lifecycle_stage != "active":
+            names = [e.name for e in client.search_experiments() if e.name != "Default"]
+            known = ", ".join(sorted(names)) or "none"
+            raise SuhmoError(f"experiment {experiment!r} not found at {tracking_uri} (known: {known})")
+        exp_ids = [exp.experiment_id]
+    else:
+        exp_ids = [e.experiment_id for e in client.search_experiments()]
+        if not exp_ids:
+            raise SuhmoError(f"no experiment at {tracking_uri}; run a search first (suhmo-search run)")
+    runs = client.search_runs(exp_ids, filter_string=f"tags.`{KIND_TAG}` = 'search'",
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    if not runs:
+        where = f"experiment {experiment!r}" if experiment else tracking_uri
+        raise SuhmoError(f"no search run in {where}; run a search first (suhmo-search run)")
+    parent = runs[0]
+    return client.get_experiment(parent.info.experiment_id), parent
+
+
+def child_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list:
     runs, token = [], None
     while True:
         page = client.search_runs(
@@ -361,7 +391,7 @@ def close_run(tracking_uri: str, run_id: str, status: str, reason: str | None = 
     stopped early by the scheduler, interrupted, or failed with the reason.
     """
     status = _check_status(status)
-    client = _client(tracking_uri)
+    client = mlflow_client(tracking_uri)
     stopped = status == "KILLED" if stopped_by_scheduler is None else stopped_by_scheduler
     if status == "FAILED":
         outcome = "failed: " + (_one_line(reason, 200) if reason else "error")
@@ -372,7 +402,7 @@ def close_run(tracking_uri: str, run_id: str, status: str, reason: str | None = 
         outcome = "interrupted" + (f": {_one_line(reason, 200)}" if reason else "")
     else:
         outcome = "completed"
-    _set_tags(client, run_id, {"status": status, "stopped_by_scheduler": str(bool(stopped)).lower(),
+    set_tags(client, run_id, {"status": status, "stopped_by_scheduler": str(bool(stopped)).lower(),
                                "error_reason": _one_line(reason) if reason else "", OUTCOME_TAG: outcome})
     client.set_terminated(run_id, status=status)
 
@@ -430,11 +460,11 @@ def finish_search_run(tracking_uri: str, parent_run_id: str, summary: dict | Non
     (best first).
     """
     status = _check_status(status)
-    client = _client(tracking_uri)
+    client = mlflow_client(tracking_uri)
     parent = client.get_run(parent_run_id)
     exp_id = parent.info.experiment_id
     states, errors = dict(trial_states or {}), dict(trial_errors or {})
-    for child in _children(client, exp_id, parent_run_id):
+    for child in child_runs(client, exp_id, parent_run_id):
         run_id, tid = child.info.run_id, child.data.tags.get("trial_id")
         if child.info.status == "KILLED" and states.get(tid) == "stopped":
             close_run(tracking_uri, run_id, "FINISHED", child.data.tags.get("error_reason") or None,
@@ -460,7 +490,7 @@ def finish_search_run(tracking_uri: str, parent_run_id: str, summary: dict | Non
             close_run(tracking_uri, run_id, "KILLED",
                       "trial process ended without closing its run (search " + status.lower() + ")",
                       stopped_by_scheduler=False)
-    children = _children(client, exp_id, parent_run_id)
+    children = child_runs(client, exp_id, parent_run_id)
     objectives = json.loads(parent.data.tags.get(OBJECTIVES_TAG, "[]"))
     if not objectives:
         for c in children:
@@ -487,7 +517,7 @@ def finish_search_run(tracking_uri: str, parent_run_id: str, summary: dict | Non
         metrics.append(Metric(f"best_{objectives[0][0]}", float(rows[0][f"best_{objectives[0][0]}"]), ts, 0))
         tags["best_run_id"] = rows[0]["run_id"]
     client.log_batch(parent_run_id, metrics=metrics)
-    _set_tags(client, parent_run_id, tags)
+    set_tags(client, parent_run_id, tags)
     view = json.loads(client.get_experiment(exp_id).tags.get(VIEW_TAG_PREFIX + VIEW_KEY, "{}"))
     if objectives and not any(c.startswith("params.") for c in view.get("selectedColumns", [])):
         # no space file named the searched fields: show those that varied between the trials
@@ -507,7 +537,7 @@ def finish_search_run(tracking_uri: str, parent_run_id: str, summary: dict | Non
 # ---------------------------------------------------------------------- child run
 def find_trial_run(tracking_uri: str, experiment_id: str, parent_run_id: str, trial_id: str) -> str | None:
     """The run id of trial ``trial_id`` under ``parent_run_id``, or None."""
-    client = _client(tracking_uri)
+    client = mlflow_client(tracking_uri)
     page = client.search_runs(
         [experiment_id],
         filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}' and tags.trial_id = '{trial_id}'",
@@ -538,7 +568,7 @@ class TrialLogger:
             raise SuhmoError(f"keep_checkpoints={keep_checkpoints!r}: choose best or all")
         flat = _flatten(dict(config or {}))
         self.tracking_uri = tracking_uri
-        self.client = _client(tracking_uri)
+        self.client = mlflow_client(tracking_uri)
         self.experiment_id = str(experiment_id)
         self.parent_run_id = parent_run_id
         self.trial_id = str(trial_id)
@@ -586,7 +616,7 @@ class TrialLogger:
             if f"best_{metric}" in m and f"best_{metric}_step" in m:
                 self.best[metric] = (float(m[f"best_{metric}"]), int(m[f"best_{metric}_step"]))
         self.client.update_run(self.run_id, status="RUNNING")
-        _set_tags(self.client, self.run_id, {"status": "RUNNING", "resumed": "true"})
+        set_tags(self.client, self.run_id, {"status": "RUNNING", "resumed": "true"})
 
     def __enter__(self) -> "TrialLogger":
         return self
