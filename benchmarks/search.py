@@ -86,8 +86,6 @@ def _summary(plan, outcome, rows) -> dict:
 @click.option("--json", "as_json", is_flag=True, help="End with one JSON line.")
 @click.option("--quiet", is_flag=True, help="No per-trial progress lines.")
 def main(space_name, num_samples, no_fifo, no_tracking, as_json, quiet):
-    import ray
-
     from launch.rayenv import start_ray
     from launch.space import load_space
 
@@ -97,8 +95,9 @@ def main(space_name, num_samples, no_fifo, no_tracking, as_json, quiet):
     tracking_uri = None if no_tracking else f"sqlite:///{(tmp / 'mlflow.db').as_posix()}"
     tag = time.strftime("%H%M%S")
     t0 = time.time()
-    start_ray(None, click.echo)
+    start_ray(None, click.echo)  # before ray is imported here: it sets the loopback setting Ray reads at import
     ray_start_s = time.time() - t0
+    import ray
     try:
         asha = _summary(*_search(space_name, "asha", num_samples, str(tmp / "store"), tracking_uri, tag, quiet))
         asha["wall_s_with_ray_start"] = round(asha["wall_s"] + ray_start_s, 1)

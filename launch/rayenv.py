@@ -15,6 +15,9 @@ from launch.plan import SearchPlan
 from launch.space import REPO_ROOT
 from suhmo.utils import SuhmoError
 
+# Ray keeps 127.0.0.1 as the node IP of a local instance with this set to "0" (read at import)
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
 # Environment that keeps Ray quiet and local-only (ECOSYSTEM.md); set before ray is imported.
 QUIET_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
@@ -95,6 +98,8 @@ def worker_env() -> dict[str, str]:
 def start_ray(address: Optional[str], echo: Callable[[str], None]) -> dict:
     """Connect to ``address`` (auto | HOST:PORT) or start a local instance; cluster resources."""
     quiet_ray()
+    if not address:
+        os.environ[LOOPBACK_ENV] = "0"  # before ray is imported: see _init_loopback_ray
     import ray
 
     if ray.is_initialized():
@@ -124,35 +129,27 @@ def _init_loopback_ray(kwargs: dict) -> None:
 
     Ray binds its GCS, raylet, object manager and worker ports to the node IP, and on Linux
     it turns 127.0.0.1 into the machine's network address (``resolve_ip_for_localhost``)
-    unless ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``; with it the node IP is 127.0.0.1. The
-    setting is read when ``ray`` is imported, so it is set in the environment (inherited by
-    the processes Ray starts) and, when ray is already imported, on the constant, for the
-    start only: a later ``--address`` connection in the same process must see the real IP.
-    Token authentication stays at Ray's default (on for local instances since Ray 2.59):
-    loopback keeps the network out, the token keeps other users of this machine out.
-    ``address="local"`` never attaches to a cluster that ``ray start`` left on this machine.
+    unless ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` (:data:`LOOPBACK_ENV`); with it the node IP
+    is 127.0.0.1. Ray reads the setting once, when ``ray`` is imported: :func:`start_ray` sets
+    it before importing ray (the processes Ray starts inherit it), and a process that imports
+    ray earlier sets it itself, as ``tests/conftest.py`` does. A process that starts a local
+    instance does not connect to a cluster too (``--address`` leaves the setting alone).
+    Should ray have been imported without it, the node comes up on the network address and
+    the start is refused below. Token authentication stays at Ray's default (on for local
+    instances since Ray 2.59): loopback keeps the network out, the token keeps other users of
+    this machine out. ``address="local"`` never attaches to a cluster that ``ray start`` left
+    on this machine.
     """
     import ray
-    from ray._private import ray_constants
 
-    key = ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR
-    saved_env, saved_const = os.environ.get(key), ray_constants.ENABLE_RAY_CLUSTER
-    os.environ[key] = "0"
-    ray_constants.ENABLE_RAY_CLUSTER = False
-    try:
-        ray.init(address="local", **kwargs)
-    finally:
-        ray_constants.ENABLE_RAY_CLUSTER = saved_const
-        if saved_env is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = saved_env
+    ray.init(address="local", **kwargs)
     _private_token_file()
     ips = {n.get("NodeManagerAddress") for n in ray.nodes() if n.get("Alive")}
     if not ips or not all(str(ip).startswith("127.") for ip in ips):
         ray.shutdown()
         raise SuhmoError(f"local Ray started on {', '.join(sorted(map(str, ips)))} instead of 127.0.0.1; "
-                         "refusing to run a search reachable from the network")
+                         f"refusing to run a search reachable from the network (set {LOOPBACK_ENV}=0 "
+                         "before ray is imported)")
 
 
 def _private_token_file() -> None:
