@@ -1,5 +1,5 @@
 """What fusing the window LSTM's elementwise backward would buy: one backward step's pointwise
-work (the gates' and the cell's gradients, ``suhmo.models.discriminators._WindowLSTM``) on
+work (the gates' and the cell's gradients, ``suhmo.models.kernels.WindowLSTM``) on
 ``[rows, 4H]``, three ways, side by side in one run:
 
 - ``naive``: the textbook expressions, one temporary per operator;
@@ -28,7 +28,7 @@ import time
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see benchmarks/train_step.py
 import torch  # noqa: E402
 
-from suhmo.models.discriminators import lstm_cell_backward  # noqa: E402
+from suhmo.models.kernels import lstm_cell_backward  # noqa: E402
 
 
 def naive(dh, dc_next, gates, tc, c_prev):
@@ -42,7 +42,7 @@ def naive(dh, dc_next, gates, tc, c_prev):
 def make_suhmo(rows: int, hidden: int):
     scratch, dgates = torch.empty(rows, hidden), torch.empty(rows, 4 * hidden)
 
-    def suhmo(dh, dc_next, gates, tc, c_prev):  # what _WindowLSTM.backward runs per step
+    def suhmo(dh, dc_next, gates, tc, c_prev):  # what WindowLSTM.backward runs per step
         dc = lstm_cell_backward(dh, gates, tc, c_prev, dc_next, dgates, scratch)
         return dgates, dc.mul_(gates[:, hidden:2 * hidden])
 

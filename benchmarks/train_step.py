@@ -29,7 +29,7 @@ from its forward and dropped its temporaries, and the Transformer D embedded eac
   RNN grid             26.2  (1.42 = 1.07 * 1.33,  5.6x)   GEMMs 76 %
   Transformer sampled   5.02 (1.73 = 1.10 * 1.57, 35.9x)   GEMMs 71 %
   Transformer grid      7.47 (1.81 = 1.13 * 1.59, 24.1x)   GEMMs 71 %
-Then the Transformer G's training pass wrote its keys and values in place (``_CachedAttention``)
+Then the Transformer G's training pass wrote its keys and values in place (``kernels.CachedAttention``)
 instead of concatenating a growing cache; old and new code alternated twice in one session
 (``--sizes paper --variants transformer --paper-iters 2``): sampled 5.40 / 5.39 -> 5.07 / 4.96
 s/iter (G forward 1.44 -> 1.09 s), grid 7.24 / 7.81 -> 7.01 / 6.89 (x bound 1.75 and 1.69).

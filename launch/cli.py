@@ -233,6 +233,31 @@ def status(experiment: str, storage) -> None:
 
 @cli.command()
 @click.argument("experiment")
+@click.option("--metric", default=None, help="Objective to explain (default: the search's first objective).")
+@click.option("--evaluator", type=click.Choice(["fanova", "ped", "mdi"]), default="fanova", show_default=True,
+              help="Optuna's importance evaluator: fANOVA, PED-ANOVA or mean decrease in impurity.")
+@click.option("--storage", default=None, help="Folder of the Tune experiments (default: $SUHMO_HOME/search).")
+def importances(experiment: str, metric, evaluator: str, storage) -> None:
+    """Optuna's parameter importances of a search's trials so far (no running Ray)."""
+    from launch.importance import default_metric, format_importances, param_importances
+    from launch.leaderboard import read_trials
+    from launch.plan import SearchPlan, find_experiment
+
+    exp_dir = find_experiment(experiment, storage)
+    plan = SearchPlan.load(exp_dir)
+    space = plan.resolved_space()
+    m, mode = default_metric(plan.objectives, metric)
+    try:
+        imp, used = param_importances(read_trials(exp_dir, plan.objectives, space.iterations), space, m, mode,
+                                      evaluator=evaluator, seed=space.seed)
+    except ValueError as e:
+        raise click.ClickException(f"{plan.experiment}: {e}") from None
+    for line in format_importances(imp, used, m, evaluator):
+        click.echo(line)
+
+
+@cli.command()
+@click.argument("experiment")
 @click.option("--top", type=click.IntRange(min=1), default=3, show_default=True,
               help="Repeat the K best configurations (best objective at a checkpoint, as best-export).")
 @click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True,

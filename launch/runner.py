@@ -25,23 +25,16 @@ from typing import Callable, Optional
 from launch.leaderboard import SearchOutcome, read_trials, summary_counts, trial_name
 from launch.plan import SearchPlan, latest_state_file, storage_opt
 from launch.rayenv import quiet_ray, start_ray, trial_resources
+from launch.samplers import build_sampler
 from launch.space import SearchSpace
 from launch.trainable import META_KEY, STOP_FILE, suhmo_trial
 from suhmo.utils import SuhmoError
 
 
 def _searcher(space: SearchSpace, plan: SearchPlan):
-    import optuna
     from ray.tune.search.optuna import OptunaSearch
 
-    s = space.sampler
-    if s["type"] == "nsga2":
-        sampler = optuna.samplers.NSGAIISampler(seed=plan.seed, population_size=s["population_size"])
-    elif s["type"] == "random":
-        sampler = optuna.samplers.RandomSampler(seed=plan.seed)
-    else:
-        sampler = optuna.samplers.TPESampler(seed=plan.seed, n_startup_trials=s["n_startup_trials"],
-                                             multivariate=False)
+    sampler = build_sampler(space.sampler, plan.seed)
     metrics = [m for m, _ in plan.objectives]
     modes = [mode for _, mode in plan.objectives]
     multi = len(metrics) > 1

@@ -40,14 +40,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from suhmo.config import PRESETS, ConfigError, all_keys, coerce, field_type, load_yaml, make_config, suggest
-from suhmo.selection import METRIC_MODES, Objective  # noqa: F401 - re-exported: launch.space.Objective
+from typing import Annotated, Literal, Union
 
-DISTRIBUTIONS = ("loguniform", "uniform", "int", "choice")
-TOP_LEVEL = ("description", "base", "params", "objective", "objectives", "scheduler", "budget",
-             "sampler", "seed")
-SCHEDULERS = ("asha", "fifo")
-SAMPLERS = ("tpe", "nsga2", "random")
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StrictStr, TypeAdapter,
+                      ValidationError, model_validator)
+
+from launch.samplers import DEFAULT as DEFAULT_SAMPLER
+from launch.samplers import SAMPLERS
+from suhmo.config import (PRESETS, ConfigError, all_keys, base_type, coerce, field_type, load_yaml, make_config,
+                          suggest)
+from suhmo.selection import METRIC_MODES, Objective  # noqa: F401 - re-exported: launch.space.Objective
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -187,7 +189,7 @@ class SearchSpace:
         lines.append(f"budget     {b['num_samples']} trials, {b['max_concurrent']} at a time{tb}")
         s = self.sampler
         lines.append(f"sampler    {s['type']}" + (f" (n_startup_trials {s['n_startup_trials']})"
-                                                   if s["type"] == "tpe" else "") + f", study seed {self.seed}")
+                                                   if "n_startup_trials" in s else "") + f", study seed {self.seed}")
         return "\n".join(lines)
 
 
@@ -330,6 +332,162 @@ def parse_objectives(text: str, where: str = "--objectives") -> list[Objective]:
     return objs
 
 
+# ---------------------------------------------------------------------- declared schema
+def _no_bool(v: Any) -> Any:
+    if isinstance(v, bool):
+        raise ValueError("expected a number")
+    return v
+
+
+# The shape of a space file, declared with pydantic; what depends on the config (field types,
+# keys, conditional branches) is checked in _parse_param. _error turns pydantic's first error
+# into one line that names the file and key.
+Number = Annotated[float, BeforeValidator(_no_bool), Field(allow_inf_nan=False)]
+Count = Annotated[StrictInt, Field(ge=1)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Range(_Strict):
+    low: Number
+    high: Number
+    step: Optional[Annotated[Number, Field(gt=0)]] = None
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if not self.low < self.high:
+            raise ValueError(f"low={self.low:g} must be < high={self.high:g}")
+        return self
+
+
+class Uniform(_Range):
+    type: Literal["uniform"]
+
+
+class LogUniform(_Range):
+    type: Literal["loguniform"]
+
+    @model_validator(mode="after")
+    def _positive(self):
+        if self.low <= 0:
+            raise ValueError(f"loguniform needs low > 0, got {self.low:g}")
+        return self
+
+
+class IntRange(_Range):
+    type: Literal["int"]
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _whole(self):
+        if not (self.low.is_integer() and self.high.is_integer()):
+            raise ValueError(f"int bounds must be whole numbers, got {self.low:g}..{self.high:g}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"int with log: true needs low >= 1, got {self.low:g}")
+        if self.step is not None and not self.step.is_integer():
+            raise ValueError("step: must be a positive whole number")
+        if self.step is not None and self.log:
+            raise ValueError("step and log: true cannot be combined")
+        return self
+
+
+class Choice(_Strict):
+    type: Literal["choice"]
+    values: Annotated[list, Field(min_length=1)]
+    when: Optional[dict[Any, Any]] = None
+
+
+Distribution = Annotated[Union[LogUniform, Uniform, IntRange, Choice], Field(discriminator="type")]
+DISTRIBUTIONS = tuple(m.model_fields["type"].annotation.__args__[0] for m in typing.get_args(
+    typing.get_args(Distribution)[0]))
+
+
+class Asha(_Strict):
+    type: Literal["asha"]
+    grace_period: Annotated[Count, Field(description="evaluations")] = 1
+    reduction_factor: Annotated[Number, Field(gt=1)] = 2
+
+
+class Fifo(_Strict):
+    type: Literal["fifo"]
+
+
+Scheduler = Annotated[Union[Asha, Fifo], Field(discriminator="type")]
+SCHEDULERS = ("asha", "fifo")
+
+
+class Budget(_Strict):
+    num_samples: Count = 8
+    max_concurrent: Count = 2
+    time_budget: Any = None  # parse_duration
+
+
+class SpaceFile(_Strict):
+    description: Optional[StrictStr] = ""
+    base: Optional[dict[Any, Any]] = None
+    params: Optional[dict[Any, Any]] = None
+    objective: Any = None
+    objectives: Any = None
+    scheduler: Any = None
+    budget: Any = None
+    sampler: Any = None
+    seed: Annotated[StrictInt, Field(ge=0)] = 0
+
+
+TOP_LEVEL = tuple(SpaceFile.model_fields)
+
+
+def _validate(schema: Any, data: Any, where: str, what: str = "key", sep: str = ".") -> Any:
+    """``data`` checked against ``schema`` (a model or an annotated union), or a one-line ConfigError;
+    a key is named ``where + sep + key``."""
+    try:
+        return TypeAdapter(schema).validate_python(data)
+    except ValidationError as e:
+        raise ConfigError(_error(e.errors(include_url=False)[0], schema, where, what, sep)) from None
+
+
+def _error(err: dict, schema: Any, where: str, what: str, sep: str) -> str:
+    kind, loc, ctx, value = err["type"], err["loc"], err.get("ctx") or {}, err.get("input")
+    members = {m.model_fields["type"].annotation.__args__[0]: m
+               for m in typing.get_args(typing.get_args(schema)[0])} if typing.get_origin(schema) else {}
+    model, tag = schema, None
+    if members and kind not in ("union_tag_invalid", "union_tag_not_found"):
+        tag, loc = loc[0], loc[1:]
+        model = members[tag]
+    name = str(loc[0]) if loc else ""
+    at = f"{where}{sep}{name}" if name else where
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        got = ctx.get("tag")
+        return f"{where}: unknown {what} {got!r}{suggest(str(got), list(members))} (use {', '.join(members)})"
+    if kind == "extra_forbidden":
+        known = list(model.model_fields)
+        if tag is not None:
+            return f"{where}: {name!r} does not apply to type {tag}{suggest(name, known)}"
+        return f"{where}: unknown {what} {name!r}{suggest(name, known)} ({what}s: {', '.join(known)})"
+    if kind == "missing":
+        return f"{where}: {tag} needs '{name}'"
+    if kind == "value_error":
+        return f"{at}: {ctx.get('error')}" + (f", got {value!r}" if name else "")
+    if kind in ("too_short", "list_type"):
+        return f"{at}: expected a non-empty list, got {value!r}"
+    if kind in ("dict_type", "model_type"):
+        return f"{at}: expected a mapping, got {value!r}"
+    info = model.model_fields.get(name) if isinstance(model, type) else None
+    bound = next(((op, ctx[k]) for k, op in (("ge", ">="), ("gt", ">")) if k in ctx), None) or next(
+        ((op, getattr(c, k)) for c in (info.metadata if info else ()) for k, op in (("ge", ">="), ("gt", ">"))
+         if hasattr(c, k)), None)
+    number = "an integer" if info is not None and int in (info.annotation, *typing.get_args(info.annotation)) \
+        else "a number"
+    why = f" ({info.description})" if info is not None and info.description else ""
+    if bound:
+        return f"{at}: expected {number} {bound[0]} {bound[1]}{why}, got {value!r}"
+    if kind == "finite_number":
+        return f"{at}: expected a finite number, got {value!r}"
+    return f"{at}: expected {'text' if kind == 'string_type' else number}, got {value!r}"
+
+
 # ---------------------------------------------------------------------- loading
 def find_space(name_or_path: str) -> Path:
     """``demo`` -> ``search_spaces/demo.yaml`` of the repository (or of the cwd); or a path."""
@@ -360,16 +518,10 @@ def parse_space(data: dict, *, name: str = "space", path: Optional[str] = None) 
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping at the top level")
     data = copy.deepcopy(data)
-    for key in data:
-        if key not in TOP_LEVEL:
-            raise ConfigError(f"{where}: unknown section {key!r}{suggest(str(key), list(TOP_LEVEL))} "
-                              f"(sections: {', '.join(TOP_LEVEL)})")
+    top = _validate(SpaceFile, data, where, "section", sep=": ")
 
     # base ------------------------------------------------------------------
-    base_raw = data.get("base") or {}
-    if not isinstance(base_raw, dict):
-        raise ConfigError(f"{where}: base: expected a mapping of config keys to values")
-    base_raw = dict(base_raw)
+    base_raw = dict(top.base or {})
     preset = base_raw.pop("preset", "tiny")
     if preset not in PRESETS:
         raise ConfigError(f"{where}: base.preset {preset!r}: choose one of {', '.join(PRESETS)}"
@@ -381,13 +533,10 @@ def parse_space(data: dict, *, name: str = "space", path: Optional[str] = None) 
         base[k] = coerce(v, field_type(k), f"{where}: base.{k}")
 
     # params ----------------------------------------------------------------
-    params_raw = data.get("params") or {}
-    if not isinstance(params_raw, dict):
-        raise ConfigError(f"{where}: params: expected a mapping of config keys to distributions")
-    if not params_raw:
+    if not top.params:
         raise ConfigError(f"{where}: params: nothing to search; add at least one parameter")
     seen: dict[str, Param] = {}
-    params = [_parse_param(k, spec, keys, f"{where}: params", seen) for k, spec in params_raw.items()]
+    params = [_parse_param(k, spec, keys, f"{where}: params", seen) for k, spec in top.params.items()]
     both = [p.key for p in _walk(params) if p.key in base]
     if both:
         raise ConfigError(f"{where}: {both[0]} is both fixed in base and searched in params; keep one")
@@ -396,34 +545,27 @@ def parse_space(data: dict, *, name: str = "space", path: Optional[str] = None) 
                           "set the top-level 'seed' instead")
 
     # objectives ------------------------------------------------------------
-    if "objective" in data and "objectives" in data:
+    if top.objective is not None and top.objectives is not None:
         raise ConfigError(f"{where}: give either objective or objectives, not both")
-    if "objectives" in data:
-        items = data["objectives"]
+    if top.objectives is not None:
+        items = top.objectives
         if isinstance(items, str):
             items = [s for s in items.split(",") if s.strip()]
         if not isinstance(items, list) or not items:
             raise ConfigError(f"{where}: objectives: expected a list like [fd_clip40:min, apd:max]")
         objectives = [parse_objective(it, f"{where}: objectives") for it in items]
     else:
-        objectives = [parse_objective(data.get("objective", "fd_clip40:min"), f"{where}: objective")]
+        objectives = [parse_objective(top.objective or "fd_clip40:min", f"{where}: objective")]
     names = [o.metric for o in objectives]
     if len(set(names)) != len(names):
         raise ConfigError(f"{where}: objectives: a metric is listed twice")
 
-    scheduler = parse_scheduler(data.get("scheduler"), f"{where}: scheduler")
-    budget = parse_budget(data.get("budget"), f"{where}: budget")
-    sampler = parse_sampler(data.get("sampler"), f"{where}: sampler", budget["num_samples"], len(objectives))
-    seed = data.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ConfigError(f"{where}: seed: expected a non-negative integer, got {seed!r}")
-    desc = data.get("description") or ""
-    if not isinstance(desc, str):
-        raise ConfigError(f"{where}: description: expected text")
-
-    space = SearchSpace(name=name, path=path, description=desc.strip(), preset=preset, base=base,
-                        params=params, objectives=objectives, scheduler=scheduler, budget=budget,
-                        sampler=sampler, seed=seed, raw=data)
+    scheduler = parse_scheduler(top.scheduler, f"{where}: scheduler")
+    budget = parse_budget(top.budget, f"{where}: budget")
+    sampler = parse_sampler(top.sampler, f"{where}: sampler", budget["num_samples"], len(objectives))
+    space = SearchSpace(name=name, path=path, description=(top.description or "").strip(), preset=preset,
+                        base=base, params=params, objectives=objectives, scheduler=scheduler, budget=budget,
+                        sampler=sampler, seed=top.seed, raw=data)
     # the fixed part must already be a valid config (catches e.g. eval_every > iterations typos)
     try:
         space.base_config()
@@ -457,54 +599,27 @@ def _check_key(key: str, keys: list[str], where: str) -> None:
         raise ConfigError(f"{where}: unknown config field {key!r}{suggest(key, keys)}")
 
 
-def _number(v: Any, where: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        if isinstance(v, str):
-            try:
-                return float(v)
-            except ValueError:
-                pass
-        raise ConfigError(f"{where}: expected a number, got {v!r}")
-    if not math.isfinite(v):
-        raise ConfigError(f"{where}: expected a finite number, got {v!r}")
-    return float(v)
-
-
 def _parse_param(key: str, spec: Any, keys: list[str], where: str, seen: dict[str, Param]) -> Param:
+    """One searched field: its distribution (declared above), then what depends on the field."""
     key = str(key)
     _check_key(key, keys, where)
     here = f"{where}.{key}"
     if not isinstance(spec, dict):
         raise ConfigError(f"{here}: expected a distribution like {{type: loguniform, low: 1e-5, high: 1e-3}}, "
                           f"got {spec!r}")
-    kind = spec.get("type")
-    if kind not in DISTRIBUTIONS:
-        raise ConfigError(f"{here}: unknown distribution {kind!r}{suggest(str(kind), list(DISTRIBUTIONS))} "
-                          f"(use {', '.join(DISTRIBUTIONS)})")
-    allowed = {"type"} | ({"values", "when"} if kind == "choice" else
-                          {"low", "high", "log", "step"} if kind == "int" else {"low", "high", "step"})
-    extra = set(spec) - allowed
-    if extra:
-        bad = sorted(extra)[0]
-        raise ConfigError(f"{here}: {bad!r} does not apply to type {kind}{suggest(bad, sorted(allowed))}")
+    dist = _validate(Distribution, spec, here, "distribution")
     ftype = field_type(key)
-    base_t = _base_type(ftype)
-    if kind == "choice":
-        values = spec.get("values")
-        if not isinstance(values, list) or not values:
-            raise ConfigError(f"{here}: choice needs a non-empty list 'values'")
-        coerced = [coerce(v, ftype, f"{here} value {v!r}") for v in values]
+    base_t = base_type(ftype)
+    if isinstance(dist, Choice):
+        coerced = [coerce(v, ftype, f"{here} value {v!r}") for v in dist.values]
         labels = [_label(v) for v in coerced]
         if len(set(map(repr, labels))) != len(labels):
             raise ConfigError(f"{here}: choice values must be distinct")
-        when_raw = spec.get("when") or {}
-        if not isinstance(when_raw, dict):
-            raise ConfigError(f"{here}.when: expected a mapping from a choice value to parameters")
         when = []
-        for value, sub in when_raw.items():
+        for value, sub in (dist.when or {}).items():
             matches = [lab for v, lab in zip(coerced, labels) if v == value or str(v) == str(value)]
             if not matches:
-                raise ConfigError(f"{here}.when: {value!r} is not one of the values {values}")
+                raise ConfigError(f"{here}.when: {value!r} is not one of the values {dist.values}")
             if not isinstance(sub, dict) or not sub:
                 raise ConfigError(f"{here}.when.{value}: expected a mapping of config keys to distributions")
             subs = []
@@ -517,32 +632,11 @@ def _parse_param(key: str, spec: Any, keys: list[str], where: str, seen: dict[st
     else:
         if base_t is bool or base_t is str or base_t is list:
             raise ConfigError(f"{here}: {key} is a {base_t.__name__} field; use type: choice")
-        if kind in ("uniform", "loguniform") and base_t is int:
+        if dist.type != "int" and base_t is int:
             raise ConfigError(f"{here}: {key} is an int field; use type: int (log: true for a log scale)")
-        for b in ("low", "high"):
-            if b not in spec:
-                raise ConfigError(f"{here}: {kind} needs '{b}'")
-        low, high = _number(spec["low"], f"{here}.low"), _number(spec["high"], f"{here}.high")
-        if not low < high:
-            raise ConfigError(f"{here}: low={spec['low']} must be < high={spec['high']}")
-        if kind == "loguniform" and low <= 0:
-            raise ConfigError(f"{here}: loguniform needs low > 0, got {spec['low']}")
-        log = bool(spec.get("log", False))
-        if kind == "int":
-            if not (float(low).is_integer() and float(high).is_integer()):
-                raise ConfigError(f"{here}: int bounds must be whole numbers, got {spec['low']}..{spec['high']}")
-            if log and low <= 0:
-                raise ConfigError(f"{here}: int with log: true needs low >= 1, got {spec['low']}")
-        step = spec.get("step")
-        if step is not None:
-            step = _number(step, f"{here}.step")
-            if step <= 0 or (kind == "int" and not float(step).is_integer()):
-                raise ConfigError(f"{here}.step: must be a positive {'whole ' if kind == 'int' else ''}number")
-            if kind == "int" and log:
-                raise ConfigError(f"{here}: step and log: true cannot be combined")
-        for b, v in (("low", low), ("high", high)):
-            coerce(int(v) if kind == "int" else v, ftype, f"{here}.{b}")
-        param = Param(key, kind, low=low, high=high, log=log, step=step)
+        for b, v in (("low", dist.low), ("high", dist.high)):
+            coerce(int(v) if dist.type == "int" else v, ftype, f"{here}.{b}")
+        param = Param(key, dist.type, low=dist.low, high=dist.high, log=getattr(dist, "log", False), step=dist.step)
     prev = seen.get(key)
     if prev is not None and prev != param:
         raise ConfigError(f"{here}: {key} is searched twice with different distributions; "
@@ -551,81 +645,30 @@ def _parse_param(key: str, spec: Any, keys: list[str], where: str, seen: dict[st
     return param
 
 
-def _base_type(ftype: Any) -> Any:
-    origin, args = typing.get_origin(ftype), typing.get_args(ftype)
-    if origin is typing.Union and type(None) in args:
-        ftype = next(a for a in args if a is not type(None))
-    if ftype is list or typing.get_origin(ftype) is list:
-        return list
-    return ftype
-
-
-def _typed_block(raw: Any, where: str, *, default: str, keys: dict[str, set], what: str) -> tuple[str, dict]:
-    """``raw`` is a name or ``{type: NAME, ...}``; check the name and the keys allowed for it."""
-    if raw is None:
-        raw = {"type": default}
-    if isinstance(raw, str):
-        raw = {"type": raw}
-    names = ", ".join(keys)
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected one of {names} or {{type: NAME, ...}}")
-    kind = raw.get("type", default)
-    if kind not in keys:
-        raise ConfigError(f"{where}: unknown {what} {kind!r}{suggest(str(kind), list(keys))} (use {names})")
-    extra = set(raw) - keys[kind] - {"type"}
-    if extra:
-        raise ConfigError(f"{where}: {sorted(extra)[0]!r} does not apply to {what} {kind}")
-    return kind, raw
+def _typed(raw: Any, default: str) -> Any:
+    """A block given as ``NAME`` or ``{type: NAME, ...}`` (type defaults to ``default``)."""
+    if raw is None or isinstance(raw, str):
+        return {"type": raw or default}
+    return {"type": default, **raw} if isinstance(raw, dict) else raw
 
 
 def parse_scheduler(raw: Any, where: str) -> dict[str, Any]:
-    kind, raw = _typed_block(raw, where, default="asha", what="scheduler",
-                             keys={"asha": {"grace_period", "reduction_factor"}, "fifo": set()})
-    out = {"type": kind}
-    if kind == "asha":
-        gp, rf = raw.get("grace_period", 1), raw.get("reduction_factor", 2)
-        if isinstance(gp, bool) or not isinstance(gp, int) or gp < 1:
-            raise ConfigError(f"{where}.grace_period: expected an integer >= 1 (evaluations), got {gp!r}")
-        if isinstance(rf, bool) or not isinstance(rf, (int, float)) or rf <= 1:
-            raise ConfigError(f"{where}.reduction_factor: expected a number > 1, got {rf!r}")
-        out.update(grace_period=gp, reduction_factor=rf)
-    return out
+    sch = _validate(Scheduler, _typed(raw, "asha"), where, "scheduler").model_dump()
+    if sch["type"] == "asha" and float(sch["reduction_factor"]).is_integer():
+        sch["reduction_factor"] = int(sch["reduction_factor"])  # printed as 2, not 2.0
+    return sch
 
 
 def parse_budget(raw: Any, where: str) -> dict[str, Any]:
-    raw = raw or {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected a mapping with num_samples, max_concurrent, time_budget")
-    allowed = ("num_samples", "max_concurrent", "time_budget")
-    for k in raw:
-        if k not in allowed:
-            raise ConfigError(f"{where}: unknown key {k!r}{suggest(str(k), list(allowed))}")
-    out: dict[str, Any] = {}
-    for k, default in (("num_samples", 8), ("max_concurrent", 2)):
-        v = raw.get(k, default)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ConfigError(f"{where}.{k}: expected an integer >= 1, got {v!r}")
-        out[k] = v
-    out["time_budget_s"] = parse_duration(raw.get("time_budget"), f"{where}.time_budget")
-    return out
+    b = _validate(Budget, raw or {}, where)
+    return {"num_samples": b.num_samples, "max_concurrent": b.max_concurrent,
+            "time_budget_s": parse_duration(b.time_budget, f"{where}.time_budget")}
 
 
 def parse_sampler(raw: Any, where: str, num_samples: int, n_objectives: int) -> dict[str, Any]:
-    kind, raw = _typed_block(raw or None, where, default="tpe", what="sampler",
-                             keys={"tpe": {"n_startup_trials"}, "nsga2": {"population_size"}, "random": set()})
-    out: dict[str, Any] = {"type": kind}
-    if kind == "tpe":
-        # TPE needs a few random trials first; a third of a small budget, at most Optuna's 10
-        n = raw.get("n_startup_trials", max(2, min(10, num_samples // 3)))
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ConfigError(f"{where}.n_startup_trials: expected an integer >= 1, got {n!r}")
-        out["n_startup_trials"] = n
-    if kind == "nsga2":
-        n = raw.get("population_size", max(2, min(50, num_samples // 2)))
-        if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-            raise ConfigError(f"{where}.population_size: expected an integer >= 2, got {n!r}")
-        out["population_size"] = n
-    return out
+    """A sampler of the registry ``launch.samplers.SAMPLERS``, its budget-dependent defaults filled in."""
+    union = Annotated[Union[tuple(SAMPLERS.values())], Field(discriminator="type")]
+    return _validate(union, _typed(raw, DEFAULT_SAMPLER), where, "sampler").resolved(num_samples)
 
 
 def check_metric_mode(metric: Optional[str], mode: Optional[str]) -> Objective:

@@ -14,16 +14,43 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import json
-import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Annotated, Any, Literal, Optional
+
+import pydantic
+
+from suhmo.registry import GENERATORS, SEQ_DISCRIMINATORS, SPACES, TAU_FAMILIES, Registry
 
 
 class ConfigError(ValueError):
     """A configuration mistake; the message says which key and why."""
+
+
+# Every field's type, range and allowed values are declared on its annotation (``Annotated``) and
+# checked by pydantic in ``Config.validate``; rules that relate several fields stay in ``validate``.
+def _at_least(*, ge=None, gt=None, le=None, lt=None, note: str = "") -> Any:
+    """Bounds of a number field; ``note`` ends its error message (``must be >= 1 (note)``)."""
+    return pydantic.Field(ge=ge, gt=gt, le=le, lt=lt, description=note or None)
+
+
+@dataclass(frozen=True)
+class OneOf:
+    """Allowed values of a text field: fixed ones, and the names in a registry (``suhmo.registry``),
+    read when a config is validated: a variant registered there is a valid choice here."""
+
+    values: tuple = ()
+    registry: Optional[Registry] = None
+
+    def __init__(self, *values: str, registry: Optional[Registry] = None):
+        object.__setattr__(self, "values", values)
+        object.__setattr__(self, "registry", registry)
+
+    def choices(self) -> tuple:
+        return self.values + (self.registry.names() if self.registry is not None else ())
 
 
 VAE_VARIANTS = ("actor", "hitdvae")  # generator variants trained as VAEs (suhmo.objectives), each with its section
@@ -32,58 +59,58 @@ VAE_VARIANTS = ("actor", "hitdvae")  # generator variants trained as VAEs (suhmo
 @dataclass
 class DataConfig:
     path: Optional[str] = None  # canonical landmark .npz; None = embedded synthetic data
-    fps: float = 25.0  # training frame rate; other rates are resampled
-    obs_len: int = 5  # observed (teacher-forced) frames, paper: "up to 5"
+    fps: Annotated[float, _at_least(ge=1)] = 25.0  # training frame rate; other rates are resampled
+    obs_len: Annotated[int, _at_least(ge=1)] = 5  # observed (teacher-forced) frames, paper: "up to 5"
     random_obs: bool = True  # each iteration observes k ~ U{1..obs_len} frames ("up to 5"), so G
     # also learns the single-reference start it gets at test time; False = always obs_len
-    seq_len: int = 40  # generated frames per training window (1.6 s at 25 fps)
-    normalize: str = "bbox"  # bbox (keeps head translation) | centred (suppresses it)
+    seq_len: Annotated[int, _at_least(ge=2)] = 40  # generated frames per training window (1.6 s at 25 fps)
+    normalize: Annotated[str, OneOf("bbox", "centred")] = "bbox"  # bbox (keeps head translation) | centred (suppresses it)
     bbox_scale: float = 1.1  # per-clip bounding box enlargement before mapping to [0, 1]
-    pairing: str = "random"  # random pairs (2n, 2n+1) | cooccurring (real pairs when the data has them)
+    pairing: Annotated[str, OneOf("random", "cooccurring")] = "random"  # random pairs (2n, 2n+1) | cooccurring (real pairs when the data has them)
     augment: bool = True  # random rescale, translation and flip (with index swap)
-    aug_scale_low: float = 0.6  # rescale factor range about the centre
-    aug_scale_high: float = 1.0
-    aug_flip_p: float = 0.5
-    smooth_frames: int = 1  # trailing moving average on REAL positions at load (1 = off); vel/acc are plain differences for real and fake alike
-    test_fraction: float = 0.25  # share of persons held out for evaluation
+    aug_scale_low: Annotated[float, _at_least(gt=0)] = 0.6  # rescale factor range about the centre
+    aug_scale_high: Annotated[float, _at_least(gt=0)] = 1.0
+    aug_flip_p: Annotated[float, _at_least(ge=0, le=1)] = 0.5
+    smooth_frames: Annotated[int, _at_least(ge=1)] = 1  # trailing moving average on REAL positions at load (1 = off); vel/acc are plain differences for real and fake alike
+    test_fraction: Annotated[float, _at_least(gt=0, lt=1)] = 0.25  # share of persons held out for evaluation
     synth_clips: int = 48  # embedded synthetic data, used when path is None
     synth_seconds: float = 8.0
     synth_seed: int = 0
-    synth_mix: float = 0.0  # share of each batch's pairs drawn from the synthetic speakers beside data.path; 0 = off
-    synth_mix_until: Optional[int] = None  # mix only for the first N iterations (synth_mix=1: pretraining); None = always
+    synth_mix: Annotated[float, _at_least(ge=0, le=1)] = 0.0  # share of each batch's pairs drawn from the synthetic speakers beside data.path; 0 = off
+    synth_mix_until: Optional[Annotated[int, _at_least(ge=0, note="or null")]] = None  # mix only for the first N iterations (synth_mix=1: pretraining); None = always
 
 
 @dataclass
 class WindowConfig:
     """Window-based multi-scale sequence discriminator sampling (eq. 5)."""
 
-    family: str = "uniform"  # fixed | uniform | texp  (distribution of the window length tau)
+    family: Annotated[str, OneOf(registry=TAU_FAMILIES)] = "uniform"  # fixed | uniform | texp  (distribution of the window length tau)
     scales: list = field(default_factory=lambda: [5, 10, 20, 40])  # family=fixed
-    tau_min: int = 5  # uniform / texp support [tau_min, tau_max]
+    tau_min: Annotated[int, _at_least(ge=2)] = 5  # uniform / texp support [tau_min, tau_max]
     tau_max: int = 40
-    texp_mean: float = 20.0  # texp: mean of the untruncated exponential
-    starts: str = "random"  # random (paper) | grid (authors' code, stride grid_stride * tau)
-    grid_stride: float = 0.5
-    num_windows: int = 4  # windows drawn per D call (random starts)
+    texp_mean: Annotated[float, _at_least(gt=0)] = 20.0  # texp: mean of the untruncated exponential
+    starts: Annotated[str, OneOf("random", "grid")] = "random"  # random (paper) | grid (authors' code, stride grid_stride * tau)
+    grid_stride: Annotated[float, _at_least(gt=0, le=1)] = 0.5
+    num_windows: Annotated[int, _at_least(ge=1)] = 4  # windows drawn per D call (random starts)
     single_scale: bool = False  # ablation: one window of length seq_len
 
 
 @dataclass
 class ModelConfig:
-    variant: str = "rnn"  # rnn | transformer (SUHMo, GAN) | actor | hitdvae (VAE baselines: sections actor, hitdvae)
-    d_form: str = "auto"  # rnn | transformer | auto (= variant) for the sequence discriminators
-    hidden_g: int = 1024  # LSTM hidden size (rnn) / feed-forward width (transformer)
-    mlp_g: int = 1024  # deep-output MLP width
-    emb_g: int = 1024  # transformer token embedding
-    blocks_g: int = 1
-    heads_g: int = 1
-    attn_window_g: Optional[int] = None  # transformer G: SA and BXA see the W most recent tokens; None = full (paper)
-    hidden_d: int = 1024  # sequence D LSTM hidden size (rnn) / feed-forward width (transformer)
-    emb_d: int = 128  # transformer D embedding
-    blocks_d: int = 1
-    heads_d: int = 1
+    variant: Annotated[str, OneOf(registry=GENERATORS)] = "rnn"  # rnn | transformer (SUHMo, GAN) | actor | hitdvae (VAE baselines: sections actor, hitdvae)
+    d_form: Annotated[str, OneOf("auto", registry=SEQ_DISCRIMINATORS)] = "auto"  # rnn | transformer | auto (= variant) for the sequence discriminators
+    hidden_g: Annotated[int, _at_least(ge=1)] = 1024  # LSTM hidden size (rnn) / feed-forward width (transformer)
+    mlp_g: Annotated[int, _at_least(ge=1)] = 1024  # deep-output MLP width
+    emb_g: Annotated[int, _at_least(ge=1)] = 1024  # transformer token embedding
+    blocks_g: Annotated[int, _at_least(ge=1)] = 1
+    heads_g: Annotated[int, _at_least(ge=1)] = 1
+    attn_window_g: Optional[Annotated[int, _at_least(gt=0, note="of frames or null (full causal attention)")]] = None  # transformer G: SA and BXA see the W most recent tokens; None = full (paper)
+    hidden_d: Annotated[int, _at_least(ge=1)] = 1024  # sequence D LSTM hidden size (rnn) / feed-forward width (transformer)
+    emb_d: Annotated[int, _at_least(ge=1)] = 128  # transformer D embedding
+    blocks_d: Annotated[int, _at_least(ge=1)] = 1
+    heads_d: Annotated[int, _at_least(ge=1)] = 1
     pos_enc_d: bool = True  # sinusoidal positional encoding in the Transformer sequence D (authors: on)
-    frame_d_hidden: int = 1024  # D_F width
+    frame_d_hidden: Annotated[int, _at_least(ge=1)] = 1024  # D_F width
     spectral_norm: bool = True
     pair_g: bool = True  # batch-pool / batch-cross attention in G (False = one-sample G)
     joint_d: bool = True  # joint pair discriminator D_s^j (False = one-sample D)
@@ -92,11 +119,11 @@ class ModelConfig:
     acc_scale: float = 25.0  # x acceleration in the D features (same reason)
     d_centred: bool = True  # D sees each frame's shape about its centroid plus the centroid (410); False = the paper's raw 408
     g_centred: bool = False  # G reads positions about the centroid plus the centroid (generators.step_input)
-    space: str = "landmarks"  # landmarks (paper: G integrates 136 coordinates) | semantic (head pose + PCA shape, models.space)
-    semantic_k: int = 16  # shape components of the semantic space
-    noise_g: int = 0  # Gaussian inputs per generator step (0 = the paper's deterministic G; diversity then comes only from the pair)
+    space: Annotated[str, OneOf(registry=SPACES)] = "landmarks"  # landmarks (paper: G integrates 136 coordinates) | semantic (head pose + PCA shape, models.space)
+    semantic_k: Annotated[int, _at_least(ge=1, le=132, note="(68 x 2 coordinates less 4 pose values)")] = 16  # shape components of the semantic space
+    noise_g: Annotated[int, _at_least(ge=0, note="(0 = no noise input)")] = 0  # Gaussian inputs per generator step (0 = the paper's deterministic G; diversity then comes only from the pair)
     revert: bool = False  # G's integrator pulls the state back towards frame 0 at a learned rate per dimension (generators.Integrator); False = eq. 4
-    revert_lag: int = 10  # frames over which the initial reversion rates are fitted to the data (1 = one-step least squares, biased to 0 by momentum)
+    revert_lag: Annotated[int, _at_least(ge=1, note="(frames over which the reversion rates are fitted)")] = 10  # frames over which the initial reversion rates are fitted to the data (1 = one-step least squares, biased to 0 by momentum)
 
 
 @dataclass
@@ -105,13 +132,13 @@ class ActorConfig:
     Defaults = Petrovich et al. 2021 (8 layers, 4 heads, width 256, feed-forward 1024, latent 256,
     lambda_KL 1e-5); the small and tiny presets scale them down."""
 
-    latent: int = 256  # size of the one latent vector per sequence
-    width: int = 256  # token width of encoder and decoder
-    ff: int = 1024  # feed-forward width
-    layers: int = 8  # blocks in the encoder and in the decoder (each)
-    heads: int = 4
-    beta: float = 1e-5  # weight of the KL term (ACTOR's lambda_KL)
-    w_vel: float = 1.0  # weight of the velocity reconstruction term (0 = positions only)
+    latent: Annotated[int, _at_least(ge=1)] = 256  # size of the one latent vector per sequence
+    width: Annotated[int, _at_least(ge=1)] = 256  # token width of encoder and decoder
+    ff: Annotated[int, _at_least(ge=1)] = 1024  # feed-forward width
+    layers: Annotated[int, _at_least(ge=1)] = 8  # blocks in the encoder and in the decoder (each)
+    heads: Annotated[int, _at_least(ge=1)] = 4
+    beta: Annotated[float, _at_least(ge=0)] = 1e-5  # weight of the KL term (ACTOR's lambda_KL)
+    w_vel: Annotated[float, _at_least(ge=0)] = 1.0  # weight of the velocity reconstruction term (0 = positions only)
 
 
 @dataclass
@@ -123,51 +150,51 @@ class HitDVAEConfig:
     distance in the [0, 1] frame, KL per frame): 1e-5 equals the exact ELBO of a Gaussian
     likelihood with sigma ~ 0.02 per coordinate (beta = sigma^2 / 34)."""
 
-    latent: int = 32  # latent size per frame
-    width: int = 256  # token width of the causal (prior/generation) and inference Transformers
-    ff: int = 512  # feed-forward width
-    layers: int = 4  # blocks of each Transformer
-    heads: int = 4
-    beta: float = 1e-5  # weight of the per-step KL term (see the docstring)
-    w_vel: float = 1.0  # weight of the velocity reconstruction term (0 = positions only)
+    latent: Annotated[int, _at_least(ge=1)] = 32  # latent size per frame
+    width: Annotated[int, _at_least(ge=1)] = 256  # token width of the causal (prior/generation) and inference Transformers
+    ff: Annotated[int, _at_least(ge=1)] = 512  # feed-forward width
+    layers: Annotated[int, _at_least(ge=1)] = 4  # blocks of each Transformer
+    heads: Annotated[int, _at_least(ge=1)] = 4
+    beta: Annotated[float, _at_least(ge=0)] = 1e-5  # weight of the per-step KL term (see the docstring)
+    w_vel: Annotated[float, _at_least(ge=0)] = 1.0  # weight of the velocity reconstruction term (0 = positions only)
 
 
 @dataclass
 class LossConfig:
     adversarial: bool = True  # False = MLE baseline (L2 only)
-    w_seq: float = 1.0  # D_s
-    w_joint: float = 1.0  # D_s^j
-    w_frame: float = 1.0  # D_F
-    lam: float = 1e-2  # lambda of eq. 11
-    lam_decay: str = "none"  # none | step | linear | exp
+    w_seq: Annotated[float, _at_least(ge=0)] = 1.0  # D_s
+    w_joint: Annotated[float, _at_least(ge=0)] = 1.0  # D_s^j
+    w_frame: Annotated[float, _at_least(ge=0)] = 1.0  # D_F
+    lam: Annotated[float, _at_least(ge=0)] = 1e-2  # lambda of eq. 11
+    lam_decay: Annotated[str, OneOf("none", "step", "linear", "exp")] = "none"  # none | step | linear | exp
     lam_decay_iters: int = 5000  # iterations over which (or at which, for step) lambda decays
-    lam_final: float = 1e-4
-    reco: float = 0.0  # optional L2 on the teacher-forced observed frames (authors: 1e-3)
-    r1_frame: float = 0.0  # gamma of a zero-centred gradient penalty on D_F at real frames; 0 = off
+    lam_final: Annotated[float, _at_least(ge=0)] = 1e-4
+    reco: Annotated[float, _at_least(ge=0)] = 0.0  # optional L2 on the teacher-forced observed frames (authors: 1e-3)
+    r1_frame: Annotated[float, _at_least(ge=0)] = 0.0  # gamma of a zero-centred gradient penalty on D_F at real frames; 0 = off
 
 
 @dataclass
 class OptimConfig:
-    lr_g: float = 2e-5
-    lr_d: float = 1e-5
-    beta1: float = 0.5
-    beta2: float = 0.999
+    lr_g: Annotated[float, _at_least(gt=0)] = 2e-5
+    lr_d: Annotated[float, _at_least(gt=0)] = 1e-5
+    beta1: Annotated[float, _at_least(ge=0, lt=1)] = 0.5
+    beta2: Annotated[float, _at_least(ge=0, lt=1)] = 0.999
     lr_decay_iter: Optional[int] = 60000  # step decay point; None = never
     lr_decay_factor: float = 0.1
-    grad_clip: Optional[float] = None  # max gradient norm; None = off (authors: 1.0)
-    ema_g: float = 0.0  # decay of an exponential moving average of G's weights, used to evaluate and generate; 0 = off
+    grad_clip: Optional[Annotated[float, _at_least(gt=0, note="or null")]] = None  # max gradient norm; None = off (authors: 1.0)
+    ema_g: Annotated[float, _at_least(ge=0, lt=1, note="(0 = no moving average)")] = 0.0  # decay of an exponential moving average of G's weights, used to evaluate and generate; 0 = off
 
 
 @dataclass
 class TrainConfig:
-    iterations: int = 80000
-    batch_size: int = 120  # sequences, i.e. batch_size / 2 pairs
-    eval_every: int = 1000
+    iterations: Annotated[int, _at_least(ge=1)] = 80000
+    batch_size: Annotated[int, _at_least(ge=2)] = 120  # sequences, i.e. batch_size / 2 pairs
+    eval_every: Annotated[int, _at_least(ge=1)] = 1000
     seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda
-    threads: Optional[int] = None  # torch CPU threads; None = torch default
+    device: Annotated[str, OneOf("auto", "cpu", "cuda")] = "auto"  # auto | cpu | cuda
+    threads: Optional[Annotated[int, _at_least(gt=0, note="of CPU threads or null (torch's default)")]] = None  # torch CPU threads; None = torch default
     select_metric: str = "fd_clip40"  # best.pt is chosen on this metric
-    select_mode: str = "min"
+    select_mode: Annotated[str, OneOf("min", "max")] = "min"
     progress: bool = True
     compile: bool = False  # torch.compile G's step modules and D_F (suhmo.speed); a failure -> eager, one warning
     amp: bool = False  # bf16 autocast of forward passes and losses where supported (suhmo.speed.autocast)
@@ -175,9 +202,9 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    samples: int = 256  # generated sequences per evaluation
-    frames: int = 40  # generated frames per sequence during training evaluation
-    runs: int = 1
+    samples: Annotated[int, _at_least(ge=2)] = 256  # generated sequences per evaluation
+    frames: Annotated[int, _at_least(ge=1)] = 40  # generated frames per sequence during training evaluation
+    runs: Annotated[int, _at_least(ge=1)] = 1
     seed: int = 1234  # evaluation is seeded on its own
     init_vel: float = 0.01  # random initial velocity range (authors' evaluation); 0 = still start
     metrics: list = field(default_factory=lambda: ["landmark"])
@@ -256,23 +283,11 @@ class Config:
         return self.model.variant if self.model.d_form == "auto" else self.model.d_form
 
     def validate(self) -> "Config":
-        """Check ranges and choices; raise ConfigError naming the field."""
+        """Check every field against its declaration, then the rules between fields; raise
+        ConfigError naming the field."""
         c = self
-        _choice("data.normalize", c.data.normalize, ("bbox", "centred"))
-        _choice("data.pairing", c.data.pairing, ("random", "cooccurring"))
-        _choice("windows.family", c.windows.family, ("fixed", "uniform", "texp"))
-        _choice("windows.starts", c.windows.starts, ("random", "grid"))
-        _choice("model.variant", c.model.variant, ("rnn", "transformer") + VAE_VARIANTS)
-        _choice("model.d_form", c.model.d_form, ("auto", "rnn", "transformer"))
-        _choice("model.space", c.model.space, ("landmarks", "semantic"))
-        if not 1 <= c.model.semantic_k <= 132:
-            raise ConfigError(f"model.semantic_k={c.model.semantic_k}: must lie in 1..132 (68 x 2 coordinates "
-                              "less 4 pose values)")
-        if c.model.revert_lag < 1:
-            raise ConfigError(f"model.revert_lag={c.model.revert_lag}: must be >= 1 (frames over which the "
-                              "reversion rates are fitted)")
-        if c.model.noise_g < 0:
-            raise ConfigError(f"model.noise_g={c.model.noise_g}: must be >= 0 (0 = no noise input)")
+        for section in _sections():
+            _check_declared(section, getattr(c, section))
         if c.model.variant in VAE_VARIANTS:
             used = {"model.space": (c.model.space, "landmarks"), "model.noise_g": (c.model.noise_g, 0),
                     "model.revert": (c.model.revert, False), "train.compile": (c.train.compile, False)}
@@ -283,43 +298,17 @@ class Config:
         if c.model.space == "semantic" and c.model.g_centred:
             raise ConfigError("model.g_centred=true with model.space=semantic: the semantic state already "
                               "separates pose from shape; set model.g_centred=false")
-        _choice("loss.lam_decay", c.loss.lam_decay, ("none", "step", "linear", "exp"))
-        _choice("train.device", c.train.device, ("auto", "cpu", "cuda"))
-        _choice("train.select_mode", c.train.select_mode, ("min", "max"))
-        _positive("data.obs_len", c.data.obs_len)
-        _positive("data.seq_len", c.data.seq_len, minimum=2)
-        _positive("data.fps", c.data.fps)
-        _positive("data.smooth_frames", c.data.smooth_frames)
-        if not 0 < c.data.aug_scale_low <= c.data.aug_scale_high:
+        if not c.data.aug_scale_low <= c.data.aug_scale_high:
             raise ConfigError(
                 f"data.aug_scale_low={c.data.aug_scale_low} and data.aug_scale_high="
                 f"{c.data.aug_scale_high}: need 0 < low <= high"
             )
-        if not 0 <= c.data.aug_flip_p <= 1:
-            raise ConfigError(f"data.aug_flip_p={c.data.aug_flip_p}: must lie in [0, 1]")
-        if not 0 <= c.data.synth_mix <= 1:
-            raise ConfigError(f"data.synth_mix={c.data.synth_mix}: must lie in [0, 1]")
         if c.data.synth_mix > 0 and not c.data.path:
             raise ConfigError(f"data.synth_mix={c.data.synth_mix}: mixes the synthetic speakers into real data, "
                               "but data.path is not set (the data already is synthetic)")
-        if c.data.synth_mix_until is not None and c.data.synth_mix_until < 0:
-            raise ConfigError(f"data.synth_mix_until={c.data.synth_mix_until}: must be >= 0 or null")
-        if not 0 < c.data.test_fraction < 1:
-            raise ConfigError(f"data.test_fraction={c.data.test_fraction}: must lie in (0, 1)")
-        _positive("train.batch_size", c.train.batch_size, minimum=2)
         if c.train.batch_size % 2:
             raise ConfigError(f"train.batch_size={c.train.batch_size}: must be even (samples come in pairs)")
-        _positive("train.iterations", c.train.iterations)
-        if c.train.threads is not None and (isinstance(c.train.threads, bool) or int(c.train.threads) < 1):
-            raise ConfigError(f"train.threads={c.train.threads}: must be a positive number of CPU threads "
-                              "or null (torch's default)")
-        _positive("train.eval_every", c.train.eval_every)
-        _positive("eval.samples", c.eval.samples, minimum=2)
-        _positive("eval.frames", c.eval.frames)
-        _positive("eval.runs", c.eval.runs)
         w = c.windows
-        _positive("windows.num_windows", w.num_windows)
-        _positive("windows.tau_min", w.tau_min, minimum=2)
         if w.tau_max < w.tau_min:
             raise ConfigError(f"windows.tau_max={w.tau_max} < windows.tau_min={w.tau_min}")
         if w.family == "fixed":
@@ -331,55 +320,19 @@ class Config:
             raise ConfigError(
                 f"windows: length {too_long[0]} exceeds data.seq_len={span}; lower it or raise seq_len"
             )
-        if w.texp_mean <= 0:
-            raise ConfigError(f"windows.texp_mean={w.texp_mean}: must be > 0")
-        if not 0 < w.grid_stride <= 1:
-            raise ConfigError(f"windows.grid_stride={w.grid_stride}: must lie in (0, 1]")
-        for name in ("hidden_g", "mlp_g", "emb_g", "blocks_g", "heads_g", "hidden_d", "emb_d",
-                     "blocks_d", "heads_d", "frame_d_hidden"):
-            _positive(f"model.{name}", getattr(c.model, name))
-        if c.model.attn_window_g is not None and c.model.attn_window_g < 1:
-            raise ConfigError(f"model.attn_window_g={c.model.attn_window_g}: must be a positive number of frames "
-                              "or null (full causal attention)")
         if c.model.attn_window_g is not None and c.model.variant != "transformer":
             raise ConfigError(f"model.attn_window_g={c.model.attn_window_g}: only the transformer generator has "
                               f"attention (model.variant={c.model.variant}); set it to null")
         if c.model.g_centred and c.model.delta:
             raise ConfigError("model.g_centred=true with model.delta=true: the delta baseline reads displacements "
                               "from x_0, not positions; set one of them to false")
-        if c.model.emb_g % c.model.heads_g:
-            raise ConfigError(f"model.emb_g={c.model.emb_g} is not divisible by model.heads_g={c.model.heads_g}")
-        if c.model.emb_d % c.model.heads_d:
-            raise ConfigError(f"model.emb_d={c.model.emb_d} is not divisible by model.heads_d={c.model.heads_d}")
-        for sec in VAE_VARIANTS:
-            vc = getattr(c, sec)
-            for name in ("latent", "width", "ff", "layers", "heads"):
-                _positive(f"{sec}.{name}", getattr(vc, name))
-            if vc.width % vc.heads:
-                raise ConfigError(f"{sec}.width={vc.width} is not divisible by {sec}.heads={vc.heads}")
-            for name in ("beta", "w_vel"):
-                v = getattr(vc, name)
-                if not (v >= 0 and math.isfinite(v)):
-                    raise ConfigError(f"{sec}.{name}={v}: must be a finite number >= 0")
-        for name in ("lr_g", "lr_d"):
-            v = getattr(c.optim, name)
-            if not (v > 0 and math.isfinite(v)):
-                raise ConfigError(f"optim.{name}={v}: must be a positive number")
+        for width, heads in (("model.emb_g", "model.heads_g"), ("model.emb_d", "model.heads_d"),
+                             *((f"{v}.width", f"{v}.heads") for v in VAE_VARIANTS)):
+            if c.get(width) % c.get(heads):
+                raise ConfigError(f"{width}={c.get(width)} is not divisible by {heads}={c.get(heads)}")
         if c.loss.r1_frame > 0 and (not c.loss.adversarial or c.loss.w_frame <= 0):
             raise ConfigError(f"loss.r1_frame={c.loss.r1_frame}: penalises D_F, which is not trained here "
                               f"(loss.adversarial={c.loss.adversarial}, loss.w_frame={c.loss.w_frame}); set it to 0")
-        for name in ("beta1", "beta2"):
-            v = getattr(c.optim, name)
-            if not 0 <= v < 1:
-                raise ConfigError(f"optim.{name}={v}: must lie in [0, 1)")
-        if not 0.0 <= c.optim.ema_g < 1.0:
-            raise ConfigError(f"optim.ema_g={c.optim.ema_g}: must be in [0, 1) (0 = no moving average)")
-        if c.optim.grad_clip is not None and c.optim.grad_clip <= 0:
-            raise ConfigError(f"optim.grad_clip={c.optim.grad_clip}: must be > 0 or null")
-        for name in ("w_seq", "w_joint", "w_frame", "lam", "lam_final", "reco", "r1_frame"):
-            v = getattr(c.loss, name)
-            if not (v >= 0 and math.isfinite(v)):
-                raise ConfigError(f"loss.{name}={v}: must be a finite number >= 0")
         return self
 
 
@@ -487,7 +440,10 @@ def _sections() -> dict[str, type]:
     return {f.name: f.default_factory for f in dataclasses.fields(Config)}  # type: ignore[misc]
 
 
+@functools.lru_cache(maxsize=None)
 def _field_types(cls: type) -> dict[str, Any]:
+    """Field name -> type (``Optional[int]``), without the declared checks; cached: evaluating the
+    annotations builds their pydantic metadata."""
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
@@ -525,53 +481,86 @@ def _parse_scalar(text: str) -> Any:
 
 
 def coerce(value: Any, ftype: Any, where: str) -> Any:
-    """Convert ``value`` to the field type ``ftype`` or raise ConfigError."""
-    origin = typing.get_origin(ftype)
-    args = typing.get_args(ftype)
-    if origin is typing.Union and type(None) in args:
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
-            return None
-        ftype = next(a for a in args if a is not type(None))
-    if isinstance(value, str) and ftype is not str:
+    """Convert ``value`` (YAML or ``--set`` text) to the field type ``ftype`` or raise ConfigError.
+
+    Strict types (pydantic): no bool as a number, no 2.5 as an int; text is read as a YAML scalar
+    first (or a float), ``none``/``null`` is None for an optional field, 7.0 is 7, a tuple a list."""
+    base = base_type(ftype)
+    if isinstance(value, str) and value.lower() in ("none", "null") and _base_hint(ftype) is not ftype:
+        value = None  # an optional field
+    elif isinstance(value, str) and base is not str:
         value = _parse_scalar(value)
+    if base is float and isinstance(value, str):  # YAML 1.1 reads 3e-4 (no dot) as text
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    if base is int and isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, tuple):
+        value = list(value)
     try:
-        if ftype is bool:
-            if isinstance(value, bool):
-                return value
-            raise TypeError
-        if ftype is int:
-            if isinstance(value, bool):
-                raise TypeError
-            if isinstance(value, float) and not value.is_integer():
-                raise TypeError
-            return int(value)
-        if ftype is float:
-            if isinstance(value, bool):
-                raise TypeError
-            return float(value)
-        if ftype is str:
-            if not isinstance(value, str):
-                raise TypeError
-            return value
-        if ftype is list or typing.get_origin(ftype) is list:
-            if isinstance(value, tuple):
-                value = list(value)
-            if not isinstance(value, list):
-                raise TypeError
-            return value
-    except (TypeError, ValueError):
-        pass
+        return _adapter(ftype, finite=False).validate_python(value)
+    except pydantic.ValidationError:
+        raise ConfigError(f"{where}: expected {getattr(base, '__name__', base)}, got {value!r}") from None
+
+
+def base_type(ftype: Any) -> Any:
+    """``Optional[int]`` -> int, ``list[int]`` -> list: the type a value must have."""
+    return typing.get_origin(_base_hint(ftype)) or _base_hint(ftype)
+
+
+@functools.lru_cache(maxsize=None)
+def _adapter(hint: Any, finite: bool = True) -> pydantic.TypeAdapter:
+    return pydantic.TypeAdapter(hint, config=pydantic.ConfigDict(strict=True, allow_inf_nan=not finite))
+
+
+def _check_declared(section: str, obj: Any) -> None:
+    """Validate each field of one section against its annotation: type, bounds, allowed values."""
+    hints, plain = _declared_types(type(obj)), _field_types(type(obj))
+    for f in dataclasses.fields(obj):
+        value, hint = getattr(obj, f.name), hints[f.name]
+        key = f"{section}.{f.name}"
+        one_of = next((m for m in getattr(_base_hint(hint), "__metadata__", ()) if isinstance(m, OneOf)), None)
+        if one_of is not None:
+            choices = one_of.choices()
+            hint = Literal[choices] if hint is _base_hint(hint) else Optional[Literal[choices]]
+        try:
+            _adapter(hint).validate_python(value)
+        except pydantic.ValidationError as e:
+            err = e.errors()[0]
+            if one_of is not None and err["type"] == "literal_error":
+                raise ConfigError(f"{key}={value!r}: choose one of {', '.join(choices)}"
+                                  f"{suggest(str(value), list(choices))}") from None
+            if err["type"] in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+                raise ConfigError(f"{key}={value}: must be {_bounds_text(hint)}") from None
+            if err["type"] == "finite_number":
+                raise ConfigError(f"{key}={value}: must be a finite number") from None
+            tname = getattr(base_type(plain[f.name]), "__name__", plain[f.name])
+            raise ConfigError(f"{key}: expected {tname}, got {value!r}") from None
+
+
+@functools.lru_cache(maxsize=None)
+def _declared_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls, include_extras=True)
+
+
+def _base_hint(hint: Any) -> Any:
+    """``Optional[X]`` -> X."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if typing.get_origin(hint) is typing.Union and len(args) == 1 else hint
+
+
+def _bounds_text(hint: Any) -> str:
+    """The declared range of a number field in words: ``>= 1``, ``in [0, 1)``, ``a positive number``."""
+    info = next(m for m in _base_hint(hint).__metadata__ if isinstance(m, pydantic.fields.FieldInfo))
+    b = {k: getattr(c, k) for c in info.metadata for k in ("ge", "gt", "le", "lt") if hasattr(c, k)}
+    lo = ("[", b["ge"]) if "ge" in b else ("(", b["gt"]) if "gt" in b else None
+    hi = (b["le"], "]") if "le" in b else (b["lt"], ")") if "lt" in b else None
+    if lo and hi:
+        text = f"in {lo[0]}{lo[1]}, {hi[0]}{hi[1]}"
+    elif lo:
+        text = "a positive number" if lo == ("(", 0) else f"{'>=' if lo[0] == '[' else '>'} {lo[1]}"
     else:
-        return value
-    tname = getattr(ftype, "__name__", str(ftype))
-    raise ConfigError(f"{where}: expected {tname}, got {value!r}")
-
-
-def _choice(name: str, value: Any, options: tuple) -> None:
-    if value not in options:
-        raise ConfigError(f"{name}={value!r}: choose one of {', '.join(map(str, options))}")
-
-
-def _positive(name: str, value: Any, minimum: float = 1) -> None:
-    if value is None or value < minimum:
-        raise ConfigError(f"{name}={value}: must be >= {minimum}")
+        text = f"{'<=' if hi[1] == ']' else '<'} {hi[0]}"
+    return f"{text} {info.description}" if info.description else text

@@ -81,3 +81,26 @@ def test_every_key_is_addressable():
     c = Config()
     for k in all_keys():
         c.set(k, c.get(k))
+
+
+def test_registry_choices_are_read_from_the_registries_without_torch():
+    """model.variant, model.d_form, model.space and windows.family accept what suhmo.registry
+    names (a plug-in registered there is a valid choice), and checking them imports no torch."""
+    import subprocess
+    import sys
+
+    from suhmo.registry import GENERATORS, TAU_FAMILIES
+
+    with pytest.raises(ConfigError, match=r"windows.family='texpp': choose one of fixed, uniform, texp; did you mean"):
+        make_config("tiny", overrides=["windows.family=texpp"])
+    TAU_FAMILIES.register("plugin_family", "suhmo.models.windows:tau_uniform")
+    try:
+        assert make_config("tiny", overrides=["windows.family=plugin_family"]).windows.family == "plugin_family"
+    finally:
+        TAU_FAMILIES.unregister("plugin_family")
+    assert set(GENERATORS) == {"rnn", "transformer", "actor", "hitdvae"}
+    code = ("import sys; from suhmo.config import make_config; "
+            "make_config('tiny', overrides=['model.variant=transformer', 'model.space=semantic']); "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

@@ -168,7 +168,7 @@ def test_cached_generation_matches_uncached(over):
 @pytest.mark.parametrize("over", [{}, {"model.heads_g": 2, "model.blocks_g": 2}, {"model.attn_window_g": 2}])
 def test_training_cache_gradients_match_re_encoding(over):
     """The training pass writes keys and values in place and carries their gradients back to
-    the step that wrote them (_CachedAttention); the reference re-encodes the whole prefix at
+    the step that wrote them (kernels.CachedAttention); the reference re-encodes the whole prefix at
     every step with one masked call, so no gradient crosses calls there."""
     g = make_g("transformer", **over).double().train()  # float64: compare to 1e-9, not to float32 rounding
     for m in g.modules():  # keep the weights fixed between the two passes (no power-iteration step)
@@ -188,25 +188,6 @@ def test_training_cache_gradients_match_re_encoding(over):
     ref = torch.autograd.grad((prefix[:, 3:] * w).sum(), [obs] + params)
     for a, b in zip(grads, ref):
         assert torch.allclose(a, b, rtol=1e-8, atol=1e-9), (a - b).abs().max()
-
-
-def test_cached_attention_backward_passes_gradcheck():
-    from suhmo.models.generators import _CachedAttention
-    from suhmo.models.layers import causal_mask
-
-    torch.manual_seed(0)
-    B, h, T, dh = 2, 2, 5, 3
-    q, k, v = (torch.randn(B, h, T, dh, dtype=torch.float64, requires_grad=True) for _ in range(3))
-
-    def run(q, k, v):  # 3 tokens in one masked call, then 2 one-token steps (window 3) reading the cache
-        store = [torch.zeros(B, h, T, dh, dtype=torch.float64) for _ in range(4)]
-        outs = [_CachedAttention.apply(q[:, :, :3], k[:, :, :3], v[:, :, :3], store, 0, 0, causal_mask(3, 0, "cpu"))]
-        for t in (3, 4):
-            outs.append(_CachedAttention.apply(q[:, :, t:t + 1], k[:, :, t:t + 1], v[:, :, t:t + 1], store, t,
-                                               max(0, t - 2), None))
-        return torch.cat(outs, 2)
-
-    assert torch.autograd.gradcheck(run, (q, k, v))
 
 
 # ------------------------------------------------------------------ bounded attention window
@@ -443,17 +424,3 @@ def test_window_scores_match_per_window_forward(joint, form):
     g_ref = torch.autograd.grad((ref * weights).sum(), inputs)
     for a, b in zip(g_fused, g_ref):
         assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
-
-
-def test_window_lstm_backward_passes_gradcheck():
-    from suhmo.models.discriminators import lstm_window_states, window_tracks
-
-    torch.manual_seed(0)
-    T, B, H = 7, 2, 3
-    xp = torch.randn(T, B, 4 * H, dtype=torch.float64, requires_grad=True)
-    w_hh = torch.randn(4 * H, H, dtype=torch.float64, requires_grad=True)
-    tracks = window_tracks(_plan([(2, [0, 4]), (5, [0, 1]), (3, [1])]), T)
-    assert torch.autograd.gradcheck(lambda x, w: lstm_window_states(x, w, tracks), (xp, w_hh))
-    # one input at a time, as in the D step (w only matters through xp's producer) and the G step
-    assert torch.autograd.gradcheck(lambda x: lstm_window_states(x, w_hh.detach(), tracks), (xp,))
-    assert torch.autograd.gradcheck(lambda w: lstm_window_states(xp.detach(), w, tracks), (w_hh,))

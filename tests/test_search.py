@@ -108,6 +108,18 @@ def test_three_trial_search_finishes_with_a_best_config(ray_session, tmp_path, t
     assert all("best_fd_clip40" in r.data.metrics for r in runs)
 
 
+def test_gp_sampler_runs_a_search(ray_session, tmp_path):
+    """sampler: gp is Optuna's GPSampler, seeded by the study; after one random trial it proposes."""
+    data = tiny_space(sampler={"type": "gp", "n_startup_trials": 1}, budget={"num_samples": 3, "max_concurrent": 1})
+    outcome, _ = search(tmp_path, data, "gp")
+    rows = rank_rows(outcome.rows, outcome.plan.objectives)
+    assert [r.state for r in rows] == ["finished"] * 3, [(r.state, r.error) for r in rows]
+    study = searcher_study(outcome.plan.exp_dir)
+    assert isinstance(study.sampler, optuna.samplers.GPSampler)
+    assert len(study.trials) == 3 and all(t.state.name == "COMPLETE" for t in study.trials)
+    assert len({t.params["optim.lr_g"] for t in study.trials}) == 3
+
+
 def test_asha_stops_a_trial_early(ray_session, tmp_path, tracking_uri):
     data = tiny_space(scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 3},
                       budget={"num_samples": 5, "max_concurrent": 2})
@@ -124,6 +136,18 @@ def test_asha_stops_a_trial_early(ray_session, tmp_path, tracking_uri):
     # stopped by the scheduler is not a failure: FINISHED, said in the outcome tag
     assert all(runs[r.trial_id].info.status == "FINISHED" for r in stopped)
     assert all(runs[r.trial_id].data.tags["outcome"].startswith("stopped early by the scheduler") for r in stopped)
+    # Optuna's importances of the finished search, from the CLI: the two parameters that every
+    # trial has (windows.texp_mean is conditional), summing to 1
+    from click.testing import CliRunner
+
+    from launch.cli import cli
+
+    res = CliRunner().invoke(cli, ["importances", "asha", "--storage", str(tmp_path / "store")])
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert lines[0] == "parameter importances for fd_clip40 (fanova, 5 trials; sums to 1):", res.output
+    ranked = {ln.split()[0]: float(ln.split()[1]) for ln in lines[1:] if not ln.lstrip().startswith("(")}
+    assert set(ranked) == {"optim.lr_g", "windows.family"} and abs(sum(ranked.values()) - 1) < 2e-3, res.output
 
 
 def _seed_with_both(values_needed: set, space_data: dict, n: int) -> int:

@@ -219,3 +219,16 @@ def test_error_reason_takes_the_innermost_exception():
             "ray.exceptions.RayTaskError(SuhmoError): ray::ImplicitFunc.train()\n"
             "suhmo.utils.SuhmoError: diverged at iteration 2: loss_d is nan\n")
     assert error_reason(text) == "SuhmoError: diverged at iteration 2: loss_d is nan"
+
+
+def test_samplers_are_chosen_from_the_registry():
+    from launch.samplers import SAMPLERS, build_sampler
+
+    space = parse_space(with_change("sampler", {"type": "gp", "n_startup_trials": 4}), name="t")
+    assert space.sampler == {"type": "gp", "n_startup_trials": 4}
+    assert "sampler    gp (n_startup_trials 4)" in space.describe()
+    assert isinstance(build_sampler(space.sampler, seed=0), optuna.samplers.GPSampler)
+    assert parse_space(with_change("sampler", "gp"), name="t").sampler["n_startup_trials"] == 2  # a third of 3, >= 2
+    assert parse_space(GOOD, name="t").sampler["type"] == "tpe"  # the default stays
+    msg = error_of(with_change("sampler", {"type": "gpp"}))
+    assert "unknown sampler 'gpp'" in msg and "did you mean 'gp'" in msg and ", ".join(SAMPLERS) in msg

@@ -1,5 +1,6 @@
 """SUHMo networks: generators, discriminators and the window sampler, chosen by config through registries.
 
+The registries (names -> implementations) live in ``suhmo.registry``, readable without torch.
 ``build_generator(cfg)`` picks ``GENERATORS[cfg.model.variant]`` (the SUHMo GANs ``rnn``,
 ``transformer``, or the VAE baselines ``actor``, ``hitdvae``); ``build_discriminator(cfg)``
 picks the sequence-D form ``SEQ_DISCRIMINATORS[cfg.d_form]`` for D_s and D_s^j and adds D_F.
@@ -12,20 +13,18 @@ from typing import Callable
 from torch import nn
 
 from suhmo.config import ConfigError
+from suhmo.registry import GENERATORS, SEQ_DISCRIMINATORS, TAU_FAMILIES
 from suhmo.models.actor import ActorGenerator
 from suhmo.models.discriminators import (
     Discriminator,
     FrameDiscriminator,
     RNNSeqDiscriminator,
     TransformerSeqDiscriminator,
-    rnn_seq_discriminator,
-    transformer_seq_discriminator,
 )
 from suhmo.models.generators import GenOutput, Generator, RNNGenerator, TransformerGenerator
 from suhmo.models.hitdvae import HitDVAEGenerator
 from suhmo.models.layers import batch_pool, feature_dim, pair_pool, pair_swap
 from suhmo.models.windows import (
-    TAU_FAMILIES,
     WindowPlan,
     WindowSampler,
     multiscale_score,
@@ -33,26 +32,16 @@ from suhmo.models.windows import (
     register_tau_family,
 )
 
-GENERATORS: dict[str, Callable] = {}
-SEQ_DISCRIMINATORS: dict[str, Callable] = {}
 
 
 def register_generator(name: str, factory: Callable) -> None:
     """``factory(cfg) -> Generator``."""
-    GENERATORS[name] = factory
+    GENERATORS.register(name, factory)
 
 
 def register_seq_discriminator(name: str, factory: Callable) -> None:
     """``factory(cfg, joint: bool) -> nn.Module`` scoring windows ``[N, tau, 410] -> [N]`` (joint: ``[N/2]``)."""
-    SEQ_DISCRIMINATORS[name] = factory
-
-
-register_generator("rnn", RNNGenerator.from_config)
-register_generator("transformer", TransformerGenerator.from_config)
-register_generator("actor", ActorGenerator.from_config)  # VAE baselines (Table 1), trained by suhmo.objectives
-register_generator("hitdvae", HitDVAEGenerator.from_config)
-register_seq_discriminator("rnn", rnn_seq_discriminator)
-register_seq_discriminator("transformer", transformer_seq_discriminator)
+    SEQ_DISCRIMINATORS.register(name, factory)
 
 
 def build_generator(cfg) -> Generator:

@@ -31,7 +31,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from suhmo.models.layers import FRAME_DIM, MLP, MultiHeadAttention, batch_pool, causal_mask, pair_swap
+from suhmo.models.kernels import CachedAttention
+from suhmo.models.layers import (FRAME_DIM, MLP, BatchCrossAttention, MultiHeadAttention, batch_pool,
+                                  causal_mask)
 from suhmo.models.space import build_space
 from suhmo.utils import SuhmoError
 
@@ -352,7 +354,7 @@ class GBlock(nn.Module):
       never forms the keys and values: each generated token streams half the memory that a
       key and a value cache would make it read, and that is what long generations wait on.
     - no buffers (training, autograd): per attention, keys and values ``[B, h, T_max, dh]`` and
-      their gradients, preallocated and written in place by ``_CachedAttention``, whose
+      their gradients, preallocated and written in place by ``CachedAttention``, whose
       backward carries the gradients of cached entries to the step that wrote them; each token
       is projected once.
 
@@ -371,7 +373,7 @@ class GBlock(nn.Module):
         self.sa = MultiHeadAttention(dim, heads)
         self.ln1 = nn.LayerNorm(dim)
         if pair:
-            self.bxa = MultiHeadAttention(dim, heads)
+            self.bxa = BatchCrossAttention(dim, heads)
             self.ln2 = nn.LayerNorm(dim)
         self.ff = nn.Sequential(nn.Linear(dim, ff), nn.LeakyReLU(0.2), nn.Linear(ff, dim))
         self.ln3 = nn.LayerNorm(dim)
@@ -393,7 +395,7 @@ class GBlock(nn.Module):
         cache[0][:, past:end] = x
         y = self.ln1(x + self.sa.attend_memory(x, cache[0][:, first:end], mask))
         if self.pair:
-            cache[1][:, past:end] = pair_swap(y)
+            cache[1][:, past:end] = self.bxa.partner(y)
             y = self.ln2(y + self.bxa.attend_memory(y, cache[1][:, first:end], mask))
         return y, cache
 
@@ -401,63 +403,13 @@ class GBlock(nn.Module):
     def _attend_kv_cache(self, x: Tensor, cache: List[Tensor], past: int, first: int,
                          mask: Optional[Tensor]) -> Tuple[Tensor, List[Tensor]]:
         k, v = self.sa.project_kv(x)
-        y = self.ln1(x + self.sa.merge(_CachedAttention.apply(self.sa.project_q(x), k, v, cache[:4], past, first,
+        y = self.ln1(x + self.sa.merge(CachedAttention.apply(self.sa.project_q(x), k, v, cache[:4], past, first,
                                                               mask)))
         if self.pair:
-            k2, v2 = self.bxa.project_kv(y)
-            att = _CachedAttention.apply(self.bxa.project_q(y), pair_swap(k2), pair_swap(v2), cache[4:], past,
-                                         first, mask)
+            k2, v2 = self.bxa.partner_kv(y)
+            att = CachedAttention.apply(self.bxa.project_q(y), k2, v2, cache[4:], past, first, mask)
             y = self.ln2(y + self.bxa.merge(att))
         return y, cache
-
-
-class _CachedAttention(torch.autograd.Function):
-    """Causal attention of the queries ``q [B, h, n, dh]`` at positions past..past+n-1 over the
-    keys and values of positions first..past+n-1, for the training pass (autograd).
-
-    ``store = [K, V, dK, dV]``, each ``[B, h, T_total, dh]``, preallocated per pass: the forward
-    writes the new keys and values ``k, v [B, h, n, dh]`` in place at past..past+n-1 and reads the
-    cache from there. Concatenating a growing cache instead (the usual way to keep autograd's
-    saved tensors intact) copies O(t) per step, O(T^2) per pass, forward and backward.
-
-    The backward adds this call's key and value gradients for every position it read into
-    ``dK, dV`` and returns (and clears) those of its own positions. That is complete: a
-    position's later readers are the later steps, which depend on this step's output through
-    the autoregressive chain, so autograd runs their backward first. The store ends the
-    backward zeroed, so a graph kept with ``retain_graph`` can be back-propagated again.
-    """
-
-    @staticmethod
-    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, store: List[Tensor], past: int, first: int,
-                mask: Optional[Tensor]) -> Tensor:
-        K, V = store[0], store[1]
-        end = past + k.shape[2]
-        K[:, :, past:end] = k
-        V[:, :, past:end] = v
-        scale = q.shape[-1] ** -0.5
-        scores = torch.matmul(q, K[:, :, first:end].transpose(-1, -2)).mul_(scale)  # [B, h, n, t]
-        if mask is not None:
-            scores.masked_fill_(~mask[:, first:end], float("-inf"))
-        p = torch.softmax(scores, dim=-1)
-        ctx.save_for_backward(q, p)
-        ctx.store, ctx.span, ctx.scale = store, (past, first, end), scale
-        return torch.matmul(p, V[:, :, first:end])
-
-    @staticmethod
-    def backward(ctx, dy: Tensor):
-        q, p = ctx.saved_tensors
-        K, V, dK, dV = ctx.store
-        dy, q, p = dy.to(K.dtype), q.to(K.dtype), p.to(K.dtype)  # bf16 under train.amp; the cache is fp32
-        past, first, end = ctx.span
-        dV[:, :, first:end] += torch.matmul(p.transpose(-1, -2), dy)
-        dp = torch.matmul(dy, V[:, :, first:end].transpose(-1, -2))
-        ds = p * (dp - (dp * p).sum(-1, keepdim=True))  # softmax backward
-        dq = torch.matmul(ds, K[:, :, first:end]).mul_(ctx.scale)
-        dK[:, :, first:end] += torch.matmul(ds.transpose(-1, -2), q).mul_(ctx.scale)
-        dk, dv = dK[:, :, past:end].clone(), dV[:, :, past:end].clone()
-        dK[:, :, past:end] = 0.0
-        dV[:, :, past:end] = 0.0
-        return dq, dk, dv, None, None, None, None
 
 
 class TransformerCore(nn.Module):

@@ -32,6 +32,7 @@ from typing import List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from suhmo.models.generators import Integrator
 from suhmo.models.vae import (FRAME_DIM, Block, VAEGenerator, kl_normal, reconstruction, reparameterise,
                               small_head)
 
@@ -62,6 +63,7 @@ class HitDVAECore(nn.Module):
         self.prior = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.Linear(width, 2 * latent))
         self.dec = nn.Sequential(nn.Linear(width + latent, width), nn.GELU())
         self.head = small_head(width, FRAME_DIM)
+        self.integrate = Integrator(FRAME_DIM)  # eq. 4, as in the SUHMo generators
         # inference network (training only; kept in the exported module's weights, never run there)
         self.post_in = nn.Linear(2 * FRAME_DIM, width)
         self.post_blocks = nn.ModuleList([Block(width, heads, ff) for _ in range(layers)])
@@ -111,7 +113,7 @@ class HitDVAECore(nn.Module):
             else:
                 z = reparameterise(mu_p, logvar_p, eps[:, t])
             step_vel = self.head(self.dec(torch.cat([h, z], -1)))
-            pos = pos + step_vel  # eq. 4
+            pos = self.integrate(pos, step_vel, x[:, 0])
             vel = step_vel
             preds.append(pos)
         kl = torch.stack(kls, 1) if len(kls) > 0 else x.new_zeros(B, 0)

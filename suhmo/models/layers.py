@@ -166,11 +166,22 @@ class MultiHeadAttention(nn.Module):
 class BatchCrossAttention(MultiHeadAttention):
     """Batch-cross attention BXA (eq. 15-17): ``MHA(q, k^r, v^r)`` with keys and values from the
     pair partner (rows 2n <-> 2n+1 swapped). With a causal ``mask`` each sample attends only to
-    its partner's past (and present) tokens."""
+    its partner's past (and present) tokens.
+
+    The Transformer generator (``generators.GBlock``) caches what it reads: ``partner(x)`` is the
+    partner's row of every pair (eq. 16-17's r), ``partner_kv(x)`` the partner's keys and values
+    (eq. 16-17); ``forward`` is the uncached form of the same attention (eq. 15)."""
+
+    def partner(self, x: Tensor) -> Tensor:
+        return pair_swap(x)
+
+    def partner_kv(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+        k, v = self.project_kv(x)
+        return self.partner(k), self.partner(v)
 
     def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
-        k, v = self.project_kv(x)
-        return self.attend(self.project_q(x), pair_swap(k), pair_swap(v), mask)
+        k, v = self.partner_kv(x)
+        return self.attend(self.project_q(x), k, v, mask)
 
 
 def causal_mask(n_q: int, past: int, device: torch.device, window: Optional[int] = None) -> Tensor:

@@ -35,6 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from suhmo.models.layers import FRAME_DIM, LANDMARKS
+from suhmo.registry import SPACES
 from suhmo.utils import SuhmoError
 
 POSE_DIM = 4  # centroid x, y, log scale, roll
@@ -159,14 +160,18 @@ class SemanticSpace(nn.Module):
         return (self.decode(self.encode(x)) - x).pow(2).sum(-1).mean(-1).sqrt()
 
 
-SPACES = ("landmarks", "semantic")
+def landmark_space(cfg) -> nn.Module:
+    return LandmarkSpace()
+
+
+def semantic_space(cfg) -> nn.Module:
+    return SemanticSpace(cfg.model.semantic_k)
 
 
 def build_space(cfg) -> nn.Module:
-    """The space of ``cfg.model.space`` (unfitted for ``semantic``: see :meth:`SemanticSpace.fit`)."""
+    """The space of ``cfg.model.space`` (``suhmo.registry.SPACES``; unfitted for ``semantic``: see
+    :meth:`SemanticSpace.fit`)."""
     name = cfg.model.space
-    if name == "landmarks":
-        return LandmarkSpace()
-    if name == "semantic":
-        return SemanticSpace(cfg.model.semantic_k)
-    raise SuhmoError(f"model.space={name!r}: choose one of {', '.join(SPACES)}")
+    if name not in SPACES:
+        raise SuhmoError(f"model.space={name!r}: choose one of {', '.join(SPACES)}")
+    return SPACES[name](cfg)

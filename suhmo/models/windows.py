@@ -35,32 +35,31 @@ import torch
 from torch import Tensor
 
 from suhmo.config import ConfigError, WindowConfig
+from suhmo.registry import TAU_FAMILIES
 
 TauFamily = Callable[[WindowConfig, int, Optional[torch.Generator]], Tensor]
-TAU_FAMILIES: dict[str, TauFamily] = {}
 
 
 def register_tau_family(name: str):
+    """Decorator adding a tau distribution to ``suhmo.registry.TAU_FAMILIES`` (the built-in ones
+    are listed there by name)."""
     def deco(fn: TauFamily) -> TauFamily:
-        TAU_FAMILIES[name] = fn
+        TAU_FAMILIES.register(name, fn)
         return fn
 
     return deco
 
 
-@register_tau_family("fixed")
-def _fixed(cfg: WindowConfig, n: int, gen: Optional[torch.Generator]) -> Tensor:
+def tau_fixed(cfg: WindowConfig, n: int, gen: Optional[torch.Generator]) -> Tensor:
     scales = torch.tensor([int(s) for s in cfg.scales], dtype=torch.long)
     return scales[torch.randint(len(scales), (n,), generator=gen)]
 
 
-@register_tau_family("uniform")
-def _uniform(cfg: WindowConfig, n: int, gen: Optional[torch.Generator]) -> Tensor:
+def tau_uniform(cfg: WindowConfig, n: int, gen: Optional[torch.Generator]) -> Tensor:
     return torch.randint(int(cfg.tau_min), int(cfg.tau_max) + 1, (n,), generator=gen)
 
 
-@register_tau_family("texp")
-def _texp(cfg: WindowConfig, n: int, gen: Optional[torch.Generator]) -> Tensor:
+def tau_texp(cfg: WindowConfig, n: int, gen: Optional[torch.Generator]) -> Tensor:
     a, b, mean = float(cfg.tau_min), float(cfg.tau_max) + 1.0, float(cfg.texp_mean)
     u = torch.rand(n, generator=gen, dtype=torch.float64)
     # inverse CDF of Exp(1/mean) truncated to [a, b)
