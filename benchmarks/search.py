@@ -34,7 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def _search(space_name: str, scheduler: str, num_samples, storage: str, tracking_uri, tag: str, quiet: bool):
-    from launch.runner import make_plan, rank_rows, run_search
+    from launch.leaderboard import rank_rows
+    from launch.plan import make_plan
+    from launch.runner import run_search
     from launch.space import load_space
 
     space = load_space(space_name)
@@ -84,9 +86,7 @@ def _summary(plan, outcome, rows) -> dict:
 @click.option("--json", "as_json", is_flag=True, help="End with one JSON line.")
 @click.option("--quiet", is_flag=True, help="No per-trial progress lines.")
 def main(space_name, num_samples, no_fifo, no_tracking, as_json, quiet):
-    import ray
-
-    from launch.runner import start_ray
+    from launch.rayenv import start_ray
     from launch.space import load_space
 
     space = load_space(space_name)
@@ -95,8 +95,9 @@ def main(space_name, num_samples, no_fifo, no_tracking, as_json, quiet):
     tracking_uri = None if no_tracking else f"sqlite:///{(tmp / 'mlflow.db').as_posix()}"
     tag = time.strftime("%H%M%S")
     t0 = time.time()
-    start_ray(None, click.echo)
+    start_ray(None, click.echo)  # before ray is imported here: it sets the loopback setting Ray reads at import
     ray_start_s = time.time() - t0
+    import ray
     try:
         asha = _summary(*_search(space_name, "asha", num_samples, str(tmp / "store"), tracking_uri, tag, quiet))
         asha["wall_s_with_ray_start"] = round(asha["wall_s"] + ray_start_s, 1)

@@ -230,7 +230,9 @@ def run_searches(iterations: int, train_file: Path, data: dict, samples: int, wo
                  variants=SEARCHED) -> dict:
     """One short search per variant (Ray Tune + Optuna + MLflow); the best trial's sampled values."""
     import tracking
-    from launch.runner import make_plan, rank_rows, run_search
+    from launch.leaderboard import rank_rows
+    from launch.plan import make_plan
+    from launch.runner import run_search
     from launch.space import parse_space
     from launch.trainable import sampled_values
 

@@ -11,6 +11,7 @@ least once; trials still pending then are not started.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Optional
 
 from ray.tune import Callback
@@ -21,8 +22,9 @@ class TimeCap(Stopper, Callback):
     """Stop all trials after ``budget_s`` seconds of this session, but never before each
     trial started before the deadline (at least one) has reported its first evaluation."""
 
-    def __init__(self, budget_s: float):
+    def __init__(self, budget_s: float, stop_file: Optional[Path] = None):
         self.budget_s = float(budget_s)
+        self.stop_file = stop_file  # written when the cap stops the search (launch.trainable.StopFlag)
         self.t0: Optional[float] = None
         self.started: dict[str, float] = {}  # trial id -> start time in this session
         self.reported: set[str] = set()
@@ -65,6 +67,11 @@ class TimeCap(Stopper, Callback):
         return not waiting
 
     def stop_all(self) -> bool:
-        if self.due():
+        if not self.triggered and self.due():
             self.triggered = True
+            if self.stop_file is not None:
+                try:  # running trials leave their training loop within one iteration
+                    self.stop_file.write_text("time budget reached\n")
+                except OSError:
+                    pass
         return self.triggered

@@ -110,7 +110,9 @@ def run(space_name: str, num_samples, max_concurrent, cpus_per_trial, gpus_per_t
         reduction_factor, metric, mode, objectives, time_budget, address, experiment, storage, tracking_uri,
         seed, dry_run) -> None:
     """Run a search (with no options: the ~5-minute demo on synthetic data)."""
-    from launch.runner import make_plan, render_report, run_search
+    from launch.leaderboard import render_report
+    from launch.plan import make_plan
+    from launch.runner import run_search
     from launch.space import check_metric_mode, format_duration, load_space, parse_duration, parse_objectives
     from suhmo.utils import SuhmoError
 
@@ -166,7 +168,8 @@ def run(space_name: str, num_samples, max_concurrent, cpus_per_trial, gpus_per_t
 def _driver(call, experiment: str, exp_dir):
     """Run a search driver: any unexpected failure ends in one line plus the resume command
     (Ray's errors arrive chained several deep; the user needs the cause and what to do)."""
-    from launch.runner import _cause, latest_state_file
+    from launch.plan import latest_state_file
+    from launch.runner import error_cause
     from suhmo.config import ConfigError
     from suhmo.utils import SuhmoError
 
@@ -176,9 +179,9 @@ def _driver(call, experiment: str, exp_dir):
         raise
     except Exception as e:  # noqa: BLE001
         if latest_state_file(exp_dir) is not None:
-            raise SuhmoError(f"search {experiment} failed: {_cause(e)}; continue it with: "
+            raise SuhmoError(f"search {experiment} failed: {error_cause(e)}; continue it with: "
                              f"suhmo-search resume {experiment}") from None
-        raise SuhmoError(f"search {experiment} failed before it started: {_cause(e)}") from None
+        raise SuhmoError(f"search {experiment} failed before it started: {error_cause(e)}") from None
 
 
 @cli.command()
@@ -189,7 +192,9 @@ def _driver(call, experiment: str, exp_dir):
               help="Re-run errored trials from their last checkpoint, or leave them errored.")
 def resume(experiment: str, storage, address, retry_errored: bool) -> None:
     """Continue an interrupted search: same trials, Optuna state restored, the rest of the budget."""
-    from launch.runner import find_experiment, render_report, resume_search
+    from launch.leaderboard import render_report
+    from launch.plan import find_experiment
+    from launch.runner import resume_search
 
     from launch.supervise import note_experiment
 
@@ -204,9 +209,9 @@ def resume(experiment: str, storage, address, retry_errored: bool) -> None:
 @click.argument("experiment")
 @click.option("--storage", default=None, help="Folder of the Tune experiments (default: $SUHMO_HOME/search).")
 def status(experiment: str, storage) -> None:
-    """Table of an experiment's trials: state, iterations, best metric, error reason (no Ray)."""
-    from launch.runner import (SearchPlan, find_experiment, format_table, param_columns, rank_rows, read_trials,
-                               summary_counts, _storage_opt)
+    """Table of an experiment's trials: state, iterations, best metric, error reason (no running Ray)."""
+    from launch.leaderboard import format_table, param_columns, rank_rows, read_trials, summary_counts
+    from launch.plan import SearchPlan, find_experiment, storage_opt
 
     exp_dir = find_experiment(experiment, storage)
     plan = SearchPlan.load(exp_dir)
@@ -222,7 +227,7 @@ def status(experiment: str, storage) -> None:
         click.echo(format_table(rows, plan.objectives, param_columns(space)))
     open_ = sum(counts.get(k, 0) for k in ("running", "pending", "interrupted"))
     if open_ or len(rows) < plan.num_samples:
-        click.echo(f"unfinished: `suhmo-search resume {plan.experiment}{_storage_opt(plan)}` continues it "
+        click.echo(f"unfinished: `suhmo-search resume {plan.experiment}{storage_opt(plan)}` continues it "
                    "(if it is not running right now)")
 
 
@@ -233,9 +238,10 @@ def status(experiment: str, storage) -> None:
               help="Optuna's importance evaluator: fANOVA, PED-ANOVA or mean decrease in impurity.")
 @click.option("--storage", default=None, help="Folder of the Tune experiments (default: $SUHMO_HOME/search).")
 def importances(experiment: str, metric, evaluator: str, storage) -> None:
-    """Optuna's parameter importances of a search's trials so far (no Ray)."""
+    """Optuna's parameter importances of a search's trials so far (no running Ray)."""
     from launch.importance import default_metric, format_importances, param_importances
-    from launch.runner import SearchPlan, find_experiment, read_trials
+    from launch.leaderboard import read_trials
+    from launch.plan import SearchPlan, find_experiment
 
     exp_dir = find_experiment(experiment, storage)
     plan = SearchPlan.load(exp_dir)
@@ -270,7 +276,7 @@ def repeat(experiment: str, top: int, seeds: int, frames: str, storage, tracking
            cpus_per_trial: float, address, name) -> None:
     """Re-train the TOP configurations of a finished search with SEEDS fresh seeds each; print mean ± std."""
     from launch.repeat import parse_frames, plan_repeat, render_summary, run_repeat
-    from launch.runner import SearchPlan, find_experiment
+    from launch.plan import SearchPlan, find_experiment
 
     exp_dir = find_experiment(experiment, storage)
     if tracking_uri is None:

@@ -48,7 +48,7 @@ def param_importances(rows: Iterable, space: SearchSpace, metric: str, mode: str
                       evaluator: str = "fanova", seed: int = 0) -> tuple[dict[str, float], int]:
     """``({param: importance}, trials used)``, importances summing to 1, most important first.
 
-    ``rows`` are the search's trial rows (``launch.runner.read_trials``): a trial counts when it
+    ``rows`` are the search's trial rows (``launch.leaderboard.read_trials``): a trial counts when it
     did not fail and its last evaluation holds a finite ``metric``. Raises ``ValueError`` (one
     line) with fewer than ``MIN_TRIALS`` such trials or when no parameter varies."""
     import optuna

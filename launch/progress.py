@@ -14,7 +14,9 @@ from typing import Callable
 
 from ray.tune import Callback
 
+from launch.leaderboard import describe_config, error_reason, trial_name
 from launch.space import format_duration
+from suhmo.selection import Objective, objectives_of
 
 
 class Progress(Callback):
@@ -60,18 +62,17 @@ class Progress(Callback):
 
     def status_line(self, trials) -> str:
         """``progress 3/8 trials done, 2 running, 1m05s, best fd_clip40 9180 (trial_ab12)``."""
-        from launch.runner import trial_name
-
         done = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
         running = sum(t.status == "RUNNING" for t in trials)
         budget = getattr(self, "budget", None) or len(trials)
         text = (f"progress {done}/{budget} trials done, {running} running, "
                 f"{format_duration(time.time() - self.t0)}")
         if self.objectives:
-            m, mode = self.objectives[0]
-            vals = [(v, tid) for (tid, key), v in self.best.items() if key == m]
-            if vals:
-                v, tid = (min if mode == "min" else max)(vals)
+            obj = Objective.of(self.objectives[0])
+            m = obj.metric
+            best = obj.best_of([(v, tid) for (tid, key), v in self.best.items() if key == m], lambda x: x[0])
+            if best is not None:
+                v, tid = best
                 name = next((trial_name(t) for t in trials if t.trial_id == tid), tid)
                 text += f", best {m} {v:.4g} ({name})"
         return text
@@ -100,24 +101,20 @@ class Progress(Callback):
         self.echo(f"[{format_duration(time.time() - self.t0):>6}] {text}")
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        from launch.runner import describe_config, trial_name
-
         self.started.setdefault(trial.trial_id, time.time())
         self._line(f"start    {trial_name(trial)}  {describe_config(trial.config)}")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        from launch.runner import trial_name
-
         tid = trial.trial_id
         if tid not in self.first_result:
             self.first_result[tid] = time.time()
             self.first_metrics[tid] = dict(result)
         parts = []
-        for m, mode in self.objectives:
-            v = result.get(m)
+        for obj in objectives_of(self.objectives):
+            m, v = obj.metric, result.get(obj.metric)
             if isinstance(v, (int, float)) and math.isfinite(v):
                 b = self.best.get((tid, m))
-                if b is None or (v < b if mode == "min" else v > b):
+                if obj.better(v, b):
                     self.best[(tid, m)] = b = v
                 parts.append(f"{m}={v:.4g} (best {b:.4g})")
         step, total = result.get("step", "?"), result.get("iterations", "?")
@@ -125,8 +122,6 @@ class Progress(Callback):
                    + f"  @{result.get('node_ip', '?')}")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        from launch.runner import trial_name
-
         last = trial.last_result or {}
         step, total = last.get("step", 0), last.get("iterations", 0)
         if step and total and step >= total:
@@ -135,8 +130,6 @@ class Progress(Callback):
             self._line(f"stopped  {trial_name(trial)}  stopped early at iteration {step} (scheduler)")
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        from launch.runner import error_reason, trial_name
-
         reason = ""
         if trial.error_file and Path(trial.error_file).is_file():
             reason = error_reason(Path(trial.error_file).read_text())

@@ -26,7 +26,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -35,8 +34,15 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from launch.trainable import META_KEY, sampled_values
-from suhmo.utils import SuhmoError
+from launch.leaderboard import rank_rows, read_trials, trial_name
+from launch.plan import SearchPlan
+from launch.rayenv import start_ray
+from launch.trainable import META_KEY, sampled_values, suhmo_trial, trial_config, trial_datasets
+from suhmo.selection import Objective
+from suhmo.utils import SuhmoError, atomic_write_text
+from tracking.results import (CONFIG_KEY_TAG, REPEAT_BATCH_TAG, REPEAT_OF_TAG, SEED_INDEX_TAG, close_unfinished,
+                              config_key, format_cell, frame_key, log_parent_artifacts, log_scores, mean_std,
+                              search_runs, tag_run)
 
 REPEAT_FILE = "repeat.json"
 POINT_KEY = "repeat"  # the grid point (configuration + seed) inside a repeat trial's config
@@ -80,7 +86,6 @@ def score_frames(G, cfg, eval_set, frames=(40, 80), device=None) -> dict[str, fl
     """
     from suhmo.generate import make_sample_fn
     from suhmo.metrics import trainer_metrics
-    from tracking.results import frame_key
 
     sample_fn = _memo_sample_fn(make_sample_fn(G, cfg, device))
     out: dict[str, float] = {}
@@ -97,17 +102,6 @@ def repeat_seed(study_seed: int, key: str, index: int) -> int:
     """Seed of repeat ``index`` of configuration ``key``: a stable hash, < 2**31."""
     digest = hashlib.sha256(f"suhmo-repeat:{int(study_seed)}:{key}:{int(index)}".encode()).hexdigest()
     return int(digest[:8], 16) & 0x7FFFFFFF
-
-
-def trial_config(meta: dict, sampled: dict):
-    """The resolved config a trial with these sampled values trains (as ``suhmo_trial`` builds it)."""
-    from suhmo.config import make_config
-
-    overrides = {**meta["base"], **sampled}
-    objectives = meta.get("objectives") or []
-    if objectives and not overrides.get("train.select_metric"):
-        overrides.update({"train.select_metric": objectives[0][0], "train.select_mode": objectives[0][1]})
-    return make_config(meta["preset"], overrides=overrides)
 
 
 @dataclass
@@ -146,8 +140,6 @@ def plan_repeat(search_dir: Path, *, top: int, seeds: int, frames: list[int], tr
                 storage: Optional[str] = None, max_concurrent: Optional[int] = None,
                 name: Optional[str] = None) -> RepeatPlan:
     """Pick the ``top`` configurations of the search in ``search_dir`` and their new seeds."""
-    from launch.runner import SearchPlan, rank_rows, read_trials
-    from tracking.results import config_key
 
     if top < 1 or seeds < 1:
         raise SuhmoError(f"--top {top} --seeds {seeds}: both must be >= 1")
@@ -190,7 +182,6 @@ def repeat_trial(config: dict) -> None:
     at 40/80 generated frames, logged to the trial's MLflow run and reported to Tune."""
     from ray import tune
 
-    from launch.trainable import _datasets, suhmo_trial
     from suhmo.generate import load_model
 
     point, meta = config[POINT_KEY], config[META_KEY]
@@ -203,8 +194,6 @@ def repeat_trial(config: dict) -> None:
     finally:
         if meta.get("tracking_uri"):
             import tracking
-            from tracking.results import (CONFIG_KEY_TAG, REPEAT_BATCH_TAG, REPEAT_OF_TAG, SEED_INDEX_TAG,
-                                          tag_run)
 
             run_id = tracking.find_trial_run(meta["tracking_uri"], meta["experiment_id"], meta["parent_run_id"],
                                              trial_id)
@@ -218,12 +207,11 @@ def repeat_trial(config: dict) -> None:
     ck = work / "best.pt" if (work / "best.pt").is_file() else work / "last.pt"
     G, _ = load_model(ck)
     step = int(_checkpoint_step(ck))
-    _, eval_set = _datasets(cfg)
+    _, eval_set = trial_datasets(cfg)
     scores = score_frames(G, cfg, eval_set, point["frames"])
     m = meta["objectives"][0][0]
     best = _best_from_log(work / "metrics.jsonl", m, meta["objectives"][0][1])
     if run_id is not None:
-        from tracking.results import log_scores
 
         log_scores(meta["tracking_uri"], run_id, scores, step)
     tune.report({**scores, f"best_{m}": best, "scored_step": step, "step": int(cfg.train.iterations),
@@ -237,15 +225,9 @@ def _checkpoint_step(path: Path) -> int:
 
 
 def _best_from_log(path: Path, metric: str, mode: str) -> float:
-    vals = []
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            v = json.loads(line).get(metric)
-            if isinstance(v, (int, float)) and math.isfinite(v):
-                vals.append(float(v))
-    if not vals:
-        return float("nan")
-    return min(vals) if mode == "min" else max(vals)
+    lines = path.read_text().splitlines() if path.is_file() else []
+    best = Objective(metric, mode).best_of(json.loads(line).get(metric) for line in lines)
+    return float("nan") if best is None else float(best)
 
 
 # ---------------------------------------------------------------------- driver
@@ -268,13 +250,8 @@ def run_repeat(rp: RepeatPlan, *, address: Optional[str] = None, cpus_per_trial:
     from ray import tune
     from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
 
-    from launch.runner import start_ray, trial_name
-    from suhmo.utils import atomic_write_text
-
     if rp.exp_dir.exists():
         raise SuhmoError(f"repeat {rp.name!r} already exists in {rp.storage}; pass another --name")
-    from launch.runner import SearchPlan
-
     plan = SearchPlan.load(Path(rp.search_dir))
     space = plan.resolved_space()
     meta = {"preset": space.preset, "base": dict(space.base), "objectives": rp.objectives,
@@ -282,7 +259,6 @@ def run_repeat(rp: RepeatPlan, *, address: Optional[str] = None, cpus_per_trial:
             "tracking_uri": rp.tracking_uri, "experiment_id": rp.experiment_id,
             "parent_run_id": rp.parent_run_id, "experiment": rp.search, "repeat": rp.name}
     if rp.tracking_uri:
-        from tracking.results import search_runs
 
         search_runs(rp.tracking_uri, rp.search, rp.parent_run_id)  # the parent must exist in this store
     t0 = time.time()
@@ -319,7 +295,6 @@ def run_repeat(rp: RepeatPlan, *, address: Optional[str] = None, cpus_per_trial:
                             "metrics": metrics if res.error is None else {}})
     finally:
         if rp.tracking_uri:
-            from tracking.results import close_unfinished
 
             close_unfinished(rp.tracking_uri, rp.experiment_id, rp.parent_run_id, rp.name)
         if shutdown:
@@ -330,7 +305,6 @@ def run_repeat(rp: RepeatPlan, *, address: Optional[str] = None, cpus_per_trial:
     atomic_write_text(rp.exp_dir / "summary.json", json.dumps(summary, indent=2, default=str))
     atomic_write_text(rp.exp_dir / "summary.md", summary["markdown"])
     if rp.tracking_uri:
-        from tracking.results import log_parent_artifacts
 
         log_parent_artifacts(rp.tracking_uri, rp.parent_run_id, f"repeats/{rp.name}",
                              {"summary.json": json.dumps(summary, indent=2, default=str),
@@ -341,7 +315,6 @@ def run_repeat(rp: RepeatPlan, *, address: Optional[str] = None, cpus_per_trial:
 
 def summarize(rp: RepeatPlan, results: list[dict], wall_s: float) -> dict:
     """Mean ± std over the seeds of every metric, per configuration (+ a markdown table)."""
-    from tracking.results import format_cell, mean_std
 
     by_key: dict[str, list[dict]] = {}
     for r in results:
@@ -370,7 +343,6 @@ def summarize(rp: RepeatPlan, results: list[dict], wall_s: float) -> dict:
 
 def render_summary(summary: dict, echo: Callable[[str], None] = print) -> None:
     """Print the summary table: one row per metric, one column per configuration."""
-    from tracking.results import format_cell
 
     configs = summary["configs"]
     echo("")

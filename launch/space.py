@@ -49,14 +49,7 @@ from launch.samplers import DEFAULT as DEFAULT_SAMPLER
 from launch.samplers import SAMPLERS
 from suhmo.config import (PRESETS, ConfigError, all_keys, base_type, coerce, field_type, load_yaml, make_config,
                           suggest)
-
-# Keys reported by the default (landmark) metric stack, with the direction that is better.
-# motion_energy is a ratio to real speed (1.0 = right); search on motion_energy_err instead.
-METRIC_MODES: dict[str, str] = {
-    "fd_frame": "min", "fd_clip10": "min", "fd_clip20": "min", "fd_clip40": "min",
-    "fd_motion": "min", "apd": "max", "drift": "min", "motion_energy": "min",
-    "motion_energy_err": "min", "fd_clip40_dyn": "min",
-}
+from suhmo.selection import METRIC_MODES, Objective  # noqa: F401 - re-exported: launch.space.Objective
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,15 +79,6 @@ class Param:
         if self.kind == "int":
             return f"int {rng}" + (" log" if self.log else "") + (f" step {self.step:g}" if self.step else "")
         return f"{self.kind} {rng}" + (f" step {self.step:g}" if self.step else "")
-
-
-@dataclass(frozen=True)
-class Objective:
-    metric: str
-    mode: str  # min | max
-
-    def __str__(self) -> str:
-        return f"{self.metric}:{self.mode}"
 
 
 @dataclass

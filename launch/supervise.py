@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from suhmo.paths import home
+
 CHILD_ENV = "SUHMO_SEARCH_CHILD"
 NAME_FILE_ENV = "SUHMO_SEARCH_NAME_FILE"
 # Ray's C++ log lines ("[2026-12-01 22:06:30,778 E 14605 14894] rpc_client.h:204: ...") and
@@ -54,8 +56,6 @@ def note_experiment(name: str) -> None:
 
 
 def _log_path() -> Path:
-    from suhmo.paths import home
-
     d = home() / "logs"
     d.mkdir(mode=0o700, parents=True, exist_ok=True)
     return d / f"suhmo-search-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"

@@ -5,22 +5,21 @@ One call = one trial. The trial's config holds the sampled dotted keys (``optim.
 search (preset, fixed base values, objectives, MLflow ids). The trainer's hooks are wired
 to Tune:
 
-* ``report(step, metrics, last.pt)`` -> ``tune.report(metrics, checkpoint=...)`` at every
-  evaluation, with a checkpoint folder holding ``last.pt`` (+ ``best.pt``, ``config.yaml``,
-  ``metrics.jsonl``, ``trial.json``); the same evaluation goes to MLflow (TrialLogger);
-* ``should_stop()`` -> the Tune session's stop event, so a trial stopped by ASHA (or by
-  Ctrl-C) leaves the training loop within one iteration;
+* ``report(step, metrics, last.pt)`` -> :class:`TuneReport`: the evaluation goes to MLflow
+  (:class:`TrialRun`, the tracking hook), then ``tune.report(metrics, checkpoint=...)`` with
+  a checkpoint folder holding ``last.pt`` (+ ``best.pt``, ``config.yaml``,
+  ``metrics.jsonl``, ``trial.json``); a trial the scheduler (ASHA) stops ends there;
+* ``should_stop()`` -> :class:`StopFlag`: the driver ended the search (time budget), so
+  the trial leaves the training loop within one iteration;
 * a restored trial copies the files of ``tune.get_checkpoint()`` into its work folder and
   the Trainer resumes from ``last.pt``.
 
-The MLflow run of the trial is closed FINISHED (the trainer reached ``train.iterations``),
-KILLED (stopped earlier: by the scheduler or an interrupted search) or FAILED with the
-error as reason (a divergence raises SuhmoError in the trainer; Tune records the trial as
-errored and the search goes on).
+Only Tune's public API is used (``ray.tune.get_context``, ``get_checkpoint``, ``report``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import math
@@ -32,25 +31,33 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from launch.space import decode_sampled
+from suhmo.config import make_config
+from suhmo.utils import SuhmoError, seed_everything
+
 META_KEY = "_search"  # constants of the search inside every trial config
+STOP_FILE = "stop-requested"  # in the experiment folder: every trial stops (StopFlag)
 CHECKPOINT_FILES = ("last.pt", "best.pt", "config.yaml", "metrics.jsonl")
 _DATA_CACHE: dict[str, tuple] = {}  # data config -> (train_set, eval_set); immutable, safe across trials
 
 
 def sampled_values(config: dict) -> dict[str, Any]:
     """The trial's own (searched) config values, without the search constants."""
-    from launch.space import decode_sampled
-
     return decode_sampled({k: v for k, v in config.items() if k != META_KEY})
 
 
-def trial_overrides(config: dict) -> dict[str, Any]:
-    """Dotted overrides of one trial: the fixed base values, then the sampled ones."""
-    meta = config[META_KEY]
-    return {**meta["base"], **sampled_values(config)}
+def trial_config(meta: dict, sampled: dict[str, Any]):
+    """The resolved config of a trial: the preset, the fixed base values, then the sampled
+    ones; best.pt is kept on the search's first objective unless the space sets
+    ``train.select_metric`` (ConfigError -> the trial errors with it)."""
+    overrides = {**meta["base"], **sampled}
+    objectives = meta.get("objectives") or []
+    if objectives and not overrides.get("train.select_metric"):
+        overrides.update({"train.select_metric": objectives[0][0], "train.select_mode": objectives[0][1]})
+    return make_config(meta["preset"], overrides=overrides)
 
 
-def _datasets(cfg) -> tuple:
+def trial_datasets(cfg) -> tuple:
     """Train/held-out split as the Trainer makes it, cached per process (reused actors)."""
     from suhmo.data import load_dataset
     from suhmo.train import SPLIT_SEED
@@ -63,33 +70,15 @@ def _datasets(cfg) -> tuple:
     return _DATA_CACHE[key]
 
 
-def _reset_process_state(threads: int, seed: int) -> None:
+def reset_process_state(threads: int, seed: int) -> None:
     """A reused actor carries module state from the previous trial: reset what matters."""
     import torch
-
-    from suhmo.utils import seed_everything
 
     gc.collect()
     torch.set_num_threads(max(1, int(threads)))
     seed_everything(seed)
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-
-
-def _stop_requested() -> bool:
-    """True once Tune asked this trial to stop (scheduler decision, search ended, Ctrl-C).
-
-    Tune reports results asynchronously: after a report the function keeps training while
-    the driver decides. The stop event lets the trainer leave within one iteration instead
-    of finishing a whole evaluation interval the scheduler already discarded.
-    """
-    try:
-        from ray.train._internal.session import get_session
-
-        session = get_session()
-        return bool(session is not None and session.stop_event.is_set())
-    except Exception:  # noqa: BLE001 - an internal API; never let it break training
-        return False
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -117,19 +106,23 @@ def stored_checkpoints(trial_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def _restore_files(work: Path, storage_trial_dir: Optional[Path] = None) -> dict:
+def storage_trial_dir(meta: dict, trial_name: str) -> Optional[Path]:
+    """The trial's folder in the search's storage (where Tune persists its checkpoints)."""
+    if meta.get("storage") and meta.get("experiment"):
+        return Path(meta["storage"]) / meta["experiment"] / trial_name
+    return None
+
+
+def restore_files(work: Path, ckpt, storage_trial_dir: Optional[Path] = None) -> dict:
     """Copy the newest checkpoint of this trial into ``work``; returns its trial.json.
 
-    The newest is Tune's ``get_checkpoint()`` or, when newer, a checkpoint the trial persisted
+    The newest is Tune's ``get_checkpoint()`` (``ckpt``) or, when newer, a checkpoint the trial persisted
     in its storage folder that the driver had not recorded yet: ``tune.report`` uploads the
     checkpoint before the driver processes the result, so a search interrupted in between
     would otherwise restart the trial from an older checkpoint (or from iteration 0).
     """
-    from ray import tune
-
-    ckpt = tune.get_checkpoint()
     stored = stored_checkpoints(storage_trial_dir) if storage_trial_dir is not None else []
-    with (ckpt.as_directory() if ckpt is not None else _null_dir()) as d:
+    with (ckpt.as_directory() if ckpt is not None else contextlib.nullcontext()) as d:
         best = Path(d) if d is not None else None
         if stored and (best is None or stored[-1][0] > _checkpoint_step(best)):
             best = stored[-1][1]
@@ -143,137 +136,170 @@ def _restore_files(work: Path, storage_trial_dir: Optional[Path] = None) -> dict
         return json.loads(info.read_text()) if info.is_file() else {}
 
 
-class _null_dir:
-    def __enter__(self):
-        return None
+def stop_file(meta: dict) -> Optional[Path]:
+    """The file whose presence tells every trial of the search to stop (see :class:`StopFlag`)."""
+    if meta.get("storage") and meta.get("experiment"):
+        return Path(meta["storage"]) / meta["experiment"] / STOP_FILE
+    return None
 
-    def __exit__(self, *exc):
-        return False
+
+class StopFlag:
+    """The trainer's ``should_stop`` hook: True once the driver ended the whole search (its
+    time budget is reached: :class:`launch.budget.TimeCap` writes :func:`stop_file`), so that
+    the trial leaves within one iteration instead of training until its next evaluation.
+    Polled every iteration, the file is looked at once every ``interval_s``.
+
+    A trial the scheduler (ASHA) stops needs no flag: Tune reports synchronously, so the trial
+    waits in ``tune.report`` for the driver's decision, and ``tune.report`` ends it.
+    """
+
+    def __init__(self, path: Optional[Path], interval_s: float = 1.0):
+        self.path, self.interval_s = path, interval_s
+        self.checked, self.stop = 0.0, False
+
+    def __call__(self) -> bool:
+        now = time.monotonic()
+        if not self.stop and self.path is not None and now - self.checked >= self.interval_s:
+            self.checked, self.stop = now, self.path.exists()
+        return self.stop
 
 
 def suhmo_trial(config: dict) -> None:
     """Ray Tune function trainable: train one SUHMo configuration (see the module docstring)."""
-    import ray
     from ray import tune
-    from ray.tune import Checkpoint
 
-    from suhmo.config import make_config
     from suhmo.train import Trainer
-    from suhmo.utils import SuhmoError
 
-    t_entry = time.time()
-    meta = config[META_KEY]
-    ctx = tune.get_context()
-    trial_id, trial_name = ctx.get_trial_id(), ctx.get_trial_name()
+    t_entry, meta, ctx = time.time(), config[META_KEY], tune.get_context()
     threads = int(meta.get("threads", 1))
-    overrides = trial_overrides(config)
-    overrides.update({"train.threads": threads, "train.progress": False})
-    objectives = [tuple(o) for o in meta["objectives"]]
-    if objectives and not overrides.get("train.select_metric"):
-        # best.pt is kept on the search objective, not on the preset's select_metric
-        overrides.update({"train.select_metric": objectives[0][0], "train.select_mode": objectives[0][1]})
-    cfg = make_config(meta["preset"], overrides=overrides)  # ConfigError -> the trial errors with it
-    seed = int(cfg.train.seed)
-    _reset_process_state(threads, seed)
-
+    cfg = trial_config(meta, {**sampled_values(config), "train.threads": threads, "train.progress": False})
+    reset_process_state(threads, int(cfg.train.seed))
     work = Path(ctx.get_trial_dir()) / "run"
-    storage_trial_dir = (Path(meta["storage"]) / meta["experiment"] / trial_name
-                         if meta.get("storage") and meta.get("experiment") else None)
-    restored = _restore_files(work, storage_trial_dir)
-    work.mkdir(parents=True, exist_ok=True)
+    restored = restore_files(work, tune.get_checkpoint(), storage_trial_dir(meta, ctx.get_trial_name()))
+    with TrialRun(meta, cfg, ctx.get_trial_id(), ctx.get_trial_name(), restored.get("mlflow_run_id")) as run:
+        train_set, eval_set = trial_datasets(cfg)
+        trainer = Trainer(cfg, work, train_set=train_set, eval_set=eval_set, resume=True,
+                          report=TuneReport(cfg, meta, work, run, t_entry), should_stop=StopFlag(stop_file(meta)))
+        run.watch(trainer, eval_set)
+        trainer.fit()
 
-    logger = None
-    if meta.get("tracking_uri"):
-        from tracking import TrialLogger
 
-        logger = TrialLogger(meta["tracking_uri"], meta["experiment_id"], meta["parent_run_id"],
-                             trial_id=trial_id, trial_name=trial_name, config=cfg.flat(), seed=seed,
-                             objectives=objectives, run_id=restored.get("mlflow_run_id"))
-    node_ip = ray.util.get_node_ip_address()
-    state: dict[str, Any] = {"last_step": int(restored.get("step", 0)), "first": True,
-                             "best": restored.get("best")}
-    trainer_box: dict[str, Any] = {}
-    status, reason = "FAILED", None
+class TuneReport:
+    """The trainer's ``report`` hook: the evaluation goes to MLflow (``run``), then to Tune with
+    a checkpoint folder (last.pt, best.pt, config.yaml, metrics.jsonl, trial.json)."""
 
-    def report(step: int, metrics: dict, checkpoint_path: Optional[Path]) -> None:
+    def __init__(self, cfg, meta: dict, work: Path, run: "TrialRun", t_entry: float):
+        import ray
+
+        self.cfg, self.meta, self.work, self.run = cfg, meta, work, run
+        self.objectives = [m for m, _ in meta["objectives"]]
+        self.node_ip = ray.util.get_node_ip_address()
+        self.t_entry, self.t_fit = t_entry, None  # overhead accounting for benchmarks/search.py
+
+    def __call__(self, step: int, metrics: dict, checkpoint_path: Optional[Path]) -> None:
+        from ray import tune
+
         t_report = time.time()
         values = {k: float(v) for k, v in metrics.items()
                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        missing = [m for m, _ in objectives if m not in values]
-        if missing:
-            raise SuhmoError(f"objective {missing[0]!r} is not among the trainer's metrics "
-                             f"({', '.join(sorted(values)) or 'none'}); check the metric stack / eval.metrics")
-        bad = [m for m, _ in objectives if not math.isfinite(values[m])]
-        if bad:
-            raise SuhmoError(f"diverged at iteration {step}: objective {bad[0]} is {values[bad[0]]}")
-        improved = False
-        if objectives:
-            m, mode = objectives[0]
-            best = state["best"]
-            improved = best is None or (values[m] < best if mode == "min" else values[m] > best)
-            if improved:
-                state["best"] = values[m]
-        samples = None
-        if logger is not None and improved and trainer_box.get("refs") is not None:
-            # samples of the best checkpoint so far, rendered into the MLflow run
-            samples = trainer_box["trainer"].sample_fn(trainer_box["refs"], int(cfg.eval.frames), cfg.eval.seed)
-        if logger is not None:
-            logger.log_eval(step, values, checkpoint_path, samples)
-        extra = {"step": int(step), "iterations": int(cfg.train.iterations), "trial_seed": seed,
-                 "study_seed": int(meta.get("study_seed", 0)), "node_ip": node_ip}
-        if state["first"]:
-            # overhead accounting for benchmarks/search.py
-            extra["time_setup_s"] = trainer_box["t_fit"] - t_entry
-            extra["time_trainer_first_s"] = t_report - trainer_box["t_fit"]
-            state["first"] = False
-        state["last_step"] = int(step)
+        check_objectives(values, self.objectives, step)
+        self.run.log_eval(step, values, checkpoint_path)
+        extra = {"step": int(step), "iterations": int(self.cfg.train.iterations), "trial_seed": int(self.cfg.train.seed),
+                 "study_seed": int(self.meta.get("study_seed", 0)), "node_ip": self.node_ip}
+        if self.t_fit is None:
+            self.t_fit = self.run.t_fit
+            extra.update(time_setup_s=self.t_fit - self.t_entry, time_trainer_first_s=t_report - self.t_fit)
         with tempfile.TemporaryDirectory(prefix="suhmo-ckpt-") as tmp:
             d = Path(tmp)
             for name in CHECKPOINT_FILES:
-                if (work / name).is_file():
-                    _link_or_copy(work / name, d / name)
-            info = {"trial_id": trial_id, "step": int(step), "seed": seed, "best": state["best"],
-                    "mlflow_run_id": logger.run_id if logger is not None else None}
+                if (self.work / name).is_file():
+                    _link_or_copy(self.work / name, d / name)
+            info = {"trial_id": self.run.trial_id, "step": int(step), "seed": int(self.cfg.train.seed),
+                    "mlflow_run_id": self.run.run_id}
             (d / "trial.json").write_text(json.dumps(info))
             extra["time_report_s"] = time.time() - t_report
-            tune.report({**values, **extra}, checkpoint=Checkpoint.from_directory(tmp))
+            tune.report({**values, **extra}, checkpoint=tune.Checkpoint.from_directory(tmp))
 
-    try:
-        train_set, eval_set = _datasets(cfg)
-        trainer = Trainer(cfg, work, train_set=train_set, eval_set=eval_set, report=report,
-                          should_stop=_stop_requested, resume=True)
-        trainer_box["trainer"] = trainer
-        if logger is not None and eval_set is not None and len(eval_set.clips):
-            trainer_box["refs"] = _sample_refs(eval_set, k=4, seed=cfg.eval.seed)
-        trainer_box["t_fit"] = time.time()
-        trainer.fit()
-        if trainer.step >= cfg.train.iterations:
-            status = "FINISHED"
-        else:
-            status, reason = "KILLED", f"stopped early at iteration {trainer.step} (scheduler or interrupted search)"
-    except SystemExit:
-        # Tune ends a trial it stopped by raising SystemExit from tune.report
-        done = state["last_step"] >= cfg.train.iterations
-        status, reason = ("FINISHED", None) if done else \
-            ("KILLED", f"stopped early at iteration {state['last_step']} (scheduler or interrupted search)")
-        raise
-    except StopIteration as e:
-        # Tune's runner thread takes StopIteration for a clean exit and the error would be
-        # lost ("Should not have reached here"): turn it into a real error
-        status, reason = "FAILED", f"StopIteration escaped from training: {e!r}"
-        raise SuhmoError(f"trial failed: {reason}") from e
-    except BaseException as e:  # noqa: BLE001 - recorded, then re-raised for Tune
-        status, reason = "FAILED", f"{type(e).__name__}: {e}"
-        raise
-    finally:
-        if logger is not None:
+
+def check_objectives(values: dict[str, float], objectives: list[str], step: int) -> None:
+    """SuhmoError when an objective is missing from an evaluation or not finite (divergence)."""
+    missing = [m for m in objectives if m not in values]
+    if missing:
+        raise SuhmoError(f"objective {missing[0]!r} is not among the trainer's metrics "
+                         f"({', '.join(sorted(values)) or 'none'}); check the metric stack / eval.metrics")
+    bad = [m for m in objectives if not math.isfinite(values[m])]
+    if bad:
+        raise SuhmoError(f"diverged at iteration {step}: objective {bad[0]} is {values[bad[0]]}")
+
+
+class TrialRun:
+    """The tracking hook of a trial, a context manager around the training: its MLflow run
+    (when the search tracks), fed by :class:`TuneReport`, with samples of each new best
+    checkpoint, and closed with the trial's outcome:
+
+    * FINISHED: the trainer reached ``train.iterations`` (also when Tune ends the trial at
+      its last report by raising SystemExit from ``tune.report``);
+    * KILLED: stopped earlier, by the scheduler or an interrupted search;
+    * FAILED with the error as reason (a divergence raises SuhmoError in the trainer; Tune
+      records the trial as errored and the search goes on).
+    """
+
+    def __init__(self, meta: dict, cfg, trial_id: str, trial_name: str, run_id: Optional[str] = None):
+        self.cfg, self.trial_id = cfg, trial_id
+        self.trainer, self.refs, self.t_fit = None, None, time.time()
+        self.logger = None
+        if meta.get("tracking_uri"):
+            from tracking import TrialLogger
+
+            self.logger = TrialLogger(meta["tracking_uri"], meta["experiment_id"], meta["parent_run_id"],
+                                      trial_id=trial_id, trial_name=trial_name, config=cfg.flat(),
+                                      seed=int(cfg.train.seed), objectives=meta["objectives"], run_id=run_id)
+
+    @property
+    def run_id(self) -> Optional[str]:
+        return self.logger.run_id if self.logger is not None else None
+
+    def watch(self, trainer, eval_set) -> None:
+        """Training starts: samples of a new best come from this trainer and eval set."""
+        self.trainer = trainer
+        if self.logger is not None and eval_set is not None and len(eval_set.clips):
+            self.refs = sample_refs(eval_set, k=4, seed=self.cfg.eval.seed)
+        self.t_fit = time.time()
+
+    def log_eval(self, step: int, values: dict[str, float], checkpoint_path: Optional[Path]) -> None:
+        if self.logger is None:
+            return
+        samples = None
+        if self.refs is not None:
+            trainer, refs, ev = self.trainer, self.refs, self.cfg.eval
+            samples = lambda: trainer.sample_fn(refs, int(ev.frames), ev.seed)  # noqa: E731 - rendered on a new best only
+        self.logger.log_eval(step, values, checkpoint_path, samples)
+
+    def __enter__(self) -> "TrialRun":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        step = self.trainer.step if self.trainer is not None else 0
+        done = step >= self.cfg.train.iterations
+        status, reason = "FAILED", f"{getattr(exc_type, '__name__', '')}: {exc}"
+        if exc_type is None or exc_type is SystemExit:  # Tune ends a trial it stopped by SystemExit
+            status, reason = ("FINISHED", None) if done else \
+                ("KILLED", f"stopped early at iteration {step} (scheduler or interrupted search)")
+        elif exc_type is not None and issubclass(exc_type, StopIteration):
+            reason = f"StopIteration escaped from training: {exc!r}"
+        if self.logger is not None:
             try:
-                logger.close(status, reason)
+                self.logger.close(status, reason)
             except Exception as e:  # noqa: BLE001 - the driver closes runs left open
-                print(f"[suhmo] could not close MLflow run of trial {trial_id}: {e}", file=sys.stderr)
+                print(f"[suhmo] could not close MLflow run of trial {self.trial_id}: {e}", file=sys.stderr)
+        if exc_type is not None and issubclass(exc_type, StopIteration):
+            # Tune's runner thread takes StopIteration for a clean exit and the error would be
+            # lost ("Should not have reached here"): turn it into a real error
+            raise SuhmoError(f"trial failed: {reason}") from exc
+        return False
 
 
-def _sample_refs(eval_set, k: int, seed: int):
+def sample_refs(eval_set, k: int, seed: int):
     """``k`` first frames of held-out clips, the references of the rendered samples."""
     import numpy as np
 

@@ -23,6 +23,24 @@ import torch
 from suhmo.config import VAE_VARIANTS
 
 
+def _metric_names(logs: dict) -> dict:
+    """Loss logs under metric names: ``g_l2`` -> ``loss_l2``, ``g_adv_seq`` -> ``loss_g_seq``,
+    ``d_seq`` -> ``loss_d_seq``; D scores (``d_real_*``, ``d_fake_*``) and ``lam`` keep their
+    names; the totals (``d_loss``, ``g_loss``) are dropped (the trainer adds loss_d / loss_g)."""
+    out = {}
+    for k, v in logs.items():
+        if k in ("d_loss", "g_loss"):
+            continue
+        if k.startswith("g_adv_"):
+            k = "loss_g_" + k[len("g_adv_"):]
+        elif k.startswith("g_"):
+            k = "loss_" + k[2:]
+        elif k.startswith("d_") and not k.startswith(("d_real_", "d_fake_")):
+            k = "loss_d_" + k[2:]
+        out[k] = v
+    return out
+
+
 class AdversarialObjective:
     """GAN (and, with ``loss.adversarial: false``, MLE) iteration of the SUHMo trainer."""
 
@@ -32,7 +50,6 @@ class AdversarialObjective:
         from suhmo.losses import discriminator_loss, generator_loss, lambda_at, needs_discriminator
         from suhmo import speed
         from suhmo.models import num_feature_frames
-        from suhmo.train import _metric_names
 
         cfg, G, D = trainer.cfg, trainer.G, trainer.D
         obs_len, seq_len = cfg.data.obs_len, cfg.data.seq_len

@@ -37,6 +37,7 @@ from suhmo.checkpoint import (copy_checkpoint, generator_state, load_checkpoint,
                               set_rng_state)
 from suhmo import speed
 from suhmo.config import Config
+from suhmo.selection import Objective
 from suhmo.utils import (SuhmoError, append_line, atomic_write_text, make_dirs, pick_device, remove_stale_tmp,
                          seed_everything)
 
@@ -62,7 +63,7 @@ class Trainer:
                  report: Optional[Callable[[int, dict, Optional[Path]], None]] = None,
                  should_stop: Optional[Callable[[], bool]] = None, resume: bool = True):
         from suhmo.data import load_dataset
-        from suhmo.data.windows import make_sampler
+        from suhmo.data.loading import make_sampler
         from suhmo.models import WindowSampler, build_discriminator, build_generator
         from suhmo.objectives import build_objective
 
@@ -267,9 +268,8 @@ class Trainer:
         if self.best is not None and (self.best["metric"], self.best["mode"]) != (tc.select_metric, tc.select_mode):
             self.best = None  # the selection rule changed on resume: start a new best
         value = metrics.get(tc.select_metric)
-        improved = value is not None and math.isfinite(value) and (
-            self.best is None
-            or (value < self.best["value"] if tc.select_mode == "min" else value > self.best["value"]))
+        improved = Objective(tc.select_metric, tc.select_mode).better(
+            value, None if self.best is None else self.best["value"])
         if improved:
             self.best = {"metric": tc.select_metric, "mode": tc.select_mode, "value": float(value),
                          "step": self.step, "ema": self.G_ema is not None}
@@ -435,24 +435,6 @@ def fit_space(G: torch.nn.Module, train_set, cfg: Config, windows: int = 2048) -
 
 def _yaml_value(v) -> str:
     return "null" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
-
-
-def _metric_names(logs: dict) -> dict:
-    """Loss logs under metric names: ``g_l2`` -> ``loss_l2``, ``g_adv_seq`` -> ``loss_g_seq``,
-    ``d_seq`` -> ``loss_d_seq``; D scores (``d_real_*``, ``d_fake_*``) and ``lam`` keep their
-    names; the totals (``d_loss``, ``g_loss``) are dropped (the trainer adds loss_d / loss_g)."""
-    out = {}
-    for k, v in logs.items():
-        if k in ("d_loss", "g_loss"):
-            continue
-        if k.startswith("g_adv_"):
-            k = "loss_g_" + k[len("g_adv_"):]
-        elif k.startswith("g_"):
-            k = "loss_" + k[2:]
-        elif k.startswith("d_") and not k.startswith(("d_real_", "d_fake_")):
-            k = "loss_d_" + k[2:]
-        out[k] = v
-    return out
 
 
 def _progress(cfg: Config, total: int, initial: int):

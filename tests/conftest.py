@@ -13,6 +13,9 @@ DEV_DATA = dev_data_path()
 # Quiet, local-only settings for every test process (and the Ray workers they start). Ray's
 # authentication stays at its default (token auth for local instances): see README, cluster section.
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# a local Ray started in this process stays on 127.0.0.1 (read when ray is imported, which
+# collection does before any test starts one; launch.rayenv.start_ray sets it for the CLI)
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")

@@ -18,7 +18,8 @@ def tiny_search(tmp: Path, space: dict, name: str,
     """
     import ray
 
-    from launch.runner import make_plan, run_search
+    from launch.plan import make_plan
+    from launch.runner import run_search
     from launch.space import parse_space
 
     uri = f"sqlite:///{(tmp / 'mlflow.db').as_posix()}"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from launch.importance import param_importances
-from launch.runner import TrialRow
+from launch.leaderboard import TrialRow
 from launch.space import parse_space
 
 SPACE = {

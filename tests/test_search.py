@@ -12,7 +12,10 @@ import pickle
 import optuna
 import pytest
 
-from launch.runner import SearchPlan, make_plan, rank_rows, read_trials, run_search, start_ray
+from launch.leaderboard import rank_rows, read_trials
+from launch.plan import SearchPlan, make_plan
+from launch.rayenv import start_ray
+from launch.runner import run_search
 from launch.space import OptunaSpace, parse_space
 
 pytestmark = pytest.mark.slow
@@ -183,7 +186,7 @@ def test_diverging_trial_is_errored_and_the_search_goes_on(ray_session, tmp_path
 
 
 def test_multi_objective_search_reports_a_pareto_set(ray_session, tmp_path):
-    from launch.runner import pareto_set, render_report
+    from launch.leaderboard import pareto_set, render_report
 
     data = tiny_space(objectives=["fd_clip40:min", "apd:max"], budget={"num_samples": 3, "max_concurrent": 2})
     del data["objective"]

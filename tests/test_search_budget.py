@@ -6,8 +6,10 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from launch.budget import TimeCap
-from launch.runner import SearchOutcome, TrialRow, make_plan, render_report
+from launch.leaderboard import SearchOutcome, TrialRow, render_report
+from launch.plan import make_plan
 from launch.space import parse_space
+from launch.trainable import STOP_FILE, StopFlag, stop_file
 
 
 def _trial(tid: str):
@@ -26,6 +28,25 @@ def test_cap_waits_for_every_started_trials_first_evaluation():
     cap("b", {"step": 100})
     assert cap.due(t0 + 60)
     assert not cap.stop_all() or cap.triggered
+
+
+def test_cap_that_stops_the_search_tells_the_running_trials(tmp_path):
+    """TimeCap writes the stop file when it ends the search; a trial's should-stop hook
+    (StopFlag, polled every iteration) turns true once it sees the file."""
+    meta = {"storage": str(tmp_path), "experiment": "exp"}
+    (tmp_path / "exp").mkdir()
+    flag = StopFlag(stop_file(meta), interval_s=0.0)
+    cap = TimeCap(0.0, stop_file=tmp_path / "exp" / STOP_FILE)
+    cap.setup()
+    assert not cap.stop_all() and not flag()  # nothing evaluated yet: the cap waits
+    cap.on_trial_start(0, [], _trial("a"))
+    cap("a", {"step": 10})
+    assert cap.stop_all() and (tmp_path / "exp" / STOP_FILE).is_file()
+    assert flag() and flag()  # stays true
+    assert not StopFlag(None)()  # no storage (a trial outside a search): never stops by itself
+    slow = StopFlag(stop_file(meta), interval_s=3600.0)
+    slow.checked = 1e18  # just looked: the file is not read again before interval_s
+    assert not slow()
 
 
 def test_cap_does_not_wait_for_trials_started_after_the_deadline_or_ended():

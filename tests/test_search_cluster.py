@@ -24,7 +24,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from launch.runner import SearchPlan, read_trials
+from launch.leaderboard import read_trials
+from launch.plan import SearchPlan
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -118,6 +119,7 @@ def test_trials_run_on_both_loopback_nodes(tmp_path):
     temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths must stay < 108 chars
     port = free_port(HEAD)
     env = dict(os.environ)
+    env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)  # set by conftest for local instances; nodes of a cluster need it unset
     # token authentication, one token for both nodes and the driver (README, cluster section)
     env.update(RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32),
                SUHMO_HOME=str(tmp_path / "home"),
@@ -160,6 +162,7 @@ def test_worker_node_lost_mid_trial_resumes_from_its_checkpoint_on_the_head(tmp_
     port = free_port(HEAD)
     home = tmp_path / "home"
     env = dict(os.environ)
+    env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)  # set by conftest for local instances; nodes of a cluster need it unset
     env.update(RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32),
                SUHMO_HOME=str(home), PYTHONPATH=os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]))
     common = ["--num-cpus=1", "--num-gpus=0", f"--temp-dir={temp_dir}", "--disable-usage-stats"]

@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from launch.runner import SearchPlan, read_trials
+from launch.leaderboard import read_trials
+from launch.plan import SearchPlan
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]

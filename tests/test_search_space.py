@@ -193,7 +193,7 @@ def test_dry_run_prints_space_and_plan_and_starts_nothing(tmp_path):
 
 
 def _row(tid, state, fd, apd):
-    from launch.runner import TrialRow
+    from launch.leaderboard import TrialRow
 
     return TrialRow(trial_id=tid, name=f"trial_{tid}", status="TERMINATED", state=state, config={}, step=8,
                     iterations=8, evaluations=2, best={"fd_clip40": (fd, 8), "apd": (apd, 8)},
@@ -201,7 +201,7 @@ def _row(tid, state, fd, apd):
 
 
 def test_pareto_set_and_ranking():
-    from launch.runner import format_table, pareto_set, rank_rows
+    from launch.leaderboard import format_table, pareto_set, rank_rows
 
     objs = [["fd_clip40", "min"], ["apd", "max"]]
     rows = [_row("a", "finished", 1.0, 0.1), _row("b", "finished", 2.0, 0.5), _row("c", "stopped", 2.5, 0.4),
@@ -213,7 +213,7 @@ def test_pareto_set_and_ranking():
 
 
 def test_error_reason_takes_the_innermost_exception():
-    from launch.runner import error_reason
+    from launch.leaderboard import error_reason
 
     text = ("Failure # 1\nTraceback (most recent call last):\n  File \"x.py\", line 1\n"
             "ray.exceptions.RayTaskError(SuhmoError): ray::ImplicitFunc.train()\n"

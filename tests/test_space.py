@@ -167,7 +167,8 @@ def test_training_in_the_semantic_space_keeps_the_basis_in_checkpoints(split, tm
 
 
 def test_mixed_batches_take_their_share_from_the_synthetic_speakers(split, tmp_path):
-    from suhmo.data.windows import MixedSampler, make_sampler
+    from suhmo.data.loading import make_sampler
+    from suhmo.data.windows import MixedSampler
     from suhmo.data.loading import load_synthetic
 
     tr = split[0]

@@ -168,7 +168,7 @@ def test_ui_opens_on_the_trials_in_a_real_browser(searched):
 def test_leaderboard_shows_the_scale_and_runnable_hints(searched):
     """The leaderboard puts the objective beside a frozen face and real data; its next: hints
     spell the commands as the shell finds them (suhmo.hints)."""
-    from launch.runner import render_report
+    from launch.leaderboard import render_report
     from suhmo import hints
     from suhmo.metrics.scale import scale_for_config
 

@@ -255,7 +255,7 @@ def test_cli_trains_and_generates_a_vae(tmp_path):
 
 
 def test_leaderboard_names_the_two_beta_keys_in_full():
-    from launch.runner import format_table
+    from launch.leaderboard import format_table
 
     header = format_table([], [["fd_clip40", "min"]], ["optim.lr_g", "actor.beta", "hitdvae.beta"]).splitlines()[0]
     assert " lr_g " in header and " actor.beta " in header and " hitdvae.beta " in header

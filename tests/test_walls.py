@@ -49,3 +49,131 @@ def test_importing_every_suhmo_module_loads_no_forbidden_package():
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+# ------------------------------------------------------------------ import graph
+PACKAGES = ("suhmo", "launch", "tracking")
+
+
+def _module_files() -> dict[str, Path]:
+    """``dotted module name -> file`` of every module of suhmo/, launch/ and tracking/."""
+    mods = {}
+    for pkg in PACKAGES:
+        for py in (REPO / pkg).rglob("*.py"):
+            parts = list(py.relative_to(REPO).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            mods[".".join(parts)] = py
+    return mods
+
+
+def _import_graph(mods: dict[str, Path]) -> dict[str, set[str]]:
+    """Module -> the modules of ours it imports, function-level imports included (every
+    import statement anywhere in the file counts, whatever runs it)."""
+
+    def ours(name: str):
+        while name and name not in mods:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph = {}
+    for mod, py in mods.items():
+        edges = set()
+        for node in ast.walk(ast.parse(py.read_text(), filename=str(py))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:  # relative: from the module's package
+                    pkg = mod if py.name == "__init__.py" else mod.rpartition(".")[0]
+                    for _ in range(node.level - 1):
+                        pkg = pkg.rpartition(".")[0]
+                    base = f"{pkg}.{base}" if base else pkg
+                names = [f"{base}.{a.name}" if f"{base}.{a.name}" in mods else base for a in node.names]
+            else:
+                continue
+            edges |= {t for t in map(ours, names) if t and t != mod}
+        graph[mod] = edges
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    out = []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_cycle_finder_sees_function_level_imports(tmp_path):
+    a = ast.parse("def f():\n    from launch.b import g\n")
+    assert any(isinstance(n, ast.ImportFrom) for n in ast.walk(a))  # ast.walk reaches into functions
+    assert _cycles({"a": {"b"}, "b": {"a"}, "c": {"a"}}) == [["a", "b"]]
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": set()}) == []
+
+
+def test_no_import_cycle_among_suhmo_launch_tracking_modules():
+    mods = _module_files()
+    graph = _import_graph(mods)
+    assert "launch.space" in graph["launch.progress"] and "suhmo.objectives" in graph["suhmo.train"]  # top and function-level imports are edges
+    assert _cycles(graph) == []
+
+
+def _private_ray_imports(source: str, where: str) -> list[str]:
+    """``where:line: module`` of every import of a private Ray module (a part after ``ray``
+    that starts with an underscore), function-level imports included."""
+    found = []
+    for node in ast.walk(ast.parse(source, filename=where)):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [f"{node.module}.{a.name}" for a in node.names]
+        else:
+            continue
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == "ray" and any(p.startswith("_") for p in parts[1:]):
+                found.append(f"{where}:{node.lineno}: {name}")
+    return found
+
+
+def test_private_ray_import_finder():
+    src = ("import ray\nfrom ray import tune\nimport ray._private.ray_constants\n"
+           "def f():\n    from ray.train._internal.session import get_session\n"
+           "    from ray.train import _internal\n")
+    assert [h.split(": ")[1] for h in _private_ray_imports(src, "x.py")] == [
+        "ray._private.ray_constants", "ray.train._internal.session.get_session", "ray.train._internal"]
+
+
+def test_no_private_ray_module_is_imported_anywhere():
+    """Tune's public API only (ray.tune.report / get_checkpoint / get_context, ExperimentAnalysis):
+    no ``ray._private``, ``ray.train._internal``, ``ray.air._internal``, ... in the repo's code."""
+    files = [p for p in REPO.rglob("*.py")
+             if not any(part.startswith(".") or part == "suhmo-runs" for part in p.relative_to(REPO).parts)]
+    assert any(p.name == "trainable.py" for p in files)
+    bad = [hit for p in files for hit in _private_ray_imports(p.read_text(), str(p.relative_to(REPO)))]
+    assert bad == [], bad

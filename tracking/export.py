@@ -35,20 +35,20 @@ from pathlib import Path
 import numpy as np
 from mlflow.exceptions import MlflowException
 
+from suhmo.selection import Objective, mode_of, pareto_front
 from suhmo.utils import SuhmoError, atomic_write_bytes, atomic_write_text
 
 from tracking.mlflow_log import (
     CKPT_DIR,
     EVAL_DIR,
-    KIND_TAG,
     OBJECTIVES_TAG,
-    _children,
-    _client,
+    child_runs,
     default_tracking_uri,
+    mlflow_client,
+    resolve_search,
 )
+from tracking.results import repeat_groups
 
-# metrics where higher is better (ARCHITECTURE.md, "Metrics"); all others default to min
-_HIGHER_IS_BETTER = {"apd"}
 _SEED_PARAMS = {"seed", "train.seed"}
 
 
@@ -88,34 +88,6 @@ class Selection:
 
 
 # ---------------------------------------------------------------------- selection
-def _resolve_search(client, tracking_uri: str, experiment: str | None, search_run_id: str | None):
-    if search_run_id:
-        try:
-            parent = client.get_run(search_run_id)
-        except MlflowException:
-            raise SuhmoError(f"search run {search_run_id} not found at {tracking_uri}") from None
-        exp = client.get_experiment(parent.info.experiment_id)
-        return exp, parent
-    if experiment is not None:
-        exp = client.get_experiment_by_name(experiment)
-        if exp is None or exp.lifecycle_stage != "active":
-            names = [e.name for e in client.search_experiments() if e.name != "Default"]
-            known = ", ".join(sorted(names)) or "none"
-            raise SuhmoError(f"experiment {experiment!r} not found at {tracking_uri} (known: {known})")
-        exp_ids = [exp.experiment_id]
-    else:
-        exp_ids = [e.experiment_id for e in client.search_experiments()]
-        if not exp_ids:
-            raise SuhmoError(f"no experiment at {tracking_uri}; run a search first (suhmo-search run)")
-    runs = client.search_runs(exp_ids, filter_string=f"tags.`{KIND_TAG}` = 'search'",
-                              order_by=["attributes.start_time DESC"], max_results=1)
-    if not runs:
-        where = f"experiment {experiment!r}" if experiment else tracking_uri
-        raise SuhmoError(f"no search run in {where}; run a search first (suhmo-search run)")
-    parent = runs[0]
-    return client.get_experiment(parent.info.experiment_id), parent
-
-
 def _checkpoint_steps(client, run_id: str) -> list[int]:
     steps = []
     for f in client.list_artifacts(run_id, CKPT_DIR):
@@ -129,23 +101,6 @@ def _history(client, run_id: str, key: str) -> dict[int, float]:
     return {int(m.step): float(m.value) for m in client.get_metric_history(run_id, key)}
 
 
-def _dominates(a: dict[str, float], b: dict[str, float], objectives) -> bool:
-    sign = {m: (1.0 if mode == "min" else -1.0) for m, mode in objectives}
-    no_worse = all(sign[m] * a[m] <= sign[m] * b[m] for m, _ in objectives)
-    better = any(sign[m] * a[m] < sign[m] * b[m] for m, _ in objectives)
-    return no_worse and better
-
-
-def pareto_front(cands: list[Candidate], objectives) -> list[Candidate]:
-    """Candidates not dominated by another on all ``objectives`` [(metric, mode)]."""
-    full = [c for c in cands if all(m in c.objectives and math.isfinite(c.objectives[m]) for m, _ in objectives)]
-    return [c for c in full if not any(_dominates(o.objectives, c.objectives, objectives) for o in full if o is not c)]
-
-
-def _key(value: float, mode: str) -> float:
-    return value if mode == "min" else -value
-
-
 def select_best(tracking_uri: str | None = None, experiment: str | None = None, *,
                 metric: str | None = None, mode: str | None = None, pareto: bool = False,
                 mean_over_seeds: bool = False, search_run_id: str | None = None) -> Selection:
@@ -156,9 +111,9 @@ def select_best(tracking_uri: str | None = None, experiment: str | None = None, 
                          "or pass --tracking-uri")
     if mode is not None and mode not in ("min", "max"):
         raise SuhmoError(f"--mode {mode!r}: choose min or max")
-    client = _client(tracking_uri)
-    exp, parent = _resolve_search(client, tracking_uri, experiment, search_run_id)
-    children = _children(client, exp.experiment_id, parent.info.run_id)
+    client = mlflow_client(tracking_uri)
+    exp, parent = resolve_search(client, tracking_uri, experiment, search_run_id)
+    children = child_runs(client, exp.experiment_id, parent.info.run_id)
     if not children:
         raise SuhmoError(f"search {parent.info.run_name} [{parent.info.run_id}] has no trial runs")
     objectives = json.loads(parent.data.tags.get(OBJECTIVES_TAG, "[]"))
@@ -175,7 +130,8 @@ def select_best(tracking_uri: str | None = None, experiment: str | None = None, 
         raise SuhmoError(f"unknown metric {metric!r} in search {parent.info.run_name}; "
                          f"known: {', '.join(known) or 'none (no evaluation was logged)'}")
     if mode is None:
-        mode = dict(objectives).get(metric, "max" if metric in _HIGHER_IS_BETTER else "min")
+        mode = dict(objectives).get(metric, mode_of(metric))
+    obj = Objective(metric, mode)
 
     cands: list[Candidate] = []
     for run in children:
@@ -197,7 +153,7 @@ def select_best(tracking_uri: str | None = None, experiment: str | None = None, 
     if pareto:
         if len(objectives) < 1:
             raise SuhmoError("--pareto: the search logged no objectives")
-        front = pareto_front(cands, objectives)
+        front = pareto_front(cands, objectives, lambda c: c.objectives)
         if not front:
             raise SuhmoError(f"--pareto: no checkpoint has all objectives {[m for m, _ in objectives]}")
         cands = front
@@ -206,11 +162,9 @@ def select_best(tracking_uri: str | None = None, experiment: str | None = None, 
         params = {r.info.run_id: r.data.params for r in children}
         per_run: dict[str, Candidate] = {}
         for c in cands:
-            if c.run_id not in per_run or _key(c.value, mode) < _key(per_run[c.run_id].value, mode):
+            if c.run_id not in per_run or obj.better(c.value, per_run[c.run_id].value):
                 per_run[c.run_id] = c
         groups: dict[tuple, list[Candidate]] = {}
-        from tracking.results import repeat_groups
-
         # after `suhmo-search repeat`: the mean over the repeat seeds only (the search's own
         # trial was selected for its score, so counting it would bias its configuration)
         repeat_key = {r.info.run_id: k for k, runs in repeat_groups(children).items() for r in runs}
@@ -222,11 +176,11 @@ def select_best(tracking_uri: str | None = None, experiment: str | None = None, 
             groups.setdefault(sig, []).append(c)
         if not groups:
             raise SuhmoError(f"--mean-over-seeds: no repeat run has a checkpoint with metric {metric!r}")
-        best_group = min(groups.values(), key=lambda g: _key(float(np.mean([c.value for c in g])), mode))
+        best_group = obj.best_of(groups.values(), lambda g: float(np.mean([c.value for c in g])))
         group_mean = float(np.mean([c.value for c in best_group]))
         group_runs = [c.run_id for c in best_group]
         cands = best_group
-    best = min(cands, key=lambda c: (_key(c.value, mode), c.step))
+    best = min(cands, key=lambda c: (obj.key(c.value), c.step))
     return Selection(tracking_uri, exp.experiment_id, exp.name, parent.info.run_id, parent.info.run_name,
                      metric, mode, objectives, best, considered, front, group_mean, group_runs)
 
@@ -364,7 +318,7 @@ def export_best(sel: Selection, out_dir: str | Path, *, register: str | None = N
     if out.exists() and not out.is_dir():
         raise SuhmoError(f"--out {out}: exists and is not a folder")
     b = sel.best
-    client = _client(sel.tracking_uri)
+    client = mlflow_client(sel.tracking_uri)
     with tempfile.TemporaryDirectory(prefix="suhmo-export-") as tmp:
         local = Path(client.download_artifacts(b.run_id, f"{CKPT_DIR}/step_{b.step}", tmp))
         files = sorted(p for p in local.rglob("*") if p.is_file())
@@ -482,7 +436,7 @@ def register_export(sel: Selection, out: Path, name: str, alias: str | None) -> 
     artifact folder, so the version is created from its artifact URI directly.
     """
     b = sel.best
-    client = _client(sel.tracking_uri)
+    client = mlflow_client(sel.tracking_uri)
     path = f"exports/step_{b.step}"
     client.log_artifacts(b.run_id, str(out), path)
     source = f"{client.get_run(b.run_id).info.artifact_uri}/{path}"

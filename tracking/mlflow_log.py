@@ -28,7 +28,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import mlflow  # noqa: F401  (telemetry is disabled in tracking/__init__)
 import numpy as np
@@ -36,6 +36,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
+from suhmo.selection import Objective
 from suhmo.utils import SuhmoError, atomic_write_text
 
 TRIAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
@@ -82,7 +83,7 @@ def artifact_root(tracking_uri: str) -> str | None:
     return None
 
 
-def _client(tracking_uri: str) -> MlflowClient:
+def mlflow_client(tracking_uri: str) -> MlflowClient:
     if tracking_uri.startswith("sqlite:///"):
         private_sqlite(tracking_uri)
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
@@ -112,7 +113,7 @@ def setup_experiment(tracking_uri: str, name: str) -> str:
     """
     if not name or not name.strip():
         raise SuhmoError("experiment name is empty; pass --experiment NAME")
-    client = _client(tracking_uri)
+    client = mlflow_client(tracking_uri)
     exp = client.get_experiment_by_name(name)
     if exp is None:
         root = artifact_root(tracking_uri)
@@ -175,7 +176,7 @@ def set_runs_view(tracking_uri: str, experiment_id: str, objectives: Sequence[Se
     the first columns. :func:`runs_page_url` opens that view.
     """
     objs = _objectives(objectives)
-    client = _client(tracking_uri)
+    client = mlflow_client(tracking_uri)
     cols = [f"metrics.`best_{m}`" for m, _ in objs]
     if objs:
         cols.append(f"metrics.`best_{objs[0][0]}_step`")
@@ -202,7 +203,7 @@ def runs_page_url(base_url: str, experiment_id: str | None = None) -> str:
 
 def latest_search_experiment(tracking_uri: str) -> str | None:
     """Id of the experiment that holds the most recent search run, or None."""
-    client = _client(tracking_uri)
+    client = mlflow_client(tracking_uri)
     exp_ids = [e.experiment_id for e in client.search_experiments()]
     if not exp_ids:
         return None
@@ -254,7 +255,7 @@ def _log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> No
         client.log_batch(run_id, params=items[i:i + _BATCH])
 
 
-def _set_tags(client: MlflowClient, run_id: str, tags: dict[str, Any]) -> None:
+def set_tags(client: MlflowClient, run_id: str, tags: dict[str, Any]) -> None:
     items = [RunTag(k, str(v)) for k, v in tags.items()]
     for i in range(0, len(items), _BATCH):
         client.log_batch(run_id, tags=items[i:i + _BATCH])
@@ -282,14 +283,6 @@ def _objectives(objectives: Iterable[Sequence[str]] | None) -> list[tuple[str, s
     return out
 
 
-def _better(a: float, b: float | None, mode: str) -> bool:
-    if not math.isfinite(a):
-        return False
-    if b is None or not math.isfinite(b):
-        return True
-    return a < b if mode == "min" else a > b
-
-
 # ---------------------------------------------------------------------- parent run
 def start_search_run(tracking_uri: str, experiment_id: str, *, space_file: str | Path | None,
                      cli_options: dict, study_seed: int | None, run_name: str,
@@ -301,7 +294,7 @@ def start_search_run(tracking_uri: str, experiment_id: str, *, space_file: str |
     and the study seed as params, and the objectives as a tag. With ``run_id`` (a resumed
     search) the existing run is reopened instead.
     """
-    client = _client(tracking_uri)
+    client = mlflow_client(tracking_uri)
     objs = _objectives(objectives)
     if run_id is not None:
         try:
@@ -309,7 +302,7 @@ def start_search_run(tracking_uri: str, experiment_id: str, *, space_file: str |
         except MlflowException:
             raise SuhmoError(f"search run {run_id} not found at {tracking_uri}") from None
         client.update_run(run_id, status="RUNNING")
-        _set_tags(client, run_id, {"status": "RUNNING"})
+        set_tags(client, run_id, {"status": "RUNNING"})
         return run_id
     tags = {KIND_TAG: "search", "status": "RUNNING"}
     if objs:
@@ -348,7 +341,37 @@ def _search_note(name: str, space_file, objs, searched: Sequence[str], cli_optio
     return "\n\n".join(lines)
 
 
-def _children(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list:
+def resolve_search(client, tracking_uri: str, experiment: str | None, search_run_id: str | None):
+    """(experiment, parent run) of the search run ``search_run_id``, else of the latest search of
+    ``experiment`` (or of the whole store)."""
+    if search_run_id:
+        try:
+            parent = client.get_run(search_run_id)
+        except MlflowException:
+            raise SuhmoError(f"search run {search_run_id} not found at {tracking_uri}") from None
+        exp = client.get_experiment(parent.info.experiment_id)
+        return exp, parent
+    if experiment is not None:
+        exp = client.get_experiment_by_name(experiment)
+        if exp is None or exp.lifecycle_stage != "active":
+            names = [e.name for e in client.search_experiments() if e.name != "Default"]
+            known = ", ".join(sorted(names)) or "none"
+            raise SuhmoError(f"experiment {experiment!r} not found at {tracking_uri} (known: {known})")
+        exp_ids = [exp.experiment_id]
+    else:
+        exp_ids = [e.experiment_id for e in client.search_experiments()]
+        if not exp_ids:
+            raise SuhmoError(f"no experiment at {tracking_uri}; run a search first (suhmo-search run)")
+    runs = client.search_runs(exp_ids, filter_string=f"tags.`{KIND_TAG}` = 'search'",
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    if not runs:
+        where = f"experiment {experiment!r}" if experiment else tracking_uri
+        raise SuhmoError(f"no search run in {where}; run a search first (suhmo-search run)")
+    parent = runs[0]
+    return client.get_experiment(parent.info.experiment_id), parent
+
+
+def child_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list:
     runs, token = [], None
     while True:
         page = client.search_runs(
@@ -368,7 +391,7 @@ def close_run(tracking_uri: str, run_id: str, status: str, reason: str | None = 
     stopped early by the scheduler, interrupted, or failed with the reason.
     """
     status = _check_status(status)
-    client = _client(tracking_uri)
+    client = mlflow_client(tracking_uri)
     stopped = status == "KILLED" if stopped_by_scheduler is None else stopped_by_scheduler
     if status == "FAILED":
         outcome = "failed: " + (_one_line(reason, 200) if reason else "error")
@@ -379,7 +402,7 @@ def close_run(tracking_uri: str, run_id: str, status: str, reason: str | None = 
         outcome = "interrupted" + (f": {_one_line(reason, 200)}" if reason else "")
     else:
         outcome = "completed"
-    _set_tags(client, run_id, {"status": status, "stopped_by_scheduler": str(bool(stopped)).lower(),
+    set_tags(client, run_id, {"status": status, "stopped_by_scheduler": str(bool(stopped)).lower(),
                                "error_reason": _one_line(reason) if reason else "", OUTCOME_TAG: outcome})
     client.set_terminated(run_id, status=status)
 
@@ -396,11 +419,10 @@ def _leaderboard(children: list, objectives: list[tuple[str, str]]) -> list[dict
             row[f"best_{metric}_step"] = int(step) if step is not None else None
         rows.append(row)
     if objectives:
-        metric, mode = objectives[0]
-        key = f"best_{metric}"
-        sign = 1.0 if mode == "min" else -1.0
+        obj = Objective.of(objectives[0])
+        key = f"best_{obj.metric}"
         rows.sort(key=lambda r: (r[key] is None or not math.isfinite(r[key]),
-                                 sign * r[key] if r[key] is not None and math.isfinite(r[key]) else 0.0))
+                                 obj.key(r[key]) if r[key] is not None and math.isfinite(r[key]) else 0.0))
     return rows
 
 
@@ -438,11 +460,11 @@ def finish_search_run(tracking_uri: str, parent_run_id: str, summary: dict | Non
     (best first).
     """
     status = _check_status(status)
-    client = _client(tracking_uri)
+    client = mlflow_client(tracking_uri)
     parent = client.get_run(parent_run_id)
     exp_id = parent.info.experiment_id
     states, errors = dict(trial_states or {}), dict(trial_errors or {})
-    for child in _children(client, exp_id, parent_run_id):
+    for child in child_runs(client, exp_id, parent_run_id):
         run_id, tid = child.info.run_id, child.data.tags.get("trial_id")
         if child.info.status == "KILLED" and states.get(tid) == "stopped":
             close_run(tracking_uri, run_id, "FINISHED", child.data.tags.get("error_reason") or None,
@@ -468,7 +490,7 @@ def finish_search_run(tracking_uri: str, parent_run_id: str, summary: dict | Non
             close_run(tracking_uri, run_id, "KILLED",
                       "trial process ended without closing its run (search " + status.lower() + ")",
                       stopped_by_scheduler=False)
-    children = _children(client, exp_id, parent_run_id)
+    children = child_runs(client, exp_id, parent_run_id)
     objectives = json.loads(parent.data.tags.get(OBJECTIVES_TAG, "[]"))
     if not objectives:
         for c in children:
@@ -495,7 +517,7 @@ def finish_search_run(tracking_uri: str, parent_run_id: str, summary: dict | Non
         metrics.append(Metric(f"best_{objectives[0][0]}", float(rows[0][f"best_{objectives[0][0]}"]), ts, 0))
         tags["best_run_id"] = rows[0]["run_id"]
     client.log_batch(parent_run_id, metrics=metrics)
-    _set_tags(client, parent_run_id, tags)
+    set_tags(client, parent_run_id, tags)
     view = json.loads(client.get_experiment(exp_id).tags.get(VIEW_TAG_PREFIX + VIEW_KEY, "{}"))
     if objectives and not any(c.startswith("params.") for c in view.get("selectedColumns", [])):
         # no space file named the searched fields: show those that varied between the trials
@@ -515,7 +537,7 @@ def finish_search_run(tracking_uri: str, parent_run_id: str, summary: dict | Non
 # ---------------------------------------------------------------------- child run
 def find_trial_run(tracking_uri: str, experiment_id: str, parent_run_id: str, trial_id: str) -> str | None:
     """The run id of trial ``trial_id`` under ``parent_run_id``, or None."""
-    client = _client(tracking_uri)
+    client = mlflow_client(tracking_uri)
     page = client.search_runs(
         [experiment_id],
         filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}' and tags.trial_id = '{trial_id}'",
@@ -546,7 +568,7 @@ class TrialLogger:
             raise SuhmoError(f"keep_checkpoints={keep_checkpoints!r}: choose best or all")
         flat = _flatten(dict(config or {}))
         self.tracking_uri = tracking_uri
-        self.client = _client(tracking_uri)
+        self.client = mlflow_client(tracking_uri)
         self.experiment_id = str(experiment_id)
         self.parent_run_id = parent_run_id
         self.trial_id = str(trial_id)
@@ -594,7 +616,7 @@ class TrialLogger:
             if f"best_{metric}" in m and f"best_{metric}_step" in m:
                 self.best[metric] = (float(m[f"best_{metric}"]), int(m[f"best_{metric}_step"]))
         self.client.update_run(self.run_id, status="RUNNING")
-        _set_tags(self.client, self.run_id, {"status": "RUNNING", "resumed": "true"})
+        set_tags(self.client, self.run_id, {"status": "RUNNING", "resumed": "true"})
 
     def __enter__(self) -> "TrialLogger":
         return self
@@ -620,11 +642,13 @@ class TrialLogger:
 
     # -------------------------------------------------------------- evaluation
     def log_eval(self, step: int, metrics: dict[str, float], checkpoint_path: str | Path | None = None,
-                 samples: np.ndarray | None = None) -> dict[str, tuple[float, int]]:
+                 samples: np.ndarray | Callable[[], np.ndarray] | None = None) -> dict[str, tuple[float, int]]:
         """Log one evaluation: metrics at ``step``, best-so-far per objective, artifacts.
 
         ``samples`` are generated sequences ``[K, T, 68, 2]`` in the [0, 1] frame (a GIF and
-        a motion map are rendered from the first ``render_samples``); ``checkpoint_path`` is
+        a motion map are rendered from the first ``render_samples``), or a function that
+        generates them, called only when this step improved the first objective (the
+        samples of each new best checkpoint); ``checkpoint_path`` is
         the trainer's checkpoint file (or folder) of this step. Returns the best-so-far
         ``{metric: (value, step)}``.
         """
@@ -641,7 +665,7 @@ class TrialLogger:
         batch = [Metric(k, v, ts, step) for k, v in values.items()]
         improved = []
         for metric, mode in self.objectives:
-            if metric in values and _better(values[metric], self.best.get(metric, (None,))[0], mode):
+            if metric in values and Objective(metric, mode).better(values[metric], self.best.get(metric, (None,))[0]):
                 self.best[metric] = (values[metric], step)
                 improved.append(metric)
             if metric in self.best:
@@ -658,6 +682,8 @@ class TrialLogger:
             record = {"step": step, "metrics": values,
                       "best": {m: {"value": v, "step": s} for m, (v, s) in self.best.items()}}
             atomic_write_text(d / "metrics.json", json.dumps(record, indent=2))
+            if callable(samples):
+                samples = samples() if self.objectives and self.objectives[0][0] in improved else None
             if checkpoint_path is not None:
                 atomic_write_text(d / "checkpoint.json",
                                   json.dumps({"step": step, "path": str(Path(checkpoint_path).resolve())}))

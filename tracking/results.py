@@ -26,7 +26,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import tempfile
+import time
+from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
+
+from suhmo.utils import SuhmoError, atomic_write_text
 
 REPEAT_OF_TAG = "repeat_of"
 CONFIG_KEY_TAG = "config_key"
@@ -121,23 +126,23 @@ def format_markdown(table: list[dict], metrics: Sequence[str] = DEFAULT_METRICS,
 
 
 # ---------------------------------------------------------------------- MLflow side
+# tracking.mlflow_log (mlflow) is imported in the functions below: the pure functions above
+# serve experiments/ and launch/ without loading MLflow
 def _client(tracking_uri: str):
-    from tracking.mlflow_log import _client as client
+    from tracking.mlflow_log import mlflow_client
 
-    return client(tracking_uri)
+    return mlflow_client(tracking_uri)
 
 
 def tag_run(tracking_uri: str, run_id: str, tags: dict[str, Any]) -> None:
     """Set string tags on a run (open or closed)."""
-    from tracking.mlflow_log import _set_tags
+    from tracking.mlflow_log import set_tags
 
-    _set_tags(_client(tracking_uri), run_id, tags)
+    set_tags(_client(tracking_uri), run_id, tags)
 
 
 def log_scores(tracking_uri: str, run_id: str, metrics: dict[str, float], step: int) -> None:
     """Log the post-training scores (``*_g40``/``*_g80``) of a run at ``step`` (a closed run too)."""
-    import time
-
     from mlflow.entities import Metric
 
     ts = int(time.time() * 1000)
@@ -151,11 +156,6 @@ def log_scores(tracking_uri: str, run_id: str, metrics: dict[str, float], step: 
 def log_parent_artifacts(tracking_uri: str, parent_run_id: str, folder: str, files: dict[str, str],
                          tags: Optional[dict] = None) -> None:
     """Write text ``files`` {name: content} under ``folder/`` of the parent run (+ tags)."""
-    import tempfile
-    from pathlib import Path
-
-    from suhmo.utils import atomic_write_text
-
     client = _client(tracking_uri)
     with tempfile.TemporaryDirectory(prefix="suhmo-repeat-") as tmp:
         for name, text in files.items():
@@ -167,11 +167,11 @@ def log_parent_artifacts(tracking_uri: str, parent_run_id: str, folder: str, fil
 
 def close_unfinished(tracking_uri: str, experiment_id: str, parent_run_id: str, batch: str) -> int:
     """Close (KILLED) runs of repeat ``batch`` that their worker left RUNNING; returns how many."""
-    from tracking.mlflow_log import _children, close_run
+    from tracking.mlflow_log import child_runs, close_run
 
     client = _client(tracking_uri)
     n = 0
-    for r in _children(client, experiment_id, parent_run_id):
+    for r in child_runs(client, experiment_id, parent_run_id):
         if r.data.tags.get(REPEAT_BATCH_TAG) == batch and r.info.status in ("RUNNING", "SCHEDULED"):
             close_run(tracking_uri, r.info.run_id, "KILLED", "repeat worker ended without closing its run")
             n += 1
@@ -180,12 +180,11 @@ def close_unfinished(tracking_uri: str, experiment_id: str, parent_run_id: str, 
 
 def search_runs(tracking_uri: str, experiment: str, search_run_id: Optional[str] = None):
     """(experiment, parent run, child runs) of the latest search of ``experiment``."""
-    from tracking.export import _resolve_search
-    from tracking.mlflow_log import _children
+    from tracking.mlflow_log import child_runs, resolve_search
 
     client = _client(tracking_uri)
-    exp, parent = _resolve_search(client, tracking_uri, experiment, search_run_id)
-    return exp, parent, _children(client, exp.experiment_id, parent.info.run_id)
+    exp, parent = resolve_search(client, tracking_uri, experiment, search_run_id)
+    return exp, parent, child_runs(client, exp.experiment_id, parent.info.run_id)
 
 
 def repeat_groups(children: list) -> dict[str, list]:
@@ -219,8 +218,6 @@ def results_table(tracking_uri: str, experiment: str, *, metrics: Sequence[str] 
     adds them (they have ``_g40``/``_g80`` scores only if something logged them).
     """
     if group_by not in ("method", "config_key"):
-        from suhmo.utils import SuhmoError
-
         raise SuhmoError(f"--group-by {group_by!r}: choose method or config_key")
     exp, parent, children = search_runs(tracking_uri, experiment, search_run_id)
     repeats = [r for r in children if r.data.tags.get(REPEAT_OF_TAG)]

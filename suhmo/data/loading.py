@@ -1,4 +1,5 @@
-"""``load_dataset(cfg)``: the training/evaluation landmark set a run uses, normalised."""
+"""``load_dataset(cfg)``: the training/evaluation landmark set a run uses, normalised;
+``make_sampler(train_set, cfg)``: its training batch stream."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Callable, Optional
 from suhmo.data.dataset import DataError, LandmarkSet, check_lengths, load_landmarks
 from suhmo.data.normalize import normalize_set
 from suhmo.data.synth import synthesize
-from suhmo.data.windows import smooth_positions
+from suhmo.data.windows import BatchSampler, MixedSampler, smooth_positions
 
 
 def load_dataset(cfg, *, notify: Optional[Callable[[str], None]] = None) -> LandmarkSet:
@@ -47,3 +48,11 @@ def _prepared(ls: LandmarkSet, cfg) -> LandmarkSet:
     if d.smooth_frames > 1:
         ls = ls.copy_with([smooth_positions(c, d.smooth_frames) for c in ls.clips])
     return ls
+
+
+def make_sampler(train_set: LandmarkSet, cfg, seed: int = 0):
+    """The training batch stream of ``cfg``: a BatchSampler, or a MixedSampler with the
+    procedural speakers when ``data.synth_mix > 0`` (real data only: ``data.path`` set)."""
+    if float(cfg.data.synth_mix) <= 0:
+        return BatchSampler(train_set, cfg, seed=seed)
+    return MixedSampler(train_set, load_synthetic(cfg), cfg, seed=seed)

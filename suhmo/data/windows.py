@@ -286,13 +286,3 @@ class MixedSampler:
         self.real.load_state_dict(state["real"])
         self.synth.load_state_dict(state["synth"])
         self.batches = int(state["batches"])
-
-
-def make_sampler(train_set: LandmarkSet, cfg, seed: int = 0):
-    """The training batch stream of ``cfg``: a BatchSampler, or a MixedSampler with the
-    procedural speakers when ``data.synth_mix > 0`` (real data only: ``data.path`` set)."""
-    if float(cfg.data.synth_mix) <= 0:
-        return BatchSampler(train_set, cfg, seed=seed)
-    from suhmo.data.loading import load_synthetic
-
-    return MixedSampler(train_set, load_synthetic(cfg), cfg, seed=seed)

@@ -79,6 +79,11 @@ class Metric:
     fn: Callable[[np.ndarray, "_Context"], dict]
     description: str
     detector: Optional[str] = None
+    higher_is_better: tuple = ()  # keys where a larger value is better; every other key: lower
+
+    def mode(self, key: str) -> str:
+        """``"max"`` when a larger value of ``key`` is better, else ``"min"``."""
+        return "max" if key in self.higher_is_better else "min"
 
 
 # ---------------------------------------------------------------------------- context
@@ -207,7 +212,7 @@ def _detector_metric(name: str, det: str, featurize: Callable[[_Context, np.ndar
 REGISTRY: dict[str, Metric] = {
     "landmark": Metric("landmark", lm.KEYS, _landmark,
                        "weight-free landmark stack: Fréchet distances (frame, clip 10/20/40, motion), "
-                       "APD, drift, motion energy"),
+                       "APD, drift, motion energy", higher_is_better=("apd",)),
     "fid": Metric("fid", ("fid",), _detector_metric("fid", "inception", _fid_features),
                   "Inception FID of the rasterised scored frames", "inception"),
     "tfid40": Metric("tfid40", ("tfid40",), _detector_metric("tfid40", "inception", _tfid_features),
@@ -223,6 +228,12 @@ ALIASES = {"paper": ("fid", "tfid40", "fvd40"), "detector": ("fid", "tfid40", "f
 
 def list_protocols() -> list[str]:
     return list(REGISTRY)
+
+
+def metric_modes(protocols=None) -> dict[str, str]:
+    """``{key: "min" | "max"}``: the direction that is better for each key the protocols
+    report (default: every registered protocol), as the registry declares it."""
+    return {k: m.mode(k) for n in (protocols or REGISTRY) for m in [REGISTRY[n]] for k in m.keys}
 
 
 def expand_names(names) -> list[str]:

@@ -1,0 +1,79 @@
+"""The trial's tracking hook (launch.trainable.TrialRun) on real MLflow (sqlite in a temp dir):
+the run's final status from how the training ended, StopIteration turned into a real error,
+samples rendered only for a new best of the first objective. No Ray: the hook is driven
+directly, as suhmo_trial drives it."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+import tracking
+from launch.trainable import TrialRun
+from suhmo.config import make_config
+from suhmo.utils import SuhmoError
+
+OBJ = [["fd", "min"], ["apd", "max"]]
+
+
+@pytest.fixture(scope="module")
+def search(tmp_path_factory):
+    d = tmp_path_factory.mktemp("mlruns")
+    uri = f"sqlite:///{(d / 'mlflow.db').as_posix()}"
+    exp = tracking.setup_experiment(uri, "trial hooks")
+    parent = tracking.start_search_run(uri, exp, space_file=None, cli_options={}, study_seed=0, run_name="s",
+                                       objectives=OBJ)
+    return {"tracking_uri": uri, "experiment_id": exp, "parent_run_id": parent, "objectives": OBJ}
+
+
+def _run(meta, tid: str, step: int):
+    cfg = make_config("tiny", overrides={"train.iterations": 10})
+    run = TrialRun(meta, cfg, tid, f"trial_{tid}")
+    run.trainer = SimpleNamespace(step=step)  # what watch() records: the trainer's step at the end
+    return run
+
+
+def _status(meta, run_id):
+    r = MlflowClient(meta["tracking_uri"]).get_run(run_id)
+    return r.info.status, r.data.tags.get("error_reason", "")
+
+
+def test_outcomes_of_a_trial(search):
+    with _run(search, "done", 10) as run:
+        pass
+    assert _status(search, run.run_id) == ("FINISHED", "")
+    with pytest.raises(SystemExit):  # Tune ends a stopped trial from tune.report
+        with _run(search, "asha", 4) as run:
+            raise SystemExit(0)
+    status, reason = _status(search, run.run_id)
+    assert status == "KILLED" and "stopped early at iteration 4" in reason
+    with pytest.raises(SystemExit):
+        with _run(search, "last", 10) as run:  # stopped at its last report: it did finish
+            raise SystemExit(0)
+    assert _status(search, run.run_id)[0] == "FINISHED"
+    with pytest.raises(SuhmoError, match="StopIteration escaped"):
+        with _run(search, "stopit", 2) as run:
+            raise StopIteration("from a generator")
+    assert _status(search, run.run_id)[0] == "FAILED"
+    with pytest.raises(ValueError):
+        with _run(search, "bad", 2) as run:
+            raise ValueError("diverged")
+    assert _status(search, run.run_id) == ("FAILED", "ValueError: diverged")
+
+
+def test_samples_are_made_for_a_new_best_of_the_first_objective_only(search, tmp_path):
+    calls = []
+    run = _run(search, "samples", 0)
+    run.refs = np.zeros((2, 68, 2), np.float32)
+    run.trainer = SimpleNamespace(step=0, sample_fn=lambda refs, frames, seed: calls.append(frames) or
+                                  np.full((2, frames + 1, 68, 2), 0.5, np.float32))
+    with run:
+        run.log_eval(1, {"fd": 5.0, "apd": 0.1}, None)  # first value: a new best
+        run.log_eval(2, {"fd": 6.0, "apd": 0.9}, None)  # apd improved, fd (the first objective) did not
+        run.log_eval(3, {"fd": 4.0, "apd": 0.0}, None)
+    assert len(calls) == 2
+    arts = {a.path for a in MlflowClient(search["tracking_uri"]).list_artifacts(run.run_id, "evals/step_1")}
+    assert any(p.endswith("samples.gif") for p in arts), arts
