@@ -177,3 +177,25 @@ def test_no_private_ray_module_is_imported_anywhere():
     assert any(p.name == "trainable.py" for p in files)
     bad = [hit for p in files for hit in _private_ray_imports(p.read_text(), str(p.relative_to(REPO)))]
     assert bad == [], bad
+
+
+def _private_names_imported(source: str, where: str) -> list[str]:
+    """``from <project module> import _name``: a private name crossing files."""
+    out = []
+    for node in ast.walk(ast.parse(source)):
+        if (isinstance(node, ast.ImportFrom) and node.module
+                and node.module.split(".")[0] in ("suhmo", "launch", "tracking")):
+            out += [f"{where}: from {node.module} import {a.name}" for a in node.names
+                    if a.name.startswith("_") and not a.name.startswith("__")]
+    return out
+
+
+def test_private_name_finder():
+    assert _private_names_imported("from suhmo.metrics import _Context, Metric\nfrom os import _exit\n", "x") == [
+        "x: from suhmo.metrics import _Context"]
+
+
+def test_no_private_name_crosses_files():
+    found = [hit for mod, path in _module_files().items()
+             for hit in _private_names_imported(path.read_text(), mod)]
+    assert not found, found

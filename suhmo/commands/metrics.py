@@ -65,7 +65,7 @@ def ref_cmd(data_path, split, names, stride, detector_dir, device, preset, confi
     import numpy as np
 
     from suhmo.data import load_dataset
-    from suhmo.metrics import MetricOptions, REGISTRY, _Context, expand_names, preprocessing_of
+    from suhmo.metrics import MetricOptions, REGISTRY, MetricContext, expand_names, preprocessing_of
     from suhmo.metrics import landmark as lm
     from suhmo.train import SPLIT_SEED
     from suhmo.utils import pick_device
@@ -77,7 +77,7 @@ def ref_cmd(data_path, split, names, stride, detector_dir, device, preset, confi
     opts = MetricOptions(real=list(ls.clips), real_fps=float(ls.fps), preprocessing=preprocessing_of(cfg),
                          stride=stride, detector_dir=Path(detector_dir) if detector_dir else None,
                          device=str(pick_device(device)))
-    ctx = _Context(opts)
+    ctx = MetricContext(opts)
     windows = ctx.real_windows()
     for name in expand_names(names):
         if name == "landmark":
@@ -87,12 +87,12 @@ def ref_cmd(data_path, split, names, stride, detector_dir, device, preset, confi
             path = cache_path(ctx.key(lm.VERSION, {"stack": "landmark"}), opts.cache_dir, "landmark")
             click.echo(f"landmark: {ref.num_windows} windows, real speed {ref.speed:.5f}/frame -> {path}")
         else:
-            from suhmo.metrics import _fid_features, _fvd_features, _scored, _tfid_features
+            from suhmo.metrics import fid_features, fvd_features, scored_part, tfid_features
 
             m = REGISTRY[name]
-            feat = {"fid": _fid_features, "tfid40": _tfid_features}.get(
-                name, lambda c, s, L=int(name[3:] or 40): _fvd_features(c, s, L))
-            mu, _ = ctx.detector_stats(name, m.detector, lambda w: feat(ctx, _scored(w, lm.SCORED_FRAMES)))
+            feat = {"fid": fid_features, "tfid40": tfid_features}.get(
+                name, lambda c, s, L=int(name[3:] or 40): fvd_features(c, s, L))
+            mu, _ = ctx.detector_stats(name, m.detector, lambda w: feat(ctx, scored_part(w, lm.SCORED_FRAMES)))
             click.echo(f"{name}: {len(windows)} windows, {np.asarray(mu).size}-d features cached")
     click.echo(f"{split} split of {data_path}: {len(ls.clips)} clips, {len(windows)} windows of "
                f"{lm.SCORED_FRAMES + 1} frames (stride {stride})")

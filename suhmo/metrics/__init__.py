@@ -76,7 +76,7 @@ class MetricOptions:
 class Metric:
     name: str
     keys: tuple
-    fn: Callable[[np.ndarray, "_Context"], dict]
+    fn: Callable[[np.ndarray, "MetricContext"], dict]
     description: str
     detector: Optional[str] = None
     higher_is_better: tuple = ()  # keys where a larger value is better; every other key: lower
@@ -87,7 +87,7 @@ class Metric:
 
 
 # ---------------------------------------------------------------------------- context
-class _Context:
+class MetricContext:
     """Per-``compute`` cache of reference statistics and detectors."""
 
     def __init__(self, opts: MetricOptions):
@@ -150,17 +150,17 @@ class _Context:
 
 
 # ------------------------------------------------------------------------ the protocols
-def _landmark(seqs: np.ndarray, ctx: _Context) -> dict:
+def _landmark(seqs: np.ndarray, ctx: MetricContext) -> dict:
     f = ctx.opts.frames
     scored = seqs[:, :f + 1]
     return lm.landmark_metrics(scored, ctx.landmark(), drift_seqs=seqs)
 
 
-def _scored(seqs: np.ndarray, frames: int) -> np.ndarray:
+def scored_part(seqs: np.ndarray, frames: int) -> np.ndarray:
     return lm.scored_segment(seqs, frames)[:, 1:]  # [N, 40, 68, 2]
 
 
-def _fid_features(ctx: _Context, scored: np.ndarray) -> np.ndarray:
+def fid_features(ctx: MetricContext, scored: np.ndarray) -> np.ndarray:
     from suhmo.metrics.detectors import inception_features
     from suhmo.metrics.raster import rasterize
 
@@ -173,7 +173,7 @@ def _fid_features(ctx: _Context, scored: np.ndarray) -> np.ndarray:
     return np.concatenate(out)
 
 
-def _tfid_features(ctx: _Context, scored: np.ndarray) -> np.ndarray:
+def tfid_features(ctx: MetricContext, scored: np.ndarray) -> np.ndarray:
     from suhmo.metrics.detectors import inception_features
     from suhmo.metrics.raster import motion_maps
 
@@ -187,7 +187,7 @@ def _tfid_features(ctx: _Context, scored: np.ndarray) -> np.ndarray:
     return np.concatenate(out)
 
 
-def _fvd_features(ctx: _Context, scored: np.ndarray, length: int) -> np.ndarray:
+def fvd_features(ctx: MetricContext, scored: np.ndarray, length: int) -> np.ndarray:
     from suhmo.metrics.detectors import i3d_features
     from suhmo.metrics.raster import rasterize
 
@@ -200,10 +200,10 @@ def _fvd_features(ctx: _Context, scored: np.ndarray, length: int) -> np.ndarray:
     return np.concatenate(out)
 
 
-def _detector_metric(name: str, det: str, featurize: Callable[[_Context, np.ndarray], np.ndarray]):
-    def fn(seqs: np.ndarray, ctx: _Context) -> dict:
-        real = ctx.detector_stats(name, det, lambda w: featurize(ctx, _scored(w, lm.SCORED_FRAMES)))
-        gen = feature_stats(featurize(ctx, _scored(seqs, ctx.opts.frames)))
+def _detector_metric(name: str, det: str, featurize: Callable[[MetricContext, np.ndarray], np.ndarray]):
+    def fn(seqs: np.ndarray, ctx: MetricContext) -> dict:
+        real = ctx.detector_stats(name, det, lambda w: featurize(ctx, scored_part(w, lm.SCORED_FRAMES)))
+        gen = feature_stats(featurize(ctx, scored_part(seqs, ctx.opts.frames)))
         return {name: frechet_distance(*gen, *real)}
 
     return fn
@@ -213,15 +213,15 @@ REGISTRY: dict[str, Metric] = {
     "landmark": Metric("landmark", lm.KEYS, _landmark,
                        "weight-free landmark stack: Fréchet distances (frame, clip 10/20/40, motion), "
                        "APD, drift, motion energy", higher_is_better=("apd",)),
-    "fid": Metric("fid", ("fid",), _detector_metric("fid", "inception", _fid_features),
+    "fid": Metric("fid", ("fid",), _detector_metric("fid", "inception", fid_features),
                   "Inception FID of the rasterised scored frames", "inception"),
-    "tfid40": Metric("tfid40", ("tfid40",), _detector_metric("tfid40", "inception", _tfid_features),
+    "tfid40": Metric("tfid40", ("tfid40",), _detector_metric("tfid40", "inception", tfid_features),
                      "Inception FID of motion maps of the 40 scored frames (t-FID)", "inception"),
 }
 for _L in lm.CLIP_LENGTHS:
     REGISTRY[f"fvd{_L}"] = Metric(
         f"fvd{_L}", (f"fvd{_L}",),
-        _detector_metric(f"fvd{_L}", "i3d", lambda ctx, s, L=_L: _fvd_features(ctx, s, L)),
+        _detector_metric(f"fvd{_L}", "i3d", lambda ctx, s, L=_L: fvd_features(ctx, s, L)),
         f"I3D FVD of {_L}-frame chunks of the scored frames", "i3d")
 ALIASES = {"paper": ("fid", "tfid40", "fvd40"), "detector": ("fid", "tfid40", "fvd10", "fvd20", "fvd40")}
 
@@ -267,7 +267,7 @@ def default_refs(windows: np.ndarray, num_samples: int, seed: int, group: int = 
     return np.repeat(windows[idx, 0], group, axis=0)[:num_samples]
 
 
-def _generate(opts: MetricOptions, ctx: _Context, run: int, gen_frames: int) -> np.ndarray:
+def _generate(opts: MetricOptions, ctx: MetricContext, run: int, gen_frames: int) -> np.ndarray:
     seed = int(opts.seed) + run
     if opts.sample_fn is not None:
         refs = opts.refs if opts.refs is not None else default_refs(ctx.real_windows(), opts.num_samples, seed)
@@ -306,7 +306,7 @@ def compute_report(names, opts: MetricOptions) -> dict:
         t = np.asarray(opts.sequences).shape[1] - 1
         if t < opts.frames:
             raise SuhmoError(f"the sequences hold {t} generated frames, fewer than frames={opts.frames}")
-    ctx = _Context(opts)
+    ctx = MetricContext(opts)
     gen_frames = int(opts.frames)
     if "landmark" in names and opts.sample_fn is not None:
         gen_frames = max(gen_frames, DRIFT_FRAMES)
@@ -404,7 +404,7 @@ def trainer_metrics(cfg, eval_set) -> Callable[[Callable, int], dict]:
     """
     names = expand_names(cfg.eval.metrics)
     opts = options_from_config(cfg, eval_set)
-    ctx = _Context(opts)
+    ctx = MetricContext(opts)
     if "landmark" in names:
         opts = opts.replace(reference=ctx.landmark())
     refs = default_refs(ctx.real_windows(), opts.num_samples, opts.seed)

@@ -84,7 +84,7 @@ KEYS = FD_KEYS + ("apd", "drift", "motion_energy", "motion_energy_err", "fd_clip
 
 
 # ------------------------------------------------------------------------ Procrustes + PCA
-def _centre_scale(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def centre_scale(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     c = x.mean(axis=-2)
     xc = x - c[..., None, :]
     s = np.sqrt((xc**2).sum(-1).mean(-1))
@@ -92,7 +92,7 @@ def _centre_scale(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return c, s, xc / s[..., None, None]
 
 
-def _align(xn: np.ndarray, mean_shape: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def align_shapes(xn: np.ndarray, mean_shape: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Rotate unit-scale centred shapes onto ``mean_shape``; returns (aligned, roll angle)."""
     dot = (xn * mean_shape).sum((-1, -2))
     cross = (xn[..., 0] * mean_shape[..., 1] - xn[..., 1] * mean_shape[..., 0]).sum(-1)
@@ -105,12 +105,12 @@ def _align(xn: np.ndarray, mean_shape: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 def mean_shape_gpa(frames: np.ndarray, iters: int = 4) -> np.ndarray:
     """Generalised Procrustes mean of ``frames [M, 68, 2]``: centred, unit RMS radius."""
-    _, _, xn = _centre_scale(np.asarray(frames, np.float64))
+    _, _, xn = centre_scale(np.asarray(frames, np.float64))
     m = xn.mean(0)
     for _ in range(iters):
         m = m - m.mean(0)
         m = m / np.sqrt((m**2).sum(-1).mean())
-        aligned, _ = _align(xn, m)
+        aligned, _ = align_shapes(xn, m)
         m = aligned.mean(0)
     m = m - m.mean(0)
     return m / np.sqrt((m**2).sum(-1).mean())
@@ -132,8 +132,8 @@ class LandmarkBasis:
         if len(frames) > max_frames:
             frames = frames[np.random.default_rng(seed).choice(len(frames), max_frames, replace=False)]
         m = mean_shape_gpa(frames)
-        _, _, xn = _centre_scale(frames)
-        aligned, _ = _align(xn, m)
+        _, _, xn = centre_scale(frames)
+        aligned, _ = align_shapes(xn, m)
         d = (aligned - m).reshape(len(frames), -1)
         _, sv, vt = np.linalg.svd(d - d.mean(0), full_matrices=False)
         basis = vt[:SHAPE_PCS].T  # [136, k]
@@ -145,8 +145,8 @@ class LandmarkBasis:
 
     def decompose(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``x [..., 68, 2]`` -> (pose [..., 4], shape coefficients [..., k], residual [...])."""
-        c, s, xn = _centre_scale(np.asarray(x, np.float64))
-        aligned, roll = _align(xn, self.mean_shape)
+        c, s, xn = centre_scale(np.asarray(x, np.float64))
+        aligned, roll = align_shapes(xn, self.mean_shape)
         d = (aligned - self.mean_shape).reshape(*aligned.shape[:-2], -1)
         coef = d @ self.pca_basis
         resid = np.sqrt(((d - coef @ self.pca_basis.T) ** 2).sum(-1))

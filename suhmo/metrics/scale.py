@@ -43,12 +43,12 @@ def scale_rows(opts, other_real: list, other_fps: float | None = None) -> dict[s
     ``sample_fn``/``sequences`` are ignored); ``other_real`` the real clips of the ``real data``
     row, normalised like ``opts.real``.
     """
-    from suhmo.metrics import _Context, compute
+    from suhmo.metrics import MetricContext, compute
     from suhmo.metrics.reference import cached_arrays, cache_key, dataset_fingerprint
 
     frames = max(int(opts.frames), lm.SCORED_FRAMES)
     base = opts.replace(sample_fn=None, sequences=None, frames=frames)
-    ctx = _Context(base)
+    ctx = MetricContext(base)
     if base.reference is None:
         base = base.replace(reference=ctx.landmark())
     key = cache_key(f"{dataset_fingerprint(base.real, base.real_fps)}+"

@@ -135,14 +135,14 @@ class SemanticSpace(nn.Module):
         state offset and per-dimension scale on ``windows [M, T, 68, 2]`` (augmented training
         windows, so that the pose ranges are those G sees). ``scale_d = std of the per-frame
         change of raw dimension d * vel_scale``."""
-        from suhmo.metrics.landmark import _align, _centre_scale, mean_shape_gpa
+        from suhmo.metrics.landmark import align_shapes, centre_scale, mean_shape_gpa
 
         frames = np.asarray(frames, np.float64).reshape(-1, LANDMARKS, 2)
         if len(frames) < self.k + 1:
             raise SuhmoError(f"semantic space: {len(frames)} training frames cannot fit {self.k} shape components")
         m = mean_shape_gpa(frames)
-        _, _, xn = _centre_scale(frames)
-        aligned, _ = _align(xn, m)
+        _, _, xn = centre_scale(frames)
+        aligned, _ = align_shapes(xn, m)
         d = (aligned - m).reshape(len(frames), -1)
         _, _, vt = np.linalg.svd(d - d.mean(0), full_matrices=False)
         self.mean_shape.copy_(torch.as_tensor(m, dtype=torch.float32))
