@@ -123,6 +123,7 @@ class ModelConfig:
     semantic_k: Annotated[int, _at_least(ge=1, le=132, note="(68 x 2 coordinates less 4 pose values)")] = 16  # shape components of the semantic space
     noise_g: Annotated[int, _at_least(ge=0, note="(0 = no noise input)")] = 0  # Gaussian inputs per generator step (0 = the paper's deterministic G; diversity then comes only from the pair)
     revert: bool = False  # G's integrator pulls the state back towards frame 0 at a learned rate per dimension (generators.Integrator); False = eq. 4
+    d_semantic: bool = False  # the discriminators also see G's semantic state and its velocity per frame (2 x (4 + semantic_k) more features; needs model.space=semantic)
     revert_lag: Annotated[int, _at_least(ge=1, note="(frames over which the reversion rates are fitted)")] = 10  # frames over which the initial reversion rates are fitted to the data (1 = one-step least squares, biased to 0 by momentum)
 
 
@@ -298,6 +299,9 @@ class Config:
         if c.model.space == "semantic" and c.model.g_centred:
             raise ConfigError("model.g_centred=true with model.space=semantic: the semantic state already "
                               "separates pose from shape; set model.g_centred=false")
+        if c.model.d_semantic and c.model.space != "semantic":
+            raise ConfigError(f"model.d_semantic=true with model.space={c.model.space!r}: the discriminators can "
+                              "only see a semantic state G has; set model.space=semantic or model.d_semantic=false")
         if not c.data.aug_scale_low <= c.data.aug_scale_high:
             raise ConfigError(
                 f"data.aug_scale_low={c.data.aug_scale_low} and data.aug_scale_high="

@@ -85,7 +85,7 @@ def scale_features(f: Tensor, vel_scale: float, acc_scale: float) -> Tensor:
     return f * scale
 
 
-def sequence_features(seq: Tensor, cfg, motion: Tensor | None = None) -> Tensor:
+def sequence_features(seq: Tensor, cfg, motion: Tensor | None = None, space=None) -> Tensor:
     """``[B, T, 68, 2]`` positions -> ``[B, T-2, F]`` discriminator features (F = ``feature_dim(cfg)``).
 
     With ``model.d_centred`` (default), per frame ``[pos - centroid | vel_scale * vel |
@@ -97,14 +97,27 @@ def sequence_features(seq: Tensor, cfg, motion: Tensor | None = None) -> Tensor:
     because the head's translation across clips dwarfs the shape differences; with centred
     positions it does (loss 0.2). Velocities and accelerations keep the head's translation.
     ``motion``: ``motion_features(seq)`` when the caller has it already.
+
+    With ``model.d_semantic`` the features of each frame end with G's semantic state ``z_t``
+    (``space.encode``: pose and K shape coefficients, in the space's units) and ``vel_scale *
+    (z_t - z_{t-1})`` (of order one, like the scaled landmark velocities): the head's pose and
+    its expression, which the landmarks mix (an expression moves a few landmarks by a few
+    percent of the face radius, a head turn all of them), as separate inputs.
     """
     motion = motion_features(seq) if motion is None else motion
     f = scale_features(motion, cfg.model.vel_scale, cfg.model.acc_scale)  # [B, T-2, 68, 6]
     if not cfg.model.d_centred:
-        return f.reshape(f.shape[0], f.shape[1], -1)
-    centroid = seq[:, 2:].mean(-2)  # [B, T-2, 2]
-    f = torch.cat([f[..., :2] - centroid.unsqueeze(-2), f[..., 2:]], -1)
-    return torch.cat([f.reshape(f.shape[0], f.shape[1], -1), centroid - 0.5], -1)
+        f = f.reshape(f.shape[0], f.shape[1], -1)
+    else:
+        centroid = seq[:, 2:].mean(-2)  # [B, T-2, 2]
+        f = torch.cat([f[..., :2] - centroid.unsqueeze(-2), f[..., 2:]], -1)
+        f = torch.cat([f.reshape(f.shape[0], f.shape[1], -1), centroid - 0.5], -1)
+    if not cfg.model.d_semantic:
+        return f
+    if space is None:
+        raise ValueError("model.d_semantic: sequence_features needs G's semantic space (space=G.space)")
+    z = space.encode(seq)  # [B, T, 4 + K]
+    return torch.cat([f, z[:, 2:], cfg.model.vel_scale * (z[:, 2:] - z[:, 1:-1])], -1)
 
 
 def _frame_count(cfg, n_positions: int) -> int:
@@ -138,14 +151,14 @@ def _frozen(module):
             p.requires_grad_(True)
 
 
-def discriminator_loss(D, real_seq: Tensor, fake_seq: Tensor, plan, cfg) -> tuple[Tensor, dict[str, float]]:
+def discriminator_loss(D, real_seq: Tensor, fake_seq: Tensor, plan, cfg, space=None) -> tuple[Tensor, dict[str, float]]:
     """Weighted sum over D_s, D_s^j and D_F of the hinge losses (eq. 12).
 
-    ``fake_seq`` is detached here. Real and fake go through D in one batched call ([2B, ...]):
+    ``fake_seq`` is detached here. ``space``: G's space (``model.d_semantic``, sequence_features). Real and fake go through D in one batched call ([2B, ...]):
     D has no batch statistics, so this equals two calls, at lower cost.
     """
     B = real_seq.shape[0]
-    feats = sequence_features(torch.cat([real_seq, fake_seq.detach()], 0), cfg)
+    feats = sequence_features(torch.cat([real_seq, fake_seq.detach()], 0), cfg, space=space)
     n_frame = _frame_count(cfg, real_seq.shape[1])
     with parametrize.cached():  # one spectral-norm power iteration per D step, R1 included
         scores = _scores(D, feats, plan, n_frame, cfg)
@@ -184,7 +197,8 @@ def _point_sq(a: Tensor, b: Tensor) -> Tensor:
     return d.pow(2).sum(-1).mean()
 
 
-def generator_loss(D, fake_seq: Tensor, real_seq: Tensor, out, plan, cfg, lam: float) -> tuple[Tensor, dict[str, float]]:
+def generator_loss(D, fake_seq: Tensor, real_seq: Tensor, out, plan, cfg, lam: float,
+                   space=None) -> tuple[Tensor, dict[str, float]]:
     """G loss, eq. 11: adversarial terms (eq. 8-10, weights w_seq, w_joint, w_frame) + lam * L2
     (+ ``loss.reco`` * reconstruction). D's weights get no gradient from this loss."""
     n_future = out.future.shape[1]
@@ -193,7 +207,7 @@ def generator_loss(D, fake_seq: Tensor, real_seq: Tensor, out, plan, cfg, lam: f
     loss = fake_seq.new_zeros(())
     logs: dict[str, float] = {}
     if needs_discriminator(cfg) and D is not None:
-        feats = sequence_features(fake_seq, cfg, fake_f)
+        feats = sequence_features(fake_seq, cfg, fake_f, space)
         with _frozen(D), parametrize.cached():
             scores = _scores(D, feats, plan, _frame_count(cfg, fake_seq.shape[1]), cfg)
         for name, (s, w) in scores.items():

@@ -54,6 +54,7 @@ class AdversarialObjective:
         cfg, G, D = trainer.cfg, trainer.G, trainer.D
         obs_len, seq_len = cfg.data.obs_len, cfg.data.seq_len
         use_d = needs_discriminator(cfg)
+        space = G.space if cfg.model.d_semantic else None  # D's semantic inputs (sequence_features)
         # "up to obs_len observed frames" (Sec. 4.1): at test time G starts from a
         # single reference frame, so training also covers short observations
         k = obs_len
@@ -71,14 +72,14 @@ class AdversarialObjective:
         logs: dict[str, float] = {}
         if use_d:
             with speed.autocast(trainer.device, trainer.amp):
-                loss_d, logs_d = discriminator_loss(D, batch, fake.detach(), plan, cfg)
+                loss_d, logs_d = discriminator_loss(D, batch, fake.detach(), plan, cfg, space)
             trainer._update(D, trainer.opt_d, loss_d)
             logs.update(_metric_names(logs_d))
             logs["loss_d"] = float(loss_d.detach())
 
         # --- G step (same fakes; D's weights get no gradient from this loss)
         with speed.autocast(trainer.device, trainer.amp):
-            loss_g, logs_g = generator_loss(D, fake, batch, out, plan, cfg, lambda_at(cfg.loss, it))
+            loss_g, logs_g = generator_loss(D, fake, batch, out, plan, cfg, lambda_at(cfg.loss, it), space)
         trainer._update(G, trainer.opt_g, loss_g)
         trainer._update_ema()
         logs.update(_metric_names(logs_g))

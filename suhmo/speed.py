@@ -157,12 +157,13 @@ def compile_for_training(G: nn.Module, D: nn.Module, cfg, device: torch.device, 
             fake = torch.cat([real[:, :O], out.future], 1)
             plan = WindowSampler(cfg.windows, S).sample(num_feature_frames(O + S), gen)
             use_d = losses.needs_discriminator(cfg)
+            space = G.space if cfg.model.d_semantic else None
             if use_d:
-                loss_d, _ = losses.discriminator_loss(D, real, fake.detach(), plan, cfg)
+                loss_d, _ = losses.discriminator_loss(D, real, fake.detach(), plan, cfg, space)
         if use_d:
             loss_d.backward()
         with autocast(device, amp):
-            loss_g, _ = losses.generator_loss(D, fake, real, out, plan, cfg, 0.01)
+            loss_g, _ = losses.generator_loss(D, fake, real, out, plan, cfg, 0.01, space)
         loss_g.backward()
         if device.type == "cuda":
             torch.cuda.synchronize(device)

@@ -230,3 +230,36 @@ def test_reversion_fit_over_a_lag_sees_through_momentum():
         rev.fit_rates(torch.stack(z, 1), lag=lag)
         rates[lag] = torch.sigmoid(rev.logit).detach()
     assert torch.all(rates[1] < 0.002) and torch.all(rates[10] > 0.03), rates
+
+
+def test_discriminators_can_see_the_semantic_state(split, tmp_path):
+    """model.d_semantic: D's features end with G's semantic state and its scaled velocity, so an
+    expression that moves a few landmarks by 1 % of the face radius changes D's inputs by order
+    one; a tiny training runs with it and the config refuses it without a semantic space."""
+    from suhmo import losses
+    from suhmo.models.layers import feature_dim
+    from suhmo.train import Trainer, motion_stats_metrics
+
+    g, cfg = fitted_generator(split, **{"model.d_semantic": True})
+    seq = torch.as_tensor(np.stack([c[:12] for c in split[0].clips[:4]]))
+    f = losses.sequence_features(seq, cfg, space=g.space)
+    k = g.space.dim
+    assert f.shape == (4, 10, feature_dim(cfg)) and feature_dim(cfg) == 410 + 2 * k
+    z = g.space.encode(seq)
+    assert torch.allclose(f[..., -2 * k:-k], z[:, 2:])
+    assert torch.allclose(f[..., -k:], cfg.model.vel_scale * z.diff(dim=1)[:, 1:], atol=1e-5)
+    # an expression: the mouth (landmarks 48-67) opens by 1 % of the face radius
+    radius = (seq - seq.mean(-2, keepdim=True)).pow(2).sum(-1).mean(-1).sqrt()[..., None]
+    moved = seq.clone()
+    moved[..., 57:60, 1] += 0.01 * radius
+    d_sem = (losses.sequence_features(moved, cfg, space=g.space) - f)[..., -2 * k:-k].abs().max()
+    d_pos = (losses.sequence_features(moved, cfg, space=g.space) - f)[..., :136].abs().max()
+    assert d_sem > 10 * d_pos
+    with pytest.raises(ValueError, match="space"):
+        losses.sequence_features(seq, cfg)
+    with pytest.raises(ConfigError, match="d_semantic"):
+        tiny_cfg(**{"model.d_semantic": True})  # landmark space
+    tr, ev = split
+    t = Trainer(cfg, tmp_path / "run", train_set=tr, eval_set=ev, metrics_fn=motion_stats_metrics(cfg, ev))
+    metrics = t.fit()
+    assert t.step == cfg.train.iterations and np.isfinite(metrics["loss_d"]) and np.isfinite(metrics["loss_g"])

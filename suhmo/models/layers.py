@@ -18,11 +18,14 @@ LANDMARKS = 68
 FRAME_DIM = LANDMARKS * 2  # 136: one flattened frame of positions (or velocities)
 FEATURE_DIM = LANDMARKS * 6 + 2  # 410: one frame of [pos | vel | acc | centroid] as seen by the discriminators
 PAPER_FEATURE_DIM = LANDMARKS * 6  # 408: the paper's [pos | vel | acc] (model.d_centred = false)
+POSE_DIM = 4  # the semantic space's head pose: centroid x, y, log scale, roll (models.space)
 
 
 def feature_dim(cfg) -> int:
-    """Per-frame discriminator input width of ``cfg``: 410 with ``model.d_centred``, else 408."""
-    return FEATURE_DIM if cfg.model.d_centred else PAPER_FEATURE_DIM
+    """Per-frame discriminator input width of ``cfg``: 410 with ``model.d_centred``, else 408;
+    plus ``2 (4 + K)`` with ``model.d_semantic`` (the semantic state and its velocity)."""
+    base = FEATURE_DIM if cfg.model.d_centred else PAPER_FEATURE_DIM
+    return base + (2 * (POSE_DIM + cfg.model.semantic_k) if cfg.model.d_semantic else 0)
 
 
 def batch_pool(x: Tensor) -> Tensor:

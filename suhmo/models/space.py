@@ -34,11 +34,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from suhmo.models.layers import FRAME_DIM, LANDMARKS
+from suhmo.models.layers import FRAME_DIM, LANDMARKS, POSE_DIM
 from suhmo.registry import SPACES
 from suhmo.utils import SuhmoError
-
-POSE_DIM = 4  # centroid x, y, log scale, roll
 
 
 class LandmarkSpace(nn.Module):
