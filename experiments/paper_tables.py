@@ -34,6 +34,20 @@ persons) by :func:`launch.repeat.score_frames`: the landmark stack on the last 4
 poses x 4), evaluation seed fixed. The detector stack (FID, FVD) is added when its TorchScript
 files exist in the detector folder; they do not here, and the JSON says so.
 
+``--recipe cpu`` (issue "Natural head motion"): the same tables with the project's CPU recipe
+instead of the paper's landmark-space GANs: every SUHMo row is ``suhmo train --preset cpu``
+(semantic space, reverting integrator, noise inputs; no per-variant search, the recipe is the
+search's result) with the synthetic speakers mixed in (``data.synth_mix=0.25``), trained on the
+train persons of the LARGE dev set (``--data large``, 99 clips, 72 persons) with the Trainer's
+own validation split of them choosing ``best.pt`` on ``train.select_metric`` (as users train),
+and scored on the held-out persons. The baselines are the recipe with one change each (MLE: no
+adversarial loss; Δ-based: ``model.delta``), and the two VAEs at the width of issue 13's runs and
+the learning rate / KL weight their searches chose there (``RECIPE_VAE``), the same iterations.
+All runs of the three tables share one work folder (``$SUHMO_HOME/experiments/recipe-cpu-<data>``
+or ``--work``); a run's folder is named by its configuration, so Table 2's multi-scale row and
+Table 3's full row are Table 1's SUHMo-RNN runs, and a rerun of the same command resumes: finished
+runs are read from their ``result.json``, an interrupted one continues from its ``last.pt``.
+
 Output: ``<out>/table<N>_<data>.md`` and ``.json`` (every run's metrics, configs, seeds, wall
 times, the command), GIF/PNG previews for Table 1.
 """
@@ -73,6 +87,18 @@ TABLE1_ROWS = {
     "SUHMo-RNN": ("rnn", {"model.variant": "rnn"}),
     "SUHMo-Transformer": ("transformer", {"model.variant": "transformer"}),
 }
+# --recipe cpu: the VAE rows at issue 13's widths and its searches' choices (experiments/README.md)
+RECIPE_VAE = {"model.space": "landmarks", "model.revert": False, "model.noise_g": 0, "model.d_semantic": False,
+              "optim.lr_g": 2.6e-4, "actor.beta": 7.3e-5, "hitdvae.beta": 7.3e-5,
+              "actor.width": 64, "actor.ff": 128, "hitdvae.width": 64, "hitdvae.ff": 128}
+RECIPE_TABLE1_ROWS = {
+    "HiT-DVAE": {"model.variant": "hitdvae", **RECIPE_VAE},
+    "ACTOR": {"model.variant": "actor", **RECIPE_VAE},
+    "Δ-based (RNN)": {"model.variant": "rnn", "model.delta": True},
+    "MLE (RNN, L2 only)": {"model.variant": "rnn", "loss.adversarial": False},
+    "SUHMo-RNN": {"model.variant": "rnn"},
+    "SUHMo-Transformer": {"model.variant": "transformer"},
+}
 SCORE_SAMPLES = 128
 FRAMES = (40, 80)
 TABLES = {
@@ -93,12 +119,20 @@ class SkipData(Exception):
 
 # ---------------------------------------------------------------------- data
 def data_overrides(data: str) -> dict:
-    if data == "dev":
-        if not DEV_DATA.is_file():
-            raise SkipData(f"real dev data not found at {DEV_DATA} (set SUHMO_DEV_DATA, or use --data synth); "
+    if data in ("dev", "large"):
+        path = DEV_DATA if data == "dev" else large_dev_data()
+        if not path.is_file():
+            raise SkipData(f"real dev data not found at {path} (set SUHMO_DEV_DATA, or use --data synth); "
                            "nothing was run")
-        return {"data.path": str(DEV_DATA)}
+        return {"data.path": str(path)}
     return {"data.path": None}
+
+
+def large_dev_data() -> Path:
+    """``real_dev_landmarks_large.npz`` beside the dev file (``$SUHMO_DEV_DATA_LARGE`` overrides)."""
+    import os
+
+    return Path(os.environ.get("SUHMO_DEV_DATA_LARGE", DEV_DATA.with_name("real_dev_landmarks_large.npz")))
 
 
 def splits(cfg):
@@ -128,7 +162,8 @@ def train_only_file(cfg, work: Path) -> Path:
 
 # ---------------------------------------------------------------------- one run
 def train_and_score(job: dict) -> dict:
-    """Train one (method, seed) in this process; score the final generator at 40/80 frames."""
+    """Train one (method, seed) in this process; score the final generator (``--recipe cpu``:
+    ``best.pt``) at 40/80 frames."""
     import copy
 
     import torch
@@ -136,26 +171,54 @@ def train_and_score(job: dict) -> dict:
     from launch.repeat import score_frames
     from suhmo.config import make_config
     from suhmo.train import Trainer
+    from suhmo.utils import atomic_write_text
 
+    done = Path(job["run_dir"]) / "result.json"
+    if job.get("recipe") and done.is_file():  # finished in an earlier invocation (perhaps another table's)
+        out = {**json.loads(done.read_text()), "method": job["method"], "reused": True}
+        if job.get("render") and "previews" not in out:
+            from suhmo.generate import load_model
+
+            G = load_model(Path(job["run_dir"]) / out.get("scored", "last.pt"))[0]
+            test_set = splits(make_config("cpu", overrides={**job["overrides"], "data.path": job["full_data"]}))[1]
+            out["previews"] = render_previews(G, make_config("cpu", overrides=job["overrides"]), test_set,
+                                              Path(job["render"]), job["method"], job["data"])
+            atomic_write_text(done, json.dumps({k: v for k, v in out.items() if k != "reused"}, indent=2, default=str))
+        return out
     torch.set_num_threads(1)
-    cfg = make_config("small", overrides=job["overrides"])
-    train_set, test_set = splits(cfg)
+    cfg = make_config(job.get("preset", "small"), overrides=job["overrides"])
     t0 = time.time()
-    trainer = Trainer(cfg, job["run_dir"], train_set=train_set, eval_set=test_set, resume=False)
-    trainer.fit()
+    if job.get("recipe"):
+        # as users train: the train persons' file, the Trainer's own validation split of it
+        # choosing best.pt; scored on the held-out persons of the full file
+        from suhmo.generate import load_model
+
+        test_set = splits(make_config(job.get("preset", "small"), overrides={**job["overrides"],
+                                                                                "data.path": job["full_data"]}))[1]
+        trainer = Trainer(cfg, job["run_dir"], resume=True)
+        trainer.fit()
+        G = load_model(trainer.best_path if trainer.best_path.is_file() else trainer.last_path)[0]
+    else:
+        train_set, test_set = splits(cfg)
+        trainer = Trainer(cfg, job["run_dir"], train_set=train_set, eval_set=test_set, resume=False)
+        trainer.fit()
+        G = trainer.G_eval
     train_s = time.time() - t0
     scfg = copy.deepcopy(cfg)
     scfg.eval.samples = SCORE_SAMPLES
     if job.get("detectors"):
         scfg.eval.metrics = ["landmark", "detector"]
     t1 = time.time()
-    scores = score_frames(trainer.G_eval, scfg, test_set, FRAMES)
+    scores = score_frames(G, scfg, test_set, FRAMES)
     out = {"method": job["method"], "seed": cfg.train.seed, "metrics": scores, "train_s": round(train_s, 1),
            "score_s": round(time.time() - t1, 1), "run_dir": str(job["run_dir"]), "overrides": job["overrides"],
            "train_log_last": trainer.metrics}
+    if job.get("recipe"):
+        out["scored"] = "best.pt" if trainer.best_path.is_file() else "last.pt"
     if job.get("render"):
-        out["previews"] = render_previews(trainer.G_eval, cfg, test_set, Path(job["render"]), job["method"],
-                                          job["data"])
+        out["previews"] = render_previews(G, cfg, test_set, Path(job["render"]), job["method"], job["data"])
+    if job.get("recipe"):
+        atomic_write_text(done, json.dumps(out, indent=2, default=str))
     return out
 
 
@@ -266,7 +329,11 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--table", type=int, choices=[1, 2, 3], required=True)
-    ap.add_argument("--data", choices=["dev", "synth"], default="dev")
+    ap.add_argument("--data", choices=["dev", "large", "synth"], default="dev",
+                    help="dev: the 23-clip dev set; large: the 99-clip one; synth: the synthetic heads")
+    ap.add_argument("--recipe", choices=["paper", "cpu"], default="paper",
+                    help="paper: the paper's GANs at EXP_BASE with short searches; cpu: --preset cpu, "
+                         "resumable (module docstring)")
     ap.add_argument("--scale", type=float, default=1.0, help=f"iterations = {ITERATIONS} x scale")
     ap.add_argument("--iterations", type=int, default=None, help="override the iterations (ignores --scale)")
     ap.add_argument("--seeds", type=int, default=3)
@@ -290,15 +357,34 @@ def main(argv=None) -> int:
         return 2
     iterations = args.iterations or max(20, int(round(ITERATIONS * args.scale)))
     spec = dict(TABLES[args.table])
-    work = (args.work or home() / "experiments") / f"table{args.table}-{args.data}-{time.strftime('%Y%m%d-%H%M%S')}"
+    recipe = args.recipe == "cpu"
+    if recipe:
+        work = args.work or home() / "experiments" / f"recipe-cpu-{args.data}"
+    else:
+        work = (args.work or home() / "experiments") / f"table{args.table}-{args.data}-{time.strftime('%Y%m%d-%H%M%S')}"
     work.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    common = {**EXP_BASE, **data, "train.iterations": iterations, "train.eval_every": max(1, iterations // 4)}
+    if recipe:
+        from suhmo.config import make_config
+
+        if data["data.path"] is None:
+            ap.error("--recipe cpu trains on real data: --data dev or large")
+        full = data["data.path"]
+        train_file = train_only_file(make_config("cpu", overrides=data), work)
+        common = {"data.path": str(train_file), "data.synth_mix": 0.25, "train.iterations": iterations,
+                  "train.progress": False}
+    else:
+        common = {**EXP_BASE, **data, "train.iterations": iterations, "train.eval_every": max(1, iterations // 4)}
     print(f"table {args.table} on {args.data}: {iterations} iterations per run, {args.seeds} seed(s), "
           f"work folder {work}", flush=True)
 
     search = None
-    if args.table == 1:
+    if recipe:
+        methods = (dict(RECIPE_TABLE1_ROWS) if args.table == 1
+                   else {k: {"model.variant": "rnn", **v} for k, v in spec["methods"].items()})
+        if args.rows is not None:
+            methods = {k: v for k, v in methods.items() if k in args.rows}
+    elif args.table == 1:
         from suhmo.config import make_config
 
         train_file = train_only_file(make_config("small", overrides=common), work)
@@ -313,14 +399,17 @@ def main(argv=None) -> int:
     det_note = detector_status()
     det_ok = det_note.startswith("files present")
     jobs = []
-    for method, extra in methods.items():
-        for s in range(args.seeds):
+    for s in range(args.seeds):  # seed-major: a partial run has every row's first seed
+        for method, extra in methods.items():
             seed = 1000 + s
             render = args.out if (args.table == 1 and s == 0 and method.startswith(("SUHMo", "ACTOR", "HiT"))) else None
-            jobs.append({"method": method, "overrides": {**common, **extra, "train.seed": seed},
-                         "run_dir": work / f"{method.split()[0].lower()}-seed{seed}", "render": render,
-                         "data": args.data,
-                         "detectors": det_ok})
+            overrides = {**common, **extra, "train.seed": seed}
+            run_dir = work / (f"{config_key(overrides)}-seed{seed}" if recipe else f"{method.split()[0].lower()}-seed{seed}")
+            job = {"method": method, "overrides": overrides, "run_dir": run_dir, "render": render,
+                   "data": args.data, "detectors": det_ok}
+            if recipe:
+                job.update(recipe=True, preset="cpu", full_data=full)
+            jobs.append(job)
     t_train = time.time()
     if args.jobs > 1:
         import multiprocessing as mp
@@ -345,7 +434,10 @@ def main(argv=None) -> int:
                       spec["metrics"], FRAMES)
     wall = time.time() - t_start
     cmd = "python experiments/paper_tables.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    md = [f"# {spec['title']} ({args.data} data)", "",
+    recipe_note = (["With the CPU recipe (`--preset cpu`, semantic space; `data.synth_mix=0.25`), trained on "
+                    "the train persons, `best.pt` chosen on their own validation split by "
+                    "`fd_clip40_dyn`, scored on the held-out persons.", ""] if recipe else [])
+    md = [f"# {spec['title']} ({args.data} data)", "", *recipe_note,
           f"`{cmd}`: {iterations} iterations per run, {args.seeds} seed(s) per method, "
           f"wall {wall / 60:.1f} min (training {(time.time() - t_train) / 60:.1f} min).",
           "Cells: mean ± std (n seeds) over training seeds; @40 / @80 = landmark stack on the last 40 of "
@@ -380,6 +472,14 @@ def main(argv=None) -> int:
     print("\n".join(md))
     print(f"\nwrote {stem}.md and {stem}.json ({wall / 60:.1f} min)")
     return 0
+
+
+def config_key(overrides: dict) -> str:
+    """A run folder's name from its configuration (seed excluded): equal configs share runs."""
+    import hashlib
+
+    text = json.dumps({k: v for k, v in sorted(overrides.items()) if k != "train.seed"}, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
 def detector_status() -> str:

@@ -122,6 +122,7 @@ class ModelConfig:
     space: Annotated[str, OneOf(registry=SPACES)] = "landmarks"  # landmarks (paper: G integrates 136 coordinates) | semantic (head pose + PCA shape, models.space)
     semantic_k: Annotated[int, _at_least(ge=1, le=132, note="(68 x 2 coordinates less 4 pose values)")] = 16  # shape components of the semantic space
     noise_g: Annotated[int, _at_least(ge=0, note="(0 = no noise input)")] = 0  # Gaussian inputs per generator step (0 = the paper's deterministic G; diversity then comes only from the pair)
+    noise_rho: Annotated[float, _at_least(ge=0.0, lt=1.0, note="(the noise's correlation from one frame to the next)")] = 0.0  # RNN G: noise inputs follow n_t = rho n_{t-1} + sqrt(1 - rho^2) e_t (0 = fresh per frame; generators.RNNCore)
     revert: bool = False  # G's integrator pulls the state back towards frame 0 at a learned rate per dimension (generators.Integrator); False = eq. 4
     d_semantic: bool = False  # the discriminators also see G's semantic state and its velocity per frame (2 x (4 + semantic_k) more features; needs model.space=semantic)
     revert_lag: Annotated[int, _at_least(ge=1, note="(frames over which the reversion rates are fitted)")] = 10  # frames over which the initial reversion rates are fitted to the data (1 = one-step least squares, biased to 0 by momentum)
@@ -299,6 +300,10 @@ class Config:
         if c.model.space == "semantic" and c.model.g_centred:
             raise ConfigError("model.g_centred=true with model.space=semantic: the semantic state already "
                               "separates pose from shape; set model.g_centred=false")
+        if c.model.noise_rho > 0 and (c.model.variant != "rnn" or c.model.noise_g == 0):
+            raise ConfigError(f"model.noise_rho={c.model.noise_rho}: correlated noise inputs are an option of the "
+                              f"RNN generator's noise (model.variant=rnn, model.noise_g > 0); here variant="
+                              f"{c.model.variant!r}, noise_g={c.model.noise_g}")
         if c.model.d_semantic and c.model.space != "semantic":
             raise ConfigError(f"model.d_semantic=true with model.space={c.model.space!r}: the discriminators can "
                               "only see a semantic state G has; set model.space=semantic or model.d_semantic=false")

@@ -25,6 +25,7 @@ lr 2e-5 needs tens of thousands of steps to shrink them.
 
 
 import copy
+import math
 from typing import List, NamedTuple, Optional, Tuple
 
 import torch
@@ -255,11 +256,17 @@ class RNNCore(nn.Module):
     delta: torch.jit.Final[bool]
     centred: torch.jit.Final[bool]
     noise: torch.jit.Final[int]
+    rho: torch.jit.Final[float]
 
     def __init__(self, hidden: int, mlp: int, *, pair: bool, delta: bool, spectral: bool, vel_scale: float = 1.0,
-                 centred: bool = False, frame_dim: int = FRAME_DIM, noise: int = 0, revert: bool = False):
+                 centred: bool = False, frame_dim: int = FRAME_DIM, noise: int = 0, revert: bool = False,
+                 rho: float = 0.0):
         super().__init__()
         self.noise = int(noise)
+        # model.noise_rho: the noise inputs' correlation from one step to the next. Fresh noise
+        # per step (0) reaches the velocity head directly and comes out as frame-to-frame jitter
+        # (experiments/README.md, "Natural head motion"); correlated noise varies smoothly.
+        self.rho = float(rho)
         self.integrate = Integrator(frame_dim, revert and not delta)
         self.pair = pair
         self.delta = delta
@@ -284,6 +291,7 @@ class RNNCore(nn.Module):
         pos = x0
         recon: List[Tensor] = []
         future: List[Tensor] = []
+        n = x0.new_zeros(x.shape[0], self.noise)
         for i in range(O + n_future - 1):
             if i < O:  # teacher forcing
                 pos = x[:, i]
@@ -294,7 +302,12 @@ class RNNCore(nn.Module):
             else:
                 feat = step_input(pos, vel, self.vel_scale, self.centred)
             if self.noise > 0:
-                feat = torch.cat([feat, torch.randn(x.shape[0], self.noise, dtype=x.dtype, device=x.device)], -1)
+                e = torch.randn(x.shape[0], self.noise, dtype=x.dtype, device=x.device)
+                if self.rho > 0.0 and i > 0:  # stationary AR(1): unit variance at every step
+                    n = self.rho * n + math.sqrt(1.0 - self.rho * self.rho) * e
+                else:
+                    n = e
+                feat = torch.cat([feat, n], -1)
             if self.pair:
                 h, c = self.cell(torch.cat([feat, batch_pool(h)], -1), (h, c))
             else:
@@ -319,25 +332,25 @@ class RNNGenerator(Generator):
 
     def __init__(self, hidden: int = 1024, mlp: int = 1024, *, pair: bool = True, delta: bool = False,
                  spectral: bool = True, vel_scale: float = 1.0, centred: bool = False, space: Optional[nn.Module] = None,
-                 noise: int = 0, revert: bool = False):
+                 noise: int = 0, revert: bool = False, noise_rho: float = 0.0):
         super().__init__()
         self.space = _space_or_landmarks(space, centred)
         self._args = dict(hidden=hidden, mlp=mlp, pair=pair, delta=delta, vel_scale=vel_scale, centred=centred,
-                          frame_dim=int(self.space.dim), noise=noise, revert=revert)
+                          frame_dim=int(self.space.dim), noise=noise, revert=revert, noise_rho=noise_rho)
         self.core = self._build_core(spectral)
 
     def _build_core(self, spectral: bool) -> nn.Module:
         a = self._args
         return RNNCore(a["hidden"], a["mlp"], pair=a["pair"], delta=a["delta"], spectral=spectral,
                        vel_scale=a["vel_scale"], centred=a["centred"], frame_dim=a["frame_dim"], noise=a["noise"],
-                       revert=a["revert"])
+                       revert=a["revert"], rho=a.get("noise_rho", 0.0))
 
     @classmethod
     def from_config(cls, cfg) -> "RNNGenerator":
         m = cfg.model
         return cls(m.hidden_g, m.mlp_g, pair=m.pair_g, delta=m.delta, spectral=m.spectral_norm,
                    vel_scale=m.vel_scale, centred=m.g_centred, space=build_space(cfg), noise=m.noise_g,
-                   revert=m.revert)
+                   revert=m.revert, noise_rho=m.noise_rho)
 
 
 # -------------------------------------------------------------------------- Transformer
