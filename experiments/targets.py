@@ -82,17 +82,34 @@ def protocol(cfg, test, poses: int, seed: int):
     return win, refs, score
 
 
+def speeds(x: np.ndarray, smooth: int = 5) -> tuple[float, float]:
+    """Mean landmark speed of frames 41-80 as they are and after a ``smooth``-frame moving
+    average: what is left after smoothing is the head's motion, the rest frame-to-frame jitter."""
+    seg = np.asarray(x[:, FRAMES - 40:], np.float64)
+    k = np.ones(smooth) / smooth
+    low = np.apply_along_axis(lambda v: np.convolve(v, k, mode="valid"), 1, seg)
+
+    def speed(a):
+        return float(np.sqrt((np.diff(a, axis=1) ** 2).sum(-1)).mean())
+
+    return speed(seg), speed(low)
+
+
 def probe(space, seqs: np.ndarray, real: np.ndarray, label: str) -> None:
-    """Mean |z_t - z_0| of pose dimensions (x, y, log scale, roll) and of the shape coefficients."""
+    """Mean |z_t - z_0| of pose dimensions (x, y, log scale, roll) and of the shape coefficients;
+    the speed of frames 41-80 raw and smoothed over 5 frames (the jitter share: 1 - smoothed / raw)."""
     at = [10, 40, FRAMES]
+    real_raw, real_low = speeds(real)
     for name, x in (("model", seqs), ("real", real)):
         with torch.no_grad():
             z = space.encode(torch.as_tensor(np.asarray(x, np.float32))).numpy()
         d = np.abs(z - z[:, :1])
         pose = " ".join("/".join(f"{d[:, t, j].mean():.2f}" for t in at) for j in range(4))
         shape = "/".join(f"{d[:, t, 4:].mean():.3f}" for t in at)
+        raw, low = speeds(x)
         print(f"probe {label[-30:]:<30} {name:<5} |z_t - z_0| at {at}: pose x, y, log s, roll {pose}; "
-              f"shape {shape}")
+              f"shape {shape}; speed x real: raw {raw / real_raw:.2f}, smoothed {low / real_low:.2f} "
+              f"(jitter share {1 - low / raw:.0%})")
 
 
 def main(argv=None) -> int:
