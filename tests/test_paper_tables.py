@@ -39,3 +39,35 @@ def test_table1_on_synthetic_data_writes_tables_and_previews(tmp_path, monkeypat
         for suffix in ("4samples.gif", "4samples.png", "4references.png"):
             assert (out / f"table1_synth_{slug}_{suffix}").stat().st_size > 0
     assert not list(out.glob("table1_suhmo-*"))
+
+
+@pytest.mark.slow
+def test_recipe_tables_share_runs_and_resume(tmp_path, monkeypatch, dev_data):
+    """--recipe cpu: run folders are named by configuration, so Table 1's SUHMo-RNN row is Table 2's
+    multi-scale run, read back from its result.json (previews rendered from its checkpoint), and
+    a rerun of the same command trains nothing."""
+    monkeypatch.setenv("SUHMO_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SUHMO_DEV_DATA", str(dev_data))
+    out, work = tmp_path / "out", tmp_path / "work"
+
+    def table(*args):
+        cmd = [sys.executable, str(REPO / "experiments" / "paper_tables.py"), "--recipe", "cpu", "--data", "dev",
+               "--iterations", "2", "--seeds", "1", "--jobs", "1", "--out", str(out), "--work", str(work), *args]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stderr[-2000:]
+
+    table("--table", "2")
+    first = json.loads((out / "table2_dev.json").read_text())
+    assert [r["method"] for r in first["runs"]] == ["multi-scale windows", "single-scale window"]
+    assert all(not r.get("reused") and r["scored"] in ("best.pt", "last.pt") for r in first["runs"])
+    assert all(math.isfinite(r["metrics"]["fd_clip40_g80"]) for r in first["runs"])
+    runs = sorted(p.name for p in work.glob("*-seed1000"))
+    assert len(runs) == 2 and all((work / r / "result.json").is_file() for r in runs)
+    table("--table", "1", "--rows", "SUHMo-RNN")
+    t1 = json.loads((out / "table1_dev.json").read_text())
+    (row,) = t1["runs"]
+    assert row["reused"] and row["method"] == "SUHMo-RNN" and row["run_dir"] == first["runs"][0]["run_dir"]
+    assert row["metrics"] == first["runs"][0]["metrics"]
+    assert (out / "table1_dev_suhmo-rnn_4samples.gif").stat().st_size > 0
+    assert sorted(p.name for p in work.glob("*-seed1000")) == runs  # nothing new trained
+    assert "With the CPU recipe" in (out / "table1_dev.md").read_text()
