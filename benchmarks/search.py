@@ -48,15 +48,49 @@ def _search(space_name: str, scheduler: str, num_samples, storage: str, tracking
     return plan, outcome, rows
 
 
+# The parts of a trial's overhead, in the order they happen (see ``_parts``).
+PARTS = ("start", "config", "restore", "mlflow_start", "data", "trainer_init", "setup_other",
+         "log_eval", "checkpoint", "report")
+
+
+def _parts(first: dict, started: float, first_result: float) -> dict:
+    """Where the overhead of one trial went (seconds), from its first result's timing keys and
+    the driver's clock (one machine: the same wall clock):
+
+    * ``start``: the driver starting the trial -> the trial function runs (a new worker process
+      and its imports, or a reused one reset);
+    * ``config`` ... ``trainer_init``: the in-trial set-up phases (:class:`launch.trainable.SetupClock`:
+      config, restoring a checkpoint, the MLflow run, the data, ``Trainer()`` with the semantic
+      space's fit), ``setup_other`` the rest up to the training loop;
+    * ``log_eval``: the first evaluation logged to MLflow (metrics, samples of the new best, checkpoint);
+    * ``checkpoint``: the Tune checkpoint folder; ``report``: ``tune.report`` (checkpoint copied to
+      the storage) -> the driver has the result.
+    The parts add up to the overhead."""
+    if "time_entry_wall" not in first:
+        return {}
+    setup = {k[len("time_setup_"):-2]: float(v) for k, v in first.items()
+             if k.startswith("time_setup_") and k.endswith("_s") and k != "time_setup_s"}
+    parts = {"start": first["time_entry_wall"] - started, **setup,
+             "setup_other": first["time_setup_s"] - sum(setup.values()),
+             "log_eval": first["time_log_eval_s"], "checkpoint": first["time_report_s"] - first["time_log_eval_s"],
+             "report": first_result - first["time_report_wall"]}
+    return {k: round(v, 3) for k, v in parts.items()}
+
+
 def _summary(plan, outcome, rows) -> dict:
     metric, mode = plan.objectives[0]
     prog = outcome.progress
-    overheads, setups = [], []
+    overheads, setups, breakdown, pids = [], [], [], set()
     for r in sorted(rows, key=lambda r: prog.started.get(r.trial_id, float("inf"))):  # in start order
         first = r.first_result or {}
         if r.trial_id in prog.started and r.trial_id in prog.first_result and "time_trainer_first_s" in first:
             overheads.append(prog.first_result[r.trial_id] - prog.started[r.trial_id] - first["time_trainer_first_s"])
             setups.append(first.get("time_setup_s", float("nan")))
+            parts = _parts(first, prog.started[r.trial_id], prog.first_result[r.trial_id])
+            pid = first.get("pid")
+            breakdown.append({"trial": r.trial_id, "overhead_s": round(overheads[-1], 3),
+                              "worker": "reused" if pid in pids else "new", **parts})
+            pids.add(pid)
     starts = sorted(prog.started.values())
     tuning_s = (time.time() - starts[0]) if starts else outcome.wall_s
     ended = [r for r in rows if r.state in ("finished", "stopped")]
@@ -75,7 +109,25 @@ def _summary(plan, outcome, rows) -> dict:
         "trainer_iterations": int(sum(r.step for r in rows)),
         "trial_seconds": round(sum(r.time_total_s for r in rows), 1),
         f"best_{metric}": best,
+        "overhead_parts_median": {k: round(statistics.median(b.get(k, 0.0) for b in breakdown), 3)
+                                  for k in PARTS} if breakdown else None,
+        "overhead_by_trial": breakdown,
     }
+
+
+def _print_parts(name: str, summary: dict) -> None:
+    """One line per trial (in start order) with its overhead's parts, then the medians."""
+    rows = summary.get("overhead_by_trial") or []
+    if not rows:
+        return
+    click.echo(f"{name} overhead per trial (s), in start order:")
+    click.echo(f"  {'trial':<10} {'worker':<7} {'total':>6} " + " ".join(f"{p:>12}" for p in PARTS))
+    for b in rows:
+        click.echo(f"  {b['trial']:<10} {b['worker']:<7} {b['overhead_s']:6.2f} "
+                   + " ".join(f"{b.get(p, float('nan')):12.2f}" for p in PARTS))
+    med = summary["overhead_parts_median"]
+    click.echo(f"  {'median':<10} {'':<7} {summary['overhead_s_median']:6.2f} "
+               + " ".join(f"{med[p]:12.2f}" for p in PARTS))
 
 
 @click.command()
@@ -117,6 +169,9 @@ def main(space_name, num_samples, no_fifo, no_tracking, as_json, quiet):
     click.echo(f"ASHA: {asha['trials']} trials ({asha['stopped_early']} stopped early) in {asha['wall_s']} s "
                f"-> {asha['trials_per_hour']} trials/h; overhead per trial {asha['overhead_s_median']} s (median), "
                f"{asha['overhead_s_first_trial']} s for the first; best {metric} {asha[f'best_{metric}']}")
+    _print_parts("ASHA", asha)
+    if fifo:
+        _print_parts("FIFO", fifo)
     if fifo:
         click.echo(f"FIFO: {fifo['trials']} trials in {fifo['wall_s']} s; best {metric} {fifo[f'best_{metric}']}")
         click.echo(f"ASHA used {asha['trainer_iterations']} vs {fifo['trainer_iterations']} trainer iterations "

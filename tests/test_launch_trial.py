@@ -12,7 +12,7 @@ import pytest
 from mlflow import MlflowClient
 
 import tracking
-from launch.trainable import TrialRun
+from launch.trainable import SetupClock, TrialRun
 from suhmo.config import make_config
 from suhmo.utils import SuhmoError
 
@@ -77,3 +77,18 @@ def test_samples_are_made_for_a_new_best_of_the_first_objective_only(search, tmp
     assert len(calls) == 2
     arts = {a.path for a in MlflowClient(search["tracking_uri"]).list_artifacts(run.run_id, "evals/step_1")}
     assert any(p.endswith("samples.gif") for p in arts), arts
+
+
+def test_setup_clock_adds_up_its_phases(monkeypatch):
+    """The set-up phases of a trial, reported with its first result (benchmarks/search.py)."""
+    import launch.trainable as trainable
+
+    now = iter([100.0, 100.5, 101.0, 103.0, 103.25])
+    monkeypatch.setattr(trainable.time, "time", lambda: next(now))
+    clock = SetupClock()
+    clock.mark("config")
+    clock.mark("data")
+    clock.mark("config")  # a phase met twice adds up
+    clock.mark("trainer_init")
+    assert clock.result() == {"time_entry_wall": 100.0, "time_setup_config_s": 2.5, "time_setup_data_s": 0.5,
+                              "time_setup_trainer_init_s": 0.25}
