@@ -13,7 +13,10 @@ Figures:
 * per-trial overhead: seconds from the driver starting a trial to its first result,
   minus the trainer's own time up to that first report (``time_trainer_first_s``, measured
   inside the trial): worker start or reuse, config, data, MLflow run, checkpoint upload;
-  ``setup_s`` is the in-trial part before the Trainer's loop starts;
+  ``setup_s`` is the in-trial part before the Trainer's loop starts; the parts of each trial's
+  overhead (``overhead_by_trial``, printed as a table with the medians; see ``_parts``): the
+  worker's start (a new process and its imports, or a reused one), the in-trial set-up phases,
+  the first evaluation logged to MLflow, the checkpoint and ``tune.report`` to the driver;
 * ASHA vs FIFO: total trainer iterations and trial-seconds (``time_total_s`` summed over
   trials), the saving of ASHA in percent, and the best objective each search reached.
 The last line of ``--json`` output is one JSON object.
@@ -49,7 +52,7 @@ def _search(space_name: str, scheduler: str, num_samples, storage: str, tracking
 
 
 # The parts of a trial's overhead, in the order they happen (see ``_parts``).
-PARTS = ("start", "config", "restore", "mlflow_start", "data", "trainer_init", "setup_other",
+PARTS = ("start", "imports", "config", "reset", "restore", "mlflow_start", "data", "trainer_init", "setup_other",
          "log_eval", "checkpoint", "report")
 
 
@@ -60,7 +63,7 @@ def _parts(first: dict, started: float, first_result: float) -> dict:
     * ``start``: the driver starting the trial -> the trial function runs (a new worker process
       and its imports, or a reused one reset);
     * ``config`` ... ``trainer_init``: the in-trial set-up phases (:class:`launch.trainable.SetupClock`:
-      config, restoring a checkpoint, the MLflow run, the data, ``Trainer()`` with the semantic
+      imports (torch, in a new process), config, resetting a reused process (garbage collection, seeds), restoring a checkpoint, the MLflow run, the data, ``Trainer()`` with the semantic
       space's fit), ``setup_other`` the rest up to the training loop;
     * ``log_eval``: the first evaluation logged to MLflow (metrics, samples of the new best, checkpoint);
     * ``checkpoint``: the Tune checkpoint folder; ``report``: ``tune.report`` (checkpoint copied to
@@ -109,6 +112,8 @@ def _summary(plan, outcome, rows) -> dict:
         "trainer_iterations": int(sum(r.step for r in rows)),
         "trial_seconds": round(sum(r.time_total_s for r in rows), 1),
         f"best_{metric}": best,
+        **{f"overhead_s_median_{kind}": round(statistics.median(v), 2) if v else None
+           for kind in ("new", "reused") for v in [[b["overhead_s"] for b in breakdown if b["worker"] == kind]]},
         "overhead_parts_median": {k: round(statistics.median(b.get(k, 0.0) for b in breakdown), 3)
                                   for k in PARTS} if breakdown else None,
         "overhead_by_trial": breakdown,
@@ -121,13 +126,16 @@ def _print_parts(name: str, summary: dict) -> None:
     if not rows:
         return
     click.echo(f"{name} overhead per trial (s), in start order:")
-    click.echo(f"  {'trial':<10} {'worker':<7} {'total':>6} " + " ".join(f"{p:>12}" for p in PARTS))
+    w = {p: max(6, len(p)) for p in PARTS}
+    click.echo(f"  {'trial':<10} {'worker':<7} {'total':>6} " + " ".join(f"{p:>{w[p]}}" for p in PARTS))
     for b in rows:
         click.echo(f"  {b['trial']:<10} {b['worker']:<7} {b['overhead_s']:6.2f} "
-                   + " ".join(f"{b.get(p, float('nan')):12.2f}" for p in PARTS))
+                   + " ".join(f"{b.get(p, float('nan')):{w[p]}.2f}" for p in PARTS))
     med = summary["overhead_parts_median"]
     click.echo(f"  {'median':<10} {'':<7} {summary['overhead_s_median']:6.2f} "
-               + " ".join(f"{med[p]:12.2f}" for p in PARTS))
+               + " ".join(f"{med[p]:{w[p]}.2f}" for p in PARTS))
+    click.echo(f"  median overhead of trials on a new worker process {summary['overhead_s_median_new']} s, "
+               f"on a reused one {summary['overhead_s_median_reused']} s")
 
 
 @click.command()

@@ -71,10 +71,15 @@ def trial_datasets(cfg) -> tuple:
 
 
 def reset_process_state(threads: int, seed: int) -> None:
-    """A reused actor carries module state from the previous trial: reset what matters."""
+    """A reused actor carries module state from the previous trial: reset what matters.
+
+    The previous trial's reference cycles are collected; what survives (modules, caches: ~0.5 M
+    objects once torch, Ray and MLflow are imported) is then frozen out of later collections, so
+    that the next trial's collection scans only the objects made since (0.3 s -> ms per trial)."""
     import torch
 
     gc.collect()
+    gc.freeze()
     torch.set_num_threads(max(1, int(threads)))
     seed_everything(seed)
     if torch.cuda.is_available():
@@ -166,16 +171,18 @@ class StopFlag:
 
 def suhmo_trial(config: dict) -> None:
     """Ray Tune function trainable: train one SUHMo configuration (see the module docstring)."""
+    clock = SetupClock()
     from ray import tune
 
-    from suhmo.train import Trainer
+    from suhmo.train import Trainer  # torch: the first trial of a new worker process imports it
 
-    clock = SetupClock()
+    clock.mark("imports")
     meta, ctx = config[META_KEY], tune.get_context()
     threads = int(meta.get("threads", 1))
     cfg = trial_config(meta, {**sampled_values(config), "train.threads": threads, "train.progress": False})
-    reset_process_state(threads, int(cfg.train.seed))
     clock.mark("config")
+    reset_process_state(threads, int(cfg.train.seed))
+    clock.mark("reset")
     work = Path(ctx.get_trial_dir()) / "run"
     restored = restore_files(work, tune.get_checkpoint(), storage_trial_dir(meta, ctx.get_trial_name()))
     clock.mark("restore")

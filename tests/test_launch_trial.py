@@ -92,3 +92,23 @@ def test_setup_clock_adds_up_its_phases(monkeypatch):
     clock.mark("trainer_init")
     assert clock.result() == {"time_entry_wall": 100.0, "time_setup_config_s": 2.5, "time_setup_data_s": 0.5,
                               "time_setup_trainer_init_s": 0.25}
+
+
+def test_reset_collects_the_previous_trials_cycles_and_freezes_the_rest():
+    import gc
+    import weakref
+
+    from launch.trainable import reset_process_state
+
+    class Node:
+        pass
+
+    a, b = Node(), Node()
+    a.other, b.other = b, a  # a cycle: only the cycle collector frees it
+    gone = weakref.ref(a)
+    del a, b
+    try:
+        reset_process_state(1, 0)
+        assert gone() is None and gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
