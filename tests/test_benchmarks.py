@@ -73,3 +73,19 @@ def test_search_overhead_parts_add_up_to_the_overhead():
                      "checkpoint": 0.1, "report": 0.1}
     assert sum(parts.values()) == pytest.approx(first_result - started - first["time_trainer_first_s"])
     assert bench._parts({}, started, first_result) == {}  # a result without the timing keys
+
+
+def test_search_benchmark_old_against_new_options(tmp_path):
+    """--old/--code need a checkout of this project (one Error line otherwise); the side-by-side
+    lines show each figure old -> new, None where the old code did not report it."""
+    from click.testing import CliRunner
+
+    import search as bench
+
+    for opt in ("--old", "--code"):
+        r = CliRunner().invoke(bench.main, [opt, str(tmp_path)])
+        assert r.exit_code == 2 and "not a checkout of this project" in r.output
+    lines = bench.side_by_side({"asha": {"overhead_s_median": 13.2, "wall_s": 300.0}},
+                               {"asha": {"overhead_s_median": 5.1, "overhead_s_median_reused": 2.4, "wall_s": 140.0}})
+    assert any("overhead per trial, median" in ln and "13.2 ->      5.1" in ln for ln in lines)
+    assert any("reused" in ln and "None ->      2.4" in ln for ln in lines)
