@@ -70,6 +70,20 @@ def trial_datasets(cfg) -> tuple:
     return _DATA_CACHE[key]
 
 
+def import_for_the_trial(tracking_uri: Optional[str]) -> None:
+    """Import now what the trial imports later anyway: torch._dynamo (torch.optim loads it with
+    the first optimizer) and, when the search tracks, MLflow with its store for ``tracking_uri``
+    (MLflow keeps one store per URI: the trial's run reuses it). Then :func:`reset_process_state`
+    freezes them with the other modules, and the next trial's collection does not scan their
+    ~0.3 M objects again (0.2-0.3 s per trial on a reused worker)."""
+    import torch._dynamo  # noqa: F401
+
+    if tracking_uri:
+        from tracking import mlflow_client
+
+        mlflow_client(tracking_uri)
+
+
 def reset_process_state(threads: int, seed: int) -> None:
     """A reused actor carries module state from the previous trial: reset what matters.
 
@@ -176,8 +190,9 @@ def suhmo_trial(config: dict) -> None:
 
     from suhmo.train import Trainer  # torch: the first trial of a new worker process imports it
 
-    clock.mark("imports")
     meta, ctx = config[META_KEY], tune.get_context()
+    import_for_the_trial(meta.get("tracking_uri"))
+    clock.mark("imports")
     threads = int(meta.get("threads", 1))
     cfg = trial_config(meta, {**sampled_values(config), "train.threads": threads, "train.progress": False})
     clock.mark("config")
