@@ -68,7 +68,7 @@ def _parts(first: dict, started: float, first_result: float) -> dict:
     * ``start``: the driver starting the trial -> the trial function runs (a new worker process
       and its imports, or a reused one reset);
     * ``config`` ... ``trainer_init``: the in-trial set-up phases (:class:`launch.trainable.SetupClock`:
-      imports (torch, in a new process), config, resetting a reused process (garbage collection, seeds), restoring a checkpoint, the MLflow run, the data, ``Trainer()`` with the semantic
+      imports (torch, torch._dynamo, MLflow and its store: in a new process), config, resetting a reused process (garbage collection, seeds), restoring a checkpoint, the MLflow run, the data, ``Trainer()`` with the semantic
       space's fit), ``setup_other`` the rest up to the training loop;
     * ``log_eval``: the first evaluation logged to MLflow (metrics, samples of the new best, checkpoint);
     * ``checkpoint``: the Tune checkpoint folder; ``report``: ``tune.report`` (checkpoint copied to
@@ -156,7 +156,9 @@ def _run_old(old: Path, args: list[str]) -> dict:
     import subprocess
 
     cmd = [sys.executable, str(Path(__file__).resolve()), "--code", str(old), "--json", *args]
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # Ray's workers start in the driver's folder and find launch/ there before PYTHONPATH
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(old)] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=old, env=env)
     lines = proc.stdout.strip().splitlines()
     for line in lines[:-1]:
         click.echo(f"old| {line}")
@@ -192,8 +194,13 @@ def side_by_side(old: dict, new: dict) -> list[str]:
 @click.option("--code", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None, hidden=True,
               help="Run with the code of this checkout (what --old does in a subprocess).")
 def main(space_name, num_samples, no_fifo, no_tracking, as_json, quiet, old, code):
-    if code is not None:  # launch/, suhmo/, tracking/ from there; the trials' workers follow launch
-        sys.path.insert(0, str(_checkout(code)))
+    if code is not None:  # launch/, suhmo/, tracking/ from there (the workers: PYTHONPATH, see _run_old)
+        root = _checkout(code)
+        sys.path.insert(0, str(root))
+        import launch
+
+        if Path(launch.__file__).resolve().parents[1] != root:
+            raise click.UsageError(f"--code {code}: launch/ is imported from {Path(launch.__file__).parent}")
     old_out = None
     if old is not None:
         old = _checkout(old)
