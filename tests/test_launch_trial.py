@@ -112,3 +112,22 @@ def test_reset_collects_the_previous_trials_cycles_and_freezes_the_rest():
         assert gone() is None and gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+def test_import_for_the_trial_loads_what_the_trial_loads_later(tmp_path):
+    """Before the reset's freeze: torch._dynamo always, MLflow and its sqlite store only when the
+    search tracks (a fresh interpreter: this one has loaded everything already)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from launch.trainable import import_for_the_trial\n"
+        "assert 'torch._dynamo' not in sys.modules and 'mlflow' not in sys.modules\n"
+        "import_for_the_trial(None)\n"
+        "assert 'torch._dynamo' in sys.modules and 'mlflow' not in sys.modules\n"
+        f"import_for_the_trial({('sqlite:///' + (tmp_path / 'm.db').as_posix())!r})\n"
+        "assert 'mlflow.store.tracking.sqlalchemy_store' in sys.modules\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
