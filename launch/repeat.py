@@ -322,7 +322,7 @@ def summarize(rp: RepeatPlan, results: list[dict], wall_s: float) -> dict:
     skip = {"step", "iterations", "scored_step", "training_iteration", "time_this_iter_s", "time_total_s",
             "timestamp", "pid", "time_since_restore", "iterations_since_restore", "done", "trial_seed",
             "study_seed", "time_setup_s", "time_trainer_first_s", "time_report_s"}
-    keys = sorted({k for r in results for k in r["metrics"] if k not in skip})
+    keys = sorted({k for r in results for k in r["metrics"] if k not in skip and not k.startswith("time_")})
     configs = []
     for c in rp.configs:
         rs = by_key.get(c["config_key"], [])

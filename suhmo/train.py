@@ -428,9 +428,9 @@ def fit_space(G: torch.nn.Module, train_set, cfg: Config, windows: int = 2048) -
         frames = frames[rng.choice(len(frames), 20000, replace=False)]
     sampler = BatchSampler(train_set, cfg, seed=cfg.train.seed + 7919, batch_size=2 * max(1, windows // 2))
     windows = sampler.next()
-    fit(np.concatenate([frames, hflip(frames)]), windows, cfg.model.vel_scale)
+    encoded = fit(np.concatenate([frames, hflip(frames)]), windows, cfg.model.vel_scale)  # G.space.encode(windows)
     if integrate is not None:
-        integrate.fit_rates(G.space.encode(torch.as_tensor(windows)), lag=cfg.model.revert_lag)
+        integrate.fit_rates(encoded, lag=cfg.model.revert_lag)
 
 
 def _yaml_value(v) -> str:

@@ -57,3 +57,35 @@ def test_lstm_pointwise_benchmark_checks_the_trainers_backward(capsys):
     assert lstm_pointwise.main(["--rows", "6", "--hidden", "5", "--reps", "2", "--no-compile", "--json"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(out["ms_per_step"]) == {"naive", "suhmo"} and out["ms_per_step"]["suhmo"] > 0
+
+
+def test_search_overhead_parts_add_up_to_the_overhead():
+    """benchmarks/search.py: the parts of a trial's overhead (driver clock + its first result's
+    timing keys) sum to start -> first result minus the trainer's own time."""
+    import search as bench
+
+    started, entry, t_call, first_result = 100.0, 105.0, 150.0, 150.5
+    first = {"time_entry_wall": entry, "time_setup_imports_s": 1.0, "time_setup_config_s": 0.5,
+             "time_setup_s": 2.0, "time_trainer_first_s": t_call - (entry + 2.0), "time_log_eval_s": 0.3,
+             "time_report_s": 0.4, "time_report_wall": t_call + 0.4}
+    parts = bench._parts(first, started, first_result)
+    assert parts == {"start": 5.0, "imports": 1.0, "config": 0.5, "setup_other": 0.5, "log_eval": 0.3,
+                     "checkpoint": 0.1, "report": 0.1}
+    assert sum(parts.values()) == pytest.approx(first_result - started - first["time_trainer_first_s"])
+    assert bench._parts({}, started, first_result) == {}  # a result without the timing keys
+
+
+def test_search_benchmark_old_against_new_options(tmp_path):
+    """--old/--code need a checkout of this project (one Error line otherwise); the side-by-side
+    lines show each figure old -> new, None where the old code did not report it."""
+    from click.testing import CliRunner
+
+    import search as bench
+
+    for opt in ("--old", "--code"):
+        r = CliRunner().invoke(bench.main, [opt, str(tmp_path)])
+        assert r.exit_code == 2 and "not a checkout of this project" in r.output
+    lines = bench.side_by_side({"asha": {"overhead_s_median": 13.2, "wall_s": 300.0}},
+                               {"asha": {"overhead_s_median": 5.1, "overhead_s_median_reused": 2.4, "wall_s": 140.0}})
+    assert any("overhead per trial, median" in ln and "13.2 ->      5.1" in ln for ln in lines)
+    assert any("reused" in ln and "None ->      2.4" in ln for ln in lines)

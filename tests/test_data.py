@@ -298,6 +298,30 @@ def test_hflip_keeps_left_points_on_the_left():
 
 
 # ------------------------------------------------------------------------------ augmentation
+def test_augment_bounds_are_numpys_min_and_max():
+    """augment's fast per-sequence bounds (suhmo.data.windows.sequence_bounds) are exactly numpy's
+    min/max over time and points, and augment gives exactly what the plain formula gives."""
+    from suhmo.data.windows import UPPER, sequence_bounds
+
+    rng = np.random.default_rng(5)
+    for shape in [(6, 9, 68, 2), (1, 1, 68, 2), (0, 4, 68, 2)]:
+        x = rng.random(shape, dtype=np.float32) * 1.3 - 0.1
+        lo, hi = sequence_bounds(x)
+        assert np.array_equal(lo, x.min(axis=(1, 2))) and np.array_equal(hi, x.max(axis=(1, 2)))
+    x = rng.random((8, 12, 68, 2), dtype=np.float32)
+    got = augment(x, np.random.default_rng(11), scale_low=0.6, scale_high=1.0, flip_p=0.5)
+    r = np.random.default_rng(11)  # the same draws, the formula with numpy's own min/max
+    flip, scale = r.random(8) < 0.5, r.uniform(0.6, 1.0, size=8).astype(np.float32)
+    u = r.random((8, 2)).astype(np.float32)
+    y = x.copy()
+    y[flip] = hflip(y[flip])
+    y = 0.5 + scale[:, None, None, None] * (y - 0.5)
+    lo, hi = y.min(axis=(1, 2)), y.max(axis=(1, 2))
+    room_lo, room_hi = -lo, UPPER - hi
+    shift = np.where(room_hi >= room_lo, room_lo + u * (room_hi - room_lo), (room_lo + room_hi) / 2)
+    assert np.array_equal(got, (y + shift[:, None, None, :]).astype(np.float32))
+
+
 def test_augment_bounds_scale_and_determinism():
     ls = load_dataset(make_config("tiny"))
     x = np.stack([c[:45] for c in ls.clips[:8]])

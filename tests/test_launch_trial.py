@@ -12,7 +12,7 @@ import pytest
 from mlflow import MlflowClient
 
 import tracking
-from launch.trainable import TrialRun
+from launch.trainable import SetupClock, TrialRun
 from suhmo.config import make_config
 from suhmo.utils import SuhmoError
 
@@ -77,3 +77,57 @@ def test_samples_are_made_for_a_new_best_of_the_first_objective_only(search, tmp
     assert len(calls) == 2
     arts = {a.path for a in MlflowClient(search["tracking_uri"]).list_artifacts(run.run_id, "evals/step_1")}
     assert any(p.endswith("samples.gif") for p in arts), arts
+
+
+def test_setup_clock_adds_up_its_phases(monkeypatch):
+    """The set-up phases of a trial, reported with its first result (benchmarks/search.py)."""
+    import launch.trainable as trainable
+
+    now = iter([100.0, 100.5, 101.0, 103.0, 103.25])
+    monkeypatch.setattr(trainable.time, "time", lambda: next(now))
+    clock = SetupClock()
+    clock.mark("config")
+    clock.mark("data")
+    clock.mark("config")  # a phase met twice adds up
+    clock.mark("trainer_init")
+    assert clock.result() == {"time_entry_wall": 100.0, "time_setup_config_s": 2.5, "time_setup_data_s": 0.5,
+                              "time_setup_trainer_init_s": 0.25}
+
+
+def test_reset_collects_the_previous_trials_cycles_and_freezes_the_rest():
+    import gc
+    import weakref
+
+    from launch.trainable import reset_process_state
+
+    class Node:
+        pass
+
+    a, b = Node(), Node()
+    a.other, b.other = b, a  # a cycle: only the cycle collector frees it
+    gone = weakref.ref(a)
+    del a, b
+    try:
+        reset_process_state(1, 0)
+        assert gone() is None and gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+
+
+def test_import_for_the_trial_loads_what_the_trial_loads_later(tmp_path):
+    """Before the reset's freeze: torch._dynamo always, MLflow and its sqlite store only when the
+    search tracks (a fresh interpreter: this one has loaded everything already)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from launch.trainable import import_for_the_trial\n"
+        "assert 'torch._dynamo' not in sys.modules and 'mlflow' not in sys.modules\n"
+        "import_for_the_trial(None)\n"
+        "assert 'torch._dynamo' in sys.modules and 'mlflow' not in sys.modules\n"
+        f"import_for_the_trial({('sqlite:///' + (tmp_path / 'm.db').as_posix())!r})\n"
+        "assert 'mlflow.store.tracking.sqlalchemy_store' in sys.modules\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]

@@ -42,6 +42,21 @@ def test_gif_frames_keep_their_colours(tmp_path, clips):
     assert len(palette) % 3 == 0 and len(palette) <= 3 * 256 and index.max() < len(palette) // 3
 
 
+def test_nearest_colour_table_is_the_brute_force_nearest():
+    """The separable nearest-colour table equals the distance of every grid centre to every
+    palette colour, argmin included (ties go to the same, first, colour)."""
+    from suhmo.render import nearest_colour_table
+
+    rng = np.random.default_rng(0)
+    centres = (np.stack(np.meshgrid(*[np.arange(32)] * 3, indexing="ij"), -1).reshape(-1, 3) + 0.5) * 8.0
+    for n in (2, 37, 254):
+        pal = rng.integers(0, 256, (n, 3)).astype(np.float32)
+        pal[-1] = pal[0]  # a duplicate colour: a tie everywhere it is nearest
+        want = np.concatenate([((c[:, None, :] - pal[None]) ** 2).sum(-1).argmin(1)
+                               for c in np.array_split(centres, 8)])
+        assert np.array_equal(nearest_colour_table(pal), want.astype(np.uint8))
+
+
 def test_default_tile_size_keeps_grids_small(tmp_path, clips):
     from suhmo.cli import cli
     from suhmo.data import LandmarkSet, save_landmarks

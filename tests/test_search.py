@@ -8,6 +8,8 @@ dozen iterations.
 from __future__ import annotations
 
 import pickle
+import sys
+from pathlib import Path
 
 import optuna
 import pytest
@@ -106,6 +108,16 @@ def test_three_trial_search_finishes_with_a_best_config(ray_session, tmp_path, t
     assert sorted(r.info.status for r in runs) == ["FINISHED"] * 3
     assert sorted(int(r.data.params["seed"]) for r in runs) == sorted(seeds)
     assert all("best_fd_clip40" in r.data.metrics for r in runs)
+    # the overhead of every trial, broken down by benchmarks/search.py: its parts add up
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import search as bench
+
+    summary = bench._summary(outcome.plan, outcome, rows)
+    assert len(summary["overhead_by_trial"]) == 3 and summary["overhead_s_median"] is not None
+    for b in summary["overhead_by_trial"]:
+        assert b["worker"] in ("new", "reused") and b["trainer_init"] > 0 and b["config"] > 0
+        assert sum(b[p] for p in bench.PARTS if p in b) == pytest.approx(b["overhead_s"], abs=0.01)
+    assert summary["overhead_by_trial"][0]["worker"] == "new"
 
 
 def test_gp_sampler_runs_a_search(ray_session, tmp_path):

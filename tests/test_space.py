@@ -56,6 +56,21 @@ def test_decoder_round_trips_real_frames_of_unseen_persons_within_detector_noise
     assert float(rel.median()) < 0.04 and float(rel.quantile(0.9)) < 0.06
 
 
+def test_fit_returns_the_encoded_windows(split):
+    """SemanticSpace.fit hands back encode(windows) from the raw states it computed (fit_space
+    feeds them to the reversion rates): bit for bit what a second encode gives."""
+    from suhmo.data import BatchSampler
+    from suhmo.data.windows import hflip
+
+    cfg = tiny_cfg(**{"model.space": "semantic", "model.semantic_k": 6})
+    frames = np.concatenate(split[0].clips).astype(np.float32)
+    windows = BatchSampler(split[0], cfg, seed=3, batch_size=64).next()
+    space = SemanticSpace(6)
+    z = space.fit(np.concatenate([frames, hflip(frames)]), windows, cfg.model.vel_scale)
+    assert z.shape == (64, windows.shape[1], space.dim)
+    assert torch.equal(z, space.encode(torch.as_tensor(windows)))
+
+
 def test_state_separates_pose_from_shape(split):
     g, _ = fitted_generator(split)
     s = g.space

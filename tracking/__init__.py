@@ -38,6 +38,7 @@ _LAZY = {
     "TrialLogger": "tracking.mlflow_log",
     "close_run": "tracking.mlflow_log",
     "find_trial_run": "tracking.mlflow_log",
+    "mlflow_client": "tracking.mlflow_log",
     "TRIAL_STATUSES": "tracking.mlflow_log",
     "select_best": "tracking.export",
     "export_best": "tracking.export",

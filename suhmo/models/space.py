@@ -128,11 +128,12 @@ class SemanticSpace(nn.Module):
 
     # ----------------------------------------------------------------------- fitting
     @torch.no_grad()
-    def fit(self, frames: np.ndarray, windows: np.ndarray, vel_scale: float) -> "SemanticSpace":
+    def fit(self, frames: np.ndarray, windows: np.ndarray, vel_scale: float) -> Tensor:
         """Fit on training data: the Procrustes mean and PCA basis on ``frames [N, 68, 2]``; the
         state offset and per-dimension scale on ``windows [M, T, 68, 2]`` (augmented training
         windows, so that the pose ranges are those G sees). ``scale_d = std of the per-frame
-        change of raw dimension d * vel_scale``."""
+        change of raw dimension d * vel_scale``. Returns ``encode(windows)`` ``[M, T, 4 + K]``
+        from the raw states computed here (the same values; the reversion rates need them)."""
         from suhmo.metrics.landmark import align_shapes, centre_scale, mean_shape_gpa
 
         frames = np.asarray(frames, np.float64).reshape(-1, LANDMARKS, 2)
@@ -146,12 +147,13 @@ class SemanticSpace(nn.Module):
         self.mean_shape.copy_(torch.as_tensor(m, dtype=torch.float32))
         self.basis.copy_(torch.as_tensor(vt[: self.k].T, dtype=torch.float32))
         w = torch.as_tensor(np.asarray(windows, np.float32))
-        r = self.raw(w).double()  # [M, T, D]
+        raw = self.raw(w)
+        r = raw.double()  # [M, T, D]
         step = (r[:, 1:] - r[:, :-1]).reshape(-1, self.dim).std(0).clamp_min(1e-6)
         self.offset.copy_(r.reshape(-1, self.dim).mean(0).float())
         self.scale.copy_((step * float(vel_scale)).float())
         self.fitted.fill_(True)
-        return self
+        return (raw - self.offset) / self.scale  # = self.encode(w), without a second raw()
 
     def round_trip_error(self, x: Tensor) -> Tensor:
         """RMS landmark distance of ``decode(encode(x))`` to ``x`` per frame ``[...]`` (input units)."""
