@@ -180,9 +180,8 @@ def train_and_score(job: dict) -> dict:
             from suhmo.generate import load_model
 
             G = load_model(Path(job["run_dir"]) / out.get("scored", "last.pt"))[0]
-            test_set = splits(make_config("cpu", overrides={**job["overrides"], "data.path": job["full_data"]}))[1]
-            out["previews"] = render_previews(G, make_config("cpu", overrides=job["overrides"]), test_set,
-                                              Path(job["render"]), job["method"], job["data"])
+            out["previews"] = render_previews(G, make_config(job["preset"], overrides=job["overrides"]),
+                                              recipe_test_set(job), Path(job["render"]), job["method"], job["data"])
             atomic_write_text(done, json.dumps({k: v for k, v in out.items() if k != "reused"}, indent=2, default=str))
         return out
     torch.set_num_threads(1)
@@ -193,11 +192,11 @@ def train_and_score(job: dict) -> dict:
         # choosing best.pt; scored on the held-out persons of the full file
         from suhmo.generate import load_model
 
-        test_set = splits(make_config(job.get("preset", "small"), overrides={**job["overrides"],
-                                                                                "data.path": job["full_data"]}))[1]
+        test_set = recipe_test_set(job)
         trainer = Trainer(cfg, job["run_dir"], resume=True)
         trainer.fit()
-        G = load_model(trainer.best_path if trainer.best_path.is_file() else trainer.last_path)[0]
+        scored = trainer.best_path if trainer.best_path.is_file() else trainer.last_path
+        G = load_model(scored)[0]
     else:
         train_set, test_set = splits(cfg)
         trainer = Trainer(cfg, job["run_dir"], train_set=train_set, eval_set=test_set, resume=False)
@@ -214,12 +213,19 @@ def train_and_score(job: dict) -> dict:
            "score_s": round(time.time() - t1, 1), "run_dir": str(job["run_dir"]), "overrides": job["overrides"],
            "train_log_last": trainer.metrics}
     if job.get("recipe"):
-        out["scored"] = "best.pt" if trainer.best_path.is_file() else "last.pt"
+        out["scored"] = scored.name
     if job.get("render"):
         out["previews"] = render_previews(G, cfg, test_set, Path(job["render"]), job["method"], job["data"])
     if job.get("recipe"):
         atomic_write_text(done, json.dumps(out, indent=2, default=str))
     return out
+
+
+def recipe_test_set(job: dict):
+    """``--recipe cpu``: the held-out persons of the full data file the job's train persons came from."""
+    from suhmo.config import make_config
+
+    return splits(make_config(job["preset"], overrides={**job["overrides"], "data.path": job["full_data"]}))[1]
 
 
 def render_previews(G, cfg, test_set, out: Path, method: str, data: str) -> dict:

@@ -98,7 +98,7 @@ def sequence_features(seq: Tensor, cfg, motion: Tensor | None = None, space=None
     positions it does (loss 0.2). Velocities and accelerations keep the head's translation.
     ``motion``: ``motion_features(seq)`` when the caller has it already.
 
-    With ``model.d_semantic`` the features of each frame end with G's semantic state ``z_t``
+    With ``model.d_semantic`` (``space`` = G's space; unused without it) the features of each frame end with G's semantic state ``z_t``
     (``space.encode``: pose and K shape coefficients, in the space's units) and ``vel_scale *
     (z_t - z_{t-1})`` (of order one, like the scaled landmark velocities): the head's pose and
     its expression, which the landmarks mix (an expression moves a few landmarks by a few
@@ -154,8 +154,9 @@ def _frozen(module):
 def discriminator_loss(D, real_seq: Tensor, fake_seq: Tensor, plan, cfg, space=None) -> tuple[Tensor, dict[str, float]]:
     """Weighted sum over D_s, D_s^j and D_F of the hinge losses (eq. 12).
 
-    ``fake_seq`` is detached here. ``space``: G's space (``model.d_semantic``, sequence_features). Real and fake go through D in one batched call ([2B, ...]):
-    D has no batch statistics, so this equals two calls, at lower cost.
+    ``fake_seq`` is detached here. Real and fake go through D in one batched call ([2B, ...]):
+    D has no batch statistics, so this equals two calls, at lower cost. ``space``: G's space,
+    read only with ``model.d_semantic`` (sequence_features).
     """
     B = real_seq.shape[0]
     feats = sequence_features(torch.cat([real_seq, fake_seq.detach()], 0), cfg, space=space)

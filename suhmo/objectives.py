@@ -54,7 +54,7 @@ class AdversarialObjective:
         cfg, G, D = trainer.cfg, trainer.G, trainer.D
         obs_len, seq_len = cfg.data.obs_len, cfg.data.seq_len
         use_d = needs_discriminator(cfg)
-        space = G.space if cfg.model.d_semantic else None  # D's semantic inputs (sequence_features)
+        space = getattr(G, "space", None)  # read by the D features with model.d_semantic
         # "up to obs_len observed frames" (Sec. 4.1): at test time G starts from a
         # single reference frame, so training also covers short observations
         k = obs_len

@@ -157,7 +157,7 @@ def compile_for_training(G: nn.Module, D: nn.Module, cfg, device: torch.device, 
             fake = torch.cat([real[:, :O], out.future], 1)
             plan = WindowSampler(cfg.windows, S).sample(num_feature_frames(O + S), gen)
             use_d = losses.needs_discriminator(cfg)
-            space = G.space if cfg.model.d_semantic else None
+            space = getattr(G, "space", None)  # read by the D features with model.d_semantic
             if use_d:
                 loss_d, _ = losses.discriminator_loss(D, real, fake.detach(), plan, cfg, space)
         if use_d:
