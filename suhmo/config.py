@@ -173,6 +173,8 @@ class LossConfig:
     lam_final: Annotated[float, _at_least(ge=0)] = 1e-4
     reco: Annotated[float, _at_least(ge=0)] = 0.0  # optional L2 on the teacher-forced observed frames (authors: 1e-3)
     r1_frame: Annotated[float, _at_least(ge=0)] = 0.0  # gamma of a zero-centred gradient penalty on D_F at real frames; 0 = off
+    w_motion: Annotated[float, _at_least(ge=0)] = 0.0  # motion-statistics matching (losses.motion_stats_loss): the batch's mean squared displacement per state dimension over 1 and motion_lag frames, generated vs real, in log ratio; 0 = off (paper)
+    motion_lag: Annotated[int, _at_least(ge=2, note="(frames)")] = 5  # the slower of the two lags of loss.w_motion
 
 
 @dataclass

@@ -198,6 +198,31 @@ def _point_sq(a: Tensor, b: Tensor) -> Tensor:
     return d.pow(2).sum(-1).mean()
 
 
+def motion_stats_loss(fake_seq: Tensor, real_seq: Tensor, n_future: int, lag: int, space=None) -> Tensor:
+    """Motion-statistics matching (``loss.w_motion``): for lags 1 and ``lag``, the batch's mean
+    squared displacement ``m_d = E[(z_{t+L} - z_t)^2]`` of every state dimension ``d`` over the
+    generated frames, matched to the real windows' in log ratio, ``mean_d (log m_fake - log
+    m_real)^2``.
+
+    The state is G's semantic state (``space.encode``) when it has one, else the 136 landmark
+    coordinates. Statistics of the whole batch, not of each sample against its own real
+    continuation (that is the L2 term, which pulls towards the mean and slows the head): G may
+    move each sample as it likes so long as the batch moves as much as real heads do, at the
+    frame rate (lag 1, where detector jitter lives) and over ``lag`` frames (the head's own
+    motion). It is feature matching (Salimans et al., 2016) on fixed motion features, against
+    the GAN's measured tendency to drop the fast half of real motion (experiments/README.md)."""
+    n = min(int(n_future), fake_seq.shape[1] - 1)
+    def state(x: Tensor) -> Tensor:
+        return space.encode(x) if space is not None else x.flatten(-2)
+    zf, zr = state(fake_seq[:, -(n + 1):]), state(real_seq[:, -(n + 1):].detach())
+    terms = []
+    for L in sorted({1, min(int(lag), n)}):
+        mf = (zf[:, L:] - zf[:, :-L]).pow(2).mean((0, 1))
+        mr = (zr[:, L:] - zr[:, :-L]).pow(2).mean((0, 1))
+        terms.append((torch.log(mf + 1e-12) - torch.log(mr + 1e-12)).pow(2).mean())
+    return torch.stack(terms).mean()
+
+
 def generator_loss(D, fake_seq: Tensor, real_seq: Tensor, out, plan, cfg, lam: float,
                    space=None) -> tuple[Tensor, dict[str, float]]:
     """G loss, eq. 11: adversarial terms (eq. 8-10, weights w_seq, w_joint, w_frame) + lam * L2
@@ -220,6 +245,10 @@ def generator_loss(D, fake_seq: Tensor, real_seq: Tensor, out, plan, cfg, lam: f
     loss = loss + lam * l2
     logs["g_l2"] = float(l2.detach())
     logs["lam"] = float(lam)
+    if cfg.loss.w_motion > 0:
+        ms = motion_stats_loss(fake_seq, real_seq, n_future, cfg.loss.motion_lag, space)
+        loss = loss + float(cfg.loss.w_motion) * ms
+        logs["g_motion"] = float(ms.detach())
     if cfg.loss.reco > 0 and out.recon.shape[1] > 0:
         n_obs = out.recon.shape[1] + 1
         reco = _point_sq(out.recon, real_seq[:, 1:n_obs].detach())

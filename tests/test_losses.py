@@ -114,6 +114,36 @@ def test_mle_baseline_needs_no_discriminator():
     assert math.isclose(float(loss.detach()), 1e-2 * logs["g_l2"], rel_tol=1e-6)
 
 
+def test_motion_statistics_match_the_batch_not_the_sample():
+    """loss.w_motion: zero when the batch moves as the real one does (even sample by sample
+    differently), positive when it moves at half the speed, and its gradient speeds G up."""
+    torch.manual_seed(0)
+    B, T = 8, 30
+    real = torch.cumsum(0.01 * torch.randn(B, T, 68, 2), 1) + 0.5
+    perm = real[torch.randperm(B)]  # other samples, the same batch statistics
+    assert float(losses.motion_stats_loss(perm, real, T - 1, 5)) < 1e-10
+    slow = real[:, :1] + 0.5 * (real - real[:, :1])  # every displacement halved
+    ms = losses.motion_stats_loss(slow, real, T - 1, 5)
+    assert math.isclose(float(ms), math.log(0.25) ** 2, rel_tol=1e-4)  # both lags, every coordinate
+    gain = torch.tensor(0.5, requires_grad=True)
+    losses.motion_stats_loss(real[:, :1] + gain * (real - real[:, :1]), real, T - 1, 5).backward()
+    assert float(gain.grad) < 0  # descending the loss makes the head move more
+    # only the generated frames count: the observed ones may differ freely
+    obs_changed = slow.clone()
+    obs_changed[:, :5] = 0.0
+    assert math.isclose(float(losses.motion_stats_loss(obs_changed, real, T - 6, 5)),
+                        float(losses.motion_stats_loss(slow, real, T - 6, 5)), rel_tol=1e-6)
+
+
+def test_motion_statistics_term_is_weighted_into_the_generator_loss():
+    cfg, G, D, real, out, fake, plan = setup(**{"loss.w_motion": 0.25})
+    loss, logs = losses.generator_loss(D, fake, real, out, plan, cfg, lam=0.5)
+    expected = logs["g_adv_seq"] + logs["g_adv_joint"] + logs["g_adv_frame"] + 0.5 * logs["g_l2"] + 0.25 * logs["g_motion"]
+    assert logs["g_motion"] > 0 and math.isclose(float(loss.detach()), expected, rel_tol=1e-5, abs_tol=1e-6)
+    with pytest.raises(ConfigError, match="loss.motion_lag"):
+        make_config("tiny", overrides={"loss.motion_lag": 1})
+
+
 def _frame_inputs(D):
     """Record what D_F is given (its input is [..., 410] per frame)."""
     seen = []
