@@ -97,12 +97,16 @@ def speeds(x: np.ndarray, smooth: int = 5) -> tuple[float, float]:
 
 def probe(space, seqs: np.ndarray, real: np.ndarray, label: str) -> None:
     """Mean |z_t - z_0| of pose dimensions (x, y, log scale, roll) and of the shape coefficients;
-    the speed of frames 41-80 raw and smoothed over 5 frames (the jitter share: 1 - smoothed / raw)."""
+    the speed of frames 41-80 raw and smoothed over 5 frames (the jitter share: 1 - smoothed / raw);
+    the rms change of each state dimension over 1 and 5 frames against the real continuation's."""
     at = [10, 40, FRAMES]
     real_raw, real_low = speeds(real)
+    disp = {}
     for name, x in (("model", seqs), ("real", real)):
         with torch.no_grad():
             z = space.encode(torch.as_tensor(np.asarray(x, np.float32))).numpy()
+        seg = z[:, FRAMES - 40:].astype(np.float64)
+        disp[name] = {L: np.sqrt(((seg[:, L:] - seg[:, :-L]) ** 2).mean((0, 1))) for L in (1, 5)}
         d = np.abs(z - z[:, :1])
         pose = " ".join("/".join(f"{d[:, t, j].mean():.2f}" for t in at) for j in range(4))
         shape = "/".join(f"{d[:, t, 4:].mean():.3f}" for t in at)
@@ -110,6 +114,10 @@ def probe(space, seqs: np.ndarray, real: np.ndarray, label: str) -> None:
         print(f"probe {label[-30:]:<30} {name:<5} |z_t - z_0| at {at}: pose x, y, log s, roll {pose}; "
               f"shape {shape}; speed x real: raw {raw / real_raw:.2f}, smoothed {low / real_low:.2f} "
               f"(jitter share {1 - low / raw:.0%})")
+    ratio = {L: disp["model"][L] / disp["real"][L] for L in (1, 5)}
+    print(f"probe {label[-30:]:<30} rms displacement of frames 41-80 x real, over 1 / 5 frames: " + ", ".join(
+        f"{n} {ratio[1][j]:.2f}/{ratio[5][j]:.2f}" for j, n in enumerate(("x", "y", "log s", "roll")))
+        + f", shape (mean of {len(ratio[1]) - 4}) {ratio[1][4:].mean():.2f}/{ratio[5][4:].mean():.2f}")
 
 
 def main(argv=None) -> int:
