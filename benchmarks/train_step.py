@@ -299,7 +299,7 @@ def _phase_targets(tr) -> list:
         ("D loss (fwd)", L, "discriminator_loss"),
         ("G loss (fwd)", L, "generator_loss"),
         ("D features", L, "sequence_features"),
-        ("G features (motion)", L, "motion_features"),
+        ("motion features", L, "motion_features"),
         ("space encode", tr.G.space, "encode"),
         ("space decode", tr.G.space, "decode"),
         ("R1 penalty", L, "frame_gradient_penalty"),
