@@ -291,8 +291,8 @@ def test_correlated_noise_inputs_are_a_stationary_ar1_and_script_alike():
         core = RNNCore(8, 8, pair=False, delta=False, spectral=False, frame_dim=6, noise=3, rho=rho)
         got = []
         hook = core.cell.register_forward_pre_hook(lambda m, inp: got.append(inp[0][:, -3:].detach().clone()))
-        torch.manual_seed(0)
-        out, _ = core(torch.zeros(4000, 1, 6), torch.zeros(4000, 6), 30, False)
+        torch.manual_seed(0)  # the generation loop (use_buffers), which calls the cell module
+        out, _ = core(torch.zeros(4000, 1, 6), torch.zeros(4000, 6), 30, True)
         hook.remove()
         n = torch.stack(got, 1)  # [B, T, 3]
         assert torch.allclose(n.var((0, 2)), torch.ones(n.shape[1]), atol=0.06)  # stationary, unit variance
@@ -300,8 +300,10 @@ def test_correlated_noise_inputs_are_a_stationary_ar1_and_script_alike():
         assert abs(float(lag1) - rho) < 0.03, (rho, float(lag1))
         seen.append(n[:, 0])
         torch.manual_seed(0)
-        scripted, _ = torch.jit.script(core)(torch.zeros(4000, 1, 6), torch.zeros(4000, 6), 30, False)
+        scripted, _ = torch.jit.script(core)(torch.zeros(4000, 1, 6), torch.zeros(4000, 6), 30, True)
         assert torch.allclose(out, scripted, atol=1e-6)
+        torch.manual_seed(0)  # the training pass (RNNCore._rollout_autograd) draws the same noise
+        assert torch.allclose(core(torch.zeros(4000, 1, 6), torch.zeros(4000, 6), 30, False)[0], out, atol=1e-5)
     assert torch.equal(seen[0], seen[1])  # the first step's draw is the same stream
     with pytest.raises(ConfigError, match="noise_rho"):
         tiny_cfg(**{"model.noise_rho": 0.5})  # no noise inputs

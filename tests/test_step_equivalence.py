@@ -75,6 +75,23 @@ def test_training_step_unchanged(tmp_path, monkeypatch, d_semantic):
     assert any((a[k] - moved[k]).abs().max() > 1e-4 for k in a if k.startswith("G.")), "G must move"
 
 
+@pytest.mark.parametrize("d_semantic", [False, True])
+def test_training_unchanged_against_the_earlier_step_and_rollout(tmp_path, monkeypatch, d_semantic):
+    """All of this file's changes at once: 3 iterations of the trainer as it runs against the
+    earlier step with G's training pass as the step loop (nn.LSTMCell): within float rounding."""
+    from suhmo.models.generators import RNNCore
+
+    over = {"model.d_semantic": d_semantic}
+    new = _train(tmp_path, "new", over)
+    monkeypatch.setattr(objectives.AdversarialObjective, "step", earlier_step)
+    monkeypatch.setattr(RNNCore, "_rollout_autograd", lambda self, obs, v, n: RNNCore.forward(self, obs, v, n, True))
+    old = _train(tmp_path, "old", over)
+    a, b = _states(new), _states(old)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-6), (k, (a[k] - b[k]).abs().max())
+
+
 def test_sequence_features_one_concatenation_equals_motion_features_path():
     cfg = make_config("tiny")
     seq = (0.5 + 0.05 * torch.randn(4, 9, 68, 2)).requires_grad_(True)
@@ -85,3 +102,35 @@ def test_sequence_features_one_concatenation_equals_motion_features_path():
     (g_new,) = torch.autograd.grad((new * w).sum(), seq)
     (g_ref,) = torch.autograd.grad((ref * w).sum(), seq)
     assert torch.allclose(g_new, g_ref, rtol=1e-5, atol=1e-4)  # gradients of order 25 (vel_scale)
+
+
+@pytest.mark.parametrize("kw", [
+    dict(pair=True, delta=False, noise=3, revert=True),  # the cpu preset's core
+    dict(pair=True, delta=False, noise=2, rho=0.5, centred=True, frame_dim=136),
+    dict(pair=False, delta=True),
+    dict(pair=True, delta=False),
+])
+def test_rnn_training_pass_equals_the_step_loop(kw):
+    """RNNCore's training pass (``_rollout_autograd``: joined products, one node per cell step)
+    against the step loop that generation and the exported module run (nn.LSTMCell), on the
+    same noise draws: outputs and every gradient agree within float rounding."""
+    from suhmo.models.generators import RNNCore
+
+    kw = dict(kw)
+    fd = kw.pop("frame_dim", 6)
+    torch.manual_seed(0)
+    core = RNNCore(8, 8, spectral=True, frame_dim=fd, vel_scale=3.0, **kw).eval()  # eval: fixed sigma(W)
+    z, v = torch.randn(6, 3, fd), 0.1 * torch.randn(6, fd)
+    torch.manual_seed(1)
+    fused = core(z, v, 7, False)
+    torch.manual_seed(1)
+    loop = core(z, v, 7, True)
+    for a, b in zip(fused, loop):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6), (a - b).abs().max()
+    w = torch.randn_like(loop[0])
+    params = list(core.parameters())
+    g_fused = torch.autograd.grad((fused[0] * w).sum() + fused[1].sum(), params)
+    g_loop = torch.autograd.grad((loop[0] * w).sum() + loop[1].sum(), params)
+    assert any(g.abs().max() > 0 for g in g_loop)
+    for a, b, p in zip(g_fused, g_loop, params):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5 * max(1.0, float(b.abs().max()))), (a - b).abs().max()

@@ -281,6 +281,8 @@ class RNNCore(nn.Module):
                         spectral_out=False, out_gain=_OUT_GAIN)
 
     def forward(self, obs: Tensor, init_vel: Tensor, n_future: int, use_buffers: bool) -> Tuple[Tensor, Tensor]:
+        if not use_buffers:  # training (autograd): the same recurrence, fewer autograd nodes
+            return self._rollout_autograd(obs, init_vel, n_future)
         O = obs.shape[1]
         x = obs  # [B, O, D] states (D = 136 in the landmark space)
         x0 = x[:, 0]
@@ -319,6 +321,65 @@ class RNNCore(nn.Module):
             else:  # eq. 4, Euler integration of the predicted velocity
                 nxt = self.integrate(pos, out, x0)
                 vel = nxt - pos if self.integrate.revert else out
+            pos = nxt
+            if i < O - 1:
+                recon.append(nxt)
+            else:
+                future.append(nxt)
+        return _stack_frames(future, obs), _stack_frames(recon, obs)
+
+    @torch.jit.unused
+    def _rollout_autograd(self, obs: Tensor, init_vel: Tensor, n_future: int) -> Tuple[Tensor, Tensor]:
+        """``forward`` for training: the loop above with the cell's two products and bias sum as
+        one product, ``cat([input, h]) @ [W_ih | W_hh]^T + (b_ih + b_hh)``, with the weights
+        joined and the integrator's rate formed once per pass, and the cell's pointwise part as
+        one autograd node (``kernels.LSTMPointwise``). The same noise draws; equal to the loop
+        within float rounding (the sums are ordered differently; tests/test_step_equivalence.py)."""
+        from suhmo.models.kernels import LSTMPointwise
+
+        O = obs.shape[1]
+        x = obs
+        x0 = x[:, 0]
+        vel = init_vel
+        h, c = self.init_mlp(step_input(x0, vel, self.vel_scale, self.centred)).chunk(2, -1)
+        h = h.contiguous()
+        c = c.contiguous()
+        cell = self.cell
+        w = torch.cat([cell.weight_ih, cell.weight_hh], 1).t()  # [in + H, 4H]
+        b = cell.bias_ih + cell.bias_hh
+        rate = torch.sigmoid(self.integrate.logit) if self.integrate.revert and not self.delta else None
+        pos = x0
+        recon: List[Tensor] = []
+        future: List[Tensor] = []
+        n = x0.new_zeros(x.shape[0], self.noise)
+        for i in range(O + n_future - 1):
+            if i < O:  # teacher forcing
+                pos = x[:, i]
+                if i > 0:
+                    vel = x[:, i] - x[:, i - 1]
+            if self.delta:
+                feat = torch.cat([pos - x0, x0], -1)
+            else:
+                feat = step_input(pos, vel, self.vel_scale, self.centred)
+            if self.noise > 0:
+                e = torch.randn(x.shape[0], self.noise, dtype=x.dtype, device=x.device)
+                if self.rho > 0.0 and i > 0:
+                    n = self.rho * n + math.sqrt(1.0 - self.rho * self.rho) * e
+                else:
+                    n = e
+                feat = torch.cat([feat, n], -1)
+            inp = torch.cat([feat, batch_pool(h), h] if self.pair else [feat, h], -1)
+            h, c = LSTMPointwise.apply(torch.addmm(b, inp, w), c)
+            out = self.head(torch.cat([h, feat], -1))
+            if self.delta:
+                nxt = x0 + out
+                vel = nxt - pos
+            elif rate is not None:  # eq. 4 with reversion (Integrator)
+                nxt = pos + out - rate * (pos - x0)
+                vel = nxt - pos
+            else:  # eq. 4
+                nxt = pos + out
+                vel = out
             pos = nxt
             if i < O - 1:
                 recon.append(nxt)
