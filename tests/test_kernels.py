@@ -38,18 +38,3 @@ def test_window_lstm_backward_passes_gradcheck():
     # one input at a time, as in the D step (w only matters through xp's producer) and the G step
     assert torch.autograd.gradcheck(lambda x: lstm_window_states(x, w_hh.detach(), tracks), (xp,))
     assert torch.autograd.gradcheck(lambda w: lstm_window_states(xp.detach(), w, tracks), (w_hh,))
-
-
-def test_lstm_pointwise_matches_lstm_cell_and_passes_gradcheck():
-    from suhmo.models.kernels import LSTMPointwise
-
-    torch.manual_seed(0)
-    cell = torch.nn.LSTMCell(5, 3).double()
-    x, h, c = torch.randn(4, 5, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64), torch.randn(
-        4, 3, dtype=torch.float64)
-    pre = x @ cell.weight_ih.t() + cell.bias_ih + h @ cell.weight_hh.t() + cell.bias_hh
-    for a, b in zip(LSTMPointwise.apply(pre, c), cell(x, (h, c))):
-        assert torch.allclose(a, b, atol=1e-12)
-    pre, c = pre.detach().requires_grad_(True), c.requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda p, q: LSTMPointwise.apply(p, q), (pre, c))
-    assert torch.autograd.gradcheck(lambda p, q: LSTMPointwise.apply(p, q)[0], (pre, c))  # dc of c unused

@@ -78,7 +78,9 @@ def test_training_step_unchanged(tmp_path, monkeypatch, d_semantic):
 @pytest.mark.parametrize("d_semantic", [False, True])
 def test_training_unchanged_against_the_earlier_step_and_rollout(tmp_path, monkeypatch, d_semantic):
     """All of this file's changes at once: 3 iterations of the trainer as it runs against the
-    earlier step with G's training pass as the step loop (nn.LSTMCell): within float rounding."""
+    earlier step with G's training pass as the step loop (nn.LSTMCell): within float rounding,
+    as Adam passes it on: a gradient entry near 0 whose rounding differs moves its weight by up to
+    a few percent of one step (lr_d 5e-5 here); a wrong gradient would move weights by ~lr."""
     from suhmo.models.generators import RNNCore
 
     over = {"model.d_semantic": d_semantic}
@@ -89,7 +91,7 @@ def test_training_unchanged_against_the_earlier_step_and_rollout(tmp_path, monke
     a, b = _states(new), _states(old)
     assert a.keys() == b.keys()
     for k in a:
-        assert torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-6), (k, (a[k] - b[k]).abs().max())
+        assert torch.allclose(a[k], b[k], rtol=1e-4, atol=5e-6), (k, (a[k] - b[k]).abs().max())
 
 
 def test_sequence_features_one_concatenation_equals_motion_features_path():
@@ -111,7 +113,7 @@ def test_sequence_features_one_concatenation_equals_motion_features_path():
     dict(pair=True, delta=False),
 ])
 def test_rnn_training_pass_equals_the_step_loop(kw):
-    """RNNCore's training pass (``_rollout_autograd``: joined products, one node per cell step)
+    """RNNCore's training pass (``_rollout_autograd``: joined products, fewer operations per step)
     against the step loop that generation and the exported module run (nn.LSTMCell), on the
     same noise draws: outputs and every gradient agree within float rounding."""
     from suhmo.models.generators import RNNCore

@@ -330,13 +330,14 @@ class RNNCore(nn.Module):
 
     @torch.jit.unused
     def _rollout_autograd(self, obs: Tensor, init_vel: Tensor, n_future: int) -> Tuple[Tensor, Tensor]:
-        """``forward`` for training: the loop above with the cell's two products and bias sum as
-        one product, ``cat([input, h]) @ [W_ih | W_hh]^T + (b_ih + b_hh)``, with the weights
-        joined and the integrator's rate formed once per pass, and the cell's pointwise part as
-        one autograd node (``kernels.LSTMPointwise``). The same noise draws; equal to the loop
-        within float rounding (the sums are ordered differently; tests/test_step_equivalence.py)."""
-        from suhmo.models.kernels import LSTMPointwise
-
+        """``forward`` for training: the loop above with fewer operations per step, each of which
+        autograd records and runs backward: the cell's two products and bias sum as one product,
+        ``cat([input, BP(h), h]) @ [W_ih | W_hh]^T + (b_ih + b_hh)`` (weights joined once per
+        pass), the step input and the noise in one concatenation, BP expanded into it without
+        a copy, the integrator's rate formed once. A Python ``autograd.Function`` for the cell's
+        pointwise part was measured slower than the plain expressions at this size. The same
+        noise draws; equal to the loop within float rounding (the sums are ordered differently;
+        tests/test_step_equivalence.py)."""
         O = obs.shape[1]
         x = obs
         x0 = x[:, 0]
@@ -357,19 +358,30 @@ class RNNCore(nn.Module):
                 pos = x[:, i]
                 if i > 0:
                     vel = x[:, i] - x[:, i - 1]
-            if self.delta:
-                feat = torch.cat([pos - x0, x0], -1)
-            else:
-                feat = step_input(pos, vel, self.vel_scale, self.centred)
             if self.noise > 0:
                 e = torch.randn(x.shape[0], self.noise, dtype=x.dtype, device=x.device)
                 if self.rho > 0.0 and i > 0:
                     n = self.rho * n + math.sqrt(1.0 - self.rho * self.rho) * e
                 else:
                     n = e
-                feat = torch.cat([feat, n], -1)
-            inp = torch.cat([feat, batch_pool(h), h] if self.pair else [feat, h], -1)
-            h, c = LSTMPointwise.apply(torch.addmm(b, inp, w), c)
+            if self.delta:
+                parts = [pos - x0, x0]
+            elif self.centred:
+                parts = [step_input(pos, vel, self.vel_scale, True)]
+            else:  # step_input's [pos | vel_scale * vel], written into the one concatenation
+                parts = [pos, vel * self.vel_scale]
+            if self.noise > 0:
+                parts.append(n)
+            feat = torch.cat(parts, -1) if len(parts) > 1 else parts[0]
+            if self.pair:  # [feat | BP(h) | h] per pair of rows, BP broadcast over the pair (eq. 13-14)
+                hp = h.view(-1, 2, h.shape[-1])
+                inp = torch.cat([feat.view(hp.shape[0], 2, -1), hp.amax(1, keepdim=True).expand_as(hp), hp],
+                                -1).view(h.shape[0], -1)
+            else:
+                inp = torch.cat([feat, h], -1)
+            i_, f_, g_, o_ = torch.addmm(b, inp, w).chunk(4, 1)  # nn.LSTMCell's gate order
+            c = torch.sigmoid(f_) * c + torch.sigmoid(i_) * torch.tanh(g_)
+            h = torch.sigmoid(o_) * torch.tanh(c)
             out = self.head(torch.cat([h, feat], -1))
             if self.delta:
                 nxt = x0 + out

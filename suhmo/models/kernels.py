@@ -8,8 +8,6 @@ checked against autograd by ``torch.autograd.gradcheck`` (tests/test_kernels.py)
 - ``WindowLSTM`` (+ ``lstm_cell_backward``): one LSTM over every window of a window plan, all
   windows advancing together, for the RNN sequence discriminators
   (``discriminators.lstm_window_states``; benchmarks/lstm_pointwise.py).
-- ``LSTMPointwise``: the pointwise part of one LSTM step as one autograd node, for the RNN
-  generator's training pass (``generators.RNNCore``; benchmarks/train_step.py --phases).
 
 The paper's concepts (eq. 4, 5, 13-17) live in ``generators``, ``windows`` and ``layers``.
 """
@@ -69,39 +67,6 @@ class CachedAttention(torch.autograd.Function):
         dK[:, :, past:end] = 0.0
         dV[:, :, past:end] = 0.0
         return dq, dk, dv, None, None, None, None
-
-
-class LSTMPointwise(torch.autograd.Function):
-    """``(pre [n, 4H], c_prev [n, H]) -> (h, c)``: one LSTM step after its products, gate order
-    i, f, g, o as in ``nn.LSTMCell``: ``c = f * c_prev + i * g``, ``h = o * tanh(c)``. Autograd
-    over these expressions records ~10 nodes per step; this is one, whose backward is
-    ``lstm_cell_backward`` (the window LSTM's). It keeps the activated gates and tanh(c)."""
-
-    @staticmethod
-    def forward(ctx, pre: Tensor, c_prev: Tensor):
-        H = pre.shape[1] // 4
-        ctx.dtypes = (pre.dtype, c_prev.dtype)  # train.amp: bf16 products, the state may be either
-        dtype = torch.promote_types(pre.dtype, c_prev.dtype)
-        pre, c_prev = pre.to(dtype), c_prev.to(dtype)
-        gates = pre.clone()
-        gates[:, :2 * H].sigmoid_()
-        gates[:, 2 * H:3 * H].tanh_()
-        gates[:, 3 * H:].sigmoid_()
-        i, f, g, o = gates.chunk(4, 1)
-        c = torch.mul(f, c_prev).addcmul_(i, g)
-        tc = torch.tanh(c)
-        ctx.save_for_backward(gates, tc, c_prev)
-        return torch.mul(tc, o), c
-
-    @staticmethod
-    def backward(ctx, dh: Tensor, dc: Tensor):
-        gates, tc, c_prev = ctx.saved_tensors
-        H = tc.shape[1]
-        dgates = torch.empty_like(gates)
-        dc = lstm_cell_backward(dh.to(tc.dtype).contiguous(), gates, tc, c_prev, dc.to(tc.dtype), dgates,
-                                torch.empty_like(tc))
-        dc = dc.mul_(gates[:, H:2 * H])  # dc_prev = dc * f
-        return dgates.to(ctx.dtypes[0]), dc.to(ctx.dtypes[1])
 
 
 def _track_index(tracks, device) -> tuple[Tensor, dict]:
