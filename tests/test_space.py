@@ -311,3 +311,32 @@ def test_correlated_noise_inputs_are_a_stationary_ar1_and_script_alike():
         tiny_cfg(**{"model.noise_rho": 0.5, "model.noise_g": 2, "model.variant": "transformer"})
     with pytest.raises(ConfigError, match="noise_rho"):
         tiny_cfg(**{"model.noise_rho": 1.0, "model.noise_g": 2})
+
+
+def test_semantic_encoding_equals_rotate_then_project(split):
+    """SemanticSpace.raw forms the rotation and the projection as one product with
+    [m | m_perp | basis | basis_perp]: the same state as rotating the unit shape by th and
+    projecting it, within float rounding, values and gradients."""
+    from suhmo.models.space import _centre_scale_t, _rotate
+
+    g, _ = fitted_generator(split, **{"model.semantic_k": 6})
+    s = g.space
+
+    def rotate_then_project(x):
+        c, sc, xn = _centre_scale_t(x)
+        m = s.mean_shape
+        dot = (xn * m).sum((-1, -2))
+        cross = (xn[..., 0] * m[..., 1] - xn[..., 1] * m[..., 0]).sum(-1)
+        th = torch.atan2(cross, dot)
+        coef = (_rotate(xn, th) - m).flatten(-2) @ s.basis
+        return torch.cat([c, sc.log().unsqueeze(-1), (-th).unsqueeze(-1), coef], -1)
+
+    x = torch.as_tensor(np.stack(split[1].clips[:2])[:, :20]) if len({len(c) for c in split[1].clips[:2]}) == 1 \
+        else torch.as_tensor(split[1].clips[0][None, :20])
+    x = (x + 0.01 * torch.randn_like(x)).requires_grad_(True)  # off the training shapes a little
+    new, ref = s.raw(x), rotate_then_project(x)
+    assert torch.allclose(new, ref, rtol=1e-5, atol=1e-5), (new - ref).abs().max()
+    w = torch.randn_like(ref)
+    (g_new,) = torch.autograd.grad((new * w).sum(), x)
+    (g_ref,) = torch.autograd.grad((ref * w).sum(), x)
+    assert torch.allclose(g_new, g_ref, rtol=1e-4, atol=1e-4 * float(g_ref.abs().max())), (g_new - g_ref).abs().max()
