@@ -53,9 +53,11 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see benchmarks/train_step.py
 
 HERE = Path(__file__).resolve().parents[1]
-CONFIGS = {
-    "small": {},
-    "small64": {"model.hidden_g": 64, "model.mlp_g": 64, "model.hidden_d": 64, "model.frame_d_hidden": 64},
+CONFIGS = {  # name: (preset, overrides)
+    "small": ("small", {}),
+    "small64": ("small", {"model.hidden_g": 64, "model.mlp_g": 64, "model.hidden_d": 64, "model.frame_d_hidden": 64}),
+    "cpu": ("cpu", {}),  # the cpu preset (64-wide, semantic space K=24, revert, 16 noise inputs, texp windows)
+    "cpu_dsem": ("cpu", {"model.d_semantic": True}),  # ... with D on the semantic state, as the lead's runs
 }
 
 
@@ -72,11 +74,12 @@ def worker(checkout: str, config: str, variant: str, threads: int, compile_: boo
 
     assert Path(suhmo.__file__).resolve().is_relative_to(Path(checkout).resolve()), suhmo.__file__
     torch.set_num_threads(threads)
+    preset, extra = CONFIGS[config]
     over = {"model.variant": variant, "train.iterations": 10**9, "train.eval_every": 10**9,
-            "train.progress": False, **CONFIGS[config]}
+            "train.progress": False, **extra}
     if compile_:
         over["train.compile"] = True
-    cfg = make_config("small", overrides=over)
+    cfg = make_config(preset, overrides=over)
     stamps: list[tuple[float, float, int]] = []
     todo = [0]
 
