@@ -144,3 +144,23 @@ def test_rnn_training_pass_equals_the_step_loop(kw):
     assert any(g.abs().max() > 0 for g in g_loop)
     for a, b, p in zip(g_fused, g_loop, params):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-5 * max(1.0, float(b.abs().max()))), (a - b).abs().max()
+
+
+def test_l2_of_the_difference_equals_l2_of_the_features():
+    """Eq. 11's L2 from the features of (fake - real) equals the distance of the two feature
+    sets (motion_features is linear), values and gradients within float rounding."""
+    from suhmo.models.generators import GenOutput
+
+    cfg = make_config("tiny")
+    torch.manual_seed(0)
+    real = 0.5 + 0.05 * torch.randn(4, 9, 68, 2)
+    fake = (real + 0.01 * torch.randn_like(real)).requires_grad_(True)
+    out = GenOutput(fake[:, 3:], fake[:, 1:3])
+    loss, logs = losses.generator_loss(None, fake, real, out, None, cfg, lam=1.0)
+    n = 6
+    d = losses.motion_features(fake)[:, -n:] - losses.motion_features(real)[:, -n:]
+    ref = d.reshape(4, n, 68, 3, 2).pow(2).sum(-1).mean()
+    assert abs(logs["g_l2"] - float(ref)) <= 1e-5 * float(ref)
+    (g_new,) = torch.autograd.grad(loss, fake)
+    (g_ref,) = torch.autograd.grad(ref, fake)
+    assert torch.allclose(g_new, g_ref, rtol=1e-4, atol=1e-4 * float(g_ref.abs().max()))
