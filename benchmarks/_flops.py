@@ -15,7 +15,13 @@ G step, where D is frozen and only input gradients are formed (1x).
 
 from __future__ import annotations
 
-from suhmo.models.discriminators import used_frames, window_tracks
+from suhmo.models.discriminators import window_tracks
+
+try:
+    from suhmo.models.discriminators import used_frames
+except ImportError:  # an older checkout (train_step.py --phases run on it) projects every frame
+    def used_frames(plan, num_frames):
+        return None, plan
 from suhmo.models.generators import step_width
 from suhmo.models.layers import feature_dim
 

@@ -59,7 +59,20 @@ overstate the gain about twice: side by side, alternating in one run
 the small-size figures above give against the stored times. Use ``benchmarks/vs_reference.py``
 for speed-ups and ``benchmarks/old_new.py`` for old-against-new code.
 
+``--phases PRESET`` (issue 17) replaces the rows by the exclusive CPU time of each phase of the
+real Trainer's iteration (``phase_breakdown``), as is and with ``model.d_semantic=true``: data
+batch, window plan, G rollout, D and G loss forward, D features, motion features, space
+encode/decode, backward + clip + Adam of D and of G, EMA. The two rows run one after the other,
+not alternated: on a shared machine their totals move by 10-20 % from run to run; compare
+checkouts with ``benchmarks/old_new.py``. ``cpu`` preset, 1 thread, load ~3.5, 2026-12-02
+(benchmarks/results/cpu_preset_speed_2026-12-02.txt), ms/iteration, main at a858017 -> this
+branch: G backward+Adam 120 -> 119, D backward+Adam 65 -> 56, D loss 56 -> 50, G rollout 44
+-> 44, G loss 38 -> 35, D features 17 -> 12, motion features 13 -> 4; with d_semantic space
+encode 29 -> 10. The backward passes (half the iteration) are step-by-step recurrences of
+small products: G's 68-step rollout and the window LSTMs.
+
 Commands:
+  python benchmarks/train_step.py --phases cpu --threads 1 --iters 8
   python benchmarks/train_step.py --json                       # all rows
   python benchmarks/train_step.py --quick --json               # small size only
   python benchmarks/train_step.py --sizes paper --paper-iters 1 --json
@@ -398,8 +411,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(a.threads)
     if a.phases:
         rows = [phase_breakdown(a.phases, over, a.iters) for over in ({}, {"model.d_semantic": True})]
-        print(f"{a.phases} preset, {a.threads} thread(s), {rows[0]['iters']} iterations per row, "
-              f"load {os.getloadavg()[0]:.2f}")
+        print(f"{a.phases} preset, {a.threads} thread(s), {rows[0]['iters']} iterations per row (rows not "
+              f"alternated), load {os.getloadavg()[0]:.2f}")
         print_phases(rows)
         if a.json:
             print(json.dumps({"phases": rows}))
