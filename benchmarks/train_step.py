@@ -64,12 +64,14 @@ real Trainer's iteration (``phase_breakdown``), as is and with ``model.d_semanti
 batch, window plan, G rollout, D and G loss forward, D features, motion features, space
 encode/decode, backward + clip + Adam of D and of G, EMA. The two rows run one after the other,
 not alternated: on a shared machine their totals move by 10-20 % from run to run; compare
-checkouts with ``benchmarks/old_new.py``. ``cpu`` preset, 1 thread, load ~3.5, 2026-12-02
-(benchmarks/results/cpu_preset_speed_2026-12-02.txt), ms/iteration, main at a858017 -> this
-branch: G backward+Adam 120 -> 119, D backward+Adam 65 -> 56, D loss 56 -> 50, G rollout 44
--> 44, G loss 38 -> 35, D features 17 -> 12, motion features 13 -> 4; with d_semantic space
-encode 29 -> 10. The backward passes (half the iteration) are step-by-step recurrences of
-small products: G's 68-step rollout and the window LSTMs.
+checkouts with ``benchmarks/old_new.py``. ``cpu`` preset, 1 thread, load ~4.2, 2026-12-02
+(run 2 of benchmarks/results/cpu_preset_speed_2026-12-02.txt), CPU ms/iteration, main at
+a858017 -> branch perf17b (issue 17): total 402 -> 297 (with d_semantic 474 -> 358); G
+backward+Adam 127 -> 101, D backward+Adam 67 -> 50, D loss 58 -> 44, G rollout 48 -> 35, G loss
+39 -> 30, D features 19 -> 11, motion features 15 -> 3; with d_semantic space encode 30 -> 12.
+(Alternated, ``old_new.py`` measures 1.18-1.25x for the same change.) The backward passes, half
+the iteration, are step-by-step recurrences of small products: G's 68-step rollout and the
+window LSTMs.
 
 Commands:
   python benchmarks/train_step.py --phases cpu --threads 1 --iters 8
