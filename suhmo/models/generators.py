@@ -10,7 +10,9 @@ Each generator wraps a TorchScript-compatible *core* (``forward(obs, init_vel, n
 use_buffers) -> (future, recon)``): the same code runs training (autograd), ``generate``
 (no grad; the Transformer writes its attention caches into preallocated buffers) and the
 exported module (``export_module``: a fresh core without spectral norm, loaded with the
-folded weights ``W / sigma(W)``, scripted; the generator itself is left untouched).
+folded weights ``W / sigma(W)``, scripted; the generator itself is left untouched). The RNN
+core's training pass is the same recurrence with fewer autograd nodes
+(``RNNCore._rollout_autograd``), equal within float rounding.
 
 Input scale: the velocity half of every step input is multiplied by ``model.vel_scale``
 (see ``suhmo.config.ModelConfig``) so that it has about the spread of the positions; the
