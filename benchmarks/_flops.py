@@ -6,7 +6,8 @@ a lower bound of the work and ``flops / seconds`` is a fair "achieved GEMM rate"
 
 The counts follow the work the code does, not a naive re-implementation: the Transformer
 sequence D embeds every feature frame once and cuts its windows from the embeddings; the RNN
-sequence D projects every feature frame through W_ih once (``[T, B, 410] x [410, 4H]``) and runs one
+sequence D projects every feature frame that a window covers through W_ih once (``[U, B, 410] x
+[410, 4H]``, U <= T, ``used_frames``) and runs one
 recurrence per distinct window start, as long as the longest window there (``window_tracks``;
 the first step of a track has h = 0, so no W_hh product); backward = 2x forward, except the
 G step, where D is frozen and only input gradients are formed (1x).
@@ -15,6 +16,12 @@ G step, where D is frozen and only input gradients are formed (1x).
 from __future__ import annotations
 
 from suhmo.models.discriminators import window_tracks
+
+try:
+    from suhmo.models.discriminators import used_frames
+except ImportError:  # an older checkout (train_step.py --phases run on it) projects every frame
+    def used_frames(plan, num_frames):
+        return None, plan
 from suhmo.models.generators import step_width
 from suhmo.models.layers import feature_dim
 
@@ -55,7 +62,11 @@ def _seq_input(cfg, batch: int, n_feat: int) -> int:
 
 def _seq_d(cfg, batch: int, plan, joint: bool, n_feat: int) -> int:
     m = cfg.model
-    total = _seq_input(cfg, batch, n_feat)
+    if cfg.d_form == "rnn":
+        frames, _ = used_frames(plan, n_feat)
+        total = _seq_input(cfg, batch, n_feat if frames is None else int(frames.numel()))
+    else:
+        total = _seq_input(cfg, batch, n_feat)
     if cfg.d_form == "rnn":
         H = m.hidden_d
         tracks = window_tracks(plan)
@@ -98,6 +109,9 @@ def _input_layers(cfg, batch: int, n_frames_pos: int, plan, *, n_future: int) ->
     n_feat = n_frames_pos - 2
     total = batch * min(n_future, n_feat) * 2 * feature_dim(cfg) * m.frame_d_hidden if w.w_frame > 0 else 0
     streams = int(w.w_seq > 0) + int(m.joint_d and w.w_joint > 0)
+    if cfg.d_form == "rnn":  # the RNN D projects the frames its windows cover (used_frames)
+        frames, _ = used_frames(plan, n_feat)
+        n_feat = n_feat if frames is None else int(frames.numel())
     return total + streams * _seq_input(cfg, batch, n_feat)
 
 

@@ -59,7 +59,22 @@ overstate the gain about twice: side by side, alternating in one run
 the small-size figures above give against the stored times. Use ``benchmarks/vs_reference.py``
 for speed-ups and ``benchmarks/old_new.py`` for old-against-new code.
 
+``--phases PRESET`` (issue 17) replaces the rows by the exclusive CPU time of each phase of the
+real Trainer's iteration (``phase_breakdown``), as is and with ``model.d_semantic=true``: data
+batch, window plan, G rollout, D and G loss forward, D features, motion features, space
+encode/decode, backward + clip + Adam of D and of G, EMA. The two rows run one after the other,
+not alternated: on a shared machine their totals move by 10-20 % from run to run; compare
+checkouts with ``benchmarks/old_new.py``. ``cpu`` preset, 1 thread, load ~4.2, 2026-12-02
+(run 2 of benchmarks/results/cpu_preset_speed_2026-12-02.txt), CPU ms/iteration, main at
+a858017 -> branch perf17b (issue 17): total 402 -> 297 (with d_semantic 474 -> 358); G
+backward+Adam 127 -> 101, D backward+Adam 67 -> 50, D loss 58 -> 44, G rollout 48 -> 35, G loss
+39 -> 30, D features 19 -> 11, motion features 15 -> 3; with d_semantic space encode 30 -> 12.
+(Alternated, ``old_new.py`` measures 1.18-1.25x for the same change.) The backward passes, half
+the iteration, are step-by-step recurrences of small products: G's 68-step rollout and the
+window LSTMs.
+
 Commands:
+  python benchmarks/train_step.py --phases cpu --threads 1 --iters 8
   python benchmarks/train_step.py --json                       # all rows
   python benchmarks/train_step.py --quick --json               # small size only
   python benchmarks/train_step.py --sizes paper --paper-iters 1 --json
@@ -284,6 +299,100 @@ def run_row(variant: str, size: str, mode: str, iters: int, warmup: int, decompo
     }
 
 
+# ------------------------------------------------------------------ per-phase breakdown
+# (name shown, object, attribute): what ``--phases`` wraps in a real Trainer. Times are process
+# CPU seconds (the machine is shared) and *exclusive*: a nested phase's time (the features inside
+# a D loss, the space's encode inside G's rollout) is not counted again in its caller, so the
+# phases add up to the iteration. Backward passes run inside the two optimiser updates.
+def _phase_targets(tr) -> list:
+    from suhmo import losses as L
+
+    return [
+        ("data batch", tr.sampler, "next"),
+        ("window plan", tr.windows, "sample"),
+        ("G rollout (fwd)", tr.G, "forward"),
+        ("D loss (fwd)", L, "discriminator_loss"),
+        ("G loss (fwd)", L, "generator_loss"),
+        ("D features", L, "sequence_features"),
+        ("motion features", L, "motion_features"),
+        ("space encode", tr.G.space, "encode"),
+        ("space decode", tr.G.space, "decode"),
+        ("R1 penalty", L, "frame_gradient_penalty"),
+        ("EMA", tr, "_update_ema"),
+    ]
+
+
+def phase_breakdown(preset: str, overrides: dict, iters: int, warmup: int = 2) -> dict:
+    """Exclusive CPU seconds per phase of ``iters`` iterations of the real Trainer on ``preset``;
+    the two ``_update`` calls (backward + clip + Adam) are split into D and G by their module."""
+    import resource
+    import tempfile
+
+    from suhmo.train import Trainer
+
+    def cpu() -> float:
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        return ru.ru_utime + ru.ru_stime
+
+    cfg = make_config(preset, overrides={"train.iterations": 10**9, "train.eval_every": 10**9,
+                                         "train.progress": False, **overrides})
+    todo = [0]
+
+    def should_stop() -> bool:
+        todo[0] -= 1
+        return todo[0] <= 0
+
+    with tempfile.TemporaryDirectory() as d:
+        tr = Trainer(cfg, d, metrics_fn=lambda sample_fn, step: {}, should_stop=should_stop, resume=False)
+        totals: dict[str, float] = {}
+        stack: list[list[float]] = []  # per open phase: [start, time of its nested phases]
+
+        def timed(name, fn):
+            def wrapper(*args, **kwargs):
+                stack.append([cpu(), 0.0])
+                try:
+                    return fn(*args, **kwargs)
+                finally:
+                    start, inner = stack.pop()
+                    spent = cpu() - start
+                    totals[name] = totals.get(name, 0.0) + spent - inner
+                    if stack:
+                        stack[-1][1] += spent
+            return wrapper
+
+        update = tr._update
+        targets = _phase_targets(tr) + [("_update", tr, "_update")]
+        for name, obj, attr in targets:
+            fn = getattr(obj, attr)
+            if name == "_update":  # D or G by the module it updates
+                def fn(net, opt, loss, _u=update):
+                    return timed("D backward+Adam" if net is tr.D else "G backward+Adam", _u)(net, opt, loss)
+                setattr(obj, attr, fn)
+            else:
+                setattr(obj, attr, timed(name, fn))
+        todo[0] = warmup
+        tr.fit()
+        totals.clear()
+        todo[0] = iters + 1  # the iterations run before should_stop ends the loop
+        c0 = cpu()
+        tr.fit()
+        total = cpu() - c0
+        n = iters + 1
+    phases = {k: v / n for k, v in totals.items()}
+    phases["other (loop, losses' rest)"] = total / n - sum(phases.values())
+    return {"preset": preset, "overrides": overrides, "iters": n, "cpu_s_per_iter": total / n, "phases": phases}
+
+
+def print_phases(rows: list) -> None:
+    names = list(dict.fromkeys(k for r in rows for k in r["phases"]))
+    labels = [",".join(f"{k}={v}" for k, v in r["overrides"].items()) or r["preset"] for r in rows]
+    print(f"{'phase (CPU ms/iter, exclusive)':<32}" + "".join(f"{lab:>24}" for lab in labels))
+    for k in sorted(names, key=lambda k: -rows[0]["phases"].get(k, 0.0)):
+        print(f"{k:<32}" + "".join(f"{1e3 * r['phases'].get(k, 0.0):>17.1f} ({100 * r['phases'].get(k, 0.0) / r['cpu_s_per_iter']:>3.0f}%)"
+                                    for r in rows))
+    print(f"{'total':<32}" + "".join(f"{1e3 * r['cpu_s_per_iter']:>17.1f}       " for r in rows))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
@@ -297,8 +406,19 @@ def main(argv=None) -> int:
     p.add_argument("--decompose", action="store_true",
                    help="profile one more iteration per row and time each matrix-product shape by itself: "
                         "x bound = (x shape) * (x other), see gemm_decomposition")
+    p.add_argument("--phases", default=None, metavar="PRESET",
+                   help="instead of the rows: CPU time per phase of the real Trainer on PRESET (e.g. cpu), "
+                        "as is and with model.d_semantic=true")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
+    if a.phases:
+        rows = [phase_breakdown(a.phases, over, a.iters) for over in ({}, {"model.d_semantic": True})]
+        print(f"{a.phases} preset, {a.threads} thread(s), {rows[0]['iters']} iterations per row (rows not "
+              f"alternated), load {os.getloadavg()[0]:.2f}")
+        print_phases(rows)
+        if a.json:
+            print(json.dumps({"phases": rows}))
+        return 0
     sizes = ["small"] if a.quick else [s for s in a.sizes.split(",") if s]
     for s in sizes:
         if s not in SIZES:

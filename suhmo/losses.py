@@ -104,6 +104,17 @@ def sequence_features(seq: Tensor, cfg, motion: Tensor | None = None, space=None
     its expression, which the landmarks mix (an expression moves a few landmarks by a few
     percent of the face radius, a head turn all of them), as separate inputs.
     """
+    if motion is None and cfg.model.d_centred:
+        # the same values as below, built with one [68, 6] concatenation instead of three
+        # (motion_features, the centring, scale_features' product): fewer full-size copies
+        # forward and backward (benchmarks/train_step.py --phases)
+        pos = seq[:, 2:]
+        vel = seq[:, 1:] - seq[:, :-1]
+        centroid = pos.mean(-2)  # [B, T-2, 2]
+        f = torch.cat([pos - centroid.unsqueeze(-2), vel[:, 1:] * cfg.model.vel_scale,
+                       (vel[:, 1:] - vel[:, :-1]) * cfg.model.acc_scale], -1)
+        f = torch.cat([f.reshape(f.shape[0], f.shape[1], -1), centroid - 0.5], -1)
+        return _with_semantic(f, seq, cfg, space)
     motion = motion_features(seq) if motion is None else motion
     f = scale_features(motion, cfg.model.vel_scale, cfg.model.acc_scale)  # [B, T-2, 68, 6]
     if not cfg.model.d_centred:
@@ -112,6 +123,11 @@ def sequence_features(seq: Tensor, cfg, motion: Tensor | None = None, space=None
         centroid = seq[:, 2:].mean(-2)  # [B, T-2, 2]
         f = torch.cat([f[..., :2] - centroid.unsqueeze(-2), f[..., 2:]], -1)
         f = torch.cat([f.reshape(f.shape[0], f.shape[1], -1), centroid - 0.5], -1)
+    return _with_semantic(f, seq, cfg, space)
+
+
+def _with_semantic(f: Tensor, seq: Tensor, cfg, space) -> Tensor:
+    """``f [B, T-2, F0]`` followed, with ``model.d_semantic``, by ``z_t`` and ``vel_scale * (z_t - z_{t-1})``."""
     if not cfg.model.d_semantic:
         return f
     if space is None:
@@ -151,15 +167,21 @@ def _frozen(module):
             p.requires_grad_(True)
 
 
-def discriminator_loss(D, real_seq: Tensor, fake_seq: Tensor, plan, cfg, space=None) -> tuple[Tensor, dict[str, float]]:
+def discriminator_loss(D, real_seq: Tensor, fake_seq: Tensor, plan, cfg, space=None,
+                       fake_feats: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
     """Weighted sum over D_s, D_s^j and D_F of the hinge losses (eq. 12).
 
     ``fake_seq`` is detached here. Real and fake go through D in one batched call ([2B, ...]):
     D has no batch statistics, so this equals two calls, at lower cost. ``space``: G's space,
-    read only with ``model.d_semantic`` (sequence_features).
+    read only with ``model.d_semantic`` (sequence_features). ``fake_feats``:
+    ``sequence_features(fake_seq)`` when the caller has them (the training step computes them
+    once for the D and the G step); detached here.
     """
     B = real_seq.shape[0]
-    feats = sequence_features(torch.cat([real_seq, fake_seq.detach()], 0), cfg, space=space)
+    if fake_feats is None:
+        feats = sequence_features(torch.cat([real_seq, fake_seq.detach()], 0), cfg, space=space)
+    else:
+        feats = torch.cat([sequence_features(real_seq, cfg, space=space), fake_feats.detach()], 0)
     n_frame = _frame_count(cfg, real_seq.shape[1])
     with parametrize.cached():  # one spectral-norm power iteration per D step, R1 included
         scores = _scores(D, feats, plan, n_frame, cfg)
@@ -192,10 +214,11 @@ def frame_gradient_penalty(D, real_feats: Tensor) -> Tensor:
     return grad.pow(2).sum(-1).mean()
 
 
-def _point_sq(a: Tensor, b: Tensor) -> Tensor:
-    """Mean over points of the squared 2-D distance; ``[..., 68, 2k]`` inputs (k quantities per point)."""
-    d = (a - b).reshape(*a.shape[:-1], -1, 2)
-    return d.pow(2).sum(-1).mean()
+def _point_sq(a: Tensor, b: Tensor | None) -> Tensor:
+    """Mean over points of the squared 2-D distance; ``[..., 68, 2k]`` inputs (k quantities per
+    point); ``b`` None: ``a`` is the difference already."""
+    d = (a if b is None else a - b).reshape(*a.shape[:-1], -1, 2)
+    return (d * d).sum(-1).mean()  # d * d: the same values as d.pow(2), a cheaper backward
 
 
 def motion_stats_loss(fake_seq: Tensor, real_seq: Tensor, n_future: int, lag: int, space=None) -> Tensor:
@@ -224,24 +247,26 @@ def motion_stats_loss(fake_seq: Tensor, real_seq: Tensor, n_future: int, lag: in
 
 
 def generator_loss(D, fake_seq: Tensor, real_seq: Tensor, out, plan, cfg, lam: float,
-                   space=None) -> tuple[Tensor, dict[str, float]]:
+                   space=None, fake_feats: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
     """G loss, eq. 11: adversarial terms (eq. 8-10, weights w_seq, w_joint, w_frame) + lam * L2
-    (+ ``loss.reco`` * reconstruction). D's weights get no gradient from this loss."""
+    (+ ``loss.reco`` * reconstruction). D's weights get no gradient from this loss.
+    ``fake_feats``: ``sequence_features(fake_seq)`` (with its graph) when the caller has them."""
     n_future = out.future.shape[1]
-    fake_f = motion_features(fake_seq)
-    real_f = motion_features(real_seq.detach())
     loss = fake_seq.new_zeros(())
     logs: dict[str, float] = {}
     if needs_discriminator(cfg) and D is not None:
-        feats = sequence_features(fake_seq, cfg, fake_f, space)
+        feats = sequence_features(fake_seq, cfg, space=space) if fake_feats is None else fake_feats
         with _frozen(D), parametrize.cached():
             scores = _scores(D, feats, plan, _frame_count(cfg, fake_seq.shape[1]), cfg)
         for name, (s, w) in scores.items():
             adv = -s.mean()  # eq. 8 (joint), 9 (marginal), 10 (frame: mean over frames)
             loss = loss + w * adv
             logs[f"g_adv_{name}"] = float(adv.detach())
-    n = min(n_future, fake_f.shape[1])
-    l2 = _point_sq(fake_f[:, -n:], real_f[:, -n:])
+    # motion_features is linear: [pos|vel|acc] of fake minus real = [pos|vel|acc] of (fake - real),
+    # over the last n feature frames (n + 2 positions): one difference, one set of features
+    n = min(n_future, fake_seq.shape[1] - 2)
+    diff = motion_features(fake_seq[:, -(n + 2):] - real_seq[:, -(n + 2):].detach())
+    l2 = _point_sq(diff, None)
     loss = loss + lam * l2
     logs["g_l2"] = float(l2.detach())
     logs["lam"] = float(lam)

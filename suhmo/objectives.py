@@ -47,7 +47,7 @@ class AdversarialObjective:
     uses_d = True  # the MLE baseline keeps its (unused) D, as its checkpoints always had
 
     def step(self, trainer, batch: torch.Tensor, it: int) -> dict[str, float]:
-        from suhmo.losses import discriminator_loss, generator_loss, lambda_at, needs_discriminator
+        from suhmo.losses import discriminator_loss, generator_loss, lambda_at, needs_discriminator, sequence_features
         from suhmo import speed
         from suhmo.models import num_feature_frames
 
@@ -67,19 +67,24 @@ class AdversarialObjective:
             out = G(obs, obs_len + seq_len - k)  # future [B, O+S-k, 68, 2], recon [B, k-1, 68, 2]
         fake = torch.cat([obs, out.future], dim=1)  # same layout as batch
         plan = trainer.windows.sample(num_feature_frames(fake.shape[1]), trainer.window_rng) if use_d else None
+        fake_feats = None  # D's features of the fakes, once: the D step reads them detached, the G step with the graph
+        if use_d:
+            with speed.autocast(trainer.device, trainer.amp):
+                fake_feats = sequence_features(fake, cfg, space=space)
 
         # --- D step (fakes detached)
         logs: dict[str, float] = {}
         if use_d:
             with speed.autocast(trainer.device, trainer.amp):
-                loss_d, logs_d = discriminator_loss(D, batch, fake.detach(), plan, cfg, space)
+                loss_d, logs_d = discriminator_loss(D, batch, fake.detach(), plan, cfg, space, fake_feats)
             trainer._update(D, trainer.opt_d, loss_d)
             logs.update(_metric_names(logs_d))
             logs["loss_d"] = float(loss_d.detach())
 
         # --- G step (same fakes; D's weights get no gradient from this loss)
         with speed.autocast(trainer.device, trainer.amp):
-            loss_g, logs_g = generator_loss(D, fake, batch, out, plan, cfg, lambda_at(cfg.loss, it), space)
+            loss_g, logs_g = generator_loss(D, fake, batch, out, plan, cfg, lambda_at(cfg.loss, it), space,
+                                          fake_feats)
         trainer._update(G, trainer.opt_g, loss_g)
         trainer._update_ema()
         logs.update(_metric_names(logs_g))

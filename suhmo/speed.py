@@ -1,8 +1,9 @@
 """Training speed options: ``train.compile``, ``train.amp`` and the device set-up of a run.
 
 - :func:`compile_for_training` (``train.compile``): ``torch.compile`` of the modules that every
-  autoregressive step calls (the RNN generator's LSTM cell and velocity head, the Transformer
-  generator's feed-forward layers and head) and of D_F. Compiled in place
+  autoregressive step calls (the RNN generator's velocity head, the Transformer generator's
+  feed-forward layers and head) and of D_F. (The RNN generator's training pass calls its LSTM
+  cell's weights directly, ``RNNCore._rollout_autograd``, not the cell module.) Compiled in place
   (``nn.Module.compile``), so state dicts, checkpoints and the moving average of G are
   unchanged. Compilation is lazy in torch; here it is forced at once by a *probe*, one
   forward and backward of the real losses at the real shapes, after which every weight,
@@ -120,8 +121,8 @@ def step_modules(G: nn.Module, D: Optional[nn.Module]) -> list[nn.Module]:
     """The modules :func:`compile_for_training` compiles (see the module docstring)."""
     core = G.core
     mods: list[nn.Module] = []
-    if hasattr(core, "cell"):  # RNN generator
-        mods += [core.cell, core.head]
+    if hasattr(core, "cell"):  # RNN generator (its training pass does not call core.cell, see above)
+        mods += [core.head]
     else:  # Transformer generator
         mods += [block.ff for block in core.blocks] + [core.head]
     if D is not None and getattr(D, "frame", None) is not None:

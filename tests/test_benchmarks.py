@@ -89,3 +89,14 @@ def test_search_benchmark_old_against_new_options(tmp_path):
                                {"asha": {"overhead_s_median": 5.1, "overhead_s_median_reused": 2.4, "wall_s": 140.0}})
     assert any("overhead per trial, median" in ln and "13.2 ->      5.1" in ln for ln in lines)
     assert any("reused" in ln and "None ->      2.4" in ln for ln in lines)
+
+
+def test_phase_breakdown_adds_up_to_the_iteration():
+    """train_step.py --phases: exclusive CPU time per phase of the real Trainer; the phases
+    (with the rest of the loop) add up to the iteration and the main ones are seen."""
+    r = train_step.phase_breakdown("tiny", {"data.seq_len": 12, "windows.tau_max": 12}, iters=1, warmup=1)
+    ph = r["phases"]
+    assert sum(ph.values()) == pytest.approx(r["cpu_s_per_iter"], rel=1e-9)
+    for name in ("G rollout (fwd)", "D loss (fwd)", "G loss (fwd)", "D backward+Adam", "G backward+Adam",
+                 "D features", "data batch"):
+        assert ph.get(name, 0.0) > 0.0, name

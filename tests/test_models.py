@@ -309,7 +309,7 @@ def test_generator_velocity_input_is_scaled(variant):
     target = g.core.cell if variant == "rnn" else g.core.embed
     handle = target.register_forward_pre_hook(lambda mod, args: seen.append(args[0].detach().clone()))
     obs, v0 = seqs(4, 5), 0.01 * torch.randn(4, 68, 2)
-    g(obs, 2, init_vel=v0)
+    g.generate(obs, 2, init_vel=v0)  # the RNN's training pass calls the cell's weights, not the module
     handle.remove()
     x = obs.reshape(4, 5, 136)
     if variant == "rnn":  # one call per step: [pos | 4 * vel | BP(h)]
@@ -401,11 +401,28 @@ def test_window_tracks_share_prefixes():
         window_tracks(_plan([(7, [14])]), 20)
 
 
+def test_used_frames_moves_windows_onto_covered_frames():
+    from suhmo.models.discriminators import used_frames
+
+    frames, moved = used_frames(_plan([(3, [1, 9]), (4, [9, 15]), (2, [17])]), 20)
+    assert frames.tolist() == [1, 2, 3, 9, 10, 11, 12, 15, 16, 17, 18]
+    assert [(tau, s.tolist()) for tau, s in moved] == [(3, [0, 3]), (4, [3, 7]), (2, [9])]
+    for (tau, s), (_, s0) in zip(moved, _plan([(3, [1, 9]), (4, [9, 15]), (2, [17])])):
+        for a, b in zip(s.tolist(), s0.tolist()):  # each window reads the same frames
+            assert frames[a:a + tau].tolist() == list(range(b, b + tau))
+    assert used_frames(_plan([(20, [0])]), 20)[0] is None  # all covered: nothing to select
+    with pytest.raises(ValueError, match="leaves"):
+        used_frames(_plan([(7, [14])]), 20)
+
+
+@pytest.mark.parametrize("groups", [[(3, [0, 5, 5]), (7, [0, 13]), (12, [5, 2]), (1, [19])],  # every frame
+                                    [(3, [1, 9]), (4, [9, 15]), (2, [17])]])  # frames 0, 4-8, 13-14, 19 unused
 @pytest.mark.parametrize("form", ["rnn", "transformer"])
 @pytest.mark.parametrize("joint", [False, True])
-def test_window_scores_match_per_window_forward(joint, form):
-    """RNN: one recurrence over the plan vs nn.LSTM per window batch; Transformer: frames
-    embedded once vs each window embedded; values and every gradient agree."""
+def test_window_scores_match_per_window_forward(joint, form, groups):
+    """RNN: one recurrence over the plan (only the covered frames projected) vs nn.LSTM per
+    window batch; Transformer: frames embedded once vs each window embedded; values and every
+    gradient agree."""
     from suhmo.models.discriminators import RNNSeqDiscriminator, TransformerSeqDiscriminator
     from suhmo.models.windows import window_batch
 
@@ -413,10 +430,10 @@ def test_window_scores_match_per_window_forward(joint, form):
     net = (RNNSeqDiscriminator(16, joint=joint) if form == "rnn"
            else TransformerSeqDiscriminator(8, heads=2, blocks=2, ff=16, joint=joint)).eval()
     feats = torch.randn(4, 20, FEATURE_DIM, requires_grad=True)
-    plan = _plan([(3, [0, 5, 5]), (7, [0, 13]), (12, [5, 2]), (1, [19])])
+    plan = _plan(groups)
     fused = net.window_scores(feats, plan)
     ref = torch.cat([net(window_batch(feats, t, s)).reshape(len(s), -1) for t, s in plan])
-    assert fused.shape == (8, 2 if joint else 4)
+    assert fused.shape == (plan.num_windows(), 2 if joint else 4)
     assert torch.allclose(fused, ref, atol=1e-5)
     weights = torch.randn_like(ref)  # an arbitrary upstream gradient
     inputs = [feats] + list(net.parameters())

@@ -291,8 +291,8 @@ def test_correlated_noise_inputs_are_a_stationary_ar1_and_script_alike():
         core = RNNCore(8, 8, pair=False, delta=False, spectral=False, frame_dim=6, noise=3, rho=rho)
         got = []
         hook = core.cell.register_forward_pre_hook(lambda m, inp: got.append(inp[0][:, -3:].detach().clone()))
-        torch.manual_seed(0)
-        out, _ = core(torch.zeros(4000, 1, 6), torch.zeros(4000, 6), 30, False)
+        torch.manual_seed(0)  # the generation loop (use_buffers), which calls the cell module
+        out, _ = core(torch.zeros(4000, 1, 6), torch.zeros(4000, 6), 30, True)
         hook.remove()
         n = torch.stack(got, 1)  # [B, T, 3]
         assert torch.allclose(n.var((0, 2)), torch.ones(n.shape[1]), atol=0.06)  # stationary, unit variance
@@ -300,8 +300,10 @@ def test_correlated_noise_inputs_are_a_stationary_ar1_and_script_alike():
         assert abs(float(lag1) - rho) < 0.03, (rho, float(lag1))
         seen.append(n[:, 0])
         torch.manual_seed(0)
-        scripted, _ = torch.jit.script(core)(torch.zeros(4000, 1, 6), torch.zeros(4000, 6), 30, False)
+        scripted, _ = torch.jit.script(core)(torch.zeros(4000, 1, 6), torch.zeros(4000, 6), 30, True)
         assert torch.allclose(out, scripted, atol=1e-6)
+        torch.manual_seed(0)  # the training pass (RNNCore._rollout_autograd) draws the same noise
+        assert torch.allclose(core(torch.zeros(4000, 1, 6), torch.zeros(4000, 6), 30, False)[0], out, atol=1e-5)
     assert torch.equal(seen[0], seen[1])  # the first step's draw is the same stream
     with pytest.raises(ConfigError, match="noise_rho"):
         tiny_cfg(**{"model.noise_rho": 0.5})  # no noise inputs
@@ -309,3 +311,32 @@ def test_correlated_noise_inputs_are_a_stationary_ar1_and_script_alike():
         tiny_cfg(**{"model.noise_rho": 0.5, "model.noise_g": 2, "model.variant": "transformer"})
     with pytest.raises(ConfigError, match="noise_rho"):
         tiny_cfg(**{"model.noise_rho": 1.0, "model.noise_g": 2})
+
+
+def test_semantic_encoding_equals_rotate_then_project(split):
+    """SemanticSpace.raw forms the rotation and the projection as one product with
+    [m | m_perp | basis | basis_perp]: the same state as rotating the unit shape by th and
+    projecting it, within float rounding, values and gradients."""
+    from suhmo.models.space import _centre_scale_t, _rotate
+
+    g, _ = fitted_generator(split, **{"model.semantic_k": 6})
+    s = g.space
+
+    def rotate_then_project(x):
+        c, sc, xn = _centre_scale_t(x)
+        m = s.mean_shape
+        dot = (xn * m).sum((-1, -2))
+        cross = (xn[..., 0] * m[..., 1] - xn[..., 1] * m[..., 0]).sum(-1)
+        th = torch.atan2(cross, dot)
+        coef = (_rotate(xn, th) - m).flatten(-2) @ s.basis
+        return torch.cat([c, sc.log().unsqueeze(-1), (-th).unsqueeze(-1), coef], -1)
+
+    x = torch.as_tensor(np.stack(split[1].clips[:2])[:, :20]) if len({len(c) for c in split[1].clips[:2]}) == 1 \
+        else torch.as_tensor(split[1].clips[0][None, :20])
+    x = (x + 0.01 * torch.randn_like(x)).requires_grad_(True)  # off the training shapes a little
+    new, ref = s.raw(x), rotate_then_project(x)
+    assert torch.allclose(new, ref, rtol=1e-5, atol=1e-5), (new - ref).abs().max()
+    w = torch.randn_like(ref)
+    (g_new,) = torch.autograd.grad((new * w).sum(), x)
+    (g_ref,) = torch.autograd.grad((ref * w).sum(), x)
+    assert torch.allclose(g_new, g_ref, rtol=1e-4, atol=1e-4 * float(g_ref.abs().max())), (g_new - g_ref).abs().max()

@@ -127,6 +127,6 @@ def test_to_device_and_eager_stance():
     assert torch.equal(t, torch.from_numpy(a))
     cfg = make_config("tiny")
     mods = speed.step_modules(build_generator(cfg), build_discriminator(cfg))
-    assert len(mods) == 3  # RNN cell, velocity head, D_F
+    assert len(mods) == 2  # RNN velocity head, D_F
     with speed.eager():
         pass

@@ -80,6 +80,29 @@ def window_tracks(plan, num_frames: Optional[int] = None) -> WindowTracks:
     return WindowTracks(starts, lengths, active, ends)
 
 
+def used_frames(plan, num_frames: int) -> tuple:
+    """``(frames, plan')``: the sorted frames that the windows of ``plan`` cover (LongTensor, None
+    when that is all ``num_frames``) and the same windows with their starts counted in those
+    frames. A window is contiguous and all its frames are covered, so it stays contiguous there:
+    an LSTM over ``x[frames]`` with ``plan'`` reads exactly what one over ``x`` with ``plan`` reads."""
+    covered = [False] * num_frames
+    for tau, starts in plan:
+        tau = int(tau)
+        for t in starts.tolist():
+            if tau < 1 or t < 0 or t + tau > num_frames:
+                raise ValueError(f"window of length {tau} at start {t} leaves the {num_frames} feature frames")
+            covered[t:t + tau] = [True] * tau
+    if all(covered):
+        return None, plan
+    index, frames = {}, []
+    for f, c in enumerate(covered):
+        if c:
+            index[f] = len(frames)
+            frames.append(f)
+    moved = [(tau, torch.tensor([index[t] for t in starts.tolist()], dtype=torch.long)) for tau, starts in plan]
+    return torch.tensor(frames, dtype=torch.long), moved
+
+
 def lstm_window_states(xp: Tensor, w_hh: Tensor, tracks: WindowTracks) -> Tensor:
     """Last hidden state of a one-layer LSTM (zero initial state) over every window of a plan.
 
@@ -121,12 +144,19 @@ class RNNSeqDiscriminator(nn.Module):
 
     def window_scores(self, feats: Tensor, plan) -> Tensor:
         """``feats [B, T, 410]`` -> raw scores ``[n_windows, B]`` (joint: ``[n_windows, B/2]``) of
-        every window of ``plan``, in plan order."""
+        every window of ``plan``, in plan order.
+
+        Only the frames that some window covers are projected (``used_frames``): the input
+        projection is the largest product of the step, and a sampled plan covers ~60 % of the
+        frames (``cpu`` preset: 41 of 67 on average)."""
         B, T, Fdim = feats.shape
         lstm = self.lstm
-        xp = torch.addmm(lstm.bias_ih_l0 + lstm.bias_hh_l0, feats.transpose(0, 1).reshape(T * B, Fdim),
-                         lstm.weight_ih_l0.t()).view(T, B, -1)
-        h = lstm_window_states(xp, lstm.weight_hh_l0, window_tracks(plan, T))
+        frames, plan = used_frames(plan, T)
+        x = feats.transpose(0, 1)  # [T, B, F], a view
+        x = x.reshape(T * B, Fdim) if frames is None else x.index_select(0, frames.to(feats.device)).view(-1, Fdim)
+        U = T if frames is None else int(frames.numel())
+        xp = torch.addmm(lstm.bias_ih_l0 + lstm.bias_hh_l0, x, lstm.weight_ih_l0.t()).view(U, B, -1)
+        h = lstm_window_states(xp, lstm.weight_hh_l0, window_tracks(plan, U))
         n = h.shape[0]
         return self._score(h.reshape(n * B, -1)).reshape(n, -1)
 

@@ -10,7 +10,9 @@ Each generator wraps a TorchScript-compatible *core* (``forward(obs, init_vel, n
 use_buffers) -> (future, recon)``): the same code runs training (autograd), ``generate``
 (no grad; the Transformer writes its attention caches into preallocated buffers) and the
 exported module (``export_module``: a fresh core without spectral norm, loaded with the
-folded weights ``W / sigma(W)``, scripted; the generator itself is left untouched).
+folded weights ``W / sigma(W)``, scripted; the generator itself is left untouched). The RNN
+core's training pass is the same recurrence with fewer autograd nodes
+(``RNNCore._rollout_autograd``), equal within float rounding.
 
 Input scale: the velocity half of every step input is multiplied by ``model.vel_scale``
 (see ``suhmo.config.ModelConfig``) so that it has about the spread of the positions; the
@@ -281,6 +283,8 @@ class RNNCore(nn.Module):
                         spectral_out=False, out_gain=_OUT_GAIN)
 
     def forward(self, obs: Tensor, init_vel: Tensor, n_future: int, use_buffers: bool) -> Tuple[Tensor, Tensor]:
+        if not use_buffers:  # training (autograd): the same recurrence, fewer autograd nodes
+            return self._rollout_autograd(obs, init_vel, n_future)
         O = obs.shape[1]
         x = obs  # [B, O, D] states (D = 136 in the landmark space)
         x0 = x[:, 0]
@@ -319,6 +323,77 @@ class RNNCore(nn.Module):
             else:  # eq. 4, Euler integration of the predicted velocity
                 nxt = self.integrate(pos, out, x0)
                 vel = nxt - pos if self.integrate.revert else out
+            pos = nxt
+            if i < O - 1:
+                recon.append(nxt)
+            else:
+                future.append(nxt)
+        return _stack_frames(future, obs), _stack_frames(recon, obs)
+
+    @torch.jit.unused
+    def _rollout_autograd(self, obs: Tensor, init_vel: Tensor, n_future: int) -> Tuple[Tensor, Tensor]:
+        """``forward`` for training: the loop above with fewer operations per step, each of which
+        autograd records and runs backward: the cell's two products and bias sum as one product,
+        ``cat([input, BP(h), h]) @ [W_ih | W_hh]^T + (b_ih + b_hh)`` (weights joined once per
+        pass), the step input and the noise in one concatenation, BP expanded into it without
+        a copy, the integrator's rate formed once. A Python ``autograd.Function`` for the cell's
+        pointwise part was measured slower than the plain expressions at this size. The same
+        noise draws; equal to the loop within float rounding (the sums are ordered differently;
+        tests/test_step_equivalence.py)."""
+        O = obs.shape[1]
+        x = obs
+        x0 = x[:, 0]
+        vel = init_vel
+        h, c = self.init_mlp(step_input(x0, vel, self.vel_scale, self.centred)).chunk(2, -1)
+        h = h.contiguous()
+        c = c.contiguous()
+        cell = self.cell
+        w = torch.cat([cell.weight_ih, cell.weight_hh], 1).t()  # [in + H, 4H]
+        b = cell.bias_ih + cell.bias_hh
+        rate = torch.sigmoid(self.integrate.logit) if self.integrate.revert and not self.delta else None
+        pos = x0
+        recon: List[Tensor] = []
+        future: List[Tensor] = []
+        n = x0.new_zeros(x.shape[0], self.noise)
+        for i in range(O + n_future - 1):
+            if i < O:  # teacher forcing
+                pos = x[:, i]
+                if i > 0:
+                    vel = x[:, i] - x[:, i - 1]
+            if self.noise > 0:
+                e = torch.randn(x.shape[0], self.noise, dtype=x.dtype, device=x.device)
+                if self.rho > 0.0 and i > 0:
+                    n = self.rho * n + math.sqrt(1.0 - self.rho * self.rho) * e
+                else:
+                    n = e
+            if self.delta:
+                parts = [pos - x0, x0]
+            elif self.centred:
+                parts = [step_input(pos, vel, self.vel_scale, True)]
+            else:  # step_input's [pos | vel_scale * vel], written into the one concatenation
+                parts = [pos, vel * self.vel_scale]
+            if self.noise > 0:
+                parts.append(n)
+            feat = torch.cat(parts, -1) if len(parts) > 1 else parts[0]
+            if self.pair:  # [feat | BP(h) | h] per pair of rows, BP broadcast over the pair (eq. 13-14)
+                hp = h.view(-1, 2, h.shape[-1])
+                inp = torch.cat([feat.view(hp.shape[0], 2, -1), hp.amax(1, keepdim=True).expand_as(hp), hp],
+                                -1).view(h.shape[0], -1)
+            else:
+                inp = torch.cat([feat, h], -1)
+            i_, f_, g_, o_ = torch.addmm(b, inp, w).chunk(4, 1)  # nn.LSTMCell's gate order
+            c = torch.sigmoid(f_) * c + torch.sigmoid(i_) * torch.tanh(g_)
+            h = torch.sigmoid(o_) * torch.tanh(c)
+            out = self.head(torch.cat([h, feat], -1))
+            if self.delta:
+                nxt = x0 + out
+                vel = nxt - pos
+            elif rate is not None:  # eq. 4 with reversion (Integrator)
+                nxt = pos + out - rate * (pos - x0)
+                vel = nxt - pos
+            else:  # eq. 4
+                nxt = pos + out
+                vel = out
             pos = nxt
             if i < O - 1:
                 recon.append(nxt)

@@ -97,15 +97,26 @@ class SemanticSpace(nn.Module):
 
     # ----------------------------------------------------------------------- the map
     def raw(self, x: Tensor) -> Tensor:
-        """``[..., 68, 2] -> [..., 4 + K]``: [centroid x, y, log scale, roll, coefficients]."""
+        """``[..., 68, 2] -> [..., 4 + K]``: [centroid x, y, log scale, roll, coefficients].
+
+        The unit shape ``xn`` is rotated by ``th``, the angle that maps it onto the mean shape
+        (``atan2(cross, dot)`` of the two), and projected on the basis: ``(R(th) xn - m) . b``.
+        Every term is linear in ``xn``: ``R(th) xn = cos th xn + sin th xn_perp`` with
+        ``xn_perp = (-y, x)``, and ``xn_perp . a = xn . a_perp`` with ``a_perp = (a_y, -a_x)``,
+        so one product of ``xn`` with ``[m | m_perp | basis | basis_perp]`` gives dot, cross and
+        both halves of the coefficients: a few operations on ``[..., 68, 2]`` instead of a
+        dozen (``model.d_semantic`` encodes every training batch; benchmarks/train_step.py
+        --phases). Equal to the rotate-then-project form within float rounding (tests/test_space.py)."""
         c, s, xn = _centre_scale_t(x)
-        m = self.mean_shape
-        dot = (xn * m).sum((-1, -2))
-        cross = (xn[..., 0] * m[..., 1] - xn[..., 1] * m[..., 0]).sum(-1)
-        th = torch.atan2(cross, dot)  # the rotation that maps the face onto the mean shape
-        aligned = _rotate(xn, th)
-        d = (aligned - m).flatten(-2)
-        coef = d @ self.basis
+        m = self.mean_shape.reshape(-1, 1)  # [136, 1], x and y interleaved
+        cols = torch.cat([m, self.basis], 1)  # [136, 1 + K]
+        perp = torch.stack([cols[1::2], -cols[0::2]], 1).reshape(cols.shape)  # a -> a_perp, row pairs
+        proj = xn.flatten(-2) @ torch.cat([cols, perp], 1)  # [..., 2 + 2K]
+        k = self.k
+        dot, cross = proj[..., 0], proj[..., k + 1]
+        th = torch.atan2(cross, dot)
+        co, si = torch.cos(th).unsqueeze(-1), torch.sin(th).unsqueeze(-1)
+        coef = co * proj[..., 1:k + 1] + si * proj[..., k + 2:] - (m.t() @ self.basis).squeeze(0)
         return torch.cat([c, s.log().unsqueeze(-1), (-th).unsqueeze(-1), coef], -1)
 
     def from_raw(self, r: Tensor) -> Tensor:
