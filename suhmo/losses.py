@@ -32,6 +32,7 @@ from torch.nn.utils import parametrize
 
 from suhmo.config import ConfigError, LossConfig
 from suhmo.data import motion_features
+from suhmo.models.layers import POSE_DIM
 from suhmo.models.windows import multiscale_score
 
 
@@ -221,7 +222,8 @@ def _point_sq(a: Tensor, b: Tensor | None) -> Tensor:
     return (d * d).sum(-1).mean()  # d * d: the same values as d.pow(2), a cheaper backward
 
 
-def motion_stats_loss(fake_seq: Tensor, real_seq: Tensor, n_future: int, lag: int, space=None) -> Tensor:
+def motion_stats_loss(fake_seq: Tensor, real_seq: Tensor, n_future: int, lag: int, space=None,
+                      pose_only: bool = False) -> Tensor:
     """Motion-statistics matching (``loss.w_motion``): for lags 1 and ``lag``, the batch's mean
     squared displacement ``m_d = E[(z_{t+L} - z_t)^2]`` of every state dimension ``d`` over the
     generated frames, matched to the real windows' in log ratio, ``mean_d (log m_fake - log
@@ -233,10 +235,14 @@ def motion_stats_loss(fake_seq: Tensor, real_seq: Tensor, n_future: int, lag: in
     move each sample as it likes so long as the batch moves as much as real heads do, at the
     frame rate (lag 1, where detector jitter lives) and over ``lag`` frames (the head's own
     motion). It is feature matching (Salimans et al., 2016) on fixed motion features, against
-    the GAN's measured tendency to drop the fast half of real motion (experiments/README.md)."""
+    the GAN's measured tendency to drop the fast half of real motion (experiments/README.md).
+    ``pose_only`` (``loss.motion_dims=pose``): only the semantic state's 4 pose dimensions, where
+    the deficit is (the shape coefficients move nearly as fast as real ones without it)."""
     n = min(int(n_future), fake_seq.shape[1] - 1)
+
     def state(x: Tensor) -> Tensor:
-        return space.encode(x) if space is not None else x.flatten(-2)
+        z = space.encode(x) if space is not None else x.flatten(-2)
+        return z[..., :POSE_DIM] if pose_only else z
     zf, zr = state(fake_seq[:, -(n + 1):]), state(real_seq[:, -(n + 1):].detach())
     terms = []
     for L in sorted({1, min(int(lag), n)}):
@@ -271,7 +277,8 @@ def generator_loss(D, fake_seq: Tensor, real_seq: Tensor, out, plan, cfg, lam: f
     logs["g_l2"] = float(l2.detach())
     logs["lam"] = float(lam)
     if cfg.loss.w_motion > 0:
-        ms = motion_stats_loss(fake_seq, real_seq, n_future, cfg.loss.motion_lag, space)
+        ms = motion_stats_loss(fake_seq, real_seq, n_future, cfg.loss.motion_lag, space,
+                               pose_only=cfg.loss.motion_dims == "pose")
         loss = loss + float(cfg.loss.w_motion) * ms
         logs["g_motion"] = float(ms.detach())
     if cfg.loss.reco > 0 and out.recon.shape[1] > 0:

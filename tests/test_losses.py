@@ -142,6 +142,24 @@ def test_motion_statistics_term_is_weighted_into_the_generator_loss():
     assert logs["g_motion"] > 0 and math.isclose(float(loss.detach()), expected, rel_tol=1e-5, abs_tol=1e-6)
     with pytest.raises(ConfigError, match="loss.motion_lag"):
         make_config("tiny", overrides={"loss.motion_lag": 1})
+    with pytest.raises(ConfigError, match="loss.motion_dims=pose with model.space='landmarks'"):
+        make_config("tiny", overrides={"loss.w_motion": 1.0, "loss.motion_dims": "pose"})
+
+
+def test_motion_statistics_of_the_pose_alone():
+    """loss.motion_dims=pose: a face whose expression freezes but whose head moves as the real
+    one does costs nothing; all dimensions, it does."""
+    from suhmo.models.space import SemanticSpace
+
+    torch.manual_seed(0)
+    cfg = make_config("tiny", overrides={"model.space": "semantic", "model.semantic_k": 4})
+    space = SemanticSpace(cfg.model.semantic_k)
+    real = torch.cumsum(0.004 * torch.randn(8, 30, 68, 2), 1) + 0.5
+    space.fit(real[:, 0].numpy(), real.numpy(), cfg.model.vel_scale)
+    z = space.encode(real)
+    frozen_shape = space.decode(torch.cat([z[..., :4], z[:, :1, 4:].expand_as(z[..., 4:])], -1))
+    assert float(losses.motion_stats_loss(frozen_shape, real, 29, 5, space, pose_only=True)) < 1e-6
+    assert float(losses.motion_stats_loss(frozen_shape, real, 29, 5, space)) > 1.0
 
 
 def _frame_inputs(D):
