@@ -282,6 +282,19 @@ class RNNCore(nn.Module):
         self.head = MLP(hidden + step + self.noise, mlp, frame_dim, depth=2, norm=True, spectral=spectral,
                         spectral_out=False, out_gain=_OUT_GAIN)
 
+    def _start(self, x0: Tensor, vel: Tensor) -> Tuple[Tensor, Tensor]:
+        """The LSTM's initial ``(h, c)`` from the reference state and initial velocity."""
+        h, c = self.init_mlp(step_input(x0, vel, self.vel_scale, self.centred)).chunk(2, -1)
+        return h.contiguous(), c.contiguous()
+
+    def _next_noise(self, n: Tensor, i: int) -> Tensor:
+        """Step ``i``'s noise inputs: fresh N(0, 1), or with ``rho`` a stationary AR(1) (unit variance
+        at every step) continuing ``n``."""
+        e = torch.randn(n.shape[0], self.noise, dtype=n.dtype, device=n.device)
+        if self.rho > 0.0 and i > 0:
+            return self.rho * n + math.sqrt(1.0 - self.rho * self.rho) * e
+        return e
+
     def forward(self, obs: Tensor, init_vel: Tensor, n_future: int, use_buffers: bool) -> Tuple[Tensor, Tensor]:
         if not use_buffers:  # training (autograd): the same recurrence, fewer autograd nodes
             return self._rollout_autograd(obs, init_vel, n_future)
@@ -289,9 +302,7 @@ class RNNCore(nn.Module):
         x = obs  # [B, O, D] states (D = 136 in the landmark space)
         x0 = x[:, 0]
         vel = init_vel
-        h, c = self.init_mlp(step_input(x0, vel, self.vel_scale, self.centred)).chunk(2, -1)
-        h = h.contiguous()
-        c = c.contiguous()
+        h, c = self._start(x0, vel)
         pos = x0
         recon: List[Tensor] = []
         future: List[Tensor] = []
@@ -306,11 +317,7 @@ class RNNCore(nn.Module):
             else:
                 feat = step_input(pos, vel, self.vel_scale, self.centred)
             if self.noise > 0:
-                e = torch.randn(x.shape[0], self.noise, dtype=x.dtype, device=x.device)
-                if self.rho > 0.0 and i > 0:  # stationary AR(1): unit variance at every step
-                    n = self.rho * n + math.sqrt(1.0 - self.rho * self.rho) * e
-                else:
-                    n = e
+                n = self._next_noise(n, i)
                 feat = torch.cat([feat, n], -1)
             if self.pair:
                 h, c = self.cell(torch.cat([feat, batch_pool(h)], -1), (h, c))
@@ -344,9 +351,7 @@ class RNNCore(nn.Module):
         x = obs
         x0 = x[:, 0]
         vel = init_vel
-        h, c = self.init_mlp(step_input(x0, vel, self.vel_scale, self.centred)).chunk(2, -1)
-        h = h.contiguous()
-        c = c.contiguous()
+        h, c = self._start(x0, vel)
         cell = self.cell
         w = torch.cat([cell.weight_ih, cell.weight_hh], 1).t()  # [in + H, 4H]
         b = cell.bias_ih + cell.bias_hh
@@ -361,11 +366,7 @@ class RNNCore(nn.Module):
                 if i > 0:
                     vel = x[:, i] - x[:, i - 1]
             if self.noise > 0:
-                e = torch.randn(x.shape[0], self.noise, dtype=x.dtype, device=x.device)
-                if self.rho > 0.0 and i > 0:
-                    n = self.rho * n + math.sqrt(1.0 - self.rho * self.rho) * e
-                else:
-                    n = e
+                n = self._next_noise(n, i)
             if self.delta:
                 parts = [pos - x0, x0]
             elif self.centred:
