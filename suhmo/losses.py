@@ -105,25 +105,21 @@ def sequence_features(seq: Tensor, cfg, motion: Tensor | None = None, space=None
     its expression, which the landmarks mix (an expression moves a few landmarks by a few
     percent of the face radius, a head turn all of them), as separate inputs.
     """
-    if motion is None and cfg.model.d_centred:
-        # the same values as below, built with one [68, 6] concatenation instead of three
-        # (motion_features, the centring, scale_features' product): fewer full-size copies
-        # forward and backward (benchmarks/train_step.py --phases)
-        pos = seq[:, 2:]
-        vel = seq[:, 1:] - seq[:, :-1]
+    if cfg.model.d_centred:
+        # one [68, 6] concatenation of [pos - centroid | vel_scale * vel | acc_scale * acc]
+        # instead of three full-size copies forward and backward (benchmarks/train_step.py --phases)
+        if motion is None:
+            vel = seq[:, 1:] - seq[:, :-1]
+            pos, vel, acc = seq[:, 2:], vel[:, 1:], vel[:, 1:] - vel[:, :-1]
+        else:
+            pos, vel, acc = motion[..., :2], motion[..., 2:4], motion[..., 4:]
         centroid = pos.mean(-2)  # [B, T-2, 2]
-        f = torch.cat([pos - centroid.unsqueeze(-2), vel[:, 1:] * cfg.model.vel_scale,
-                       (vel[:, 1:] - vel[:, :-1]) * cfg.model.acc_scale], -1)
+        f = torch.cat([pos - centroid.unsqueeze(-2), vel * cfg.model.vel_scale, acc * cfg.model.acc_scale], -1)
         f = torch.cat([f.reshape(f.shape[0], f.shape[1], -1), centroid - 0.5], -1)
-        return _with_semantic(f, seq, cfg, space)
-    motion = motion_features(seq) if motion is None else motion
-    f = scale_features(motion, cfg.model.vel_scale, cfg.model.acc_scale)  # [B, T-2, 68, 6]
-    if not cfg.model.d_centred:
-        f = f.reshape(f.shape[0], f.shape[1], -1)
     else:
-        centroid = seq[:, 2:].mean(-2)  # [B, T-2, 2]
-        f = torch.cat([f[..., :2] - centroid.unsqueeze(-2), f[..., 2:]], -1)
-        f = torch.cat([f.reshape(f.shape[0], f.shape[1], -1), centroid - 0.5], -1)
+        motion = motion_features(seq) if motion is None else motion
+        f = scale_features(motion, cfg.model.vel_scale, cfg.model.acc_scale)  # [B, T-2, 68, 6]
+        f = f.reshape(f.shape[0], f.shape[1], -1)
     return _with_semantic(f, seq, cfg, space)
 
 
