@@ -4,8 +4,14 @@ Tune's own ``time_budget_s`` stops everything when the time is up, even trials t
 reported once: on a loaded machine the demo search ended at its cap with every trial at
 iteration 0, an empty leaderboard and nothing to export. :class:`TimeCap` is a Tune stopper
 (and callback) that stops the search only once the time is up AND at least one trial has
-reported an evaluation AND every trial that started before the deadline has reported at
+reported an evaluation AND every trial that started before that moment has reported at
 least once; trials still pending then are not started.
+
+"That moment" (the hold) is the first check after the deadline at which some trial has
+reported. On a loaded machine Ray may start the first trials only after a short budget is
+already over; they are waited for all the same (a trial started and then stopped with nothing
+evaluated is work thrown away). Only a trial started after the hold (a slot freed while the
+cap waited for the others) is not waited for, so the wait ends.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from ray.tune.stopper import Stopper
 
 class TimeCap(Stopper, Callback):
     """Stop all trials after ``budget_s`` seconds of this session, but never before each
-    trial started before the deadline (at least one) has reported its first evaluation."""
+    trial started before the hold (at least one) has reported its first evaluation."""
 
     def __init__(self, budget_s: float, stop_file: Optional[Path] = None):
         self.budget_s = float(budget_s)
@@ -30,12 +36,14 @@ class TimeCap(Stopper, Callback):
         self.reported: set[str] = set()
         self.finished: set[str] = set()
         self.triggered = False  # the cap stopped the search
+        self.hold_at: Optional[float] = None  # past the deadline with an evaluation: no new waits
 
     # -------------------------------------------------------------- Callback
     def setup(self, **info):
         self.t0 = time.time()  # a resumed search gets the budget again
         self.started.clear()
         self.triggered = False
+        self.hold_at = None
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.started.setdefault(trial.trial_id, time.time())
@@ -62,8 +70,10 @@ class TimeCap(Stopper, Callback):
         deadline = self.t0 + self.budget_s
         if now < deadline or not self.reported:
             return False
+        if self.hold_at is None:
+            self.hold_at = now
         waiting = [t for t, at in self.started.items()
-                   if at < deadline and t not in self.reported and t not in self.finished]
+                   if at <= self.hold_at and t not in self.reported and t not in self.finished]
         return not waiting
 
     def stop_all(self) -> bool:
