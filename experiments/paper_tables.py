@@ -46,7 +46,10 @@ the learning rate / KL weight their searches chose there (``RECIPE_VAE``), the s
 All runs of the three tables share one work folder (``$SUHMO_HOME/experiments/recipe-cpu-<data>``
 or ``--work``); a run's folder is named by its configuration, so Table 2's multi-scale row and
 Table 3's full row are Table 1's SUHMo-RNN runs, and a rerun of the same command resumes: finished
-runs are read from their ``result.json``, an interrupted one continues from its ``last.pt``.
+runs are read from their ``result.json``, an interrupted one continues from its ``last.pt``. The
+name hashes the resolved configuration (a changed preset trains anew), and each finished run's
+record is also written beside the tables (``<out>/runs/<name>.json``): commit them, and the same
+command on a fresh machine trains only the runs still missing.
 
 Output: ``<out>/table<N>_<data>.md`` and ``.json`` (every run's metrics, configs, seeds, wall
 times, the command), GIF/PNG previews for Table 1.
@@ -174,8 +177,14 @@ def train_and_score(job: dict) -> dict:
     from suhmo.utils import atomic_write_text
 
     done = Path(job["run_dir"]) / "result.json"
+    record = Path(job["record"]) if job.get("record") else None
+    if job.get("recipe") and record is not None and record.is_file() and not done.is_file():
+        # finished on another machine: its committed record (the run folder stayed there)
+        return {**json.loads(record.read_text()), "method": job["method"], "reused": True}
     if job.get("recipe") and done.is_file():  # finished in an earlier invocation (perhaps another table's)
         out = {**json.loads(done.read_text()), "method": job["method"], "reused": True}
+        if record is not None and not record.is_file():
+            atomic_write_text(record, json.dumps({k: v for k, v in out.items() if k != "reused"}, indent=2, default=str))
         if job.get("render") and "previews" not in out:
             from suhmo.generate import load_model
 
@@ -218,6 +227,8 @@ def train_and_score(job: dict) -> dict:
         out["previews"] = render_previews(G, cfg, test_set, Path(job["render"]), job["method"], job["data"])
     if job.get("recipe"):
         atomic_write_text(done, json.dumps(out, indent=2, default=str))
+        if record is not None:  # beside the tables: a rerun on a fresh machine does not train it again
+            atomic_write_text(record, json.dumps(out, indent=2, default=str))
     return out
 
 
@@ -410,11 +421,13 @@ def main(argv=None) -> int:
             seed = 1000 + s
             render = args.out if (args.table == 1 and s == 0 and method.startswith(("SUHMo", "ACTOR", "HiT"))) else None
             overrides = {**common, **extra, "train.seed": seed}
-            run_dir = work / (f"{config_key(overrides)}-seed{seed}" if recipe else f"{method.split()[0].lower()}-seed{seed}")
+            name = (f"{run_key('cpu', overrides, 'train persons of ' + Path(full).name)}-seed{seed}" if recipe
+                    else f"{method.split()[0].lower()}-seed{seed}")
+            run_dir = work / name
             job = {"method": method, "overrides": overrides, "run_dir": run_dir, "render": render,
                    "data": args.data, "detectors": det_ok}
             if recipe:
-                job.update(recipe=True, preset="cpu", full_data=full)
+                job.update(recipe=True, preset="cpu", full_data=full, record=args.out / "runs" / f"{name}.json")
             jobs.append(job)
     t_train = time.time()
     if args.jobs > 1:
@@ -480,12 +493,17 @@ def main(argv=None) -> int:
     return 0
 
 
-def config_key(overrides: dict) -> str:
-    """A run folder's name from its configuration (seed excluded): equal configs share runs."""
-    import hashlib
+def run_key(preset: str, overrides: dict, data_label: str) -> str:
+    """A recipe run's name: the hash of its RESOLVED configuration (the preset's values with the
+    overrides; seed, threads and progress excluded), so equal configs share runs and a run
+    trained under an older ``--preset cpu`` is not read back as this one's. ``data.path`` (the
+    train persons' file in a machine's work folder) enters as ``data_label`` (which file's train
+    persons), so the same run has the same name on every machine."""
+    from suhmo.config import make_config
+    from tracking.results import config_key
 
-    text = json.dumps({k: v for k, v in sorted(overrides.items()) if k != "train.seed"}, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:10]
+    flat = make_config(preset, overrides=overrides).flat()
+    return config_key({**flat, "data.path": data_label})
 
 
 def detector_status() -> str:

@@ -71,3 +71,14 @@ def test_recipe_tables_share_runs_and_resume(tmp_path, monkeypatch, dev_data):
     assert (out / "table1_dev_suhmo-rnn_4samples.gif").stat().st_size > 0
     assert sorted(p.name for p in work.glob("*-seed1000")) == runs  # nothing new trained
     assert "With the CPU recipe" in (out / "table1_dev.md").read_text()
+    # a fresh machine (no work folder) with the committed results: the records beside the
+    # tables are read back, nothing is trained again
+    assert sorted(p.stem for p in (out / "runs").glob("*.json")) == runs
+    import shutil
+
+    shutil.rmtree(work)
+    table("--table", "2")
+    again = json.loads((out / "table2_dev.json").read_text())
+    assert all(r["reused"] for r in again["runs"])
+    assert [r["metrics"] for r in again["runs"]] == [r["metrics"] for r in first["runs"]]
+    assert not list(work.glob("*-seed1000"))
