@@ -86,7 +86,7 @@ def scale_features(f: Tensor, vel_scale: float, acc_scale: float) -> Tensor:
     return f * scale
 
 
-def sequence_features(seq: Tensor, cfg, motion: Tensor | None = None, space=None) -> Tensor:
+def sequence_features(seq: Tensor, cfg, motion: Tensor | None = None, space=None, z: Tensor | None = None) -> Tensor:
     """``[B, T, 68, 2]`` positions -> ``[B, T-2, F]`` discriminator features (F = ``feature_dim(cfg)``).
 
     With ``model.d_centred`` (default), per frame ``[pos - centroid | vel_scale * vel |
@@ -103,7 +103,9 @@ def sequence_features(seq: Tensor, cfg, motion: Tensor | None = None, space=None
     (``space.encode``: pose and K shape coefficients, in the space's units) and ``vel_scale *
     (z_t - z_{t-1})`` (of order one, like the scaled landmark velocities): the head's pose and
     its expression, which the landmarks mix (an expression moves a few landmarks by a few
-    percent of the face radius, a head turn all of them), as separate inputs.
+    percent of the face radius, a head turn all of them), as separate inputs. ``z``:
+    ``space.encode(seq)`` when the caller has it (the training step encodes each sequence once
+    for these features and the motion statistics).
     """
     if cfg.model.d_centred:
         # one [68, 6] concatenation of [pos - centroid | vel_scale * vel | acc_scale * acc]
@@ -120,16 +122,17 @@ def sequence_features(seq: Tensor, cfg, motion: Tensor | None = None, space=None
         motion = motion_features(seq) if motion is None else motion
         f = scale_features(motion, cfg.model.vel_scale, cfg.model.acc_scale)  # [B, T-2, 68, 6]
         f = f.reshape(f.shape[0], f.shape[1], -1)
-    return _with_semantic(f, seq, cfg, space)
+    return _with_semantic(f, seq, cfg, space, z)
 
 
-def _with_semantic(f: Tensor, seq: Tensor, cfg, space) -> Tensor:
+def _with_semantic(f: Tensor, seq: Tensor, cfg, space, z: Tensor | None = None) -> Tensor:
     """``f [B, T-2, F0]`` followed, with ``model.d_semantic``, by ``z_t`` and ``vel_scale * (z_t - z_{t-1})``."""
     if not cfg.model.d_semantic:
         return f
-    if space is None:
-        raise ValueError("model.d_semantic: sequence_features needs G's semantic space (space=G.space)")
-    z = space.encode(seq)  # [B, T, 4 + K]
+    if z is None:
+        if space is None:
+            raise ValueError("model.d_semantic: sequence_features needs G's semantic space (space=G.space)")
+        z = space.encode(seq)  # [B, T, 4 + K]
     return torch.cat([f, z[:, 2:], cfg.model.vel_scale * (z[:, 2:] - z[:, 1:-1])], -1)
 
 
@@ -165,20 +168,21 @@ def _frozen(module):
 
 
 def discriminator_loss(D, real_seq: Tensor, fake_seq: Tensor, plan, cfg, space=None,
-                       fake_feats: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
+                       fake_feats: Tensor | None = None, real_z: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
     """Weighted sum over D_s, D_s^j and D_F of the hinge losses (eq. 12).
 
     ``fake_seq`` is detached here. Real and fake go through D in one batched call ([2B, ...]):
     D has no batch statistics, so this equals two calls, at lower cost. ``space``: G's space,
     read only with ``model.d_semantic`` (sequence_features). ``fake_feats``:
     ``sequence_features(fake_seq)`` when the caller has them (the training step computes them
-    once for the D and the G step); detached here.
+    once for the D and the G step); detached here. ``real_z``: ``space.encode(real_seq)`` when
+    the caller has it.
     """
     B = real_seq.shape[0]
     if fake_feats is None:
         feats = sequence_features(torch.cat([real_seq, fake_seq.detach()], 0), cfg, space=space)
     else:
-        feats = torch.cat([sequence_features(real_seq, cfg, space=space), fake_feats.detach()], 0)
+        feats = torch.cat([sequence_features(real_seq, cfg, space=space, z=real_z), fake_feats.detach()], 0)
     n_frame = _frame_count(cfg, real_seq.shape[1])
     with parametrize.cached():  # one spectral-norm power iteration per D step, R1 included
         scores = _scores(D, feats, plan, n_frame, cfg)
@@ -219,7 +223,7 @@ def _point_sq(a: Tensor, b: Tensor | None) -> Tensor:
 
 
 def motion_stats_loss(fake_seq: Tensor, real_seq: Tensor, n_future: int, lag: int, space=None,
-                      pose_only: bool = False) -> Tensor:
+                      pose_only: bool = False, fake_z: Tensor | None = None, real_z: Tensor | None = None) -> Tensor:
     """Motion-statistics matching (``loss.w_motion``): for lags 1 and ``lag``, the batch's mean
     squared displacement ``m_d = E[(z_{t+L} - z_t)^2]`` of every state dimension ``d`` over the
     generated frames, matched to the real windows' in log ratio, ``mean_d (log m_fake - log
@@ -233,13 +237,19 @@ def motion_stats_loss(fake_seq: Tensor, real_seq: Tensor, n_future: int, lag: in
     motion). It is feature matching (Salimans et al., 2016) on fixed motion features, against
     the GAN's measured tendency to drop the fast half of real motion (experiments/README.md).
     ``pose_only`` (``loss.motion_dims=pose``): only the semantic state's 4 pose dimensions, where
-    the deficit is (the shape coefficients move nearly as fast as real ones without it)."""
+    the deficit is (the shape coefficients move nearly as fast as real ones without it).
+    ``fake_z``, ``real_z``: ``space.encode`` of the whole sequences when the caller has them (the
+    state is per frame: their last frames are the encodings of the last frames)."""
     n = min(int(n_future), fake_seq.shape[1] - 1)
 
-    def state(x: Tensor) -> Tensor:
-        z = space.encode(x) if space is not None else x.flatten(-2)
+    def state(x: Tensor, z: Tensor | None) -> Tensor:
+        if z is not None:
+            z = z[:, -(n + 1):]
+        else:
+            x = x[:, -(n + 1):]
+            z = space.encode(x) if space is not None else x.flatten(-2)
         return z[..., :POSE_DIM] if pose_only else z
-    zf, zr = state(fake_seq[:, -(n + 1):]), state(real_seq[:, -(n + 1):].detach())
+    zf, zr = state(fake_seq, fake_z), state(real_seq.detach(), real_z).detach()
     terms = []
     for L in sorted({1, min(int(lag), n)}):
         mf = (zf[:, L:] - zf[:, :-L]).pow(2).mean((0, 1))
@@ -249,10 +259,12 @@ def motion_stats_loss(fake_seq: Tensor, real_seq: Tensor, n_future: int, lag: in
 
 
 def generator_loss(D, fake_seq: Tensor, real_seq: Tensor, out, plan, cfg, lam: float,
-                   space=None, fake_feats: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
+                   space=None, fake_feats: Tensor | None = None, fake_z: Tensor | None = None,
+                   real_z: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
     """G loss, eq. 11: adversarial terms (eq. 8-10, weights w_seq, w_joint, w_frame) + lam * L2
     (+ ``loss.reco`` * reconstruction). D's weights get no gradient from this loss.
-    ``fake_feats``: ``sequence_features(fake_seq)`` (with its graph) when the caller has them."""
+    ``fake_feats``: ``sequence_features(fake_seq)`` (with its graph) when the caller has them;
+    ``fake_z``, ``real_z``: ``space.encode`` of the two sequences (the motion statistics')."""
     n_future = out.future.shape[1]
     loss = fake_seq.new_zeros(())
     logs: dict[str, float] = {}
@@ -274,7 +286,7 @@ def generator_loss(D, fake_seq: Tensor, real_seq: Tensor, out, plan, cfg, lam: f
     logs["lam"] = float(lam)
     if cfg.loss.w_motion > 0:
         ms = motion_stats_loss(fake_seq, real_seq, n_future, cfg.loss.motion_lag, space,
-                               pose_only=cfg.loss.motion_dims == "pose")
+                               pose_only=cfg.loss.motion_dims == "pose", fake_z=fake_z, real_z=real_z)
         loss = loss + float(cfg.loss.w_motion) * ms
         logs["g_motion"] = float(ms.detach())
     if cfg.loss.reco > 0 and out.recon.shape[1] > 0:
