@@ -33,7 +33,8 @@ from torch.nn.utils import parametrize
 from suhmo.config import ConfigError, LossConfig
 from suhmo.data import motion_features
 from suhmo.models.layers import POSE_DIM
-from suhmo.models.windows import multiscale_score
+from suhmo.models.discriminators import rnn_window_scores_together
+from suhmo.models.windows import multiscale_score, plan_mean
 
 
 def hinge_d(real_scores: Tensor, fake_scores: Tensor) -> Tensor:
@@ -145,10 +146,12 @@ def _scores(D, feats: Tensor, plan, n_frame: int, cfg) -> dict[str, tuple[Tensor
     """Raw scores per stream: seq [B], joint [B/2], frame [B, n_frame], with their weights."""
     w = cfg.loss
     out: dict[str, tuple[Tensor, float]] = {}
-    if w.w_seq > 0:
-        out["seq"] = (multiscale_score(D.seq, feats, plan), float(w.w_seq))
-    if D.joint is not None and w.w_joint > 0:
-        out["joint"] = (multiscale_score(D.joint, feats, plan), float(w.w_joint))
+    seqs = {name: (net, float(wt)) for name, net, wt in (("seq", D.seq, w.w_seq), ("joint", D.joint, w.w_joint))
+            if net is not None and wt > 0}
+    # the RNN D_s and D_s^j read the same windows of the same features: one recurrence for both
+    together = rnn_window_scores_together([net for net, _ in seqs.values()], feats, plan)
+    for j, (name, (net, wt)) in enumerate(seqs.items()):
+        out[name] = (plan_mean(together[j], plan) if together is not None else multiscale_score(net, feats, plan), wt)
     if w.w_frame > 0 and n_frame > 0:
         out["frame"] = (D.frame(feats[:, -n_frame:]), float(w.w_frame))
     return out

@@ -113,9 +113,15 @@ def lstm_window_states(xp: Tensor, w_hh: Tensor, tracks: WindowTracks) -> Tensor
     step per frame of the longest window, whatever the number and spread of the windows.
     Returns ``[n_windows, B, H]`` in plan order. Differentiable in ``xp`` and ``w_hh``
     (``kernels.WindowLSTM``: backpropagation through time written out, buffers reused in place).
+    Several LSTMs over the same plan: ``xp [S, T, B, 4H]``, ``w_hh [S, 4H, H]`` ->
+    ``[S, n_windows, B, H]``, stepped together.
     """
+    single = w_hh.dim() == 2
+    if single:
+        xp, w_hh = xp.unsqueeze(0), w_hh.unsqueeze(0)
     with torch.autocast(xp.device.type, enabled=False):  # train.amp: the recurrence stays in w_hh's precision
-        return WindowLSTM.apply(xp.to(w_hh.dtype), w_hh, tracks)
+        h = WindowLSTM.apply(xp.to(w_hh.dtype), w_hh, tracks)
+    return h[0] if single else h
 
 
 class RNNSeqDiscriminator(nn.Module):
@@ -159,6 +165,32 @@ class RNNSeqDiscriminator(nn.Module):
         h = lstm_window_states(xp, lstm.weight_hh_l0, window_tracks(plan, U))
         n = h.shape[0]
         return self._score(h.reshape(n * B, -1)).reshape(n, -1)
+
+
+def rnn_window_scores_together(nets: list, feats: Tensor, plan) -> Optional[list]:
+    """``[net.window_scores(feats, plan) for net in nets]`` for RNN sequence discriminators of one
+    width (D_s and D_s^j), their LSTMs run as streams of one recurrence (``lstm_window_states``)
+    after one input projection of the covered frames with their weights side by side: half the
+    operations of two calls, the same values within float rounding. None when
+    the nets are not all such discriminators of one width."""
+    if len(nets) < 2 or not all(type(n) is RNNSeqDiscriminator for n in nets):
+        return None
+    lstms = [n.lstm for n in nets]
+    if len({(m.input_size, m.hidden_size) for m in lstms}) != 1:
+        return None
+    B, T, Fdim = feats.shape
+    S, G4 = len(nets), 4 * lstms[0].hidden_size
+    frames, plan = used_frames(plan, T)
+    x = feats.transpose(0, 1)  # [T, B, F], a view
+    x = x.reshape(T * B, Fdim) if frames is None else x.index_select(0, frames.to(feats.device)).view(-1, Fdim)
+    U = T if frames is None else int(frames.numel())
+    w_ih = torch.cat([m.weight_ih_l0 for m in lstms], 0)  # [S * 4H, F]
+    bias = torch.cat([m.bias_ih_l0 + m.bias_hh_l0 for m in lstms], 0)
+    xp = torch.addmm(bias, x, w_ih.t()).view(U, B, S, G4).permute(2, 0, 1, 3)  # [S, U, B, 4H], a view
+    w_hh = torch.stack([m.weight_hh_l0 for m in lstms], 0)
+    h = lstm_window_states(xp, w_hh, window_tracks(plan, U))  # [S, n, B, H]
+    n = h.shape[1]
+    return [net._score(h[j].reshape(n * B, -1)).reshape(n, -1) for j, net in enumerate(nets)]
 
 
 class DBlock(nn.Module):
