@@ -103,6 +103,19 @@ def used_frames(plan, num_frames: int) -> tuple:
     return torch.tensor(frames, dtype=torch.long), moved
 
 
+def plan_layout(plan, num_frames: int) -> tuple:
+    """``(frames, U, tracks)`` of ``plan`` over ``num_frames`` feature frames: ``used_frames``, the
+    number of frames used, and the ``window_tracks`` of the windows counted in those frames.
+    Kept on a ``WindowPlan`` (the D and the G step of an iteration score the same plan, with
+    D_s and D_s^j), computed anew for a plain list."""
+    cache = plan.__dict__.setdefault("_layouts", {}) if hasattr(plan, "__dict__") else {}
+    if num_frames not in cache:
+        frames, moved = used_frames(plan, num_frames)
+        U = num_frames if frames is None else int(frames.numel())
+        cache[num_frames] = (frames, U, window_tracks(moved, U))
+    return cache[num_frames]
+
+
 def lstm_window_states(xp: Tensor, w_hh: Tensor, tracks: WindowTracks) -> Tensor:
     """Last hidden state of a one-layer LSTM (zero initial state) over every window of a plan.
 
@@ -157,12 +170,11 @@ class RNNSeqDiscriminator(nn.Module):
         frames (``cpu`` preset: 41 of 67 on average)."""
         B, T, Fdim = feats.shape
         lstm = self.lstm
-        frames, plan = used_frames(plan, T)
+        frames, U, tracks = plan_layout(plan, T)
         x = feats.transpose(0, 1)  # [T, B, F], a view
         x = x.reshape(T * B, Fdim) if frames is None else x.index_select(0, frames.to(feats.device)).view(-1, Fdim)
-        U = T if frames is None else int(frames.numel())
         xp = torch.addmm(lstm.bias_ih_l0 + lstm.bias_hh_l0, x, lstm.weight_ih_l0.t()).view(U, B, -1)
-        h = lstm_window_states(xp, lstm.weight_hh_l0, window_tracks(plan, U))
+        h = lstm_window_states(xp, lstm.weight_hh_l0, tracks)
         n = h.shape[0]
         return self._score(h.reshape(n * B, -1)).reshape(n, -1)
 
@@ -180,15 +192,16 @@ def rnn_window_scores_together(nets: list, feats: Tensor, plan) -> Optional[list
         return None
     B, T, Fdim = feats.shape
     S, G4 = len(nets), 4 * lstms[0].hidden_size
-    frames, plan = used_frames(plan, T)
+    frames, U, tracks = plan_layout(plan, T)
     x = feats.transpose(0, 1)  # [T, B, F], a view
     x = x.reshape(T * B, Fdim) if frames is None else x.index_select(0, frames.to(feats.device)).view(-1, Fdim)
-    U = T if frames is None else int(frames.numel())
-    w_ih = torch.cat([m.weight_ih_l0 for m in lstms], 0)  # [S * 4H, F]
-    bias = torch.cat([m.bias_ih_l0 + m.bias_hh_l0 for m in lstms], 0)
-    xp = torch.addmm(bias, x, w_ih.t()).view(U, B, S, G4).permute(2, 0, 1, 3)  # [S, U, B, 4H], a view
+    w_ih = torch.stack([m.weight_ih_l0 for m in lstms], 0).transpose(1, 2)  # [S, F, 4H]
+    bias = torch.stack([m.bias_ih_l0 + m.bias_hh_l0 for m in lstms], 0).unsqueeze(1)  # [S, 1, 4H]
+    # [S, U * B, 4H], stream-major as the recurrence reads it (a permuted [U, B, S, 4H] product
+    # would make its gather, and the gradient's scatter, strided copies: 3x slower at the grid's sizes)
+    xp = torch.baddbmm(bias, x.unsqueeze(0).expand(S, -1, -1), w_ih).view(S, U, B, G4)
     w_hh = torch.stack([m.weight_hh_l0 for m in lstms], 0)
-    h = lstm_window_states(xp, w_hh, window_tracks(plan, U))  # [S, n, B, H]
+    h = lstm_window_states(xp, w_hh, tracks)  # [S, n, B, H]
     n = h.shape[1]
     return [net._score(h[j].reshape(n * B, -1)).reshape(n, -1) for j, net in enumerate(nets)]
 

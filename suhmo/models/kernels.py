@@ -72,11 +72,15 @@ class CachedAttention(torch.autograd.Function):
 def _track_index(tracks, device) -> tuple[Tensor, dict]:
     """Index tensors of a plan's recurrence: the input frame of every (step, track) block, step
     after step (``starts[:active[k]] + k``), and per step k where windows end, ``(window
-    indices, track indices)``; built once per call, not once per step."""
-    rows_x = [t + k for k, n_tr in enumerate(tracks.active) for t in tracks.starts[:n_tr]]
-    ends = {k: (torch.tensor([w for w, _ in e], device=device), torch.tensor([t for _, t in e], device=device))
-            for k, e in enumerate(tracks.ends) if e}
-    return torch.tensor(rows_x, dtype=torch.long, device=device), ends
+    indices, track indices)``; built once per plan and device, not once per step (kept on
+    ``tracks``: the D and the G step of an iteration run the same plan)."""
+    cache = tracks.__dict__.setdefault("_index", {})
+    if str(device) not in cache:
+        rows_x = [t + k for k, n_tr in enumerate(tracks.active) for t in tracks.starts[:n_tr]]
+        ends = {k: (torch.tensor([w for w, _ in e], device=device), torch.tensor([t for _, t in e], device=device))
+                for k, e in enumerate(tracks.ends) if e}
+        cache[str(device)] = (torch.tensor(rows_x, dtype=torch.long, device=device), ends)
+    return cache[str(device)]
 
 
 class WindowLSTM(torch.autograd.Function):
