@@ -118,23 +118,24 @@ def sequence_features(seq: Tensor, cfg, motion: Tensor | None = None, space=None
             pos, vel, acc = motion[..., :2], motion[..., 2:4], motion[..., 4:]
         centroid = pos.mean(-2)  # [B, T-2, 2]
         f = torch.cat([pos - centroid.unsqueeze(-2), vel * cfg.model.vel_scale, acc * cfg.model.acc_scale], -1)
-        f = torch.cat([f.reshape(f.shape[0], f.shape[1], -1), centroid - 0.5], -1)
+        parts = [f.reshape(f.shape[0], f.shape[1], -1), centroid - 0.5]
     else:
         motion = motion_features(seq) if motion is None else motion
         f = scale_features(motion, cfg.model.vel_scale, cfg.model.acc_scale)  # [B, T-2, 68, 6]
-        f = f.reshape(f.shape[0], f.shape[1], -1)
-    return _with_semantic(f, seq, cfg, space, z)
+        parts = [f.reshape(f.shape[0], f.shape[1], -1)]
+    parts += _semantic_parts(seq, cfg, space, z)
+    return torch.cat(parts, -1) if len(parts) > 1 else parts[0]  # the frame's features in one concatenation
 
 
-def _with_semantic(f: Tensor, seq: Tensor, cfg, space, z: Tensor | None = None) -> Tensor:
-    """``f [B, T-2, F0]`` followed, with ``model.d_semantic``, by ``z_t`` and ``vel_scale * (z_t - z_{t-1})``."""
+def _semantic_parts(seq: Tensor, cfg, space, z: Tensor | None = None) -> list:
+    """With ``model.d_semantic``, ``[z_t, vel_scale * (z_t - z_{t-1})]`` (each ``[B, T-2, 4 + K]``), else ``[]``."""
     if not cfg.model.d_semantic:
-        return f
+        return []
     if z is None:
         if space is None:
             raise ValueError("model.d_semantic: sequence_features needs G's semantic space (space=G.space)")
         z = space.encode(seq)  # [B, T, 4 + K]
-    return torch.cat([f, z[:, 2:], cfg.model.vel_scale * (z[:, 2:] - z[:, 1:-1])], -1)
+    return [z[:, 2:], cfg.model.vel_scale * (z[:, 2:] - z[:, 1:-1])]
 
 
 def _frame_count(cfg, n_positions: int) -> int:
@@ -153,7 +154,9 @@ def _scores(D, feats: Tensor, plan, n_frame: int, cfg) -> dict[str, tuple[Tensor
     for j, (name, (net, wt)) in enumerate(seqs.items()):
         out[name] = (plan_mean(together[j], plan) if together is not None else multiscale_score(net, feats, plan), wt)
     if w.w_frame > 0 and n_frame > 0:
-        out["frame"] = (D.frame(feats[:, -n_frame:]), float(w.w_frame))
+        # D_F scores every frame, the last n_frame kept: a slice of the scores, not of the features
+        # (which would be copied, and in the G step zero-filled and copied back by its backward)
+        out["frame"] = (D.frame(feats)[:, -n_frame:], float(w.w_frame))
     return out
 
 
@@ -221,8 +224,8 @@ def frame_gradient_penalty(D, real_feats: Tensor) -> Tensor:
 def _point_sq(a: Tensor, b: Tensor | None) -> Tensor:
     """Mean over points of the squared 2-D distance; ``[..., 68, 2k]`` inputs (k quantities per
     point); ``b`` None: ``a`` is the difference already."""
-    d = (a if b is None else a - b).reshape(*a.shape[:-1], -1, 2)
-    return (d * d).sum(-1).mean()  # d * d: the same values as d.pow(2), a cheaper backward
+    d = (a if b is None else a - b).reshape(-1)
+    return torch.dot(d, d) / (d.numel() // 2)  # the sum of squares over the 2-D points' count, one operation
 
 
 def motion_stats_loss(fake_seq: Tensor, real_seq: Tensor, n_future: int, lag: int, space=None,
