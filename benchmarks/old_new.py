@@ -79,6 +79,11 @@ CONFIGS = {  # name: (preset, overrides)
     "small64": ("small", {"model.hidden_g": 64, "model.mlp_g": 64, "model.hidden_d": 64, "model.frame_d_hidden": 64}),
     "cpu": ("cpu", {}),  # the cpu preset (64-wide, semantic space K=24, revert, 16 noise inputs, texp windows)
     "cpu_dsem": ("cpu", {"model.d_semantic": True}),  # ... with D on the semantic state, as the lead's runs
+    # benchmarks/vs_reference.py's small size with the authors' full window grid (31 windows per stream)
+    "grid_small": ("paper", {"train.batch_size": 32, "data.obs_len": 5, "data.seq_len": 40, "model.hidden_g": 256,
+                             "model.mlp_g": 256, "model.emb_g": 256, "model.hidden_d": 256, "model.emb_d": 64,
+                             "model.frame_d_hidden": 256, "windows.family": "fixed", "windows.scales": [5, 10, 20, 40],
+                             "windows.starts": "grid"}),
 }
 
 
