@@ -231,8 +231,17 @@ def build_iteration(cfg, seed: int = 0):
     G step) seconds, plan)`` runs one training iteration (a fresh window plan unless given)."""
     torch.manual_seed(seed)
     G, D = build_generator(cfg), build_discriminator(cfg)
-    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.optim.lr_g, betas=(cfg.optim.beta1, cfg.optim.beta2))
-    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.optim.lr_d, betas=(cfg.optim.beta1, cfg.optim.beta2))
+    cpu = torch.device("cpu")
+    try:  # the Trainer's optimiser (fused Adam) and process set-up (freed memory kept for reuse)
+        from suhmo.train import _adam
+        from suhmo.speed import prepare_device
+
+        prepare_device(cpu)
+        opt_g, opt_d = _adam(G.parameters(), cfg.optim.lr_g, cfg.optim, cpu), _adam(D.parameters(), cfg.optim.lr_d,
+                                                                                        cfg.optim, cpu)
+    except ImportError:  # an older checkout (benchmarks/old_new.py, --phases): what its Trainer had
+        opt_g = torch.optim.Adam(G.parameters(), lr=cfg.optim.lr_g, betas=(cfg.optim.beta1, cfg.optim.beta2))
+        opt_d = torch.optim.Adam(D.parameters(), lr=cfg.optim.lr_d, betas=(cfg.optim.beta1, cfg.optim.beta2))
     B, O, S = cfg.train.batch_size, cfg.data.obs_len, cfg.data.seq_len
     gen = torch.Generator().manual_seed(seed)
     real = fake_batch(B, O + S, gen)
