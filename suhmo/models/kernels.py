@@ -121,25 +121,29 @@ class WindowLSTM(torch.autograd.Function):
         out = xp.new_empty(S, n_windows, B, H)
         w_t = w_hh.transpose(1, 2)
         h = xp.new_zeros(0)
+        # every step's row block of every buffer as views, formed once (slicing step by step costs more than
+        # the steps' own pointwise work at the cpu preset's sizes)
+        g_, sig1_, tanh_, sig2_ = (t.split(rows, 1) for t in (gates_all, gates_all[..., :2 * H],
+                                                               gates_all[..., 2 * H:3 * H], gates_all[..., 3 * H:]))
+        gi_, gf_, gg_, go_ = (gates_all[..., j * H:(j + 1) * H].split(rows, 1) for j in range(4))
+        c_, tc_ = cells.split(rows, 1), tanh_cells.split(rows, 1)
+        hprev_ = h_prev.split(rows[1:], 1) if keep_h else None
         for k, n_tr in enumerate(active):
-            a, n = offs[k], rows[k]
-            gates = gates_all[:, a:a + n]
+            n = rows[k]
             if k > 0:  # h_{-1} = 0, c_{-1} = 0
-                hp = h[:, :n]
+                hp = h[:, :n] if n < h.shape[1] else h
                 if keep_h:
-                    h_prev[:, a - rows[0]:a - rows[0] + n].copy_(hp)
-                gates.baddbmm_(hp, w_t)
-            gates[..., :2 * H].sigmoid_()
-            gates[..., 2 * H:3 * H].tanh_()
-            gates[..., 3 * H:].sigmoid_()
-            i, f, g, o = gates.chunk(4, -1)
-            c = cells[:, a:a + n]
+                    hprev_[k - 1].copy_(hp)
+                g_[k].baddbmm_(hp, w_t)
+            sig1_[k].sigmoid_()
+            tanh_[k].tanh_()
+            sig2_[k].sigmoid_()
             if k == 0:
-                torch.mul(i, g, out=c)
+                c = torch.mul(gi_[k], gg_[k], out=c_[k])
             else:
-                torch.mul(f, cells[:, offs[k - 1]:offs[k - 1] + n], out=c)
-                c.addcmul_(i, g)
-            h = torch.mul(torch.tanh(c, out=tanh_cells[:, a:a + n]), o)
+                c = torch.mul(gf_[k], c_[k - 1][:, :n], out=c_[k])
+                c.addcmul_(gi_[k], gg_[k])
+            h = torch.mul(torch.tanh(c, out=tc_[k]), go_[k])
             if k in ends:
                 wins, trs = ends[k]
                 out.index_copy_(1, wins, h.view(S, n_tr, B, H).index_select(1, trs))
@@ -161,8 +165,10 @@ class WindowLSTM(torch.autograd.Function):
         dgates_all = torch.empty_like(gates_all)  # saved tensors stay intact (retain_graph, gradcheck)
         scratch = gates_all.new_empty(S, rows[0], H)  # one [S, n, H] temporary, reused at every step
         dh_next = dc_next = None  # gradients w.r.t. h_k and c_k coming from step k+1
+        g_, dg_, gf_ = gates_all.split(rows, 1), dgates_all.split(rows, 1), gates_all[..., H:2 * H].split(rows, 1)
+        c_, tc_ = cells.split(rows, 1), tanh_cells.split(rows, 1)
         for k in range(len(rows) - 1, -1, -1):
-            a, n, n_tr = offs[k], rows[k], tracks.active[k]
+            n, n_tr = rows[k], tracks.active[k]
             # dh_k: from step k+1 (its rows are the first ones: tracks end, none start) + the windows ending here
             if dh_next is not None and dh_next.shape[1] == n:
                 dh = dh_next
@@ -173,13 +179,11 @@ class WindowLSTM(torch.autograd.Function):
             if k in ends:
                 wins, trs = ends[k]
                 dh.view(S, n_tr, B, H).index_add_(1, trs, grad_out.index_select(1, wins))
-            dgates = dgates_all[:, a:a + n]
-            c_prev = cells[:, offs[k - 1]:offs[k - 1] + n] if k > 0 else None  # c_{-1} = 0
-            dc = lstm_cell_backward(dh, gates_all[:, a:a + n], tanh_cells[:, a:a + n], c_prev, dc_next, dgates,
-                                    scratch[:, :n])
+            c_prev = c_[k - 1][:, :n] if k > 0 else None  # c_{-1} = 0
+            dc = lstm_cell_backward(dh, g_[k], tc_[k], c_prev, dc_next, dg_[k], scratch[:, :n])
             if k > 0:
-                dc_next = dc.mul_(gates_all[:, a:a + n, H:2 * H])  # dc_{k-1} = dc_k * f_k
-                dh_next = torch.bmm(dgates, w_hh)
+                dc_next = dc.mul_(gf_[k])  # dc_{k-1} = dc_k * f_k
+                dh_next = torch.bmm(dg_[k], w_hh)
         if need_x:  # every step's gate gradients back to their input frames at once
             dxp.index_add_(1, rows_x, dgates_all.view(S, -1, B, G4))
         dw = torch.bmm(dgates_all[:, rows[0]:].transpose(1, 2), h_prev) if need_w else None
@@ -204,13 +208,16 @@ def lstm_cell_backward(dh: Tensor, gates: Tensor, tc: Tensor, c_prev: Optional[T
     if dc_next is not None:
         dc.narrow(-2, 0, dc_next.shape[-2]).add_(dc_next)
     di, df, dg, do = dgates.chunk(4, -1)
-    _sigmoid_grad(torch.mul(dc, g, out=di), i, tmp)
-    torch.mul(dc, i, out=dg).addcmul_(dg, torch.mul(g, g, out=tmp), value=-1.0)
-    _sigmoid_grad(torch.mul(dh, tc, out=do), o, tmp)
+    H = i.shape[-1]
+    torch.mul(dc, g, out=di)
     if c_prev is None:
         df.zero_()
     else:
-        _sigmoid_grad(torch.mul(dc, c_prev, out=df), f, tmp)
+        torch.mul(dc, c_prev, out=df)
+    # i and f (adjacent) in one pass, the g and o slots (not yet written) as its scratch
+    _sigmoid_grad(dgates[..., :2 * H], gates[..., :2 * H], dgates[..., 2 * H:])
+    torch.mul(dc, i, out=dg).addcmul_(dg, torch.mul(g, g, out=tmp), value=-1.0)
+    _sigmoid_grad(torch.mul(dh, tc, out=do), o, tmp)
     return dc
 
 
