@@ -165,7 +165,11 @@ class WindowLSTM(torch.autograd.Function):
         dgates_all = torch.empty_like(gates_all)  # saved tensors stay intact (retain_graph, gradcheck)
         scratch = gates_all.new_empty(S, rows[0], H)  # one [S, n, H] temporary, reused at every step
         dh_next = dc_next = None  # gradients w.r.t. h_k and c_k coming from step k+1
-        g_, dg_, gf_ = gates_all.split(rows, 1), dgates_all.split(rows, 1), gates_all[..., H:2 * H].split(rows, 1)
+        dg_ = dgates_all.split(rows, 1)
+        g4_ = list(zip(*(gates_all[..., j * H:(j + 1) * H].split(rows, 1) for j in range(4))))
+        d4_ = list(zip(*(dgates_all[..., j * H:(j + 1) * H].split(rows, 1) for j in range(4))))
+        gif_, dif_, dgo_ = (t.split(rows, 1) for t in (gates_all[..., :2 * H], dgates_all[..., :2 * H],
+                                                       dgates_all[..., 2 * H:]))
         c_, tc_ = cells.split(rows, 1), tanh_cells.split(rows, 1)
         for k in range(len(rows) - 1, -1, -1):
             n, n_tr = rows[k], tracks.active[k]
@@ -180,9 +184,9 @@ class WindowLSTM(torch.autograd.Function):
                 wins, trs = ends[k]
                 dh.view(S, n_tr, B, H).index_add_(1, trs, grad_out.index_select(1, wins))
             c_prev = c_[k - 1][:, :n] if k > 0 else None  # c_{-1} = 0
-            dc = lstm_cell_backward(dh, g_[k], tc_[k], c_prev, dc_next, dg_[k], scratch[:, :n])
+            dc = cell_backward(dh, g4_[k], gif_[k], tc_[k], c_prev, dc_next, d4_[k], dif_[k], dgo_[k], scratch[:, :n])
             if k > 0:
-                dc_next = dc.mul_(gf_[k])  # dc_{k-1} = dc_k * f_k
+                dc_next = dc.mul_(g4_[k][1])  # dc_{k-1} = dc_k * f_k
                 dh_next = torch.bmm(dg_[k], w_hh)
         if need_x:  # every step's gate gradients back to their input frames at once
             dxp.index_add_(1, rows_x, dgates_all.view(S, -1, B, G4))
@@ -200,22 +204,30 @@ def lstm_cell_backward(dh: Tensor, gates: Tensor, tc: Tensor, c_prev: Optional[T
     zero), ``dc_next``: dc from step k+1 for its first rows (None: none), ``tmp``: ``[..., n, H]``
     scratch. In place where it can be: sigmoid' = s - s^2, tanh' = 1 - t^2, no temporaries
     beyond dc (``benchmarks/lstm_pointwise.py`` times it against the textbook expressions).
+    The recurrences call :func:`cell_backward` on views of their buffers split once per call.
     """
-    i, f, g, o = gates.chunk(4, -1)
+    H = gates.shape[-1] // 4
+    return cell_backward(dh, gates.chunk(4, -1), gates[..., :2 * H], tc, c_prev, dc_next, dgates.chunk(4, -1),
+                         dgates[..., :2 * H], dgates[..., 2 * H:], tmp)
+
+
+def cell_backward(dh: Tensor, g4, g_if: Tensor, tc: Tensor, c_prev: Optional[Tensor], dc_next: Optional[Tensor],
+                  d4, d_if: Tensor, d_go: Tensor, tmp: Tensor) -> Tensor:
+    """:func:`lstm_cell_backward` on views given: ``g4 = (i, f, g, o)`` of the activated gates and
+    ``g_if`` (i and f, adjacent), ``d4``, ``d_if`` and ``d_go`` the same of ``dgates``."""
+    i, f, g, o = g4
+    di, df, dg, do = d4
     # dc_k = dc from step k+1 + dh_k * o * (1 - tanh(c_k)^2)
     dc = torch.mul(dh, o)
     dc.addcmul_(dc, torch.mul(tc, tc, out=tmp), value=-1.0)
     if dc_next is not None:
         dc.narrow(-2, 0, dc_next.shape[-2]).add_(dc_next)
-    di, df, dg, do = dgates.chunk(4, -1)
-    H = i.shape[-1]
     torch.mul(dc, g, out=di)
     if c_prev is None:
         df.zero_()
     else:
         torch.mul(dc, c_prev, out=df)
-    # i and f (adjacent) in one pass, the g and o slots (not yet written) as its scratch
-    _sigmoid_grad(dgates[..., :2 * H], gates[..., :2 * H], dgates[..., 2 * H:])
+    _sigmoid_grad(d_if, g_if, d_go)  # i and f in one pass, the g and o slots (not yet written) as scratch
     torch.mul(dc, i, out=dg).addcmul_(dg, torch.mul(g, g, out=tmp), value=-1.0)
     _sigmoid_grad(torch.mul(dh, tc, out=do), o, tmp)
     return dc
@@ -339,7 +351,10 @@ class RNNRollout(torch.autograd.Function):
         new = dP.new_empty
         DG, DA1, DN1, DA2, DN2, DOUT = new(T, B, 4 * H), new(T, B, M), new(T, B, M), new(T, B, M), new(T, B, M), new(T, B, D)
         dg_, da1_, dn1_, da2_, dn2_, dout_ = DG.unbind(0), DA1.unbind(0), DN1.unbind(0), DA2.unbind(0), DN2.unbind(0), DOUT.unbind(0)
-        gates_, cells_, tc_, gf_ = GATES.unbind(0), CELLS.unbind(0), TC.unbind(0), GATES[:, :, H:2 * H].unbind(0)
+        cells_, tc_ = CELLS.unbind(0), TC.unbind(0)
+        g4_ = list(zip(*(GATES[:, :, j * H:(j + 1) * H].unbind(0) for j in range(4))))
+        d4_ = list(zip(*(DG[:, :, j * H:(j + 1) * H].unbind(0) for j in range(4))))
+        gif_, dif_, dgo_ = GATES[:, :, :2 * H].unbind(0), DG[:, :, :2 * H].unbind(0), DG[:, :, 2 * H:].unbind(0)
         a1_, n1_, a2_, n2_ = A1.unbind(0), N1.unbind(0), A2.unbind(0), N2.unbind(0)
         m1_, r1_, m2_, r2_ = S1[0].unbind(0), S1[1].unbind(0), S2[0].unbind(0), S2[1].unbind(0)
         dp_ = dP.unbind(1)
@@ -366,8 +381,9 @@ class RNNRollout(torch.autograd.Function):
             da1_[t].copy_(nlb(dn1_[t], a1_[t], (M,), m1_[t], r1_[t], g1, be1, mask)[0])
             dy0 = da1_[t] @ W1  # [B, H + F]: of [h_t | feat_t]
             dh = dy0[:, :H] if dh_c is None else dy0[:, :H].add_(dh_c)
-            dc = lstm_cell_backward(dh, gates_[t], tc_[t], cells_[t - 1] if t > 0 else c0, dc_c, dg_[t], tmp)
-            dc_c = dc.mul_(gf_[t])  # of c_{t-1}
+            dc = cell_backward(dh, g4_[t], gif_[t], tc_[t], cells_[t - 1] if t > 0 else c0, dc_c, d4_[t], dif_[t],
+                               dgo_[t], tmp)
+            dc_c = dc.mul_(g4_[t][1])  # of c_{t-1}
             dinp = dg_[t] @ w_in  # [B, in]: of [feat | BP(h_{t-1}) | h_{t-1}]
             if pair:
                 dh_c = dinp[:, F + H:]
