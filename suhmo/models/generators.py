@@ -11,8 +11,9 @@ use_buffers) -> (future, recon)``): the same code runs training (autograd), ``ge
 (no grad; the Transformer writes its attention caches into preallocated buffers) and the
 exported module (``export_module``: a fresh core without spectral norm, loaded with the
 folded weights ``W / sigma(W)``, scripted; the generator itself is left untouched). The RNN
-core's training pass is the same recurrence with fewer autograd nodes
-(``RNNCore._rollout_autograd``), equal within float rounding.
+core's training pass is the same recurrence as one autograd node with its backward written out
+(``RNNCore._rollout_fused``, ``kernels.RNNRollout``; where that does not apply, with fewer
+autograd nodes, ``RNNCore._rollout_autograd``), equal within float rounding.
 
 Input scale: the velocity half of every step input is multiplied by ``model.vel_scale``
 (see ``suhmo.config.ModelConfig``) so that it has about the spread of the positions; the

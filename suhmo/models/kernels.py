@@ -6,8 +6,12 @@ checked against autograd by ``torch.autograd.gradcheck`` (tests/test_kernels.py)
 - ``CachedAttention``: causal attention over a preallocated key/value cache written in place,
   for the Transformer generator's training pass (``generators.GBlock``; benchmarks/train_step.py).
 - ``WindowLSTM`` (+ ``lstm_cell_backward``): one LSTM over every window of a window plan, all
-  windows advancing together, for the RNN sequence discriminators
-  (``discriminators.lstm_window_states``; benchmarks/lstm_pointwise.py).
+  windows advancing together, for the RNN sequence discriminators, D_s and D_s^j as two streams
+  of one recurrence (``discriminators.lstm_window_states``; benchmarks/lstm_pointwise.py).
+- ``RNNRollout``: the RNN generator's training pass over all its steps as one node, the
+  backward through time written out and each weight's gradient formed once for all steps
+  (``generators.RNNCore._rollout_fused``; tests/test_step_equivalence.py checks it against the
+  step loop, benchmarks/old_new.py times it).
 
 The paper's concepts (eq. 4, 5, 13-17) live in ``generators``, ``windows`` and ``layers``.
 """
