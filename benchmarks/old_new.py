@@ -9,9 +9,14 @@ swings with the load, the CPU time much less. Ratios are old / new (> 1: this ch
 
 Configurations (``--configs``): ``small`` (the preset: hidden 128, batch 32), ``small64``
 (the 64-wide RNN CPU users run: ``--preset small --set model.hidden_g=64 --set model.mlp_g=64
---set model.hidden_d=64 --set model.frame_d_hidden=64``), ``cpu`` (the ``cpu`` preset: 64-wide,
-semantic space K=24, reverting integrator, 16 noise inputs, texp windows, seq_len 64) and
-``cpu_dsem`` (the same with ``model.d_semantic=true``). An old checkout must know the preset:
+--set model.hidden_d=64 --set model.frame_d_hidden=64``), ``cpu`` (the ``cpu`` preset as it was at
+a858017: 64-wide, semantic space K=24, reverting integrator, 16 noise inputs, texp windows,
+seq_len 64, without ``model.d_semantic`` and ``loss.w_motion``), ``cpu_dsem`` (the same with
+``model.d_semantic=true``), ``cpu_now`` (the preset as committed: d_semantic and
+``loss.w_motion=0.5``) and ``grid_small`` (``benchmarks/vs_reference.py``'s small size with the
+authors' full window grid). Both sides run the same overrides; a field the old checkout does not
+have is dropped there and the table says so (a858017 has no ``loss.w_motion``: against it
+``cpu_now`` times more work on the new side). An old checkout must know the preset:
 bf940f3 (issue 17's start) predates ``cpu``, so against it ``small64`` is the nearest config. With ``--compile`` a third worker runs
 this checkout with ``train.compile=true`` and reports its compile seconds: the break-even
 against the per-iteration saving is ``compile_s / (eager_s - compiled_s)`` iterations.
@@ -51,11 +56,20 @@ difference; G's training pass joins the cell's products. What is left is the ste
 work of small products (G's 68-step rollout and its backward, the window LSTMs), see
 ``benchmarks/train_step.py --phases``.
 
+Measured later the same day, branch perf18 (benchmarks/results/cpu_preset_speed_2026-12-02b.txt,
+two runs, 1 thread, 16 rounds x 2 iterations, load 3.4-7.2), CPU time old/new: small64 against
+bf940f3 1.35 / 1.37x; against a858017 cpu 1.37 / 1.36x, cpu_dsem 1.42 / 1.41x, cpu_now 1.40 /
+1.41x (a third run 1.48x). Still short of the issue's 1.5x. What it took beyond perf17b: the
+semantic states encoded once per iteration, fused Adam, D_s and D_s^j as two streams of one window
+recurrence, D_F's scores sliced instead of its features, and the RNN generator's training pass
+as one autograd node with its backward written out (``kernels.RNNRollout``). With ``--compile``
+(cpu_now): 16.7 s of compiling, then 0.97x the eager rate: it does not pay.
+
 Commands:
   git archive <old-commit> | tar -x -C /tmp/old       # the old checkout (any path)
   python benchmarks/old_new.py /tmp/old --configs small,small64 --variants rnn,transformer
   python benchmarks/old_new.py /tmp/old --configs small64 --variants rnn --compile --json
-  python benchmarks/old_new.py /tmp/old --configs cpu,cpu_dsem --variants rnn --threads 1 --rounds 16 --iters 2
+  python benchmarks/old_new.py /tmp/old --configs cpu,cpu_dsem,cpu_now --variants rnn --threads 1 --rounds 16 --iters 2
 """
 
 from __future__ import annotations
