@@ -175,6 +175,7 @@ class LossConfig:
     r1_frame: Annotated[float, _at_least(ge=0)] = 0.0  # gamma of a zero-centred gradient penalty on D_F at real frames; 0 = off
     w_motion: Annotated[float, _at_least(ge=0)] = 0.0  # motion-statistics matching (losses.motion_stats_loss): the batch's mean squared displacement per state dimension over 1 and motion_lag frames, generated vs real, in log ratio; 0 = off (paper)
     motion_lag: Annotated[int, _at_least(ge=2, note="(frames)")] = 5  # the slower of the two lags of loss.w_motion
+    motion_lag_long: Annotated[int, _at_least(ge=0, note="(frames; 0 = off)")] = 0  # a third, long lag of loss.w_motion: matches how far the state wanders, not only how fast it moves
     motion_dims: Annotated[str, OneOf("all", "pose")] = "all"  # loss.w_motion matches every state dimension, or only the head pose (x, y, log scale, roll; needs model.space=semantic)
 
 
@@ -307,6 +308,9 @@ class Config:
             raise ConfigError(f"model.noise_rho={c.model.noise_rho}: correlated noise inputs are an option of the "
                               f"RNN generator's noise (model.variant=rnn, model.noise_g > 0); here variant="
                               f"{c.model.variant!r}, noise_g={c.model.noise_g}")
+        if c.loss.motion_lag_long and c.loss.motion_lag_long <= c.loss.motion_lag:
+            raise ConfigError(f"loss.motion_lag_long={c.loss.motion_lag_long}: must be 0 (off) or longer than "
+                              f"loss.motion_lag={c.loss.motion_lag}")
         if c.loss.w_motion > 0 and c.loss.motion_dims == "pose" and c.model.space != "semantic":
             raise ConfigError(f"loss.motion_dims=pose with model.space={c.model.space!r}: only a semantic state has "
                               "head-pose dimensions; set model.space=semantic or loss.motion_dims=all")
