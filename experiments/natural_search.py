@@ -8,6 +8,7 @@ held-out persons play no part in the choice; ``experiments/targets.py`` scores t
 
 Commands:
   python experiments/natural_search.py [--name natural] [--num-samples 24] [--time-budget 3h]
+  python experiments/natural_search.py --space natural3 --name natural3   # around the cpu preset
   suhmo-search resume natural          # after an interruption
   suhmo-search status natural
 """
@@ -35,6 +36,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=str(dev_data().with_name("real_dev_landmarks_large.npz")))
     p.add_argument("--name", default="natural")
+    p.add_argument("--space", default="natural", help="a space under search_spaces/ (its data.path is replaced)")
     p.add_argument("--num-samples", type=int, default=None)
     p.add_argument("--time-budget", default=None)
     a = p.parse_args(argv)
@@ -44,9 +46,9 @@ def main(argv=None) -> int:
     work = suhmo_home() / "natural"
     work.mkdir(parents=True, exist_ok=True)
     train_file = train_only_file(make_config("small", overrides={"data.path": a.data}), work)
-    space = yaml.safe_load((REPO / "search_spaces" / "natural.yaml").read_text())
+    space = yaml.safe_load((REPO / "search_spaces" / f"{a.space}.yaml").read_text())
     space["base"]["data.path"] = str(train_file)
-    resolved = work / "natural.yaml"
+    resolved = work / f"{a.space}.yaml"
     resolved.write_text(yaml.safe_dump(space, sort_keys=False))
     cmd = [str(Path(sys.executable).with_name("suhmo-search")), "run", "--space", str(resolved),
            "--experiment", a.name]

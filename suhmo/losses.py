@@ -229,7 +229,8 @@ def _point_sq(a: Tensor, b: Tensor | None) -> Tensor:
 
 
 def motion_stats_loss(fake_seq: Tensor, real_seq: Tensor, n_future: int, lag: int, space=None,
-                      pose_only: bool = False, fake_z: Tensor | None = None, real_z: Tensor | None = None) -> Tensor:
+                      pose_only: bool = False, fake_z: Tensor | None = None, real_z: Tensor | None = None,
+                      lag_long: int = 0) -> Tensor:
     """Motion-statistics matching (``loss.w_motion``): for lags 1 and ``lag``, the batch's mean
     squared displacement ``m_d = E[(z_{t+L} - z_t)^2]`` of every state dimension ``d`` over the
     generated frames, matched to the real windows' in log ratio, ``mean_d (log m_fake - log
@@ -245,7 +246,10 @@ def motion_stats_loss(fake_seq: Tensor, real_seq: Tensor, n_future: int, lag: in
     ``pose_only`` (``loss.motion_dims=pose``): only the semantic state's 4 pose dimensions, where
     the deficit is (the shape coefficients move nearly as fast as real ones without it).
     ``fake_z``, ``real_z``: ``space.encode`` of the whole sequences when the caller has them (the
-    state is per frame: their last frames are the encodings of the last frames)."""
+    state is per frame: their last frames are the encodings of the last frames).
+    ``lag_long`` (``loss.motion_lag_long``, 0 = off): a third lag, long (tens of frames): the
+    batch's spread over it, i.e. how far the state wanders, is matched too, so that speed at
+    short lags is not bought with a state that walks off (the drift metric)."""
     n = min(int(n_future), fake_seq.shape[1] - 1)
 
     def state(x: Tensor, z: Tensor | None) -> Tensor:
@@ -257,7 +261,7 @@ def motion_stats_loss(fake_seq: Tensor, real_seq: Tensor, n_future: int, lag: in
         return z[..., :POSE_DIM] if pose_only else z
     zf, zr = state(fake_seq, fake_z), state(real_seq.detach(), real_z).detach()
     terms = []
-    for L in sorted({1, min(int(lag), n)}):
+    for L in sorted({1, min(int(lag), n)} | ({min(int(lag_long), n)} if lag_long else set())):
         mf = (zf[:, L:] - zf[:, :-L]).pow(2).mean((0, 1))
         mr = (zr[:, L:] - zr[:, :-L]).pow(2).mean((0, 1))
         terms.append((torch.log(mf + 1e-12) - torch.log(mr + 1e-12)).pow(2).mean())
@@ -292,7 +296,8 @@ def generator_loss(D, fake_seq: Tensor, real_seq: Tensor, out, plan, cfg, lam: f
     logs["lam"] = float(lam)
     if cfg.loss.w_motion > 0:
         ms = motion_stats_loss(fake_seq, real_seq, n_future, cfg.loss.motion_lag, space,
-                               pose_only=cfg.loss.motion_dims == "pose", fake_z=fake_z, real_z=real_z)
+                               pose_only=cfg.loss.motion_dims == "pose", fake_z=fake_z, real_z=real_z,
+                               lag_long=cfg.loss.motion_lag_long)
         loss = loss + float(cfg.loss.w_motion) * ms
         logs["g_motion"] = float(ms.detach())
     if cfg.loss.reco > 0 and out.recon.shape[1] > 0:

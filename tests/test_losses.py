@@ -135,6 +135,24 @@ def test_motion_statistics_match_the_batch_not_the_sample():
                         float(losses.motion_stats_loss(slow, real, T - 6, 5)), rel_tol=1e-6)
 
 
+def test_motion_statistics_long_lag_sees_a_state_that_walks_off():
+    """loss.motion_lag_long: a batch with the real speed over 1 and 5 frames but twice the
+    spread over 20 frames (slow wandering added) passes the two short lags almost unseen;
+    the long lag sees it."""
+    torch.manual_seed(1)
+    B, T = 64, 41
+    jitter = 0.01 * torch.randn(B, T, 68, 2)
+    real = 0.5 + jitter
+    walk = torch.linspace(0, 1, T).view(1, T, 1, 1) * 0.1 * torch.randn(B, 1, 68, 2)  # slow, far
+    wander = real[torch.randperm(B)] + walk
+    short = float(losses.motion_stats_loss(wander, real, T - 1, 5))
+    long = float(losses.motion_stats_loss(wander, real, T - 1, 5, lag_long=20))
+    assert short < 0.2 * long  # mean over 2 and over 3 lags: the long one dominates
+    assert float(losses.motion_stats_loss(real[torch.randperm(B)], real, T - 1, 5, lag_long=20)) < 0.05
+    with pytest.raises(ConfigError, match="loss.motion_lag_long=5"):
+        make_config("tiny", overrides={"loss.motion_lag_long": 5})
+
+
 def test_motion_statistics_term_is_weighted_into_the_generator_loss():
     cfg, G, D, real, out, fake, plan = setup(**{"loss.w_motion": 0.25})
     loss, logs = losses.generator_loss(D, fake, real, out, plan, cfg, lam=0.5)

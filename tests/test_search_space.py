@@ -6,6 +6,7 @@ No Ray here; Optuna only through the define-by-run space (an in-memory study).
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import optuna
 import pytest
@@ -232,3 +233,24 @@ def test_samplers_are_chosen_from_the_registry():
     assert parse_space(GOOD, name="t").sampler["type"] == "tpe"  # the default stays
     msg = error_of(with_change("sampler", {"type": "gpp"}))
     assert "unknown sampler 'gpp'" in msg and "did you mean 'gp'" in msg and ", ".join(SAMPLERS) in msg
+
+
+def test_every_committed_space_file_is_valid(tmp_path):
+    """search_spaces/*.yaml parse and sample; the spaces on real data (which say that data.path
+    must be set) do with data.path pointing at a landmark file."""
+    import yaml
+
+    from suhmo.data import save_landmarks, synthesize
+
+    data = tmp_path / "clips.npz"
+    save_landmarks(data, synthesize(4, 4.0, 0))
+    files = sorted((Path(__file__).resolve().parents[1] / "search_spaces").glob("*.yaml"))
+    assert {"demo.yaml", "natural.yaml", "natural3.yaml"} <= {f.name for f in files}
+    for f in files:
+        raw = yaml.safe_load(f.read_text())
+        if "data.path" not in raw.get("base", {}) and "must be set" in f.read_text():
+            raw["base"]["data.path"] = str(data)
+        space = parse_space(raw, name=f.stem, path=str(f))
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+        for _ in range(3):  # sampled values make valid trial configurations
+            assert space.trial_config(space.define_by_run()(study.ask())) is not None
