@@ -9,9 +9,14 @@ swings with the load, the CPU time much less. Ratios are old / new (> 1: this ch
 
 Configurations (``--configs``): ``small`` (the preset: hidden 128, batch 32), ``small64``
 (the 64-wide RNN CPU users run: ``--preset small --set model.hidden_g=64 --set model.mlp_g=64
---set model.hidden_d=64 --set model.frame_d_hidden=64``), ``cpu`` (the ``cpu`` preset: 64-wide,
-semantic space K=24, reverting integrator, 16 noise inputs, texp windows, seq_len 64) and
-``cpu_dsem`` (the same with ``model.d_semantic=true``). An old checkout must know the preset:
+--set model.hidden_d=64 --set model.frame_d_hidden=64``), ``cpu`` (the ``cpu`` preset as it was at
+a858017: 64-wide, semantic space K=24, reverting integrator, 16 noise inputs, texp windows,
+seq_len 64, without ``model.d_semantic`` and ``loss.w_motion``), ``cpu_dsem`` (the same with
+``model.d_semantic=true``), ``cpu_now`` (the preset as committed: d_semantic and
+``loss.w_motion=0.5``) and ``grid_small`` (``benchmarks/vs_reference.py``'s small size with the
+authors' full window grid). Both sides run the same overrides; a field the old checkout does not
+have is dropped there and the table says so (a858017 has no ``loss.w_motion``: against it
+``cpu_now`` times more work on the new side). An old checkout must know the preset:
 bf940f3 (issue 17's start) predates ``cpu``, so against it ``small64`` is the nearest config. With ``--compile`` a third worker runs
 this checkout with ``train.compile=true`` and reports its compile seconds: the break-even
 against the per-iteration saving is ``compile_s / (eager_s - compiled_s)`` iterations.
@@ -51,11 +56,20 @@ difference; G's training pass joins the cell's products. What is left is the ste
 work of small products (G's 68-step rollout and its backward, the window LSTMs), see
 ``benchmarks/train_step.py --phases``.
 
+Measured later the same day, branch perf18 (benchmarks/results/cpu_preset_speed_2026-12-02b.txt,
+two runs, 1 thread, 16 rounds x 2 iterations, load 3.4-7.2), CPU time old/new: small64 against
+bf940f3 1.35 / 1.37x; against a858017 cpu 1.37 / 1.36x, cpu_dsem 1.42 / 1.41x, cpu_now 1.40 /
+1.41x (a third run 1.48x). Still short of the issue's 1.5x. What it took beyond perf17b: the
+semantic states encoded once per iteration, fused Adam, D_s and D_s^j as two streams of one window
+recurrence, D_F's scores sliced instead of its features, and the RNN generator's training pass
+as one autograd node with its backward written out (``kernels.RNNRollout``). With ``--compile``
+(cpu_now): 16.7 s of compiling, then 0.97x the eager rate: it does not pay.
+
 Commands:
   git archive <old-commit> | tar -x -C /tmp/old       # the old checkout (any path)
   python benchmarks/old_new.py /tmp/old --configs small,small64 --variants rnn,transformer
   python benchmarks/old_new.py /tmp/old --configs small64 --variants rnn --compile --json
-  python benchmarks/old_new.py /tmp/old --configs cpu,cpu_dsem --variants rnn --threads 1 --rounds 16 --iters 2
+  python benchmarks/old_new.py /tmp/old --configs cpu,cpu_dsem,cpu_now --variants rnn --threads 1 --rounds 16 --iters 2
 """
 
 from __future__ import annotations
@@ -77,8 +91,17 @@ HERE = Path(__file__).resolve().parents[1]
 CONFIGS = {  # name: (preset, overrides)
     "small": ("small", {}),
     "small64": ("small", {"model.hidden_g": 64, "model.mlp_g": 64, "model.hidden_d": 64, "model.frame_d_hidden": 64}),
-    "cpu": ("cpu", {}),  # the cpu preset (64-wide, semantic space K=24, revert, 16 noise inputs, texp windows)
-    "cpu_dsem": ("cpu", {"model.d_semantic": True}),  # ... with D on the semantic state, as the lead's runs
+    # the cpu preset (64-wide, semantic space K=24, revert, 16 noise inputs, texp windows) as it was at
+    # a858017: D on the landmark features only, no motion-statistics term (the preset has both since 92b50d2)
+    "cpu": ("cpu", {"model.d_semantic": False, "loss.w_motion": 0.0}),
+    "cpu_dsem": ("cpu", {"model.d_semantic": True, "loss.w_motion": 0.0}),  # ... with D on the semantic state
+    # the preset as committed (d_semantic, w_motion 0.5); a checkout without loss.w_motion runs cpu_dsem
+    "cpu_now": ("cpu", {"model.d_semantic": True, "loss.w_motion": 0.5}),
+    # benchmarks/vs_reference.py's small size with the authors' full window grid (31 windows per stream)
+    "grid_small": ("paper", {"train.batch_size": 32, "data.obs_len": 5, "data.seq_len": 40, "model.hidden_g": 256,
+                             "model.mlp_g": 256, "model.emb_g": 256, "model.hidden_d": 256, "model.emb_d": 64,
+                             "model.frame_d_hidden": 256, "windows.family": "fixed", "windows.scales": [5, 10, 20, 40],
+                             "windows.starts": "grid"}),
 }
 
 
@@ -96,6 +119,14 @@ def worker(checkout: str, config: str, variant: str, threads: int, compile_: boo
     assert Path(suhmo.__file__).resolve().is_relative_to(Path(checkout).resolve()), suhmo.__file__
     torch.set_num_threads(threads)
     preset, extra = CONFIGS[config]
+    base = make_config(preset)
+    dropped = []
+    for k in list(extra):  # a field this checkout does not have yet: it runs without (reported)
+        try:
+            base.get(k)
+        except Exception:  # noqa: BLE001 - ConfigError or KeyError, by checkout
+            dropped.append(k)
+    extra = {k: v for k, v in extra.items() if k not in dropped}
     over = {"model.variant": variant, "train.iterations": 10**9, "train.eval_every": 10**9,
             "train.progress": False, **extra}
     if compile_:
@@ -114,7 +145,7 @@ def worker(checkout: str, config: str, variant: str, threads: int, compile_: boo
         t0 = time.perf_counter()
         tr = Trainer(cfg, d, metrics_fn=lambda sample_fn, step: {}, should_stop=should_stop, resume=False)
         ready = {"ready": True, "setup_s": round(time.perf_counter() - t0, 2),
-                 "compile_s": getattr(tr, "compile_seconds", None)}
+                 "compile_s": getattr(tr, "compile_seconds", None), "dropped": dropped}
         print(json.dumps(ready), flush=True)
         for line in sys.stdin:
             n = int(line)
@@ -170,7 +201,8 @@ def compare(old: Path, config: str, variant: str, rounds: int, iters: int, threa
                     got[name][key] += r[key]
                 peak[name] = r["peak_rss_mib"]
         row = {"config": config, "variant": variant, "threads": threads, "rounds": rounds, "iters_per_round": iters,
-               "load_avg_1min": [round(load0, 2), round(os.getloadavg()[0], 2)]}
+               "load_avg_1min": [round(load0, 2), round(os.getloadavg()[0], 2)],
+               "old_dropped": sides["old"].ready.get("dropped", [])}
         for name in sides:
             row[f"{name}_wall_s"] = round(statistics.median(got[name]["wall"]), 4)
             row[f"{name}_cpu_s"] = round(statistics.median(got[name]["cpu"]), 4)
@@ -212,19 +244,21 @@ def main(argv=None) -> int:
         p.error(f"old checkout {a.old!r}: no suhmo/train.py there")
     rows = []
     print(f"old {a.old} vs new {HERE}; {a.threads} threads; {a.rounds} rounds x {a.iters} iterations, alternating")
-    print(f"{'config':<9}{'variant':<12}{'old s/it':>9}{'new s/it':>9}{'x wall':>7}{'old cpu':>8}{'new cpu':>8}"
+    print(f"{'config':<11}{'variant':<12}{'old s/it':>9}{'new s/it':>9}{'x wall':>7}{'old cpu':>8}{'new cpu':>8}"
           f"{'x cpu':>6}{'faults old/new':>16}{'peak MiB o/n':>14}{'load':>10}"
           + (f"{'compiled cpu':>13}{'compile s':>10}" if a.compile else ""))
     for config in a.configs.split(","):
         for variant in a.variants.split(","):
             r = compare(Path(a.old).resolve(), config, variant, a.rounds, a.iters, a.threads, a.compile)
             rows.append(r)
-            print(f"{config:<9}{variant:<12}{r['old_wall_s']:>9.3f}{r['new_wall_s']:>9.3f}{r['speedup_wall']:>7.2f}"
+            print(f"{config:<11}{variant:<12}{r['old_wall_s']:>9.3f}{r['new_wall_s']:>9.3f}{r['speedup_wall']:>7.2f}"
                   f"{r['old_cpu_s']:>8.3f}{r['new_cpu_s']:>8.3f}{r['speedup_cpu']:>6.2f}"
                   f"{r['old_faults']:>8}/{r['new_faults']:<7}{r['old_peak_rss_mib']:>7}/{r['new_peak_rss_mib']:<6}"
                   f"{r['load_avg_1min'][0]:>5.1f}-{r['load_avg_1min'][1]:<4.1f}"
                   + (f"{r['new_compiled_cpu_s']:>13.3f}{r['compile_s'] or float('nan'):>10.1f}" if a.compile else ""),
                   flush=True)
+            if r["old_dropped"]:
+                print(f"  (the old checkout has no {', '.join(r['old_dropped'])}: it ran without)", flush=True)
     if a.json:
         print(json.dumps({"rows": rows}))
     return 0

@@ -71,7 +71,12 @@ backward+Adam 127 -> 101, D backward+Adam 67 -> 50, D loss 58 -> 44, G rollout 4
 39 -> 30, D features 19 -> 11, motion features 15 -> 3; with d_semantic space encode 30 -> 12.
 (Alternated, ``old_new.py`` measures 1.18-1.25x for the same change.) The backward passes, half
 the iteration, are step-by-step recurrences of small products: G's 68-step rollout and the
-window LSTMs.
+window LSTMs. Later, branch perf18 (benchmarks/results/cpu_preset_speed_2026-12-02b.txt, load
+3.4; the preset now has d_semantic and w_motion): total 130 ms (a858017 with d_semantic and
+without the motion term: 185); G backward+Adam 40, D backward+Adam 22, D loss 21, G loss 12, G
+rollout 11, D features 6, space encode 5.
+``build_iteration`` (the rows, and ``vs_reference.py``'s "ours") builds the optimisers and the
+process as the Trainer does where the checkout has them (fused Adam, ``speed.prepare_device``).
 
 Commands:
   python benchmarks/train_step.py --phases cpu --threads 1 --iters 8
@@ -231,8 +236,17 @@ def build_iteration(cfg, seed: int = 0):
     G step) seconds, plan)`` runs one training iteration (a fresh window plan unless given)."""
     torch.manual_seed(seed)
     G, D = build_generator(cfg), build_discriminator(cfg)
-    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.optim.lr_g, betas=(cfg.optim.beta1, cfg.optim.beta2))
-    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.optim.lr_d, betas=(cfg.optim.beta1, cfg.optim.beta2))
+    cpu = torch.device("cpu")
+    try:  # the Trainer's optimiser (fused Adam) and process set-up (freed memory kept for reuse)
+        from suhmo.train import _adam
+        from suhmo.speed import prepare_device
+
+        prepare_device(cpu)
+        opt_g, opt_d = _adam(G.parameters(), cfg.optim.lr_g, cfg.optim, cpu), _adam(D.parameters(), cfg.optim.lr_d,
+                                                                                        cfg.optim, cpu)
+    except ImportError:  # an older checkout (benchmarks/old_new.py, --phases): what its Trainer had
+        opt_g = torch.optim.Adam(G.parameters(), lr=cfg.optim.lr_g, betas=(cfg.optim.beta1, cfg.optim.beta2))
+        opt_d = torch.optim.Adam(D.parameters(), lr=cfg.optim.lr_d, betas=(cfg.optim.beta1, cfg.optim.beta2))
     B, O, S = cfg.train.batch_size, cfg.data.obs_len, cfg.data.seq_len
     gen = torch.Generator().manual_seed(seed)
     real = fake_batch(B, O + S, gen)

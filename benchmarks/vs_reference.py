@@ -46,6 +46,13 @@ issue's quieter measurement at its start was 3.8, 2.1, 8.0, 6.7. The CPU ratio i
 the wall ratio because their larger operations keep both threads busy while ours, smaller,
 leave the second thread idle more often.
 
+Measured 2026-12-02, branch perf18, 1 thread (``--variants rnn --modes grid --rounds 5 --threads 1``,
+benchmarks/results/cpu_preset_speed_2026-12-02b.txt), RNN grid, small size: authors 3.71 / 2.19 s,
+ours 1.28 / 0.75 s, 2.90x / 2.92x (CPU 2.91x / 2.86x; loads 7.2 and 3.3): short of the issue's 3x.
+Ours is ``train_step.build_iteration``, which since then builds its optimisers and process as the
+Trainer does (fused Adam, freed memory kept for reuse: a process-wide glibc setting, so the
+authors' side in the same process has it too; their times did not move with it).
+
 Commands:
   python benchmarks/vs_reference.py                                   # small size, both variants, both window modes
   python benchmarks/vs_reference.py /path/to/UnconditionalHeadMotion --rounds 5 --json

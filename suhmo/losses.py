@@ -33,7 +33,8 @@ from torch.nn.utils import parametrize
 from suhmo.config import ConfigError, LossConfig
 from suhmo.data import motion_features
 from suhmo.models.layers import POSE_DIM
-from suhmo.models.windows import multiscale_score
+from suhmo.models.discriminators import rnn_window_scores_together
+from suhmo.models.windows import multiscale_score, plan_mean
 
 
 def hinge_d(real_scores: Tensor, fake_scores: Tensor) -> Tensor:
@@ -86,7 +87,7 @@ def scale_features(f: Tensor, vel_scale: float, acc_scale: float) -> Tensor:
     return f * scale
 
 
-def sequence_features(seq: Tensor, cfg, motion: Tensor | None = None, space=None) -> Tensor:
+def sequence_features(seq: Tensor, cfg, motion: Tensor | None = None, space=None, z: Tensor | None = None) -> Tensor:
     """``[B, T, 68, 2]`` positions -> ``[B, T-2, F]`` discriminator features (F = ``feature_dim(cfg)``).
 
     With ``model.d_centred`` (default), per frame ``[pos - centroid | vel_scale * vel |
@@ -103,7 +104,9 @@ def sequence_features(seq: Tensor, cfg, motion: Tensor | None = None, space=None
     (``space.encode``: pose and K shape coefficients, in the space's units) and ``vel_scale *
     (z_t - z_{t-1})`` (of order one, like the scaled landmark velocities): the head's pose and
     its expression, which the landmarks mix (an expression moves a few landmarks by a few
-    percent of the face radius, a head turn all of them), as separate inputs.
+    percent of the face radius, a head turn all of them), as separate inputs. ``z``:
+    ``space.encode(seq)`` when the caller has it (the training step encodes each sequence once
+    for these features and the motion statistics).
     """
     if cfg.model.d_centred:
         # one [68, 6] concatenation of [pos - centroid | vel_scale * vel | acc_scale * acc]
@@ -115,22 +118,24 @@ def sequence_features(seq: Tensor, cfg, motion: Tensor | None = None, space=None
             pos, vel, acc = motion[..., :2], motion[..., 2:4], motion[..., 4:]
         centroid = pos.mean(-2)  # [B, T-2, 2]
         f = torch.cat([pos - centroid.unsqueeze(-2), vel * cfg.model.vel_scale, acc * cfg.model.acc_scale], -1)
-        f = torch.cat([f.reshape(f.shape[0], f.shape[1], -1), centroid - 0.5], -1)
+        parts = [f.reshape(f.shape[0], f.shape[1], -1), centroid - 0.5]
     else:
         motion = motion_features(seq) if motion is None else motion
         f = scale_features(motion, cfg.model.vel_scale, cfg.model.acc_scale)  # [B, T-2, 68, 6]
-        f = f.reshape(f.shape[0], f.shape[1], -1)
-    return _with_semantic(f, seq, cfg, space)
+        parts = [f.reshape(f.shape[0], f.shape[1], -1)]
+    parts += _semantic_parts(seq, cfg, space, z)
+    return torch.cat(parts, -1) if len(parts) > 1 else parts[0]  # the frame's features in one concatenation
 
 
-def _with_semantic(f: Tensor, seq: Tensor, cfg, space) -> Tensor:
-    """``f [B, T-2, F0]`` followed, with ``model.d_semantic``, by ``z_t`` and ``vel_scale * (z_t - z_{t-1})``."""
+def _semantic_parts(seq: Tensor, cfg, space, z: Tensor | None = None) -> list:
+    """With ``model.d_semantic``, ``[z_t, vel_scale * (z_t - z_{t-1})]`` (each ``[B, T-2, 4 + K]``), else ``[]``."""
     if not cfg.model.d_semantic:
-        return f
-    if space is None:
-        raise ValueError("model.d_semantic: sequence_features needs G's semantic space (space=G.space)")
-    z = space.encode(seq)  # [B, T, 4 + K]
-    return torch.cat([f, z[:, 2:], cfg.model.vel_scale * (z[:, 2:] - z[:, 1:-1])], -1)
+        return []
+    if z is None:
+        if space is None:
+            raise ValueError("model.d_semantic: sequence_features needs G's semantic space (space=G.space)")
+        z = space.encode(seq)  # [B, T, 4 + K]
+    return [z[:, 2:], cfg.model.vel_scale * (z[:, 2:] - z[:, 1:-1])]
 
 
 def _frame_count(cfg, n_positions: int) -> int:
@@ -142,12 +147,16 @@ def _scores(D, feats: Tensor, plan, n_frame: int, cfg) -> dict[str, tuple[Tensor
     """Raw scores per stream: seq [B], joint [B/2], frame [B, n_frame], with their weights."""
     w = cfg.loss
     out: dict[str, tuple[Tensor, float]] = {}
-    if w.w_seq > 0:
-        out["seq"] = (multiscale_score(D.seq, feats, plan), float(w.w_seq))
-    if D.joint is not None and w.w_joint > 0:
-        out["joint"] = (multiscale_score(D.joint, feats, plan), float(w.w_joint))
+    seqs = {name: (net, float(wt)) for name, net, wt in (("seq", D.seq, w.w_seq), ("joint", D.joint, w.w_joint))
+            if net is not None and wt > 0}
+    # the RNN D_s and D_s^j read the same windows of the same features: one recurrence for both
+    together = rnn_window_scores_together([net for net, _ in seqs.values()], feats, plan)
+    for j, (name, (net, wt)) in enumerate(seqs.items()):
+        out[name] = (plan_mean(together[j], plan) if together is not None else multiscale_score(net, feats, plan), wt)
     if w.w_frame > 0 and n_frame > 0:
-        out["frame"] = (D.frame(feats[:, -n_frame:]), float(w.w_frame))
+        # D_F scores every frame, the last n_frame kept: a slice of the scores, not of the features
+        # (which would be copied, and in the G step zero-filled and copied back by its backward)
+        out["frame"] = (D.frame(feats)[:, -n_frame:], float(w.w_frame))
     return out
 
 
@@ -165,20 +174,21 @@ def _frozen(module):
 
 
 def discriminator_loss(D, real_seq: Tensor, fake_seq: Tensor, plan, cfg, space=None,
-                       fake_feats: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
+                       fake_feats: Tensor | None = None, real_z: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
     """Weighted sum over D_s, D_s^j and D_F of the hinge losses (eq. 12).
 
     ``fake_seq`` is detached here. Real and fake go through D in one batched call ([2B, ...]):
     D has no batch statistics, so this equals two calls, at lower cost. ``space``: G's space,
     read only with ``model.d_semantic`` (sequence_features). ``fake_feats``:
     ``sequence_features(fake_seq)`` when the caller has them (the training step computes them
-    once for the D and the G step); detached here.
+    once for the D and the G step); detached here. ``real_z``: ``space.encode(real_seq)`` when
+    the caller has it.
     """
     B = real_seq.shape[0]
     if fake_feats is None:
         feats = sequence_features(torch.cat([real_seq, fake_seq.detach()], 0), cfg, space=space)
     else:
-        feats = torch.cat([sequence_features(real_seq, cfg, space=space), fake_feats.detach()], 0)
+        feats = torch.cat([sequence_features(real_seq, cfg, space=space, z=real_z), fake_feats.detach()], 0)
     n_frame = _frame_count(cfg, real_seq.shape[1])
     with parametrize.cached():  # one spectral-norm power iteration per D step, R1 included
         scores = _scores(D, feats, plan, n_frame, cfg)
@@ -214,12 +224,13 @@ def frame_gradient_penalty(D, real_feats: Tensor) -> Tensor:
 def _point_sq(a: Tensor, b: Tensor | None) -> Tensor:
     """Mean over points of the squared 2-D distance; ``[..., 68, 2k]`` inputs (k quantities per
     point); ``b`` None: ``a`` is the difference already."""
-    d = (a if b is None else a - b).reshape(*a.shape[:-1], -1, 2)
-    return (d * d).sum(-1).mean()  # d * d: the same values as d.pow(2), a cheaper backward
+    d = (a if b is None else a - b).reshape(-1)
+    return torch.dot(d, d) / (d.numel() // 2)  # the sum of squares over the 2-D points' count, one operation
 
 
 def motion_stats_loss(fake_seq: Tensor, real_seq: Tensor, n_future: int, lag: int, space=None,
-                      pose_only: bool = False, lag_long: int = 0) -> Tensor:
+                      pose_only: bool = False, fake_z: Tensor | None = None, real_z: Tensor | None = None,
+                      lag_long: int = 0) -> Tensor:
     """Motion-statistics matching (``loss.w_motion``): for lags 1 and ``lag``, the batch's mean
     squared displacement ``m_d = E[(z_{t+L} - z_t)^2]`` of every state dimension ``d`` over the
     generated frames, matched to the real windows' in log ratio, ``mean_d (log m_fake - log
@@ -234,15 +245,21 @@ def motion_stats_loss(fake_seq: Tensor, real_seq: Tensor, n_future: int, lag: in
     the GAN's measured tendency to drop the fast half of real motion (experiments/README.md).
     ``pose_only`` (``loss.motion_dims=pose``): only the semantic state's 4 pose dimensions, where
     the deficit is (the shape coefficients move nearly as fast as real ones without it).
+    ``fake_z``, ``real_z``: ``space.encode`` of the whole sequences when the caller has them (the
+    state is per frame: their last frames are the encodings of the last frames).
     ``lag_long`` (``loss.motion_lag_long``, 0 = off): a third lag, long (tens of frames): the
     batch's spread over it, i.e. how far the state wanders, is matched too, so that speed at
     short lags is not bought with a state that walks off (the drift metric)."""
     n = min(int(n_future), fake_seq.shape[1] - 1)
 
-    def state(x: Tensor) -> Tensor:
-        z = space.encode(x) if space is not None else x.flatten(-2)
+    def state(x: Tensor, z: Tensor | None) -> Tensor:
+        if z is not None:
+            z = z[:, -(n + 1):]
+        else:
+            x = x[:, -(n + 1):]
+            z = space.encode(x) if space is not None else x.flatten(-2)
         return z[..., :POSE_DIM] if pose_only else z
-    zf, zr = state(fake_seq[:, -(n + 1):]), state(real_seq[:, -(n + 1):].detach())
+    zf, zr = state(fake_seq, fake_z), state(real_seq.detach(), real_z).detach()
     terms = []
     for L in sorted({1, min(int(lag), n)} | ({min(int(lag_long), n)} if lag_long else set())):
         mf = (zf[:, L:] - zf[:, :-L]).pow(2).mean((0, 1))
@@ -252,10 +269,12 @@ def motion_stats_loss(fake_seq: Tensor, real_seq: Tensor, n_future: int, lag: in
 
 
 def generator_loss(D, fake_seq: Tensor, real_seq: Tensor, out, plan, cfg, lam: float,
-                   space=None, fake_feats: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
+                   space=None, fake_feats: Tensor | None = None, fake_z: Tensor | None = None,
+                   real_z: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
     """G loss, eq. 11: adversarial terms (eq. 8-10, weights w_seq, w_joint, w_frame) + lam * L2
     (+ ``loss.reco`` * reconstruction). D's weights get no gradient from this loss.
-    ``fake_feats``: ``sequence_features(fake_seq)`` (with its graph) when the caller has them."""
+    ``fake_feats``: ``sequence_features(fake_seq)`` (with its graph) when the caller has them;
+    ``fake_z``, ``real_z``: ``space.encode`` of the two sequences (the motion statistics')."""
     n_future = out.future.shape[1]
     loss = fake_seq.new_zeros(())
     logs: dict[str, float] = {}
@@ -277,7 +296,8 @@ def generator_loss(D, fake_seq: Tensor, real_seq: Tensor, out, plan, cfg, lam: f
     logs["lam"] = float(lam)
     if cfg.loss.w_motion > 0:
         ms = motion_stats_loss(fake_seq, real_seq, n_future, cfg.loss.motion_lag, space,
-                               pose_only=cfg.loss.motion_dims == "pose", lag_long=cfg.loss.motion_lag_long)
+                               pose_only=cfg.loss.motion_dims == "pose", fake_z=fake_z, real_z=real_z,
+                               lag_long=cfg.loss.motion_lag_long)
         loss = loss + float(cfg.loss.w_motion) * ms
         logs["g_motion"] = float(ms.detach())
     if cfg.loss.reco > 0 and out.recon.shape[1] > 0:

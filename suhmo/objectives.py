@@ -67,16 +67,22 @@ class AdversarialObjective:
             out = G(obs, obs_len + seq_len - k)  # future [B, O+S-k, 68, 2], recon [B, k-1, 68, 2]
         fake = torch.cat([obs, out.future], dim=1)  # same layout as batch
         plan = trainer.windows.sample(num_feature_frames(fake.shape[1]), trainer.window_rng) if use_d else None
+        # the semantic states of the real and the fake windows, encoded once: D's features read them
+        # (model.d_semantic) and so does the motion-statistics term (loss.w_motion)
+        fake_z = real_z = None
+        if space is not None and ((use_d and cfg.model.d_semantic) or cfg.loss.w_motion > 0):
+            with speed.autocast(trainer.device, trainer.amp):
+                fake_z, real_z = space.encode(fake), space.encode(batch)
         fake_feats = None  # D's features of the fakes, once: the D step reads them detached, the G step with the graph
         if use_d:
             with speed.autocast(trainer.device, trainer.amp):
-                fake_feats = sequence_features(fake, cfg, space=space)
+                fake_feats = sequence_features(fake, cfg, space=space, z=fake_z)
 
         # --- D step (fakes detached)
         logs: dict[str, float] = {}
         if use_d:
             with speed.autocast(trainer.device, trainer.amp):
-                loss_d, logs_d = discriminator_loss(D, batch, fake.detach(), plan, cfg, space, fake_feats)
+                loss_d, logs_d = discriminator_loss(D, batch, fake.detach(), plan, cfg, space, fake_feats, real_z)
             trainer._update(D, trainer.opt_d, loss_d)
             logs.update(_metric_names(logs_d))
             logs["loss_d"] = float(loss_d.detach())
@@ -84,7 +90,7 @@ class AdversarialObjective:
         # --- G step (same fakes; D's weights get no gradient from this loss)
         with speed.autocast(trainer.device, trainer.amp):
             loss_g, logs_g = generator_loss(D, fake, batch, out, plan, cfg, lambda_at(cfg.loss, it), space,
-                                          fake_feats)
+                                          fake_feats, fake_z, real_z)
         trainer._update(G, trainer.opt_g, loss_g)
         trainer._update_ema()
         logs.update(_metric_names(logs_g))

@@ -2,8 +2,11 @@
 
 - :func:`compile_for_training` (``train.compile``): ``torch.compile`` of the modules that every
   autoregressive step calls (the RNN generator's velocity head, the Transformer generator's
-  feed-forward layers and head) and of D_F. (The RNN generator's training pass calls its LSTM
-  cell's weights directly, ``RNNCore._rollout_autograd``, not the cell module.) Compiled in place
+  feed-forward layers and head) and of D_F. (The RNN generator's training pass reads its LSTM
+  cell's and head's weights directly, ``RNNCore._rollout_fused``, not the modules: for the RNN
+  only D_F's compilation acts in training. Measured 2026-12-02 at the cpu preset, 1 thread:
+  16.7 s of compiling, then 0.97x the eager iteration rate: it does not pay, see
+  benchmarks/results/cpu_preset_speed_2026-12-02b.txt.) Compiled in place
   (``nn.Module.compile``), so state dicts, checkpoints and the moving average of G are
   unchanged. Compilation is lazy in torch; here it is forced at once by a *probe*, one
   forward and backward of the real losses at the real shapes, after which every weight,

@@ -204,7 +204,8 @@ def test_feature_scale_is_applied_to_real_and_fake_alike_and_not_to_l2():
     losses.discriminator_loss(D, real, fake, plan, cfg)
     losses.generator_loss(D, fake, real, out, plan, cfg, lam=1.0)
     handle.remove()
-    d_in, g_in = seen
+    d_in, g_in = seen  # D_F scores every feature frame; the losses keep the last S frames' scores
+    d_in, g_in = d_in[:, -S:], g_in[:, -S:]
     assert torch.allclose(d_in[:4], expected(real), atol=1e-6)  # real half of the D step
     assert torch.allclose(d_in[4:], expected(fake), atol=1e-6)  # fake half of the D step
     assert torch.allclose(g_in, expected(fake), atol=1e-6)  # G step

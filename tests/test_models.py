@@ -415,6 +415,31 @@ def test_used_frames_moves_windows_onto_covered_frames():
         used_frames(_plan([(7, [14])]), 20)
 
 
+@pytest.mark.parametrize("groups", [[(3, [0, 5, 5]), (7, [0, 13]), (12, [5, 2]), (1, [19])],
+                                    [(3, [1, 9]), (4, [9, 15]), (2, [17])]])
+def test_rnn_seq_discriminators_together_match_each_alone(groups):
+    """D_s and D_s^j as two streams of one recurrence (what the losses run) against each one's
+    own window_scores: the same values, every gradient within float rounding."""
+    from suhmo.models.discriminators import RNNSeqDiscriminator, rnn_window_scores_together
+
+    torch.manual_seed(0)
+    nets = [RNNSeqDiscriminator(16).eval(), RNNSeqDiscriminator(16, joint=True).eval()]  # eval: fixed sigma(W)
+    feats = torch.randn(4, 20, FEATURE_DIM, requires_grad=True)
+    plan = _plan(groups)
+    together = rnn_window_scores_together(nets, feats, plan)
+    alone = [net.window_scores(feats, plan) for net in nets]
+    weights = [torch.randn_like(a) for a in alone]
+    inputs = [feats] + [p for net in nets for p in net.parameters()]
+    g_together = torch.autograd.grad(sum((t * w).sum() for t, w in zip(together, weights)), inputs)
+    g_alone = torch.autograd.grad(sum((a * w).sum() for a, w in zip(alone, weights)), inputs)
+    for t, a in zip(together, alone):
+        assert t.shape == a.shape and torch.allclose(t, a, atol=1e-6)
+    for t, a in zip(g_together, g_alone):
+        assert torch.allclose(t, a, rtol=1e-5, atol=1e-6), (t - a).abs().max()
+    assert rnn_window_scores_together(nets[:1], feats, plan) is None  # one net: its own call
+    assert rnn_window_scores_together([nets[0], RNNSeqDiscriminator(8)], feats, plan) is None  # widths differ
+
+
 @pytest.mark.parametrize("groups", [[(3, [0, 5, 5]), (7, [0, 13]), (12, [5, 2]), (1, [19])],  # every frame
                                     [(3, [1, 9]), (4, [9, 15]), (2, [17])]])  # frames 0, 4-8, 13-14, 19 unused
 @pytest.mark.parametrize("form", ["rnn", "transformer"])

@@ -97,6 +97,7 @@ def test_training_unchanged_against_the_earlier_step_and_rollout(tmp_path, monke
     over = {"model.d_semantic": d_semantic}
     new = _train(tmp_path, "new", over)
     monkeypatch.setattr(objectives.AdversarialObjective, "step", earlier_step)
+    monkeypatch.setattr(RNNCore, "_rollout_fused", lambda self, obs, v, n: None)
     monkeypatch.setattr(RNNCore, "_rollout_autograd", lambda self, obs, v, n: RNNCore.forward(self, obs, v, n, True))
     old = _train(tmp_path, "old", over)
     _assert_close_after_adam(_states(new), _states(old))
@@ -114,16 +115,20 @@ def test_sequence_features_one_concatenation_equals_motion_features_path():
     assert torch.allclose(g_new, g_ref, rtol=1e-5, atol=1e-4)  # gradients of order 25 (vel_scale)
 
 
+@pytest.mark.parametrize("path", ["fused", "autograd"])
 @pytest.mark.parametrize("kw", [
     dict(pair=True, delta=False, noise=3, revert=True),  # the cpu preset's core
     dict(pair=True, delta=False, noise=2, rho=0.5, centred=True, frame_dim=136),
     dict(pair=False, delta=True),
     dict(pair=True, delta=False),
+    dict(pair=False, delta=False, noise=2, revert=True),
 ])
-def test_rnn_training_pass_equals_the_step_loop(kw):
-    """RNNCore's training pass (``_rollout_autograd``: joined products, fewer operations per step)
+def test_rnn_training_pass_equals_the_step_loop(kw, path, monkeypatch):
+    """RNNCore's training pass (``_rollout_fused``: one autograd node with the backward written
+    out, where it applies; else ``_rollout_autograd``: joined products, fewer operations per step)
     against the step loop that generation and the exported module run (nn.LSTMCell), on the
     same noise draws: outputs and every gradient agree within float rounding."""
+    from suhmo.models import kernels
     from suhmo.models.generators import RNNCore
 
     kw = dict(kw)
@@ -131,8 +136,14 @@ def test_rnn_training_pass_equals_the_step_loop(kw):
     torch.manual_seed(0)
     core = RNNCore(8, 8, spectral=True, frame_dim=fd, vel_scale=3.0, **kw).eval()  # eval: fixed sigma(W)
     z, v = torch.randn(6, 3, fd), 0.1 * torch.randn(6, fd)
+    used = []
+    if path == "autograd":
+        monkeypatch.setattr(RNNCore, "_rollout_fused", lambda self, obs, v, n: None)
+    else:
+        monkeypatch.setattr(kernels.RNNRollout, "apply", lambda *a, _f=kernels.RNNRollout.apply: used.append(1) or _f(*a))
     torch.manual_seed(1)
     fused = core(z, v, 7, False)
+    assert bool(used) == (path == "fused" and not kw.get("delta") and not kw.get("centred"))
     torch.manual_seed(1)
     loop = core(z, v, 7, True)
     for a, b in zip(fused, loop):

@@ -103,6 +103,19 @@ def used_frames(plan, num_frames: int) -> tuple:
     return torch.tensor(frames, dtype=torch.long), moved
 
 
+def plan_layout(plan, num_frames: int) -> tuple:
+    """``(frames, U, tracks)`` of ``plan`` over ``num_frames`` feature frames: ``used_frames``, the
+    number of frames used, and the ``window_tracks`` of the windows counted in those frames.
+    Kept on a ``WindowPlan`` (the D and the G step of an iteration score the same plan, with
+    D_s and D_s^j), computed anew for a plain list."""
+    cache = plan.__dict__.setdefault("_layouts", {}) if hasattr(plan, "__dict__") else {}
+    if num_frames not in cache:
+        frames, moved = used_frames(plan, num_frames)
+        U = num_frames if frames is None else int(frames.numel())
+        cache[num_frames] = (frames, U, window_tracks(moved, U))
+    return cache[num_frames]
+
+
 def lstm_window_states(xp: Tensor, w_hh: Tensor, tracks: WindowTracks) -> Tensor:
     """Last hidden state of a one-layer LSTM (zero initial state) over every window of a plan.
 
@@ -113,9 +126,15 @@ def lstm_window_states(xp: Tensor, w_hh: Tensor, tracks: WindowTracks) -> Tensor
     step per frame of the longest window, whatever the number and spread of the windows.
     Returns ``[n_windows, B, H]`` in plan order. Differentiable in ``xp`` and ``w_hh``
     (``kernels.WindowLSTM``: backpropagation through time written out, buffers reused in place).
+    Several LSTMs over the same plan: ``xp [S, T, B, 4H]``, ``w_hh [S, 4H, H]`` ->
+    ``[S, n_windows, B, H]``, stepped together.
     """
+    single = w_hh.dim() == 2
+    if single:
+        xp, w_hh = xp.unsqueeze(0), w_hh.unsqueeze(0)
     with torch.autocast(xp.device.type, enabled=False):  # train.amp: the recurrence stays in w_hh's precision
-        return WindowLSTM.apply(xp.to(w_hh.dtype), w_hh, tracks)
+        h = WindowLSTM.apply(xp.to(w_hh.dtype), w_hh, tracks)
+    return h[0] if single else h
 
 
 class RNNSeqDiscriminator(nn.Module):
@@ -151,14 +170,40 @@ class RNNSeqDiscriminator(nn.Module):
         frames (``cpu`` preset: 41 of 67 on average)."""
         B, T, Fdim = feats.shape
         lstm = self.lstm
-        frames, plan = used_frames(plan, T)
+        frames, U, tracks = plan_layout(plan, T)
         x = feats.transpose(0, 1)  # [T, B, F], a view
         x = x.reshape(T * B, Fdim) if frames is None else x.index_select(0, frames.to(feats.device)).view(-1, Fdim)
-        U = T if frames is None else int(frames.numel())
         xp = torch.addmm(lstm.bias_ih_l0 + lstm.bias_hh_l0, x, lstm.weight_ih_l0.t()).view(U, B, -1)
-        h = lstm_window_states(xp, lstm.weight_hh_l0, window_tracks(plan, U))
+        h = lstm_window_states(xp, lstm.weight_hh_l0, tracks)
         n = h.shape[0]
         return self._score(h.reshape(n * B, -1)).reshape(n, -1)
+
+
+def rnn_window_scores_together(nets: list, feats: Tensor, plan) -> Optional[list]:
+    """``[net.window_scores(feats, plan) for net in nets]`` for RNN sequence discriminators of one
+    width (D_s and D_s^j), their LSTMs run as streams of one recurrence (``lstm_window_states``)
+    after one input projection of the covered frames with their weights side by side: half the
+    operations of two calls, the same values within float rounding. None when
+    the nets are not all such discriminators of one width."""
+    if len(nets) < 2 or not all(type(n) is RNNSeqDiscriminator for n in nets):
+        return None
+    lstms = [n.lstm for n in nets]
+    if len({(m.input_size, m.hidden_size) for m in lstms}) != 1:
+        return None
+    B, T, Fdim = feats.shape
+    S, G4 = len(nets), 4 * lstms[0].hidden_size
+    frames, U, tracks = plan_layout(plan, T)
+    x = feats.transpose(0, 1)  # [T, B, F], a view
+    x = x.reshape(T * B, Fdim) if frames is None else x.index_select(0, frames.to(feats.device)).view(-1, Fdim)
+    w_ih = torch.stack([m.weight_ih_l0 for m in lstms], 0).transpose(1, 2)  # [S, F, 4H]
+    bias = torch.stack([m.bias_ih_l0 + m.bias_hh_l0 for m in lstms], 0).unsqueeze(1)  # [S, 1, 4H]
+    # [S, U * B, 4H], stream-major as the recurrence reads it (a permuted [U, B, S, 4H] product
+    # would make its gather, and the gradient's scatter, strided copies: 3x slower at the grid's sizes)
+    xp = torch.baddbmm(bias, x.unsqueeze(0).expand(S, -1, -1), w_ih).view(S, U, B, G4)
+    w_hh = torch.stack([m.weight_hh_l0 for m in lstms], 0)
+    h = lstm_window_states(xp, w_hh, tracks)  # [S, n, B, H]
+    n = h.shape[1]
+    return [net._score(h[j].reshape(n * B, -1)).reshape(n, -1) for j, net in enumerate(nets)]
 
 
 class DBlock(nn.Module):

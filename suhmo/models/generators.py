@@ -11,8 +11,9 @@ use_buffers) -> (future, recon)``): the same code runs training (autograd), ``ge
 (no grad; the Transformer writes its attention caches into preallocated buffers) and the
 exported module (``export_module``: a fresh core without spectral norm, loaded with the
 folded weights ``W / sigma(W)``, scripted; the generator itself is left untouched). The RNN
-core's training pass is the same recurrence with fewer autograd nodes
-(``RNNCore._rollout_autograd``), equal within float rounding.
+core's training pass is the same recurrence as one autograd node with its backward written out
+(``RNNCore._rollout_fused``, ``kernels.RNNRollout``; where that does not apply, with fewer
+autograd nodes, ``RNNCore._rollout_autograd``), equal within float rounding.
 
 Input scale: the velocity half of every step input is multiplied by ``model.vel_scale``
 (see ``suhmo.config.ModelConfig``) so that it has about the spread of the positions; the
@@ -34,7 +35,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from suhmo.models.kernels import CachedAttention
+from suhmo.models.kernels import CachedAttention, RNNRollout
 from suhmo.models.layers import (FRAME_DIM, MLP, BatchCrossAttention, MultiHeadAttention, batch_pool,
                                   causal_mask)
 from suhmo.models.space import build_space
@@ -296,8 +297,9 @@ class RNNCore(nn.Module):
         return e
 
     def forward(self, obs: Tensor, init_vel: Tensor, n_future: int, use_buffers: bool) -> Tuple[Tensor, Tensor]:
-        if not use_buffers:  # training (autograd): the same recurrence, fewer autograd nodes
-            return self._rollout_autograd(obs, init_vel, n_future)
+        if not use_buffers:  # training (autograd): the same recurrence, one autograd node (or fewer nodes)
+            fused = self._rollout_fused(obs, init_vel, n_future)
+            return fused if fused is not None else self._rollout_autograd(obs, init_vel, n_future)
         O = obs.shape[1]
         x = obs  # [B, O, D] states (D = 136 in the landmark space)
         x0 = x[:, 0]
@@ -336,6 +338,33 @@ class RNNCore(nn.Module):
             else:
                 future.append(nxt)
         return _stack_frames(future, obs), _stack_frames(recon, obs)
+
+    @torch.jit.unused
+    def _rollout_fused(self, obs: Tensor, init_vel: Tensor, n_future: int) -> Optional[Tuple[Tensor, Tensor]]:
+        """``forward`` for training as one autograd node (``kernels.RNNRollout``: the loop run without
+        recording, backpropagation through time written out, each weight's gradient one product
+        over all steps): the same recurrence, equal within float rounding. None where it does not
+        apply (the delta baseline, centred inputs, another head, autocast, gradients wanted for the
+        observations), and ``_rollout_autograd`` runs instead."""
+        net = list(self.head.net)
+        if (self.delta or self.centred or obs.requires_grad or init_vel.requires_grad
+                or torch.is_autocast_enabled(obs.device.type) or len(net) != 7
+                or not all(isinstance(m, k) for m, k in zip(net, (nn.Linear, nn.LayerNorm, nn.LeakyReLU) * 2 + (nn.Linear,)))
+                or net[1].weight is None or net[4].weight is None or net[2].negative_slope != net[5].negative_slope):
+            return None
+        x0 = obs[:, 0]
+        h, c = self._start(x0, init_vel)
+        cell = self.cell
+        w = torch.cat([cell.weight_ih, cell.weight_hh], 1).t()  # [in + H, 4H]
+        b = cell.bias_ih + cell.bias_hh
+        rate = torch.sigmoid(self.integrate.logit) if self.integrate.revert else None
+        l1, n1, a1, l2, n2, _, l3 = net
+        meta = (int(n_future), self.vel_scale, self.pair, self._next_noise, self.noise, n1.eps, n2.eps,
+                float(a1.negative_slope))
+        states = RNNRollout.apply(obs, init_vel, h, c, rate, w, b, l1.weight, l1.bias, n1.weight, n1.bias, l2.weight,
+                                  l2.bias, n2.weight, n2.bias, l3.weight, l3.bias, meta)
+        O = obs.shape[1]
+        return states[:, O - 1:], states[:, :O - 1]
 
     @torch.jit.unused
     def _rollout_autograd(self, obs: Tensor, init_vel: Tensor, n_future: int) -> Tuple[Tensor, Tensor]:

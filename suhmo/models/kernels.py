@@ -6,8 +6,12 @@ checked against autograd by ``torch.autograd.gradcheck`` (tests/test_kernels.py)
 - ``CachedAttention``: causal attention over a preallocated key/value cache written in place,
   for the Transformer generator's training pass (``generators.GBlock``; benchmarks/train_step.py).
 - ``WindowLSTM`` (+ ``lstm_cell_backward``): one LSTM over every window of a window plan, all
-  windows advancing together, for the RNN sequence discriminators
-  (``discriminators.lstm_window_states``; benchmarks/lstm_pointwise.py).
+  windows advancing together, for the RNN sequence discriminators, D_s and D_s^j as two streams
+  of one recurrence (``discriminators.lstm_window_states``; benchmarks/lstm_pointwise.py).
+- ``RNNRollout``: the RNN generator's training pass over all its steps as one node, the
+  backward through time written out and each weight's gradient formed once for all steps
+  (``generators.RNNCore._rollout_fused``; tests/test_step_equivalence.py checks it against the
+  step loop, benchmarks/old_new.py times it).
 
 The paper's concepts (eq. 4, 5, 13-17) live in ``generators``, ``windows`` and ``layers``.
 """
@@ -72,27 +76,36 @@ class CachedAttention(torch.autograd.Function):
 def _track_index(tracks, device) -> tuple[Tensor, dict]:
     """Index tensors of a plan's recurrence: the input frame of every (step, track) block, step
     after step (``starts[:active[k]] + k``), and per step k where windows end, ``(window
-    indices, track indices)``; built once per call, not once per step."""
-    rows_x = [t + k for k, n_tr in enumerate(tracks.active) for t in tracks.starts[:n_tr]]
-    ends = {k: (torch.tensor([w for w, _ in e], device=device), torch.tensor([t for _, t in e], device=device))
-            for k, e in enumerate(tracks.ends) if e}
-    return torch.tensor(rows_x, dtype=torch.long, device=device), ends
+    indices, track indices)``; built once per plan and device, not once per step (kept on
+    ``tracks``: the D and the G step of an iteration run the same plan)."""
+    cache = tracks.__dict__.setdefault("_index", {})
+    if str(device) not in cache:
+        rows_x = [t + k for k, n_tr in enumerate(tracks.active) for t in tracks.starts[:n_tr]]
+        ends = {k: (torch.tensor([w for w, _ in e], device=device), torch.tensor([t for _, t in e], device=device))
+                for k, e in enumerate(tracks.ends) if e}
+        cache[str(device)] = (torch.tensor(rows_x, dtype=torch.long, device=device), ends)
+    return cache[str(device)]
 
 
 class WindowLSTM(torch.autograd.Function):
-    """The recurrence of ``lstm_window_states`` with a hand-written backward.
+    """The recurrence of ``lstm_window_states`` with a hand-written backward, for ``S`` LSTMs
+    (*streams*: ``xp [S, T, B, 4H]``, ``w_hh [S, 4H, H]``) over the same plan at once.
 
     Autograd over a Python loop would zero-fill and accumulate a full-size gradient for every
     slice ``h[:n]`` and keep ~10 activations per unit; here the forward keeps, per row and
     step, the activated gates (4H) and the cell state (H) (and h_{k-1} when ``w_hh`` needs a
     gradient); the backward writes the gates' gradients into one buffer and forms
     ``dW_hh = sum_k dG_k^T h_{k-1}`` from it as one product. Rows are laid out step after step, track
-    after track within a step, B rows per track.
+    after track within a step, B rows per track, one such layout per stream. The streams share
+    every operation of a step (one batched product, one set of pointwise operations): the
+    sequence discriminators D_s and D_s^j read the same features with the same plan, and as
+    two streams of one recurrence they take one call instead of two
+    (``discriminators.rnn_window_scores_together``).
     """
 
     @staticmethod
     def forward(ctx, xp: Tensor, w_hh: Tensor, tracks) -> Tensor:
-        T, B, G4 = xp.shape
+        S, T, B, G4 = xp.shape
         H = G4 // 4
         active = tracks.active
         rows = [n * B for n in active]
@@ -101,106 +114,126 @@ class WindowLSTM(torch.autograd.Function):
             offs.append(offs[-1] + r)
         dev = xp.device
         rows_x, ends = _track_index(tracks, dev)
-        gates_all = xp.new_empty(offs[-1], G4)
-        # every step's input projections gathered at once: row block k holds xp[starts[:active[k]] + k]
-        torch.index_select(xp, 0, rows_x, out=gates_all.view(-1, B, G4))
-        cells = xp.new_empty(offs[-1], H)
-        tanh_cells = xp.new_empty(offs[-1], H)  # tanh(c_k), formed for h_k and reused by backward
+        gates_all = xp.new_empty(S, offs[-1], G4)
+        # every step's input projections gathered at once: row block k holds xp[:, starts[:active[k]] + k]
+        torch.index_select(xp, 1, rows_x, out=gates_all.view(S, -1, B, G4))
+        cells = xp.new_empty(S, offs[-1], H)
+        tanh_cells = xp.new_empty(S, offs[-1], H)  # tanh(c_k), formed for h_k and reused by backward
         keep_h = ctx.needs_input_grad[1]
-        h_prev = xp.new_empty(offs[-1] - rows[0], H) if keep_h else None
+        h_prev = xp.new_empty(S, offs[-1] - rows[0], H) if keep_h else None
         n_windows = sum(len(e) for e in tracks.ends)
-        out = xp.new_empty(n_windows, B, H)
-        w_t = w_hh.t()
+        out = xp.new_empty(S, n_windows, B, H)
+        w_t = w_hh.transpose(1, 2)
         h = xp.new_zeros(0)
+        # every step's row block of every buffer as views, formed once (slicing step by step costs more than
+        # the steps' own pointwise work at the cpu preset's sizes)
+        g_, sig1_, tanh_, sig2_ = (t.split(rows, 1) for t in (gates_all, gates_all[..., :2 * H],
+                                                               gates_all[..., 2 * H:3 * H], gates_all[..., 3 * H:]))
+        gi_, gf_, gg_, go_ = (gates_all[..., j * H:(j + 1) * H].split(rows, 1) for j in range(4))
+        c_, tc_ = cells.split(rows, 1), tanh_cells.split(rows, 1)
+        hprev_ = h_prev.split(rows[1:], 1) if keep_h else None
         for k, n_tr in enumerate(active):
-            a, n = offs[k], rows[k]
-            gates = gates_all[a:a + n]
+            n = rows[k]
             if k > 0:  # h_{-1} = 0, c_{-1} = 0
-                hp = h[:n]
+                hp = h[:, :n] if n < h.shape[1] else h
                 if keep_h:
-                    h_prev[a - rows[0]:a - rows[0] + n].copy_(hp)
-                gates.addmm_(hp, w_t)
-            gates[:, :2 * H].sigmoid_()
-            gates[:, 2 * H:3 * H].tanh_()
-            gates[:, 3 * H:].sigmoid_()
-            i, f, g, o = gates.chunk(4, 1)
-            c = cells[a:a + n]
+                    hprev_[k - 1].copy_(hp)
+                g_[k].baddbmm_(hp, w_t)
+            sig1_[k].sigmoid_()
+            tanh_[k].tanh_()
+            sig2_[k].sigmoid_()
             if k == 0:
-                torch.mul(i, g, out=c)
+                c = torch.mul(gi_[k], gg_[k], out=c_[k])
             else:
-                torch.mul(f, cells[offs[k - 1]:offs[k - 1] + n], out=c)
-                c.addcmul_(i, g)
-            h = torch.mul(torch.tanh(c, out=tanh_cells[a:a + n]), o)
+                c = torch.mul(gf_[k], c_[k - 1][:, :n], out=c_[k])
+                c.addcmul_(gi_[k], gg_[k])
+            h = torch.mul(torch.tanh(c, out=tc_[k]), go_[k])
             if k in ends:
                 wins, trs = ends[k]
-                out.index_copy_(0, wins, h.view(n_tr, B, H).index_select(0, trs))
+                out.index_copy_(1, wins, h.view(S, n_tr, B, H).index_select(1, trs))
         ctx.tracks, ctx.offs, ctx.rows, ctx.index = tracks, offs, rows, (rows_x, ends)
         ctx.save_for_backward(w_hh, gates_all, cells, tanh_cells, h_prev if keep_h else xp.new_zeros(0))
-        ctx.shape = (T, B, G4)
+        ctx.shape = (S, T, B, G4)
         return out
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
         w_hh, gates_all, cells, tanh_cells, h_prev = ctx.saved_tensors
         tracks, offs, rows = ctx.tracks, ctx.offs, ctx.rows
-        T, B, G4 = ctx.shape
+        S, T, B, G4 = ctx.shape
         H = G4 // 4
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         rows_x, ends = ctx.index
         grad_out = grad_out.contiguous()
-        dxp = gates_all.new_zeros(T, B, G4) if need_x else None
+        dxp = gates_all.new_zeros(S, T, B, G4) if need_x else None
         dgates_all = torch.empty_like(gates_all)  # saved tensors stay intact (retain_graph, gradcheck)
-        scratch = gates_all.new_empty(rows[0], H)  # one [n, H] temporary, reused at every step
+        scratch = gates_all.new_empty(S, rows[0], H)  # one [S, n, H] temporary, reused at every step
         dh_next = dc_next = None  # gradients w.r.t. h_k and c_k coming from step k+1
+        dg_ = dgates_all.split(rows, 1)
+        g4_ = list(zip(*(gates_all[..., j * H:(j + 1) * H].split(rows, 1) for j in range(4))))
+        d4_ = list(zip(*(dgates_all[..., j * H:(j + 1) * H].split(rows, 1) for j in range(4))))
+        gif_, dif_, dgo_ = (t.split(rows, 1) for t in (gates_all[..., :2 * H], dgates_all[..., :2 * H],
+                                                       dgates_all[..., 2 * H:]))
+        c_, tc_ = cells.split(rows, 1), tanh_cells.split(rows, 1)
         for k in range(len(rows) - 1, -1, -1):
-            a, n, n_tr = offs[k], rows[k], tracks.active[k]
+            n, n_tr = rows[k], tracks.active[k]
             # dh_k: from step k+1 (its rows are the first ones: tracks end, none start) + the windows ending here
-            if dh_next is not None and dh_next.shape[0] == n:
+            if dh_next is not None and dh_next.shape[1] == n:
                 dh = dh_next
             else:
-                dh = gates_all.new_zeros(n, H)
+                dh = gates_all.new_zeros(S, n, H)
                 if dh_next is not None:
-                    dh[:dh_next.shape[0]] = dh_next
+                    dh[:, :dh_next.shape[1]] = dh_next
             if k in ends:
                 wins, trs = ends[k]
-                dh.view(n_tr, B, H).index_add_(0, trs, grad_out.index_select(0, wins))
-            dgates = dgates_all[a:a + n]
-            c_prev = cells[offs[k - 1]:offs[k - 1] + n] if k > 0 else None  # c_{-1} = 0
-            dc = lstm_cell_backward(dh, gates_all[a:a + n], tanh_cells[a:a + n], c_prev, dc_next, dgates,
-                                    scratch[:n])
+                dh.view(S, n_tr, B, H).index_add_(1, trs, grad_out.index_select(1, wins))
+            c_prev = c_[k - 1][:, :n] if k > 0 else None  # c_{-1} = 0
+            dc = cell_backward(dh, g4_[k], gif_[k], tc_[k], c_prev, dc_next, d4_[k], dif_[k], dgo_[k], scratch[:, :n])
             if k > 0:
-                dc_next = dc.mul_(gates_all[a:a + n, H:2 * H])  # dc_{k-1} = dc_k * f_k
-                dh_next = dgates @ w_hh
+                dc_next = dc.mul_(g4_[k][1])  # dc_{k-1} = dc_k * f_k
+                dh_next = torch.bmm(dg_[k], w_hh)
         if need_x:  # every step's gate gradients back to their input frames at once
-            dxp.index_add_(0, rows_x, dgates_all.view(-1, B, G4))
-        dw = dgates_all[rows[0]:].t() @ h_prev if need_w else None
+            dxp.index_add_(1, rows_x, dgates_all.view(S, -1, B, G4))
+        dw = torch.bmm(dgates_all[:, rows[0]:].transpose(1, 2), h_prev) if need_w else None
         return dxp, dw, None
 
 
 def lstm_cell_backward(dh: Tensor, gates: Tensor, tc: Tensor, c_prev: Optional[Tensor], dc_next: Optional[Tensor],
                        dgates: Tensor, tmp: Tensor) -> Tensor:
-    """Pointwise backward of one LSTM step on ``n`` rows: writes the gradients of the gates
-    before their nonlinearities into ``dgates [n, 4H]`` and returns dc_k (``[n, H]``, new).
+    """Pointwise backward of one LSTM step on ``n`` rows (of each stream: ``[..., n, 4H]``): writes
+    the gradients of the gates before their nonlinearities into ``dgates [..., n, 4H]`` and
+    returns dc_k (``[..., n, H]``, new).
 
     ``gates``: the activated gates (i, f, g, o), ``tc = tanh(c_k)``, ``c_prev = c_{k-1}`` (None:
-    zero), ``dc_next``: dc from step k+1 for its first rows (None: none), ``tmp``: ``[n, H]``
+    zero), ``dc_next``: dc from step k+1 for its first rows (None: none), ``tmp``: ``[..., n, H]``
     scratch. In place where it can be: sigmoid' = s - s^2, tanh' = 1 - t^2, no temporaries
     beyond dc (``benchmarks/lstm_pointwise.py`` times it against the textbook expressions).
+    The recurrences call :func:`cell_backward` on views of their buffers split once per call.
     """
-    i, f, g, o = gates.chunk(4, 1)
+    H = gates.shape[-1] // 4
+    return cell_backward(dh, gates.chunk(4, -1), gates[..., :2 * H], tc, c_prev, dc_next, dgates.chunk(4, -1),
+                         dgates[..., :2 * H], dgates[..., 2 * H:], tmp)
+
+
+def cell_backward(dh: Tensor, g4, g_if: Tensor, tc: Tensor, c_prev: Optional[Tensor], dc_next: Optional[Tensor],
+                  d4, d_if: Tensor, d_go: Tensor, tmp: Tensor) -> Tensor:
+    """:func:`lstm_cell_backward` on views given: ``g4 = (i, f, g, o)`` of the activated gates and
+    ``g_if`` (i and f, adjacent), ``d4``, ``d_if`` and ``d_go`` the same of ``dgates``."""
+    i, f, g, o = g4
+    di, df, dg, do = d4
     # dc_k = dc from step k+1 + dh_k * o * (1 - tanh(c_k)^2)
     dc = torch.mul(dh, o)
     dc.addcmul_(dc, torch.mul(tc, tc, out=tmp), value=-1.0)
     if dc_next is not None:
-        dc[:dc_next.shape[0]] += dc_next
-    di, df, dg, do = dgates.chunk(4, 1)
-    _sigmoid_grad(torch.mul(dc, g, out=di), i, tmp)
-    torch.mul(dc, i, out=dg).addcmul_(dg, torch.mul(g, g, out=tmp), value=-1.0)
-    _sigmoid_grad(torch.mul(dh, tc, out=do), o, tmp)
+        dc.narrow(-2, 0, dc_next.shape[-2]).add_(dc_next)
+    torch.mul(dc, g, out=di)
     if c_prev is None:
         df.zero_()
     else:
-        _sigmoid_grad(torch.mul(dc, c_prev, out=df), f, tmp)
+        torch.mul(dc, c_prev, out=df)
+    _sigmoid_grad(d_if, g_if, d_go)  # i and f in one pass, the g and o slots (not yet written) as scratch
+    torch.mul(dc, i, out=dg).addcmul_(dg, torch.mul(g, g, out=tmp), value=-1.0)
+    _sigmoid_grad(torch.mul(dh, tc, out=do), o, tmp)
     return dc
 
 
@@ -208,3 +241,178 @@ def _sigmoid_grad(d: Tensor, s: Tensor, tmp: Tensor) -> Tensor:
     """``d *= s * (1 - s)`` in place, as ``d * s - (d * s) * s``, with ``tmp`` as scratch."""
     d.mul_(s)
     return d.sub_(torch.mul(d, s, out=tmp))
+
+
+class RNNRollout(torch.autograd.Function):
+    """The RNN generator's training pass (``generators.RNNCore``: LSTM cell with BP, the deep-output
+    head ``Linear -> LayerNorm -> LeakyReLU`` x 2 ``-> Linear``, the Euler integrator with optional
+    reversion) over all ``O + n_future - 1`` steps as one autograd node, with backpropagation
+    through time written out.
+
+    Autograd records some 25 nodes per step for this loop, each run by its engine in the
+    backward; at the cpu preset's sizes (32 rows, 64 units) that bookkeeping, not the
+    arithmetic, is the cost. Here the forward runs without recording and writes every step's
+    activations into buffers ``[T, B, ...]``; the backward runs the steps in reverse with the
+    ATen backward kernels of each operation (``native_layer_norm_backward``,
+    ``leaky_relu_backward``, ``lstm_cell_backward``), and forms the gradients of every weight
+    once for all steps, one product over the stacked steps instead of one per step plus its
+    accumulation. The same noise draws in the same order; equal to autograd over the loop
+    within float rounding (tests/test_step_equivalence.py).
+
+    Inputs: ``x [B, O, D]`` observed states and ``v0 [B, D]`` (no gradient), ``h0, c0 [B, H]``,
+    ``rate [D]`` or None, the cell's ``w [F + (2H | H), 4H]`` (``[W_ih | W_hh]^T``) and ``b``, the
+    head's ``W1, b1, g1, be1, W2, b2, g2, be2, W3, b3``, and ``meta = (n_future, vel_scale,
+    pair, noise_fn, noise, eps1, eps2, slope)``. Returns the states ``[B, O + n_future - 1, D]``:
+    the reconstructions of the observed frames 1..O-1, then the future ones.
+    """
+
+    @staticmethod
+    def forward(ctx, x, v0, h0, c0, rate, w, b, W1, b1, g1, be1, W2, b2, g2, be2, W3, b3, meta):
+        n_future, vs, pair, noise_fn, N, eps1, eps2, slope = meta
+        B, O, D = x.shape
+        H, M = h0.shape[1], W1.shape[0]
+        T = O + n_future - 1
+        F = 2 * D + N
+        new = x.new_empty
+        INP, GATES = new(T, B, F + (2 * H if pair else H)), new(T, B, 4 * H)
+        CELLS, TC, Y0 = new(T, B, H), new(T, B, H), new(T, B, H + F)
+        A1, N1, L1, A2, N2, L2 = (new(T, B, M) for _ in range(6))
+        S1, S2 = new(2, T, B, 1), new(2, T, B, 1)  # LayerNorm mean and rstd per step
+        DX0 = new(T, B, D) if rate is not None else None  # x0 - pos: the reversion's input
+        P = new(B, T, D)
+        # every step's views of the buffers, formed once (indexing them step by step costs more than the steps' own work)
+        inp_, gates_, cells_, tc_, y0_ = INP.unbind(0), GATES.unbind(0), CELLS.unbind(0), TC.unbind(0), Y0.unbind(0)
+        h_ = Y0[:, :, :H].unbind(0)
+        fpos_, fvel_, fn_ = Y0[:, :, H:H + D].unbind(0), Y0[:, :, H + D:H + 2 * D].unbind(0), Y0[:, :, H + 2 * D:].unbind(0)
+        sig1_, tanh_, sig2_ = GATES[:, :, :2 * H].unbind(0), GATES[:, :, 2 * H:3 * H].unbind(0), GATES[:, :, 3 * H:].unbind(0)
+        gi_, gf_, gg_, go_ = (GATES[:, :, k * H:(k + 1) * H].unbind(0) for k in range(4))
+        a1_, n1_, l1_, a2_, n2_, l2_ = A1.unbind(0), N1.unbind(0), L1.unbind(0), A2.unbind(0), N2.unbind(0), L2.unbind(0)
+        m1_, r1_, m2_, r2_ = S1[0].unbind(0), S1[1].unbind(0), S2[0].unbind(0), S2[1].unbind(0)
+        p_ = P.unbind(1)
+        dx0_ = DX0.unbind(0) if DX0 is not None else None
+        if pair:
+            Q = INP.view(T, B // 2, 2, -1)
+            ifeat_, ibp_, ibp1_, ih_ = (Q[..., :F].unbind(0), Q[:, :, :1, F:F + H].unbind(0),
+                                        Q[:, :, 1:, F:F + H].unbind(0), Q[..., F + H:].unbind(0))
+        else:
+            ifeat_, ih_ = INP[:, :, :F].unbind(0), INP[:, :, F:].unbind(0)
+        lnf, lrelu = torch.ops.aten.native_layer_norm.out, torch.ops.aten.leaky_relu.out
+        x0 = x[:, 0]
+        xs = x.unbind(1)
+        pos, vel, h, c = x0, v0, h0, c0
+        n = x.new_zeros(B, N)
+        w1t, w2t, w3t = W1.t(), W2.t(), W3.t()
+        for t in range(T):
+            if t < O:  # teacher forcing
+                pos = xs[t]
+                if t > 0:
+                    vel = xs[t] - xs[t - 1]
+            fpos_[t].copy_(pos)
+            torch.mul(vel, vs, out=fvel_[t])
+            if N > 0:
+                n = noise_fn(n, t)
+                fn_[t].copy_(n)
+            feat = y0_[t].narrow(1, H, F)
+            if pair:  # [feat | BP(h) | h], BP = max over the pair, broadcast to both rows
+                hp = h.view(B // 2, 2, H)
+                ifeat_[t].copy_(feat.view(B // 2, 2, F))
+                torch.amax(hp, 1, keepdim=True, out=ibp_[t])
+                ibp1_[t].copy_(ibp_[t])
+                ih_[t].copy_(hp)
+            else:
+                ifeat_[t].copy_(feat)
+                ih_[t].copy_(h)
+            torch.addmm(b, inp_[t], w, out=gates_[t])
+            sig1_[t].sigmoid_()
+            tanh_[t].tanh_()
+            sig2_[t].sigmoid_()
+            c = torch.mul(gf_[t], c, out=cells_[t]).addcmul_(gi_[t], gg_[t])
+            h = torch.mul(go_[t], torch.tanh(c, out=tc_[t]), out=h_[t])
+            lnf(torch.addmm(b1, y0_[t], w1t, out=a1_[t]), (M,), g1, be1, eps1, out0=n1_[t], out1=m1_[t], out2=r1_[t])
+            lrelu(n1_[t], slope, out=l1_[t])
+            lnf(torch.addmm(b2, l1_[t], w2t, out=a2_[t]), (M,), g2, be2, eps2, out0=n2_[t], out1=m2_[t], out2=r2_[t])
+            lrelu(n2_[t], slope, out=l2_[t])
+            out = torch.addmm(b3, l2_[t], w3t)
+            if rate is not None:  # eq. 4 with reversion: x + v - k (x - x0) = x + (v + k (x0 - x))
+                vel = torch.addcmul(out, rate, torch.sub(x0, pos, out=dx0_[t]))
+            else:  # eq. 4
+                vel = out
+            pos = torch.add(pos, vel, out=p_[t])
+        ctx.meta = (O, T, D, H, M, F, vs, pair, slope)
+        ctx.save_for_backward(c0, rate, w, W1, g1, be1, W2, g2, be2, W3, INP, GATES, CELLS, TC, Y0, A1, N1, L1, A2, N2,
+                              L2, S1, S2, DX0 if DX0 is not None else x.new_zeros(0))
+        return P
+
+    @staticmethod
+    def backward(ctx, dP):
+        (c0, rate, w, W1, g1, be1, W2, g2, be2, W3, INP, GATES, CELLS, TC, Y0, A1, N1, L1, A2, N2, L2, S1, S2,
+         DX0) = ctx.saved_tensors
+        O, T, D, H, M, F, vs, pair, slope = ctx.meta
+        B = dP.shape[0]
+        nlb = torch.ops.aten.native_layer_norm_backward  # its weight gradients: formed once, after the loop
+        lrb = torch.ops.aten.leaky_relu_backward.grad_input
+        mask = [True, False, False]
+        new = dP.new_empty
+        DG, DA1, DN1, DA2, DN2, DOUT = new(T, B, 4 * H), new(T, B, M), new(T, B, M), new(T, B, M), new(T, B, M), new(T, B, D)
+        dg_, da1_, dn1_, da2_, dn2_, dout_ = DG.unbind(0), DA1.unbind(0), DN1.unbind(0), DA2.unbind(0), DN2.unbind(0), DOUT.unbind(0)
+        cells_, tc_ = CELLS.unbind(0), TC.unbind(0)
+        g4_ = list(zip(*(GATES[:, :, j * H:(j + 1) * H].unbind(0) for j in range(4))))
+        d4_ = list(zip(*(DG[:, :, j * H:(j + 1) * H].unbind(0) for j in range(4))))
+        gif_, dif_, dgo_ = GATES[:, :, :2 * H].unbind(0), DG[:, :, :2 * H].unbind(0), DG[:, :, 2 * H:].unbind(0)
+        a1_, n1_, a2_, n2_ = A1.unbind(0), N1.unbind(0), A2.unbind(0), N2.unbind(0)
+        m1_, r1_, m2_, r2_ = S1[0].unbind(0), S1[1].unbind(0), S2[0].unbind(0), S2[1].unbind(0)
+        dp_ = dP.unbind(1)
+        if pair:
+            Q = INP.view(T, B // 2, 2, -1)
+            ih_, ibp_ = Q[..., F + H:].unbind(0), Q[..., F:F + H].unbind(0)
+        tmp = new(B, H)
+        dpos_c = dvel_c = None  # gradients of step t+1's position and velocity inputs, when they were step t's outputs
+        dh_c = None  # of h_t, from step t+1's cell input
+        dc_c = None
+        w_in = w.t()  # [4H, in]
+        for t in range(T - 1, -1, -1):
+            g_nxt = dp_[t] if dpos_c is None else dp_[t] + dpos_c
+            dvel = dout_[t]
+            if dvel_c is None:
+                dvel.copy_(g_nxt)
+            else:
+                torch.add(g_nxt, dvel_c, out=dvel)
+            dpos = g_nxt if rate is None else torch.addcmul(g_nxt, rate, dvel, value=-1.0)
+            # the head, output to input
+            lrb(dvel @ W3, n2_[t], slope, False, grad_input=dn2_[t])
+            da2_[t].copy_(nlb(dn2_[t], a2_[t], (M,), m2_[t], r2_[t], g2, be2, mask)[0])
+            lrb(da2_[t] @ W2, n1_[t], slope, False, grad_input=dn1_[t])
+            da1_[t].copy_(nlb(dn1_[t], a1_[t], (M,), m1_[t], r1_[t], g1, be1, mask)[0])
+            dy0 = da1_[t] @ W1  # [B, H + F]: of [h_t | feat_t]
+            dh = dy0[:, :H] if dh_c is None else dy0[:, :H].add_(dh_c)
+            dc = cell_backward(dh, g4_[t], gif_[t], tc_[t], cells_[t - 1] if t > 0 else c0, dc_c, d4_[t], dif_[t],
+                               dgo_[t], tmp)
+            dc_c = dc.mul_(g4_[t][1])  # of c_{t-1}
+            dinp = dg_[t] @ w_in  # [B, in]: of [feat | BP(h_{t-1}) | h_{t-1}]
+            if pair:
+                dh_c = dinp[:, F + H:]
+                hp = ih_[t]
+                m = (hp == ibp_[t]).to(dinp.dtype)  # amax's backward: the maxima share the gradient
+                dbp = dinp[:, F:F + H].view(B // 2, 2, H).sum(1, keepdim=True)
+                dh_c.view(B // 2, 2, H).addcmul_(m, dbp.div_(m.sum(1, keepdim=True)))
+            else:
+                dh_c = dinp[:, F:]
+            if t >= O:  # position and velocity came from step t-1
+                dfeat = dinp[:, :2 * D].add_(dy0[:, H:H + 2 * D])
+                dpos_c = dfeat[:, :D].add_(dpos)
+                dvel_c = dfeat[:, D:].mul_(vs)
+            else:
+                dpos_c = dvel_c = None
+        TB = T * B
+        dw = INP.view(TB, -1).t() @ DG.view(TB, -1)
+        db = DG.view(TB, -1).sum(0)
+        dW1 = DA1.view(TB, M).t() @ Y0.view(TB, -1)
+        dW2 = DA2.view(TB, M).t() @ L1.view(TB, M)
+        dW3 = DOUT.view(TB, D).t() @ L2.view(TB, M)
+        xh1 = (A1 - S1[0]).mul_(S1[1])  # the normalised inputs of the LayerNorms
+        xh2 = (A2 - S2[0]).mul_(S2[1])
+        dg1, dbe1 = (DN1 * xh1).view(TB, M).sum(0), DN1.view(TB, M).sum(0)
+        dg2, dbe2 = (DN2 * xh2).view(TB, M).sum(0), DN2.view(TB, M).sum(0)
+        drate = (DOUT * DX0).view(TB, D).sum(0) if rate is not None and ctx.needs_input_grad[4] else None
+        return (None, None, dh_c.contiguous(), dc_c, drate, dw, db, dW1, DA1.view(TB, M).sum(0), dg1, dbe1, dW2,
+                DA2.view(TB, M).sum(0), dg2, dbe2, dW3, DOUT.view(TB, D).sum(0), None)

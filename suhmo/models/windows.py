@@ -152,7 +152,6 @@ def multiscale_score(net, feats: Tensor, plan) -> Tensor:
     go through ``net`` in one call. A ``net`` with ``window_scores(feats, plan) -> [n_windows, B']``
     (both sequence D forms) scores the whole plan in one call instead. Returns ``[B]`` (joint: ``[B/2]``).
     """
-    weights = getattr(plan, "weights", None) or [1.0 / len(plan)] * len(plan)
     sizes = [int(starts.numel()) for _, starts in plan]
     if not plan or sum(sizes) == 0:
         raise ValueError("multiscale_score: the window plan is empty")
@@ -161,6 +160,14 @@ def multiscale_score(net, feats: Tensor, plan) -> Tensor:
     else:
         per_window = torch.cat([net(window_batch(feats, int(tau), starts)).reshape(n, -1)
                                 for (tau, starts), n in zip(plan, sizes)], 0)
+    return plan_mean(per_window, plan)
+
+
+def plan_mean(per_window: Tensor, plan) -> Tensor:
+    """Eq. 5's expectation from the scores of every window of ``plan`` (``[n_windows, B']``, plan
+    order): the mean over each group's windows, weighted by the plan's weights."""
+    weights = getattr(plan, "weights", None) or [1.0 / len(plan)] * len(plan)
+    sizes = [int(starts.numel()) for _, starts in plan]
     total: Optional[Tensor] = None
     for group, w in zip(per_window.split(sizes, 0), weights):
         scores = group.mean(0) * w
