@@ -183,8 +183,6 @@ def train_and_score(job: dict) -> dict:
         return {**json.loads(record.read_text()), "method": job["method"], "reused": True}
     if job.get("recipe") and done.is_file():  # finished in an earlier invocation (perhaps another table's)
         out = {**json.loads(done.read_text()), "method": job["method"], "reused": True}
-        if record is not None and not record.is_file():
-            atomic_write_text(record, json.dumps({k: v for k, v in out.items() if k != "reused"}, indent=2, default=str))
         if job.get("render") and "previews" not in out:
             from suhmo.generate import load_model
 
@@ -192,6 +190,8 @@ def train_and_score(job: dict) -> dict:
             out["previews"] = render_previews(G, make_config(job["preset"], overrides=job["overrides"]),
                                               recipe_test_set(job), Path(job["render"]), job["method"], job["data"])
             atomic_write_text(done, json.dumps({k: v for k, v in out.items() if k != "reused"}, indent=2, default=str))
+        if record is not None and not record.is_file():  # after the previews: the record has them too
+            atomic_write_text(record, json.dumps({k: v for k, v in out.items() if k != "reused"}, indent=2, default=str))
         return out
     torch.set_num_threads(1)
     cfg = make_config(job.get("preset", "small"), overrides=job["overrides"])
@@ -415,13 +415,14 @@ def main(argv=None) -> int:
 
     det_note = detector_status()
     det_ok = det_note.startswith("files present")
+    scoring = f"{SCORE_SAMPLES} sequences, frames {FRAMES}" + (", detector stack" if det_ok else "")
     jobs = []
     for s in range(args.seeds):  # seed-major: a partial run has every row's first seed
         for method, extra in methods.items():
             seed = 1000 + s
             render = args.out if (args.table == 1 and s == 0 and method.startswith(("SUHMo", "ACTOR", "HiT"))) else None
             overrides = {**common, **extra, "train.seed": seed}
-            name = (f"{run_key('cpu', overrides, 'train persons of ' + Path(full).name)}-seed{seed}" if recipe
+            name = (f"{run_key('cpu', overrides, 'train persons of ' + Path(full).name, scoring)}-seed{seed}" if recipe
                     else f"{method.split()[0].lower()}-seed{seed}")
             run_dir = work / name
             job = {"method": method, "overrides": overrides, "run_dir": run_dir, "render": render,
@@ -493,17 +494,22 @@ def main(argv=None) -> int:
     return 0
 
 
-def run_key(preset: str, overrides: dict, data_label: str) -> str:
+def run_key(preset: str, overrides: dict, data_label: str, scoring: str = "") -> str:
     """A recipe run's name: the hash of its RESOLVED configuration (the preset's values with the
     overrides; seed, threads and progress excluded), so equal configs share runs and a run
-    trained under an older ``--preset cpu`` is not read back as this one's. ``data.path`` (the
-    train persons' file in a machine's work folder) enters as ``data_label`` (which file's train
-    persons), so the same run has the same name on every machine."""
-    from suhmo.config import make_config
+    trained under an older ``--preset cpu`` is not read back as this one's. Only the values that
+    differ from the config's defaults enter, so a config field added later at its default leaves
+    the names (and the committed records) as they were. ``data.path`` (the train persons' file
+    in a machine's work folder) enters as ``data_label`` (which file's train persons), so the
+    same run has the same name on every machine; ``scoring`` names how it was scored (samples,
+    frames, detector stack), so a record scored otherwise is not read back."""
+    from suhmo.config import Config, make_config
     from tracking.results import config_key
 
-    flat = make_config(preset, overrides=overrides).flat()
-    return config_key({**flat, "data.path": data_label})
+    defaults = Config().flat()
+    flat = {k: v for k, v in make_config(preset, overrides=overrides).flat().items() if k not in defaults
+            or v != defaults[k]}
+    return config_key({**flat, "data.path": data_label, **({"scoring": scoring} if scoring else {})})
 
 
 def detector_status() -> str:

@@ -10,8 +10,10 @@ least once; trials still pending then are not started.
 "That moment" (the hold) is the first check after the deadline at which some trial has
 reported. On a loaded machine Ray may start the first trials only after a short budget is
 already over; they are waited for all the same (a trial started and then stopped with nothing
-evaluated is work thrown away). Only a trial started after the hold (a slot freed while the
-cap waited for the others) is not waited for, so the wait ends.
+evaluated is work thrown away; Tune calls ``on_trial_start`` when it places the trial's actor,
+before the trial's own set-up). A trial still pending at the hold is not waited for (it may be
+waiting for the very resources the running trials hold), nor is one started after the hold (a
+slot freed while the cap waited for the others), so the wait ends.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ class TimeCap(Stopper, Callback):
     def setup(self, **info):
         self.t0 = time.time()  # a resumed search gets the budget again
         self.started.clear()
+        self.reported.clear()
+        self.finished.clear()
         self.triggered = False
         self.hold_at = None
 

@@ -311,6 +311,9 @@ class Config:
         if c.loss.motion_lag_long and c.loss.motion_lag_long <= c.loss.motion_lag:
             raise ConfigError(f"loss.motion_lag_long={c.loss.motion_lag_long}: must be 0 (off) or longer than "
                               f"loss.motion_lag={c.loss.motion_lag}")
+        if c.loss.motion_lag_long and c.loss.motion_lag_long >= c.data.seq_len:
+            raise ConfigError(f"loss.motion_lag_long={c.loss.motion_lag_long}: must be shorter than the training "
+                              f"windows (data.seq_len={c.data.seq_len})")
         if c.loss.w_motion > 0 and c.loss.motion_dims == "pose" and c.model.space != "semantic":
             raise ConfigError(f"loss.motion_dims=pose with model.space={c.model.space!r}: only a semantic state has "
                               "head-pose dimensions; set model.space=semantic or loss.motion_dims=all")

@@ -360,12 +360,14 @@ class Trainer:
             if self.G_ema is not None:
                 # a run that starts its moving average on resume starts it from the current G
                 self.G_ema.load_state_dict(generator_state(ck))
-            self.opt_g.load_state_dict(ck["opt_g"])
-            if self.opt_d is not None:
-                self.opt_d.load_state_dict(ck["opt_d"])
-            for opt in (self.opt_g, self.opt_d):  # the saved options include fused (None before it was set)
-                for group in (opt.param_groups if opt is not None else []):
-                    group["fused"] = _fused(self.device)
+            for opt, key in ((self.opt_g, "opt_g"), (self.opt_d, "opt_d")):
+                if opt is None:
+                    continue
+                # the saved options include fused (None before it was set): set it BEFORE loading,
+                # as load_state_dict places the step counters on the device only for fused groups
+                state = dict(ck[key])
+                state["param_groups"] = [{**g, "fused": _fused(self.device)} for g in state["param_groups"]]
+                opt.load_state_dict(state)
         except (RuntimeError, ValueError, KeyError) as e:
             lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()] or [type(e).__name__]
             detail = next((ln for ln in lines if "size mismatch" in ln or "Missing key" in ln

@@ -151,6 +151,8 @@ def test_motion_statistics_long_lag_sees_a_state_that_walks_off():
     assert float(losses.motion_stats_loss(real[torch.randperm(B)], real, T - 1, 5, lag_long=20)) < 0.05
     with pytest.raises(ConfigError, match="loss.motion_lag_long=5"):
         make_config("tiny", overrides={"loss.motion_lag_long": 5})
+    with pytest.raises(ConfigError, match="shorter than the training windows"):
+        make_config("tiny", overrides={"loss.motion_lag_long": 400})
 
 
 def test_motion_statistics_term_is_weighted_into_the_generator_loss():

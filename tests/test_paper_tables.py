@@ -82,3 +82,21 @@ def test_recipe_tables_share_runs_and_resume(tmp_path, monkeypatch, dev_data):
     assert all(r["reused"] for r in again["runs"])
     assert [r["metrics"] for r in again["runs"]] == [r["metrics"] for r in first["runs"]]
     assert not list(work.glob("*-seed1000"))
+
+
+def test_recipe_run_names_follow_what_is_trained_and_scored():
+    """--recipe cpu's run names: the same for an override at its default (a field added later
+    leaves committed records usable), different for a changed value (a changed preset trains
+    anew) or another scoring."""
+    sys.path.insert(0, str(REPO / "experiments"))
+    from paper_tables import run_key
+
+    base = {"model.variant": "rnn", "data.path": "/x/train_persons.npz", "data.synth_mix": 0.25,
+            "train.iterations": 2000, "train.seed": 1000}
+    key = run_key("cpu", base, "train persons of x.npz", "128 sequences")
+    assert run_key("cpu", {**base, "loss.motion_lag_long": 0, "train.seed": 1001}, "train persons of x.npz",
+                   "128 sequences") == key
+    assert run_key("cpu", {**base, "loss.w_motion": 0.5}, "train persons of x.npz", "128 sequences") != key
+    assert run_key("small", base, "train persons of x.npz", "128 sequences") != key
+    assert run_key("cpu", base, "train persons of y.npz", "128 sequences") != key
+    assert run_key("cpu", base, "train persons of x.npz", "128 sequences, detector stack") != key

@@ -81,6 +81,23 @@ def test_cap_does_not_wait_for_trials_started_after_the_hold_or_ended():
     assert cap.due(t0 + 12)
 
 
+def test_cap_setup_forgets_an_earlier_session():
+    """A resumed search (setup again) waits for its trials afresh: an errored trial retried by
+    resume, or a report of the last session, does not count."""
+    cap = TimeCap(1.0)
+    cap.setup()
+    cap("old", {"step": 8})
+    cap.on_trial_error(0, [], _trial("b"))
+    cap.setup()
+    t0 = cap.t0
+    assert not cap.due(t0 + 5)  # nothing reported in this session
+    cap.started = {"a": t0 + 2, "b": t0 + 2}
+    cap("a", {"step": 8})
+    assert not cap.due(t0 + 6)  # b (errored last session, retried) has not reported yet
+    cap("b", {"step": 8})
+    assert cap.due(t0 + 7)
+
+
 def _row(state: str, evaluations: int) -> TrialRow:
     return TrialRow(trial_id="t1", name="trial_t1", status="TERMINATED", state=state, config={}, step=0,
                     iterations=400, evaluations=evaluations, best={}, last={}, node_ip=None, error=None,

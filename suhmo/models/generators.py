@@ -347,7 +347,7 @@ class RNNCore(nn.Module):
         apply (the delta baseline, centred inputs, another head, autocast, gradients wanted for the
         observations), and ``_rollout_autograd`` runs instead."""
         net = list(self.head.net)
-        if (self.delta or self.centred or obs.requires_grad or init_vel.requires_grad
+        if (self.delta or self.centred or obs.requires_grad or init_vel.requires_grad or n_future <= 0
                 or torch.is_autocast_enabled(obs.device.type) or len(net) != 7
                 or not all(isinstance(m, k) for m, k in zip(net, (nn.Linear, nn.LayerNorm, nn.LeakyReLU) * 2 + (nn.Linear,)))
                 or net[1].weight is None or net[4].weight is None or net[2].negative_slope != net[5].negative_slope):
