@@ -100,3 +100,12 @@ def test_recipe_run_names_follow_what_is_trained_and_scored():
     assert run_key("small", base, "train persons of x.npz", "128 sequences") != key
     assert run_key("cpu", base, "train persons of y.npz", "128 sequences") != key
     assert run_key("cpu", base, "train persons of x.npz", "128 sequences, detector stack") != key
+
+
+def test_rows_may_hold_commas():
+    sys.path.insert(0, str(REPO / "experiments"))
+    from paper_tables import parse_rows
+
+    assert parse_rows("Δ-based (RNN),MLE (RNN, L2 only)") == ["Δ-based (RNN)", "MLE (RNN, L2 only)"]
+    assert parse_rows("MLE (RNN, L2 only), SUHMo-RNN") == ["MLE (RNN, L2 only)", "SUHMo-RNN"]
+    assert parse_rows("SUHMo-RNN,nope") == ["SUHMo-RNN", "nope"]  # kept: main() names it in its error
