@@ -174,7 +174,6 @@ def train_and_score(job: dict) -> dict:
     from launch.repeat import score_frames
     from suhmo.config import make_config
     from suhmo.train import Trainer
-    from suhmo.utils import atomic_write_text
 
     done = Path(job["run_dir"]) / "result.json"
     record = Path(job["record"]) if job.get("record") else None
@@ -189,9 +188,9 @@ def train_and_score(job: dict) -> dict:
             G = load_model(Path(job["run_dir"]) / out.get("scored", "last.pt"))[0]
             out["previews"] = render_previews(G, make_config(job["preset"], overrides=job["overrides"]),
                                               recipe_test_set(job), Path(job["render"]), job["method"], job["data"])
-            atomic_write_text(done, json.dumps({k: v for k, v in out.items() if k != "reused"}, indent=2, default=str))
+            _write_run(done, out)
         if record is not None and not record.is_file():  # after the previews: the record has them too
-            atomic_write_text(record, json.dumps({k: v for k, v in out.items() if k != "reused"}, indent=2, default=str))
+            _write_run(record, out)
         return out
     torch.set_num_threads(1)
     cfg = make_config(job.get("preset", "small"), overrides=job["overrides"])
@@ -226,10 +225,17 @@ def train_and_score(job: dict) -> dict:
     if job.get("render"):
         out["previews"] = render_previews(G, cfg, test_set, Path(job["render"]), job["method"], job["data"])
     if job.get("recipe"):
-        atomic_write_text(done, json.dumps(out, indent=2, default=str))
+        _write_run(done, out)
         if record is not None:  # beside the tables: a rerun on a fresh machine does not train it again
-            atomic_write_text(record, json.dumps(out, indent=2, default=str))
+            _write_run(record, out)
     return out
+
+
+def _write_run(path: Path, out: dict) -> None:
+    """A finished run's result (``result.json`` or its record beside the tables), atomically."""
+    from suhmo.utils import atomic_write_text
+
+    atomic_write_text(path, json.dumps({k: v for k, v in out.items() if k != "reused"}, indent=2, default=str))
 
 
 def recipe_test_set(job: dict):

@@ -116,6 +116,14 @@ def plan_layout(plan, num_frames: int) -> tuple:
     return cache[num_frames]
 
 
+def _covered_rows(feats: Tensor, frames: Optional[Tensor]) -> Tensor:
+    """``[U * B, F]`` rows of ``feats [B, T, F]``, frame-major, of the frames a plan covers
+    (``frames`` from ``plan_layout``; None = all of them)."""
+    B, T, Fdim = feats.shape
+    x = feats.transpose(0, 1)  # [T, B, F], a view
+    return x.reshape(T * B, Fdim) if frames is None else x.index_select(0, frames.to(feats.device)).view(-1, Fdim)
+
+
 def lstm_window_states(xp: Tensor, w_hh: Tensor, tracks: WindowTracks) -> Tensor:
     """Last hidden state of a one-layer LSTM (zero initial state) over every window of a plan.
 
@@ -168,11 +176,10 @@ class RNNSeqDiscriminator(nn.Module):
         Only the frames that some window covers are projected (``used_frames``): the input
         projection is the largest product of the step, and a sampled plan covers ~60 % of the
         frames (``cpu`` preset: 41 of 67 on average)."""
-        B, T, Fdim = feats.shape
+        B, T, _ = feats.shape
         lstm = self.lstm
         frames, U, tracks = plan_layout(plan, T)
-        x = feats.transpose(0, 1)  # [T, B, F], a view
-        x = x.reshape(T * B, Fdim) if frames is None else x.index_select(0, frames.to(feats.device)).view(-1, Fdim)
+        x = _covered_rows(feats, frames)
         xp = torch.addmm(lstm.bias_ih_l0 + lstm.bias_hh_l0, x, lstm.weight_ih_l0.t()).view(U, B, -1)
         h = lstm_window_states(xp, lstm.weight_hh_l0, tracks)
         n = h.shape[0]
@@ -190,11 +197,10 @@ def rnn_window_scores_together(nets: list, feats: Tensor, plan) -> Optional[list
     lstms = [n.lstm for n in nets]
     if len({(m.input_size, m.hidden_size) for m in lstms}) != 1:
         return None
-    B, T, Fdim = feats.shape
+    B, T, _ = feats.shape
     S, G4 = len(nets), 4 * lstms[0].hidden_size
     frames, U, tracks = plan_layout(plan, T)
-    x = feats.transpose(0, 1)  # [T, B, F], a view
-    x = x.reshape(T * B, Fdim) if frames is None else x.index_select(0, frames.to(feats.device)).view(-1, Fdim)
+    x = _covered_rows(feats, frames)
     w_ih = torch.stack([m.weight_ih_l0 for m in lstms], 0).transpose(1, 2)  # [S, F, 4H]
     bias = torch.stack([m.bias_ih_l0 + m.bias_hh_l0 for m in lstms], 0).unsqueeze(1)  # [S, 1, 4H]
     # [S, U * B, 4H], stream-major as the recurrence reads it (a permuted [U, B, S, 4H] product
