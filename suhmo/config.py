@@ -177,6 +177,7 @@ class LossConfig:
     motion_lag: Annotated[int, _at_least(ge=2, note="(frames)")] = 5  # the slower of the two lags of loss.w_motion
     motion_lag_long: Annotated[int, _at_least(ge=0, note="(frames; 0 = off)")] = 0  # a third, long lag of loss.w_motion: matches how far the state wanders, not only how fast it moves
     motion_dims: Annotated[str, OneOf("all", "pose")] = "all"  # loss.w_motion matches every state dimension, or only the head pose (x, y, log scale, roll; needs model.space=semantic)
+    w_motion_mean: Annotated[float, _at_least(ge=0)] = 0.0  # the first moment beside loss.w_motion's second (losses.motion_bias_loss): the batch's mean displacement per state dimension over the generated span, generated vs real, in units of the real rms displacement; against a shared push of every sample one way (drift); 0 = off (paper)
 
 
 @dataclass
@@ -314,7 +315,8 @@ class Config:
         if c.loss.motion_lag_long and c.loss.motion_lag_long >= c.data.seq_len:
             raise ConfigError(f"loss.motion_lag_long={c.loss.motion_lag_long}: must be shorter than the training "
                               f"windows (data.seq_len={c.data.seq_len})")
-        if c.loss.w_motion > 0 and c.loss.motion_dims == "pose" and c.model.space != "semantic":
+        if (c.loss.w_motion > 0 or c.loss.w_motion_mean > 0) and c.loss.motion_dims == "pose" \
+                and c.model.space != "semantic":
             raise ConfigError(f"loss.motion_dims=pose with model.space={c.model.space!r}: only a semantic state has "
                               "head-pose dimensions; set model.space=semantic or loss.motion_dims=all")
         if c.model.d_semantic and c.model.space != "semantic":

@@ -47,7 +47,8 @@ class AdversarialObjective:
     uses_d = True  # the MLE baseline keeps its (unused) D, as its checkpoints always had
 
     def step(self, trainer, batch: torch.Tensor, it: int) -> dict[str, float]:
-        from suhmo.losses import discriminator_loss, generator_loss, lambda_at, needs_discriminator, sequence_features
+        from suhmo.losses import (discriminator_loss, generator_loss, lambda_at, needs_discriminator,
+                                  sequence_features, uses_motion_state)
         from suhmo import speed
         from suhmo.models import num_feature_frames
 
@@ -68,9 +69,9 @@ class AdversarialObjective:
         fake = torch.cat([obs, out.future], dim=1)  # same layout as batch
         plan = trainer.windows.sample(num_feature_frames(fake.shape[1]), trainer.window_rng) if use_d else None
         # the semantic states of the real and the fake windows, encoded once: D's features read them
-        # (model.d_semantic) and so does the motion-statistics term (loss.w_motion)
+        # (model.d_semantic) and so do the motion-statistics terms (loss.w_motion, loss.w_motion_mean)
         fake_z = real_z = None
-        if space is not None and ((use_d and cfg.model.d_semantic) or cfg.loss.w_motion > 0):
+        if space is not None and ((use_d and cfg.model.d_semantic) or uses_motion_state(cfg)):
             with speed.autocast(trainer.device, trainer.amp):
                 fake_z, real_z = space.encode(fake), space.encode(batch)
         fake_feats = None  # D's features of the fakes, once: the D step reads them detached, the G step with the graph

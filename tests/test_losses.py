@@ -155,6 +155,39 @@ def test_motion_statistics_long_lag_sees_a_state_that_walks_off():
         make_config("tiny", overrides={"loss.motion_lag_long": 400})
 
 
+def test_motion_bias_sees_a_batch_that_moves_one_way_together():
+    """loss.w_motion_mean: a batch whose samples each move as real ones do costs nothing (other
+    samples, the same mean), nor does its second moment see a push that every sample shares
+    when their own motion dominates; the first moment does, and its gradient removes the push."""
+    torch.manual_seed(2)
+    B, T = 64, 41
+    real = torch.cumsum(0.01 * torch.randn(B, T, 68, 2), 1) + 0.5
+    assert float(losses.motion_bias_loss(real[torch.randperm(B)], real, T - 1)) < 1e-10
+    push = torch.linspace(0, 1, T).view(1, T, 1, 1) * 0.02 * torch.randn(1, 1, 68, 2)  # the same for all
+    pushed = real[torch.randperm(B)] + push
+    bias = float(losses.motion_bias_loss(pushed, real, T - 1))
+    assert bias > 0.05
+    assert bias > 3 * float(losses.motion_stats_loss(pushed, real, T - 1, 5))
+    gain = torch.tensor(1.0, requires_grad=True)
+    losses.motion_bias_loss(real[torch.randperm(B)] + gain * push, real, T - 1).backward()
+    assert float(gain.grad) > 0  # descending the loss shrinks the shared push
+    # only the generated span counts: a shared offset of the observed frames alone costs nothing
+    obs_moved = real.clone()
+    obs_moved[:, :5] += 0.05
+    assert float(losses.motion_bias_loss(obs_moved, real, T - 6)) < 1e-10
+
+
+def test_motion_bias_term_is_weighted_into_the_generator_loss():
+    cfg, G, D, real, out, fake, plan = setup(**{"loss.w_motion_mean": 0.5})
+    loss, logs = losses.generator_loss(D, fake, real, out, plan, cfg, lam=0.5)
+    expected = (logs["g_adv_seq"] + logs["g_adv_joint"] + logs["g_adv_frame"] + 0.5 * logs["g_l2"]
+                + 0.5 * logs["g_motion_mean"])
+    assert "g_motion" not in logs
+    assert logs["g_motion_mean"] > 0 and math.isclose(float(loss.detach()), expected, rel_tol=1e-5, abs_tol=1e-6)
+    with pytest.raises(ConfigError, match="loss.motion_dims=pose with model.space='landmarks'"):
+        make_config("tiny", overrides={"loss.w_motion_mean": 1.0, "loss.motion_dims": "pose"})
+
+
 def test_motion_statistics_term_is_weighted_into_the_generator_loss():
     cfg, G, D, real, out, fake, plan = setup(**{"loss.w_motion": 0.25})
     loss, logs = losses.generator_loss(D, fake, real, out, plan, cfg, lam=0.5)
