@@ -98,7 +98,10 @@ def speeds(x: np.ndarray, smooth: int = 5) -> tuple[float, float]:
 def probe(space, seqs: np.ndarray, real: np.ndarray, label: str) -> None:
     """Mean |z_t - z_0| of pose dimensions (x, y, log scale, roll) and of the shape coefficients;
     the speed of frames 41-80 raw and smoothed over 5 frames (the jitter share: 1 - smoothed / raw);
-    the rms change of each state dimension over 1 and 5 frames against the real continuation's."""
+    the rms change of each state dimension over 1 and 5 frames against the real continuation's;
+    the push all samples share: the mean over samples of ``z_80 - z_0`` per dimension, in units of
+    the real state's sd (real windows from different poses: sampling noise only), against the
+    spread between samples (experiments/README.md, "The drift is a shared push")."""
     at = [10, 40, FRAMES]
     real_raw, real_low = speeds(real)
     disp = {}
@@ -114,6 +117,20 @@ def probe(space, seqs: np.ndarray, real: np.ndarray, label: str) -> None:
         print(f"probe {label[-30:]:<30} {name:<5} |z_t - z_0| at {at}: pose x, y, log s, roll {pose}; "
               f"shape {shape}; speed x real: raw {raw / real_raw:.2f}, smoothed {low / real_low:.2f} "
               f"(jitter share {1 - low / raw:.0%})")
+    shared = {}
+    for name, x in (("model", seqs), ("real", real)):  # the push all samples share (the drift's cause)
+        with torch.no_grad():
+            z = space.encode(torch.as_tensor(np.asarray(x, np.float32))).numpy().astype(np.float64)
+        if name == "real":
+            sd = z.reshape(-1, z.shape[-1]).std(0)
+        shared[name] = z[:, FRAMES] - z[:, 0]
+    push = {n: np.abs(d.mean(0)) / sd for n, d in shared.items()}
+    spread = {n: np.sqrt((d.std(0) ** 2 / sd ** 2).mean()) for n, d in shared.items()}
+    top = np.argsort(-push["model"])[:3]
+    print(f"probe {label[-30:]:<30} shared push z_{FRAMES} - z_0 over all samples, x the real state's sd: "
+          f"mean |E[dz]| model {push['model'].mean():.2f} (real {push['real'].mean():.2f}), largest "
+          + ", ".join(f"dim {j} {push['model'][j]:.2f}" for j in top)
+          + f"; spread between samples model {spread['model']:.2f} (real {spread['real']:.2f})")
     ratio = {L: disp["model"][L] / disp["real"][L] for L in (1, 5)}
     print(f"probe {label[-30:]:<30} rms displacement of frames 41-80 x real, over 1 / 5 frames: " + ", ".join(
         f"{n} {ratio[1][j]:.2f}/{ratio[5][j]:.2f}" for j, n in enumerate(("x", "y", "log s", "roll")))
