@@ -40,7 +40,7 @@ from suhmo.config import make_config  # noqa: E402
 from suhmo.data import load_dataset  # noqa: E402
 from suhmo.generate import load_model, sample  # noqa: E402
 from suhmo.metrics import APD_GROUP, compute, options_from_config  # noqa: E402
-from suhmo.metrics.landmark import real_windows  # noqa: E402
+from suhmo.metrics.landmark import LandmarkBasis, real_windows  # noqa: E402
 from suhmo.paths import dev_data  # noqa: E402
 from suhmo.train import SPLIT_SEED  # noqa: E402
 
@@ -95,13 +95,15 @@ def speeds(x: np.ndarray, smooth: int = 5) -> tuple[float, float]:
     return speed(seg), speed(low)
 
 
-def probe(space, seqs: np.ndarray, real: np.ndarray, label: str) -> None:
+def probe(space, seqs: np.ndarray, real: np.ndarray, label: str, basis=None) -> None:
     """Mean |z_t - z_0| of pose dimensions (x, y, log scale, roll) and of the shape coefficients;
     the speed of frames 41-80 raw and smoothed over 5 frames (the jitter share: 1 - smoothed / raw);
     the rms change of each state dimension over 1 and 5 frames against the real continuation's;
     the push all samples share: the mean over samples of ``z_80 - z_0`` per dimension, in units of
     the real state's sd (real windows from different poses: sampling noise only), against the
-    spread between samples (experiments/README.md, "The drift is a shared push")."""
+    spread between samples (experiments/README.md, "The drift is a shared push"); with ``basis``
+    (a ``LandmarkBasis`` of the held-out frames) the drift metric's shape implausibility ``u`` per
+    10-frame block, model and real: where along the 80 frames it grows."""
     at = [10, 40, FRAMES]
     real_raw, real_low = speeds(real)
     disp = {}
@@ -131,6 +133,11 @@ def probe(space, seqs: np.ndarray, real: np.ndarray, label: str) -> None:
           f"mean |E[dz]| model {push['model'].mean():.2f} (real {push['real'].mean():.2f}), largest "
           + ", ".join(f"dim {j} {push['model'][j]:.2f}" for j in top)
           + f"; spread between samples model {spread['model']:.2f} (real {spread['real']:.2f})")
+    if basis is not None:
+        blocks = {n: basis.implausibility(np.asarray(x[:, 1:FRAMES + 1], np.float64)).reshape(len(x), -1, 10).mean((0, 2))
+                  for n, x in (("model", seqs), ("real", real))}
+        print(f"probe {label[-30:]:<30} implausibility u per 10 frames (1-{FRAMES}): "
+              + "; ".join(f"{n} " + " ".join(f"{v:.2f}" for v in b) for n, b in blocks.items()))
     ratio = {L: disp["model"][L] / disp["real"][L] for L in (1, 5)}
     print(f"probe {label[-30:]:<30} rms displacement of frames 41-80 x real, over 1 / 5 frames: " + ", ".join(
         f"{n} {ratio[1][j]:.2f}/{ratio[5][j]:.2f}" for j, n in enumerate(("x", "y", "log s", "roll")))
@@ -154,6 +161,7 @@ def main(argv=None) -> int:
     win, refs, score = protocol(cfg, test, a.poses, a.seed)
     rows: dict[str, dict] = {}
     t0 = time.time()
+    basis = LandmarkBasis.fit(np.concatenate([np.asarray(c) for c in test.clips]).astype(np.float64)) if a.probe else None
     rows["frozen face"] = {"mean": score(np.repeat(refs[:, None], FRAMES + 1, axis=1)), "n": 1}
     rows["real continuation"] = {"mean": score(np.repeat(win, APD_GROUP, axis=0)), "n": 1}
     for spec in a.models:
@@ -164,7 +172,7 @@ def main(argv=None) -> int:
             seqs = sample(G, refs, FRAMES, a.seed, init_vel=gcfg.eval.init_vel)
             runs.append(score(seqs))
             if a.probe and hasattr(G.space, "fit"):
-                probe(G.space, seqs, np.repeat(win, APD_GROUP, axis=0), ck)
+                probe(G.space, seqs, np.repeat(win, APD_GROUP, axis=0), ck, basis)
         rows[label] = {"mean": {k: float(np.mean([r[k] for r in runs])) for k in runs[0]},
                        "std": {k: float(np.std([r[k] for r in runs])) for k in runs[0]}, "n": len(runs),
                        "checkpoints": paths.split(",")}
