@@ -88,3 +88,32 @@ def test_motion_l2_equals_autograd_and_passes_gradcheck():
         (g_new,), (g_ref,) = torch.autograd.grad(new, fake), torch.autograd.grad(ref, fake)
         assert torch.allclose(g_new, g_ref, rtol=1e-10, atol=1e-12)
     assert torch.autograd.gradcheck(lambda f: MotionL2.apply(f, real[:2, :6], 3), (fake[:2, :6].detach().requires_grad_(True),))
+
+
+def test_centre_scale_equals_autograd_and_passes_gradcheck():
+    from suhmo.models.kernels import CentreScale
+
+    def ref(x):  # space._centre_scale_t's autograd expression (what TorchScript runs)
+        c = x.mean(-2)
+        xc = x - c.unsqueeze(-2)
+        s = xc.pow(2).sum(-1).mean(-1).sqrt().clamp_min(1e-9)
+        return c, s, xc / s.unsqueeze(-1).unsqueeze(-1)
+
+    torch.manual_seed(0)
+    for dtype in (torch.float32, torch.float64):
+        x = (0.5 + 0.1 * torch.randn(3, 5, 68, 2, dtype=dtype))
+        x[0, 0] = 0.3  # a degenerate frame: all points at one place, s clamped
+        x.requires_grad_(True)
+        new, old = CentreScale.apply(x), ref(x)
+        tol = 1e-5 if dtype == torch.float32 else 1e-12
+        for a, b in zip(new, old):  # the degenerate frame's unit shape is its rounding noise / 1e-9: not compared
+            assert a.shape == b.shape and torch.allclose(a.flatten(0, 1)[1:], b.flatten(0, 1)[1:], rtol=tol, atol=tol)
+        assert torch.equal(new[1][0, 0], old[1][0, 0])
+        ws = [torch.randn_like(b) for b in old]
+        (g_new,) = torch.autograd.grad(sum((a * w).sum() for a, w in zip(new, ws)), x)
+        (g_old,) = torch.autograd.grad(sum((b * w).sum() for b, w in zip(old, ws)), x)
+        # the degenerate frame: autograd's sqrt backward at 0 gives NaN (0 * inf), the kernel a finite value
+        assert torch.isfinite(g_new).all()
+        g_new, g_old = g_new.flatten(0, 1)[1:], g_old.flatten(0, 1)[1:]
+        assert torch.allclose(g_new, g_old, rtol=tol, atol=tol * float(g_old.abs().max()))
+    assert torch.autograd.gradcheck(CentreScale.apply, (x[1:, :2, :5].detach().requires_grad_(True),))

@@ -547,3 +547,46 @@ class MotionL2(torch.autograd.Function):
         dd[:, 1:-1].sub_(ddv.add_(dacc))
         dd[:, :-2].add_(dacc)
         return dfake, None, None
+
+
+class CentreScale(torch.autograd.Function):
+    """``space._centre_scale_t``: frames ``x [..., P, 2]`` -> centroid ``[..., 2]``, RMS radius ``s
+    [...]`` (clamped at 1e-9), unit shape ``(x - centroid) / s [..., P, 2]``, with the backward
+    written out. The points as complex elements (:func:`_points`): the centroid is a mean over
+    the last, contiguous dimension and the centring one broadcast of whole elements, where the
+    ``[..., P, 2]`` form reduces and broadcasts over a middle dimension with 2-element inner loops
+    (forward and backward: ~3.5 ms against ~1.2 ms per encoding of a cpu-preset batch, 1 thread).
+    Equal to the autograd expression within float rounding (tests/test_kernels.py)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor):
+        shape = x.shape
+        P = shape[-2]
+        cplx = _COMPLEX[x.dtype]
+        pts = x.reshape(-1, 2 * P).view(cplx)  # [N, P]
+        c = pts.mean(-1, keepdim=True)  # [N, 1]
+        xc = torch.view_as_real(pts - c).view(-1, 2 * P)  # [N, 2P], new
+        r = torch.linalg.vecdot(xc, xc).div_(P).sqrt_()  # [N]
+        keep = r >= 1e-9  # clamp_min passes the gradient where the input is not below the bound
+        s = r.clamp_min_(1e-9)
+        xn = xc.div_(s.unsqueeze(-1))
+        ctx.save_for_backward(xn, s, keep)
+        ctx.shape = shape
+        return torch.view_as_real(c).view(*shape[:-2], 2), s.view(shape[:-2]), xn.view(shape)
+
+    @staticmethod
+    def backward(ctx, gc: Tensor, gs: Tensor, gxn: Tensor):
+        xn, s, keep = ctx.saved_tensors
+        shape = ctx.shape
+        P = shape[-2]
+        N = xn.shape[0]
+        gxn = gxn.reshape(N, 2 * P)
+        # xn = xc / s, s = sqrt(mean |xc|^2): d xc = gxn / s + xn (gs - <gxn, xn> / s) / P
+        coef = (gs.reshape(N) - torch.linalg.vecdot(gxn, xn).div_(s)).mul_(keep).div_(P)
+        gxc = torch.div(gxn, s.unsqueeze(-1)).addcmul_(xn, coef.unsqueeze(-1))
+        cplx = _COMPLEX[xn.dtype]
+        pts = gxc.view(cplx)  # [N, P]
+        # xc = x - mean(x): d x = d xc - mean(d xc) + gc / P
+        shift = pts.mean(-1, keepdim=True).sub_(gc.reshape(N, 2).contiguous().view(cplx).div(P))
+        pts.sub_(shift)
+        return gxc.view(shape)
