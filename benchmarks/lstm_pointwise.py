@@ -40,7 +40,7 @@ def naive(dh, dc_next, gates, tc, c_prev):
 
 
 def make_suhmo(rows: int, hidden: int):
-    scratch, dgates = torch.empty(rows, hidden), torch.empty(rows, 4 * hidden)
+    scratch, dgates = torch.empty(rows, 4 * hidden), torch.empty(rows, 4 * hidden)
 
     def suhmo(dh, dc_next, gates, tc, c_prev):  # what WindowLSTM.backward runs per step
         dc = lstm_cell_backward(dh, gates, tc, c_prev, dc_next, dgates, scratch)

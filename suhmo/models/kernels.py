@@ -167,13 +167,13 @@ class WindowLSTM(torch.autograd.Function):
         grad_out = grad_out.contiguous()
         dxp = gates_all.new_zeros(S, T, B, G4) if need_x else None
         dgates_all = torch.empty_like(gates_all)  # saved tensors stay intact (retain_graph, gradcheck)
-        scratch = gates_all.new_empty(S, rows[0], H)  # one [S, n, H] temporary, reused at every step
+        scratch = gates_all.new_empty(S, rows[0], G4)  # one [S, n, 4H] temporary, reused at every step
+        scratch_ = {n: (scratch[:, :n], scratch[:, :n, 2 * H:3 * H]) for n in set(rows)}
+        one = gates_all.new_ones(())
         dh_next = dc_next = None  # gradients w.r.t. h_k and c_k coming from step k+1
-        dg_ = dgates_all.split(rows, 1)
+        g_, dg_ = gates_all.split(rows, 1), dgates_all.split(rows, 1)
         g4_ = list(zip(*(gates_all[..., j * H:(j + 1) * H].split(rows, 1) for j in range(4))))
         d4_ = list(zip(*(dgates_all[..., j * H:(j + 1) * H].split(rows, 1) for j in range(4))))
-        gif_, dif_, dgo_ = (t.split(rows, 1) for t in (gates_all[..., :2 * H], dgates_all[..., :2 * H],
-                                                       dgates_all[..., 2 * H:]))
         c_, tc_ = cells.split(rows, 1), tanh_cells.split(rows, 1)
         for k in range(len(rows) - 1, -1, -1):
             n, n_tr = rows[k], tracks.active[k]
@@ -188,7 +188,7 @@ class WindowLSTM(torch.autograd.Function):
                 wins, trs = ends[k]
                 dh.view(S, n_tr, B, H).index_add_(1, trs, grad_out.index_select(1, wins))
             c_prev = c_[k - 1][:, :n] if k > 0 else None  # c_{-1} = 0
-            dc = cell_backward(dh, g4_[k], gif_[k], tc_[k], c_prev, dc_next, d4_[k], dif_[k], dgo_[k], scratch[:, :n])
+            dc = cell_backward(dh, g4_[k], g_[k], tc_[k], c_prev, dc_next, d4_[k], dg_[k], *scratch_[n], one)
             if k > 0:
                 dc_next = dc.mul_(g4_[k][1])  # dc_{k-1} = dc_k * f_k
                 dh_next = torch.bmm(dg_[k], w_hh)
@@ -199,48 +199,50 @@ class WindowLSTM(torch.autograd.Function):
 
 
 def lstm_cell_backward(dh: Tensor, gates: Tensor, tc: Tensor, c_prev: Optional[Tensor], dc_next: Optional[Tensor],
-                       dgates: Tensor, tmp: Tensor) -> Tensor:
+                       dgates: Tensor, tmp: Optional[Tensor] = None) -> Tensor:
     """Pointwise backward of one LSTM step on ``n`` rows (of each stream: ``[..., n, 4H]``): writes
     the gradients of the gates before their nonlinearities into ``dgates [..., n, 4H]`` and
     returns dc_k (``[..., n, H]``, new).
 
     ``gates``: the activated gates (i, f, g, o), ``tc = tanh(c_k)``, ``c_prev = c_{k-1}`` (None:
-    zero), ``dc_next``: dc from step k+1 for its first rows (None: none), ``tmp``: ``[..., n, H]``
-    scratch. In place where it can be: sigmoid' = s - s^2, tanh' = 1 - t^2, no temporaries
-    beyond dc (``benchmarks/lstm_pointwise.py`` times it against the textbook expressions).
+    zero), ``dc_next``: dc from step k+1 for its first rows (None: none), ``tmp``: ``[..., n, 4H]``
+    scratch (None: allocated). The gates' local derivatives (sigmoid' = s - s^2 for i, f, o,
+    tanh' = 1 - t^2 for g) are formed in one ``[..., n, 4H]`` pass and applied in another, after
+    the four products that each gate's gradient starts from: 11 operations, where applying
+    them gate by gate took 15 (``benchmarks/lstm_pointwise.py`` times the forms).
     The recurrences call :func:`cell_backward` on views of their buffers split once per call.
     """
     H = gates.shape[-1] // 4
-    return cell_backward(dh, gates.chunk(4, -1), gates[..., :2 * H], tc, c_prev, dc_next, dgates.chunk(4, -1),
-                         dgates[..., :2 * H], dgates[..., 2 * H:], tmp)
+    tmp = torch.empty_like(gates) if tmp is None or tmp.shape != gates.shape else tmp
+    return cell_backward(dh, gates.chunk(4, -1), gates, tc, c_prev, dc_next, dgates.chunk(4, -1), dgates, tmp,
+                         tmp[..., 2 * H:3 * H], gates.new_ones(()))
 
 
-def cell_backward(dh: Tensor, g4, g_if: Tensor, tc: Tensor, c_prev: Optional[Tensor], dc_next: Optional[Tensor],
-                  d4, d_if: Tensor, d_go: Tensor, tmp: Tensor) -> Tensor:
-    """:func:`lstm_cell_backward` on views given: ``g4 = (i, f, g, o)`` of the activated gates and
-    ``g_if`` (i and f, adjacent), ``d4``, ``d_if`` and ``d_go`` the same of ``dgates``."""
+def cell_backward(dh: Tensor, g4, gates: Tensor, tc: Tensor, c_prev: Optional[Tensor], dc_next: Optional[Tensor],
+                  d4, dgates: Tensor, tmp: Tensor, tmp_g: Tensor, one: Tensor) -> Tensor:
+    """:func:`lstm_cell_backward` on views given: ``g4 = (i, f, g, o)`` of the activated ``gates``,
+    ``d4`` the same of ``dgates``, ``tmp`` the ``[..., n, 4H]`` scratch and ``tmp_g`` its g slot,
+    ``one`` a 0-dim 1."""
     i, f, g, o = g4
     di, df, dg, do = d4
     # dc_k = dc from step k+1 + dh_k * o * (1 - tanh(c_k)^2)
     dc = torch.mul(dh, o)
-    dc.addcmul_(dc, torch.mul(tc, tc, out=tmp), value=-1.0)
+    dc.addcmul_(dc, torch.mul(tc, tc, out=tmp_g), value=-1.0)
     if dc_next is not None:
         dc.narrow(-2, 0, dc_next.shape[-2]).add_(dc_next)
+    # the gradients w.r.t. the activated gates: i <- dc g, f <- dc c_{k-1}, g <- dc i, o <- dh tanh(c_k)
     torch.mul(dc, g, out=di)
     if c_prev is None:
         df.zero_()
     else:
         torch.mul(dc, c_prev, out=df)
-    _sigmoid_grad(d_if, g_if, d_go)  # i and f in one pass, the g and o slots (not yet written) as scratch
-    torch.mul(dc, i, out=dg).addcmul_(dg, torch.mul(g, g, out=tmp), value=-1.0)
-    _sigmoid_grad(torch.mul(dh, tc, out=do), o, tmp)
+    torch.mul(dc, i, out=dg)
+    torch.mul(dh, tc, out=do)
+    # times the local derivatives: s - s^2 (i, f, o), 1 - t^2 (g)
+    torch.addcmul(gates, gates, gates, value=-1.0, out=tmp)
+    torch.addcmul(one, g, g, value=-1.0, out=tmp_g)
+    dgates.mul_(tmp)
     return dc
-
-
-def _sigmoid_grad(d: Tensor, s: Tensor, tmp: Tensor) -> Tensor:
-    """``d *= s * (1 - s)`` in place, as ``d * s - (d * s) * s``, with ``tmp`` as scratch."""
-    d.mul_(s)
-    return d.sub_(torch.mul(d, s, out=tmp))
 
 
 class RNNRollout(torch.autograd.Function):
@@ -358,14 +360,15 @@ class RNNRollout(torch.autograd.Function):
         cells_, tc_ = CELLS.unbind(0), TC.unbind(0)
         g4_ = list(zip(*(GATES[:, :, j * H:(j + 1) * H].unbind(0) for j in range(4))))
         d4_ = list(zip(*(DG[:, :, j * H:(j + 1) * H].unbind(0) for j in range(4))))
-        gif_, dif_, dgo_ = GATES[:, :, :2 * H].unbind(0), DG[:, :, :2 * H].unbind(0), DG[:, :, 2 * H:].unbind(0)
+        gates_ = GATES.unbind(0)
         a1_, n1_, a2_, n2_ = A1.unbind(0), N1.unbind(0), A2.unbind(0), N2.unbind(0)
         m1_, r1_, m2_, r2_ = S1[0].unbind(0), S1[1].unbind(0), S2[0].unbind(0), S2[1].unbind(0)
         dp_ = dP.unbind(1)
         if pair:
             Q = INP.view(T, B // 2, 2, -1)
             ih_, ibp_ = Q[..., F + H:].unbind(0), Q[..., F:F + H].unbind(0)
-        tmp = new(B, H)
+        tmp = new(B, 4 * H)
+        tmp_g, one = tmp[:, 2 * H:3 * H], dP.new_ones(())
         dpos_c = dvel_c = None  # gradients of step t+1's position and velocity inputs, when they were step t's outputs
         dh_c = None  # of h_t, from step t+1's cell input
         dc_c = None
@@ -385,8 +388,8 @@ class RNNRollout(torch.autograd.Function):
             da1_[t].copy_(nlb(dn1_[t], a1_[t], (M,), m1_[t], r1_[t], g1, be1, mask)[0])
             dy0 = da1_[t] @ W1  # [B, H + F]: of [h_t | feat_t]
             dh = dy0[:, :H] if dh_c is None else dy0[:, :H].add_(dh_c)
-            dc = cell_backward(dh, g4_[t], gif_[t], tc_[t], cells_[t - 1] if t > 0 else c0, dc_c, d4_[t], dif_[t],
-                               dgo_[t], tmp)
+            dc = cell_backward(dh, g4_[t], gates_[t], tc_[t], cells_[t - 1] if t > 0 else c0, dc_c, d4_[t], dg_[t],
+                               tmp, tmp_g, one)
             dc_c = dc.mul_(g4_[t][1])  # of c_{t-1}
             dinp = dg_[t] @ w_in  # [B, in]: of [feat | BP(h_{t-1}) | h_{t-1}]
             if pair:
