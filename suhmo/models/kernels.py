@@ -364,9 +364,10 @@ class RNNRollout(torch.autograd.Function):
         a1_, n1_, a2_, n2_ = A1.unbind(0), N1.unbind(0), A2.unbind(0), N2.unbind(0)
         m1_, r1_, m2_, r2_ = S1[0].unbind(0), S1[1].unbind(0), S2[0].unbind(0), S2[1].unbind(0)
         dp_ = dP.unbind(1)
-        if pair:
+        if pair:  # amax's backward: the maxima of a pair share the gradient; which rows they are, for all steps at once
             Q = INP.view(T, B // 2, 2, -1)
-            ih_, ibp_ = Q[..., F + H:].unbind(0), Q[..., F:F + H].unbind(0)
+            MAX = (Q[..., F + H:] == Q[..., F:F + H]).to(dP.dtype)  # [T, B/2, 2, H]
+            max_, nmax_ = MAX.unbind(0), MAX.sum(2, keepdim=True).unbind(0)
         tmp = new(B, 4 * H)
         tmp_g, one = tmp[:, 2 * H:3 * H], dP.new_ones(())
         dpos_c = dvel_c = None  # gradients of step t+1's position and velocity inputs, when they were step t's outputs
@@ -394,10 +395,8 @@ class RNNRollout(torch.autograd.Function):
             dinp = dg_[t] @ w_in  # [B, in]: of [feat | BP(h_{t-1}) | h_{t-1}]
             if pair:
                 dh_c = dinp[:, F + H:]
-                hp = ih_[t]
-                m = (hp == ibp_[t]).to(dinp.dtype)  # amax's backward: the maxima share the gradient
                 dbp = dinp[:, F:F + H].view(B // 2, 2, H).sum(1, keepdim=True)
-                dh_c.view(B // 2, 2, H).addcmul_(m, dbp.div_(m.sum(1, keepdim=True)))
+                dh_c.view(B // 2, 2, H).addcmul_(max_[t], dbp.div_(nmax_[t]))
             else:
                 dh_c = dinp[:, F:]
             if t >= O:  # position and velocity came from step t-1
