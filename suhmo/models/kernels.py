@@ -132,11 +132,12 @@ class WindowLSTM(torch.autograd.Function):
         gi_, gf_, gg_, go_ = (gates_all[..., j * H:(j + 1) * H].split(rows, 1) for j in range(4))
         c_, tc_ = cells.split(rows, 1), tanh_cells.split(rows, 1)
         hprev_ = h_prev.split(rows[1:], 1) if keep_h else None
+        K = len(active)
         for k, n_tr in enumerate(active):
             n = rows[k]
             if k > 0:  # h_{-1} = 0, c_{-1} = 0
                 hp = h[:, :n] if n < h.shape[1] else h
-                if keep_h:
+                if keep_h and hp is not hprev_[k - 1]:
                     hprev_[k - 1].copy_(hp)
                 g_[k].baddbmm_(hp, w_t)
             sig1_[k].sigmoid_()
@@ -147,7 +148,10 @@ class WindowLSTM(torch.autograd.Function):
             else:
                 c = torch.mul(gf_[k], c_[k - 1][:, :n], out=c_[k])
                 c.addcmul_(gi_[k], gg_[k])
-            h = torch.mul(torch.tanh(c, out=tc_[k]), go_[k])
+            if keep_h and k + 1 < K and rows[k + 1] == n:  # h_k straight into step k+1's saved h_{k}
+                h = torch.mul(torch.tanh(c, out=tc_[k]), go_[k], out=hprev_[k])
+            else:
+                h = torch.mul(torch.tanh(c, out=tc_[k]), go_[k])
             if k in ends:
                 wins, trs = ends[k]
                 out.index_copy_(1, wins, h.view(S, n_tr, B, H).index_select(1, trs))
