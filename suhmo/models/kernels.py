@@ -12,6 +12,12 @@ checked against autograd by ``torch.autograd.gradcheck`` (tests/test_kernels.py)
   backward through time written out and each weight's gradient formed once for all steps
   (``generators.RNNCore._rollout_fused``; tests/test_step_equivalence.py checks it against the
   step loop, benchmarks/old_new.py times it).
+- ``SequenceFeatures``, ``MotionL2``, ``CentreScale``: the discriminators' per-frame features,
+  eq. 11's L2 and the semantic encoding's shape normalisation, whose autograd graphs were
+  dozens of full-size operations on ``[B, T, 68, 2]`` tensors with 2-element inner loops
+  (concatenations along the last dimension, broadcasts over the 68 points); written out with
+  each point as one element of twice the float's size (:func:`_points`), forward and backward
+  (tests/test_kernels.py).
 
 The paper's concepts (eq. 4, 5, 13-17) live in ``generators``, ``windows`` and ``layers``.
 """
