@@ -67,6 +67,12 @@ def test_sequence_features_equal_autograd_and_pass_gradcheck():
             ins = [seq] if zz is None else [seq, z]
             for a, b in zip(torch.autograd.grad((new * w).sum(), ins), torch.autograd.grad((ref * w).sum(), ins)):
                 assert torch.allclose(a, b, rtol=1e-5, atol=1e-5 * float(b.abs().max()))
+    # train.amp: bf16 states beside fp32 positions, each gradient in its input's dtype
+    s32, z16 = seq.detach().float().requires_grad_(True), z.detach().bfloat16().requires_grad_(True)
+    out = SequenceFeatures.apply(s32, z16, 25.0, 3.0)
+    assert out.dtype == torch.float32 and torch.equal(out[..., 410:416], z16[:, 2:].float())
+    gs, gz = torch.autograd.grad(out.sum(), (s32, z16))
+    assert gs.dtype == torch.float32 and gz.dtype == torch.bfloat16
     seq, z = seq[:2, :5].detach().requires_grad_(True), z[:2, :5].detach().requires_grad_(True)
     assert torch.autograd.gradcheck(lambda s, zz: SequenceFeatures.apply(s, zz, 25.0, 3.0), (seq, z))
     assert torch.autograd.gradcheck(lambda s: SequenceFeatures.apply(s, None, 2.0, 3.0), (seq,))

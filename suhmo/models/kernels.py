@@ -482,6 +482,7 @@ class SequenceFeatures(torch.autograd.Function):
             out[..., 410:410 + Z].copy_(z[:, 2:])
             torch.sub(z[:, 2:], z[:, 1:-1], out=out[..., 410 + Z:]).mul_(vs)
         ctx.meta = (vs, va, Z, z is not None)
+        ctx.z_dtype = z.dtype if z is not None else None  # z may be narrower than seq (train.amp)
         return out
 
     @staticmethod
@@ -496,6 +497,7 @@ class SequenceFeatures(torch.autograd.Function):
             torch.add(g[..., 410:410 + Z], gdz, out=dz[:, 2:])
             dz[:, :2].zero_()
             dz[:, 1:-1].sub_(gdz)
+            dz = dz.to(ctx.z_dtype)
         if not ctx.needs_input_grad[0]:
             return dseq, dz, None, None
         planes = g.new_empty(3, B, Tf, 68, 2)
