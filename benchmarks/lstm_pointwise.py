@@ -15,8 +15,9 @@ version, so fusing it would save ~0.16 s (~1.3 %). The rest of the time outside 
 operators (``train_step.py --decompose``).
 Measured 2026-12-02, branch perf19 (the gates' derivatives formed and applied in two [rows, 4H]
 passes), the grid's widest step at the small size (``--rows 1472 --hidden 256``, 2 threads, load
-~9): naive 8.95, suhmo 2.76, compiled 0.58 ms per step: fusing is the lead for the grid's last
-percent (benchmarks/results/cpu_preset_speed_2026-12-02c.txt), not shipped (a compiler at run time).
+~9): naive 8.95, suhmo 2.76, compiled 0.58 ms per step. In situ it buys little: the grid's D-step
+window LSTM (forward+backward) with the cell backward compiled, 392 -> 383 ms (2 %), the products
+dominate (benchmarks/results/cpu_preset_speed_2026-12-02c.txt); not shipped.
 
   python benchmarks/lstm_pointwise.py [--rows 480] [--hidden 1024] [--no-compile] [--json]
 """
