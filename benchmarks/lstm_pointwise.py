@@ -13,6 +13,11 @@ sampled windows runs about 17k track-rows per stream through this in the D step 
 and half that in the G step, two streams each: ~0.2 s of its 12.5 s in the trainer's
 version, so fusing it would save ~0.16 s (~1.3 %). The rest of the time outside the matrix products is spread over many small
 operators (``train_step.py --decompose``).
+Measured 2026-12-02, branch perf19 (the gates' derivatives formed and applied in two [rows, 4H]
+passes), the grid's widest step at the small size (``--rows 1472 --hidden 256``, 2 threads, load
+~9): naive 8.95, suhmo 2.76, compiled 0.58 ms per step. In situ it buys little: the grid's D-step
+window LSTM (forward+backward) with the cell backward compiled, 392 -> 383 ms (2 %), the products
+dominate (benchmarks/results/cpu_preset_speed_2026-12-02c.txt); not shipped.
 
   python benchmarks/lstm_pointwise.py [--rows 480] [--hidden 1024] [--no-compile] [--json]
 """
@@ -40,7 +45,7 @@ def naive(dh, dc_next, gates, tc, c_prev):
 
 
 def make_suhmo(rows: int, hidden: int):
-    scratch, dgates = torch.empty(rows, hidden), torch.empty(rows, 4 * hidden)
+    scratch, dgates = torch.empty(rows, 4 * hidden), torch.empty(rows, 4 * hidden)
 
     def suhmo(dh, dc_next, gates, tc, c_prev):  # what WindowLSTM.backward runs per step
         dc = lstm_cell_backward(dh, gates, tc, c_prev, dc_next, dgates, scratch)

@@ -65,11 +65,22 @@ recurrence, D_F's scores sliced instead of its features, and the RNN generator's
 as one autograd node with its backward written out (``kernels.RNNRollout``). With ``--compile``
 (cpu_now): 16.7 s of compiling, then 0.97x the eager rate: it does not pay.
 
+Measured later again, branch perf19 (benchmarks/results/cpu_preset_speed_2026-12-02c.txt, two
+runs, 1 thread, 16 rounds x 2 iterations, load 6.6-11.3), CPU time old/new against a858017: cpu
+1.48 / 1.54x, cpu_dsem 1.59 / 1.58x, cpu_now 1.56 / 1.53x (wall 1.54 / 1.57x): the issue's 1.5x
+for the preset as committed is reached. What it took beyond perf18: the D features, eq. 11's L2
+and the semantic encoding's shape normalisation as nodes with their backward written out
+(``kernels.SequenceFeatures``, ``MotionL2``, ``CentreScale``: the landmarks' (x, y) pairs moved
+and broadcast as single elements instead of 2-float runs), the weights' finite check in a few
+operations, and fewer operations per step in the LSTM cell backward and the rollout's backward.
+Against perf18's end (80c00d9): cpu_now 1.13x, grid_small 1.03x.
+
 Commands:
   git archive <old-commit> | tar -x -C /tmp/old       # the old checkout (any path)
   python benchmarks/old_new.py /tmp/old --configs small,small64 --variants rnn,transformer
   python benchmarks/old_new.py /tmp/old --configs small64 --variants rnn --compile --json
   python benchmarks/old_new.py /tmp/old --configs cpu,cpu_dsem,cpu_now --variants rnn --threads 1 --rounds 16 --iters 2
+  python benchmarks/old_new.py /tmp/old --configs grid_small --variants rnn --threads 1 --rounds 8 --iters 2
 """
 
 from __future__ import annotations

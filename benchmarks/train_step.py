@@ -74,7 +74,9 @@ the iteration, are step-by-step recurrences of small products: G's 68-step rollo
 window LSTMs. Later, branch perf18 (benchmarks/results/cpu_preset_speed_2026-12-02b.txt, load
 3.4; the preset now has d_semantic and w_motion): total 130 ms (a858017 with d_semantic and
 without the motion term: 185); G backward+Adam 40, D backward+Adam 22, D loss 21, G loss 12, G
-rollout 11, D features 6, space encode 5.
+rollout 11, D features 6, space encode 5. Branch perf19 (benchmarks/results/cpu_preset_speed_2026-12-02c.txt,
+load 7.2 and 11.3, which inflates every row): total 150 / 145 ms; D features 4.0, space encode 4.4
+(the features and the encoding's shape normalisation with their backward written out).
 ``build_iteration`` (the rows, and ``vs_reference.py``'s "ours") builds the optimisers and the
 process as the Trainer does where the checkout has them (fused Adam, ``speed.prepare_device``).
 

@@ -52,6 +52,10 @@ ours 1.28 / 0.75 s, 2.90x / 2.92x (CPU 2.91x / 2.86x; loads 7.2 and 3.3): short 
 Ours is ``train_step.build_iteration``, which since then builds its optimisers and process as the
 Trainer does (fused Adam, freed memory kept for reuse: a process-wide glibc setting, so the
 authors' side in the same process has it too; their times did not move with it).
+Later the same day, branch perf19 (benchmarks/results/cpu_preset_speed_2026-12-02c.txt, loads 7.1
+and 11.2): authors 2.77 / 2.65 s, ours 0.93 / 0.90 s, 2.96x / 2.95x (CPU 3.00x / 2.96x); three more
+runs during the work 3.03x, 2.96x, 2.95x: at the issue's 3x, not clearly above it. The grid's
+iteration is mostly matrix products at the core's fp32 peak and the window LSTMs' elementwise work.
 
 Commands:
   python benchmarks/vs_reference.py                                   # small size, both variants, both window modes

@@ -34,6 +34,7 @@ from suhmo.config import ConfigError, LossConfig
 from suhmo.data import motion_features
 from suhmo.models.layers import POSE_DIM
 from suhmo.models.discriminators import rnn_window_scores_together
+from suhmo.models.kernels import MotionL2, SequenceFeatures
 from suhmo.models.windows import multiscale_score, plan_mean
 
 
@@ -108,6 +109,12 @@ def sequence_features(seq: Tensor, cfg, motion: Tensor | None = None, space=None
     ``space.encode(seq)`` when the caller has it (the training step encodes each sequence once
     for these features and the motion statistics).
     """
+    if cfg.model.d_centred and motion is None and seq.dim() == 4 and seq.shape[-2:] == (68, 2):
+        # one buffer written in place, the backward written out (kernels.SequenceFeatures)
+        if cfg.model.d_semantic and z is None:
+            z = _semantic_parts(seq, cfg, space, None, z_only=True)
+        return SequenceFeatures.apply(seq, z if cfg.model.d_semantic else None, float(cfg.model.vel_scale),
+                                      float(cfg.model.acc_scale))
     if cfg.model.d_centred:
         # one [68, 6] concatenation of [pos - centroid | vel_scale * vel | acc_scale * acc]
         # instead of three full-size copies forward and backward (benchmarks/train_step.py --phases)
@@ -127,14 +134,17 @@ def sequence_features(seq: Tensor, cfg, motion: Tensor | None = None, space=None
     return torch.cat(parts, -1) if len(parts) > 1 else parts[0]  # the frame's features in one concatenation
 
 
-def _semantic_parts(seq: Tensor, cfg, space, z: Tensor | None = None) -> list:
-    """With ``model.d_semantic``, ``[z_t, vel_scale * (z_t - z_{t-1})]`` (each ``[B, T-2, 4 + K]``), else ``[]``."""
+def _semantic_parts(seq: Tensor, cfg, space, z: Tensor | None = None, z_only: bool = False):
+    """With ``model.d_semantic``, ``[z_t, vel_scale * (z_t - z_{t-1})]`` (each ``[B, T-2, 4 + K]``), else ``[]``;
+    ``z_only``: ``z`` itself (``space.encode(seq)`` when not given)."""
     if not cfg.model.d_semantic:
         return []
     if z is None:
         if space is None:
             raise ValueError("model.d_semantic: sequence_features needs G's semantic space (space=G.space)")
         z = space.encode(seq)  # [B, T, 4 + K]
+    if z_only:
+        return z
     return [z[:, 2:], cfg.model.vel_scale * (z[:, 2:] - z[:, 1:-1])]
 
 
@@ -321,8 +331,11 @@ def generator_loss(D, fake_seq: Tensor, real_seq: Tensor, out, plan, cfg, lam: f
     # motion_features is linear: [pos|vel|acc] of fake minus real = [pos|vel|acc] of (fake - real),
     # over the last n feature frames (n + 2 positions): one difference, one set of features
     n = min(n_future, fake_seq.shape[1] - 2)
-    diff = motion_features(fake_seq[:, -(n + 2):] - real_seq[:, -(n + 2):].detach())
-    l2 = _point_sq(diff, None)
+    if fake_seq.dim() == 4 and n > 0:  # the same, its backward written out (kernels.MotionL2)
+        l2 = MotionL2.apply(fake_seq, real_seq.detach(), n)
+    else:
+        diff = motion_features(fake_seq[:, -(n + 2):] - real_seq[:, -(n + 2):].detach())
+        l2 = _point_sq(diff, None)
     loss = loss + lam * l2
     logs["g_l2"] = float(l2.detach())
     logs["lam"] = float(lam)

@@ -38,3 +38,88 @@ def test_window_lstm_backward_passes_gradcheck():
     # one input at a time, as in the D step (w only matters through xp's producer) and the G step
     assert torch.autograd.gradcheck(lambda x: lstm_window_states(x, w_hh.detach(), tracks), (xp,))
     assert torch.autograd.gradcheck(lambda w: lstm_window_states(xp.detach(), w, tracks), (w_hh,))
+
+
+def _features_by_autograd(seq, z, vs, va):
+    """The autograd expression ``SequenceFeatures`` replaces (losses.sequence_features before it)."""
+    vel = seq[:, 1:] - seq[:, :-1]
+    pos, vel, acc = seq[:, 2:], vel[:, 1:], vel[:, 1:] - vel[:, :-1]
+    centroid = pos.mean(-2)
+    f = torch.cat([pos - centroid.unsqueeze(-2), vel * vs, acc * va], -1)
+    parts = [f.reshape(f.shape[0], f.shape[1], -1), centroid - 0.5]
+    if z is not None:
+        parts += [z[:, 2:], vs * (z[:, 2:] - z[:, 1:-1])]
+    return torch.cat(parts, -1)
+
+
+def test_sequence_features_equal_autograd_and_pass_gradcheck():
+    from suhmo.models.kernels import SequenceFeatures
+
+    torch.manual_seed(0)
+    for dtype in (torch.float32, torch.float64):
+        seq = (0.5 + 0.05 * torch.randn(3, 8, 68, 2, dtype=dtype)).requires_grad_(True)
+        z = torch.randn(3, 8, 6, dtype=dtype, requires_grad=True)
+        for zz in (None, z):
+            new = SequenceFeatures.apply(seq, zz, 25.0, 3.0)
+            ref = _features_by_autograd(seq, zz, 25.0, 3.0)
+            assert torch.equal(new, ref)  # the same float operations: bit for bit
+            w = torch.randn_like(ref)
+            ins = [seq] if zz is None else [seq, z]
+            for a, b in zip(torch.autograd.grad((new * w).sum(), ins), torch.autograd.grad((ref * w).sum(), ins)):
+                assert torch.allclose(a, b, rtol=1e-5, atol=1e-5 * float(b.abs().max()))
+    # train.amp: bf16 states beside fp32 positions, each gradient in its input's dtype
+    s32, z16 = seq.detach().float().requires_grad_(True), z.detach().bfloat16().requires_grad_(True)
+    out = SequenceFeatures.apply(s32, z16, 25.0, 3.0)
+    assert out.dtype == torch.float32 and torch.equal(out[..., 410:416], z16[:, 2:].float())
+    gs, gz = torch.autograd.grad(out.sum(), (s32, z16))
+    assert gs.dtype == torch.float32 and gz.dtype == torch.bfloat16
+    seq, z = seq[:2, :5].detach().requires_grad_(True), z[:2, :5].detach().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda s, zz: SequenceFeatures.apply(s, zz, 25.0, 3.0), (seq, z))
+    assert torch.autograd.gradcheck(lambda s: SequenceFeatures.apply(s, None, 2.0, 3.0), (seq,))
+    assert torch.autograd.gradcheck(lambda zz: SequenceFeatures.apply(seq.detach(), zz, 2.0, 3.0), (z,))
+
+
+def test_motion_l2_equals_autograd_and_passes_gradcheck():
+    from suhmo.data import motion_features
+    from suhmo.losses import _point_sq
+    from suhmo.models.kernels import MotionL2
+
+    torch.manual_seed(0)
+    real = torch.randn(3, 9, 68, 2, dtype=torch.float64)
+    fake = (real + 0.1 * torch.randn_like(real)).requires_grad_(True)
+    for n in (1, 4, 7):
+        new = MotionL2.apply(fake, real, n)
+        ref = _point_sq(motion_features(fake[:, -(n + 2):] - real[:, -(n + 2):]), None)
+        assert torch.allclose(new, ref, rtol=1e-12)
+        (g_new,), (g_ref,) = torch.autograd.grad(new, fake), torch.autograd.grad(ref, fake)
+        assert torch.allclose(g_new, g_ref, rtol=1e-10, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda f: MotionL2.apply(f, real[:2, :6], 3), (fake[:2, :6].detach().requires_grad_(True),))
+
+
+def test_centre_scale_equals_autograd_and_passes_gradcheck():
+    from suhmo.models.kernels import CentreScale
+
+    def ref(x):  # space._centre_scale_t's autograd expression (what TorchScript runs)
+        c = x.mean(-2)
+        xc = x - c.unsqueeze(-2)
+        s = xc.pow(2).sum(-1).mean(-1).sqrt().clamp_min(1e-9)
+        return c, s, xc / s.unsqueeze(-1).unsqueeze(-1)
+
+    torch.manual_seed(0)
+    for dtype in (torch.float32, torch.float64):
+        x = (0.5 + 0.1 * torch.randn(3, 5, 68, 2, dtype=dtype))
+        x[0, 0] = 0.3  # a degenerate frame: all points at one place, s clamped
+        x.requires_grad_(True)
+        new, old = CentreScale.apply(x), ref(x)
+        tol = 1e-5 if dtype == torch.float32 else 1e-12
+        for a, b in zip(new, old):  # the degenerate frame's unit shape is its rounding noise / 1e-9: not compared
+            assert a.shape == b.shape and torch.allclose(a.flatten(0, 1)[1:], b.flatten(0, 1)[1:], rtol=tol, atol=tol)
+        assert torch.equal(new[1][0, 0], old[1][0, 0])
+        ws = [torch.randn_like(b) for b in old]
+        (g_new,) = torch.autograd.grad(sum((a * w).sum() for a, w in zip(new, ws)), x)
+        (g_old,) = torch.autograd.grad(sum((b * w).sum() for b, w in zip(old, ws)), x)
+        # the degenerate frame: autograd's sqrt backward at 0 gives NaN (0 * inf), the kernel a finite value
+        assert torch.isfinite(g_new).all()
+        g_new, g_old = g_new.flatten(0, 1)[1:], g_old.flatten(0, 1)[1:]
+        assert torch.allclose(g_new, g_old, rtol=tol, atol=tol * float(g_old.abs().max()))
+    assert torch.autograd.gradcheck(CentreScale.apply, (x[1:, :2, :5].detach().requires_grad_(True),))

@@ -336,3 +336,17 @@ def test_finiteness_check_tells_huge_weights_from_non_finite_ones(tmp_path, spli
         p.view(-1)[0] = float("inf")
     with pytest.raises(SuhmoError, match=r"diverged at iteration 1: non-finite weights in D"):
         t._check_finite(0, logs)
+
+
+def test_all_finite_is_the_per_tensor_isfinite():
+    """``train._all_finite`` (the per-iteration weight check in a few operations): false for any
+    inf or NaN entry, true for huge finite weights (which would overflow a norm)."""
+    from suhmo.train import _all_finite
+
+    ps = [torch.randn(5, 7), torch.randn(3), torch.zeros(0), torch.ones(2, dtype=torch.long)]
+    assert _all_finite(ps)
+    for bad in (float("inf"), float("-inf"), float("nan")):
+        q = [p.clone() for p in ps]
+        q[1][2] = bad
+        assert not _all_finite(q)
+    assert _all_finite([torch.full((4, 4), 3e38)])

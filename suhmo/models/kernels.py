@@ -12,6 +12,12 @@ checked against autograd by ``torch.autograd.gradcheck`` (tests/test_kernels.py)
   backward through time written out and each weight's gradient formed once for all steps
   (``generators.RNNCore._rollout_fused``; tests/test_step_equivalence.py checks it against the
   step loop, benchmarks/old_new.py times it).
+- ``SequenceFeatures``, ``MotionL2``, ``CentreScale``: the discriminators' per-frame features,
+  eq. 11's L2 and the semantic encoding's shape normalisation, whose autograd graphs were
+  dozens of full-size operations on ``[B, T, 68, 2]`` tensors with 2-element inner loops
+  (concatenations along the last dimension, broadcasts over the 68 points); written out with
+  each point as one element of twice the float's size (:func:`_points`), forward and backward
+  (tests/test_kernels.py).
 
 The paper's concepts (eq. 4, 5, 13-17) live in ``generators``, ``windows`` and ``layers``.
 """
@@ -132,11 +138,12 @@ class WindowLSTM(torch.autograd.Function):
         gi_, gf_, gg_, go_ = (gates_all[..., j * H:(j + 1) * H].split(rows, 1) for j in range(4))
         c_, tc_ = cells.split(rows, 1), tanh_cells.split(rows, 1)
         hprev_ = h_prev.split(rows[1:], 1) if keep_h else None
+        K = len(active)
         for k, n_tr in enumerate(active):
             n = rows[k]
             if k > 0:  # h_{-1} = 0, c_{-1} = 0
                 hp = h[:, :n] if n < h.shape[1] else h
-                if keep_h:
+                if keep_h and hp is not hprev_[k - 1]:
                     hprev_[k - 1].copy_(hp)
                 g_[k].baddbmm_(hp, w_t)
             sig1_[k].sigmoid_()
@@ -147,7 +154,10 @@ class WindowLSTM(torch.autograd.Function):
             else:
                 c = torch.mul(gf_[k], c_[k - 1][:, :n], out=c_[k])
                 c.addcmul_(gi_[k], gg_[k])
-            h = torch.mul(torch.tanh(c, out=tc_[k]), go_[k])
+            if keep_h and k + 1 < K and rows[k + 1] == n:  # h_k straight into step k+1's saved h_{k}
+                h = torch.mul(torch.tanh(c, out=tc_[k]), go_[k], out=hprev_[k])
+            else:
+                h = torch.mul(torch.tanh(c, out=tc_[k]), go_[k])
             if k in ends:
                 wins, trs = ends[k]
                 out.index_copy_(1, wins, h.view(S, n_tr, B, H).index_select(1, trs))
@@ -167,13 +177,13 @@ class WindowLSTM(torch.autograd.Function):
         grad_out = grad_out.contiguous()
         dxp = gates_all.new_zeros(S, T, B, G4) if need_x else None
         dgates_all = torch.empty_like(gates_all)  # saved tensors stay intact (retain_graph, gradcheck)
-        scratch = gates_all.new_empty(S, rows[0], H)  # one [S, n, H] temporary, reused at every step
+        scratch = gates_all.new_empty(S, rows[0], G4)  # one [S, n, 4H] temporary, reused at every step
+        scratch_ = {n: (scratch[:, :n], scratch[:, :n, 2 * H:3 * H]) for n in set(rows)}
+        one = gates_all.new_ones(())
         dh_next = dc_next = None  # gradients w.r.t. h_k and c_k coming from step k+1
-        dg_ = dgates_all.split(rows, 1)
+        g_, dg_ = gates_all.split(rows, 1), dgates_all.split(rows, 1)
         g4_ = list(zip(*(gates_all[..., j * H:(j + 1) * H].split(rows, 1) for j in range(4))))
         d4_ = list(zip(*(dgates_all[..., j * H:(j + 1) * H].split(rows, 1) for j in range(4))))
-        gif_, dif_, dgo_ = (t.split(rows, 1) for t in (gates_all[..., :2 * H], dgates_all[..., :2 * H],
-                                                       dgates_all[..., 2 * H:]))
         c_, tc_ = cells.split(rows, 1), tanh_cells.split(rows, 1)
         for k in range(len(rows) - 1, -1, -1):
             n, n_tr = rows[k], tracks.active[k]
@@ -188,7 +198,7 @@ class WindowLSTM(torch.autograd.Function):
                 wins, trs = ends[k]
                 dh.view(S, n_tr, B, H).index_add_(1, trs, grad_out.index_select(1, wins))
             c_prev = c_[k - 1][:, :n] if k > 0 else None  # c_{-1} = 0
-            dc = cell_backward(dh, g4_[k], gif_[k], tc_[k], c_prev, dc_next, d4_[k], dif_[k], dgo_[k], scratch[:, :n])
+            dc = cell_backward(dh, g4_[k], g_[k], tc_[k], c_prev, dc_next, d4_[k], dg_[k], *scratch_[n], one)
             if k > 0:
                 dc_next = dc.mul_(g4_[k][1])  # dc_{k-1} = dc_k * f_k
                 dh_next = torch.bmm(dg_[k], w_hh)
@@ -199,48 +209,50 @@ class WindowLSTM(torch.autograd.Function):
 
 
 def lstm_cell_backward(dh: Tensor, gates: Tensor, tc: Tensor, c_prev: Optional[Tensor], dc_next: Optional[Tensor],
-                       dgates: Tensor, tmp: Tensor) -> Tensor:
+                       dgates: Tensor, tmp: Optional[Tensor] = None) -> Tensor:
     """Pointwise backward of one LSTM step on ``n`` rows (of each stream: ``[..., n, 4H]``): writes
     the gradients of the gates before their nonlinearities into ``dgates [..., n, 4H]`` and
     returns dc_k (``[..., n, H]``, new).
 
     ``gates``: the activated gates (i, f, g, o), ``tc = tanh(c_k)``, ``c_prev = c_{k-1}`` (None:
-    zero), ``dc_next``: dc from step k+1 for its first rows (None: none), ``tmp``: ``[..., n, H]``
-    scratch. In place where it can be: sigmoid' = s - s^2, tanh' = 1 - t^2, no temporaries
-    beyond dc (``benchmarks/lstm_pointwise.py`` times it against the textbook expressions).
+    zero), ``dc_next``: dc from step k+1 for its first rows (None: none), ``tmp``: ``[..., n, 4H]``
+    scratch (None: allocated). The gates' local derivatives (sigmoid' = s - s^2 for i, f, o,
+    tanh' = 1 - t^2 for g) are formed in one ``[..., n, 4H]`` pass and applied in another, after
+    the four products that each gate's gradient starts from: 11 operations, where applying
+    them gate by gate took 15 (``benchmarks/lstm_pointwise.py`` times the forms).
     The recurrences call :func:`cell_backward` on views of their buffers split once per call.
     """
     H = gates.shape[-1] // 4
-    return cell_backward(dh, gates.chunk(4, -1), gates[..., :2 * H], tc, c_prev, dc_next, dgates.chunk(4, -1),
-                         dgates[..., :2 * H], dgates[..., 2 * H:], tmp)
+    tmp = torch.empty_like(gates) if tmp is None or tmp.shape != gates.shape else tmp
+    return cell_backward(dh, gates.chunk(4, -1), gates, tc, c_prev, dc_next, dgates.chunk(4, -1), dgates, tmp,
+                         tmp[..., 2 * H:3 * H], gates.new_ones(()))
 
 
-def cell_backward(dh: Tensor, g4, g_if: Tensor, tc: Tensor, c_prev: Optional[Tensor], dc_next: Optional[Tensor],
-                  d4, d_if: Tensor, d_go: Tensor, tmp: Tensor) -> Tensor:
-    """:func:`lstm_cell_backward` on views given: ``g4 = (i, f, g, o)`` of the activated gates and
-    ``g_if`` (i and f, adjacent), ``d4``, ``d_if`` and ``d_go`` the same of ``dgates``."""
+def cell_backward(dh: Tensor, g4, gates: Tensor, tc: Tensor, c_prev: Optional[Tensor], dc_next: Optional[Tensor],
+                  d4, dgates: Tensor, tmp: Tensor, tmp_g: Tensor, one: Tensor) -> Tensor:
+    """:func:`lstm_cell_backward` on views given: ``g4 = (i, f, g, o)`` of the activated ``gates``,
+    ``d4`` the same of ``dgates``, ``tmp`` the ``[..., n, 4H]`` scratch and ``tmp_g`` its g slot,
+    ``one`` a 0-dim 1."""
     i, f, g, o = g4
     di, df, dg, do = d4
     # dc_k = dc from step k+1 + dh_k * o * (1 - tanh(c_k)^2)
     dc = torch.mul(dh, o)
-    dc.addcmul_(dc, torch.mul(tc, tc, out=tmp), value=-1.0)
+    dc.addcmul_(dc, torch.mul(tc, tc, out=tmp_g), value=-1.0)
     if dc_next is not None:
         dc.narrow(-2, 0, dc_next.shape[-2]).add_(dc_next)
+    # the gradients w.r.t. the activated gates: i <- dc g, f <- dc c_{k-1}, g <- dc i, o <- dh tanh(c_k)
     torch.mul(dc, g, out=di)
     if c_prev is None:
         df.zero_()
     else:
         torch.mul(dc, c_prev, out=df)
-    _sigmoid_grad(d_if, g_if, d_go)  # i and f in one pass, the g and o slots (not yet written) as scratch
-    torch.mul(dc, i, out=dg).addcmul_(dg, torch.mul(g, g, out=tmp), value=-1.0)
-    _sigmoid_grad(torch.mul(dh, tc, out=do), o, tmp)
+    torch.mul(dc, i, out=dg)
+    torch.mul(dh, tc, out=do)
+    # times the local derivatives: s - s^2 (i, f, o), 1 - t^2 (g)
+    torch.addcmul(gates, gates, gates, value=-1.0, out=tmp)
+    torch.addcmul(one, g, g, value=-1.0, out=tmp_g)
+    dgates.mul_(tmp)
     return dc
-
-
-def _sigmoid_grad(d: Tensor, s: Tensor, tmp: Tensor) -> Tensor:
-    """``d *= s * (1 - s)`` in place, as ``d * s - (d * s) * s``, with ``tmp`` as scratch."""
-    d.mul_(s)
-    return d.sub_(torch.mul(d, s, out=tmp))
 
 
 class RNNRollout(torch.autograd.Function):
@@ -358,14 +370,16 @@ class RNNRollout(torch.autograd.Function):
         cells_, tc_ = CELLS.unbind(0), TC.unbind(0)
         g4_ = list(zip(*(GATES[:, :, j * H:(j + 1) * H].unbind(0) for j in range(4))))
         d4_ = list(zip(*(DG[:, :, j * H:(j + 1) * H].unbind(0) for j in range(4))))
-        gif_, dif_, dgo_ = GATES[:, :, :2 * H].unbind(0), DG[:, :, :2 * H].unbind(0), DG[:, :, 2 * H:].unbind(0)
+        gates_ = GATES.unbind(0)
         a1_, n1_, a2_, n2_ = A1.unbind(0), N1.unbind(0), A2.unbind(0), N2.unbind(0)
         m1_, r1_, m2_, r2_ = S1[0].unbind(0), S1[1].unbind(0), S2[0].unbind(0), S2[1].unbind(0)
         dp_ = dP.unbind(1)
-        if pair:
+        if pair:  # amax's backward: the maxima of a pair share the gradient; which rows they are, for all steps at once
             Q = INP.view(T, B // 2, 2, -1)
-            ih_, ibp_ = Q[..., F + H:].unbind(0), Q[..., F:F + H].unbind(0)
-        tmp = new(B, H)
+            MAX = (Q[..., F + H:] == Q[..., F:F + H]).to(dP.dtype)  # [T, B/2, 2, H]
+            max_, nmax_ = MAX.unbind(0), MAX.sum(2, keepdim=True).unbind(0)
+        tmp = new(B, 4 * H)
+        tmp_g, one = tmp[:, 2 * H:3 * H], dP.new_ones(())
         dpos_c = dvel_c = None  # gradients of step t+1's position and velocity inputs, when they were step t's outputs
         dh_c = None  # of h_t, from step t+1's cell input
         dc_c = None
@@ -385,16 +399,14 @@ class RNNRollout(torch.autograd.Function):
             da1_[t].copy_(nlb(dn1_[t], a1_[t], (M,), m1_[t], r1_[t], g1, be1, mask)[0])
             dy0 = da1_[t] @ W1  # [B, H + F]: of [h_t | feat_t]
             dh = dy0[:, :H] if dh_c is None else dy0[:, :H].add_(dh_c)
-            dc = cell_backward(dh, g4_[t], gif_[t], tc_[t], cells_[t - 1] if t > 0 else c0, dc_c, d4_[t], dif_[t],
-                               dgo_[t], tmp)
+            dc = cell_backward(dh, g4_[t], gates_[t], tc_[t], cells_[t - 1] if t > 0 else c0, dc_c, d4_[t], dg_[t],
+                               tmp, tmp_g, one)
             dc_c = dc.mul_(g4_[t][1])  # of c_{t-1}
             dinp = dg_[t] @ w_in  # [B, in]: of [feat | BP(h_{t-1}) | h_{t-1}]
             if pair:
                 dh_c = dinp[:, F + H:]
-                hp = ih_[t]
-                m = (hp == ibp_[t]).to(dinp.dtype)  # amax's backward: the maxima share the gradient
                 dbp = dinp[:, F:F + H].view(B // 2, 2, H).sum(1, keepdim=True)
-                dh_c.view(B // 2, 2, H).addcmul_(m, dbp.div_(m.sum(1, keepdim=True)))
+                dh_c.view(B // 2, 2, H).addcmul_(max_[t], dbp.div_(nmax_[t]))
             else:
                 dh_c = dinp[:, F:]
             if t >= O:  # position and velocity came from step t-1
@@ -416,3 +428,179 @@ class RNNRollout(torch.autograd.Function):
         drate = (DOUT * DX0).view(TB, D).sum(0) if rate is not None and ctx.needs_input_grad[4] else None
         return (None, None, dh_c.contiguous(), dc_c, drate, dw, db, dW1, DA1.view(TB, M).sum(0), dg1, dbe1, dW2,
                 DA2.view(TB, M).sum(0), dg2, dbe2, dW3, DOUT.view(TB, D).sum(0), None)
+
+
+def _points(t: Tensor) -> Tensor:
+    """``t [..., 2k]`` (last dim contiguous) as ``[..., k]`` of a dtype twice as wide: one element
+    per point ``(x, y)``. Moving whole points is then one strided copy of elements, and a
+    complex view (float32 -> complex64) adds and subtracts both coordinates in one element,
+    the same float operations on each (``torch.cat`` along the last dimension copies 2-float
+    runs one by one, and a broadcast over the 68 points of a ``[..., 68, 2]`` tensor runs
+    2-element inner loops)."""
+    return t.view(_WORD[t.element_size()])
+
+
+_WORD = {2: torch.int32, 4: torch.int64, 8: torch.complex128}  # twice the size: one (x, y) pair
+_COMPLEX = {torch.float32: torch.complex64, torch.float64: torch.complex128}
+
+
+class SequenceFeatures(torch.autograd.Function):
+    """``losses.sequence_features`` with ``model.d_centred`` (its default path): positions
+    ``seq [B, T, 68, 2]`` and optional semantic states ``z [B, T, Z]`` -> ``[B, T-2, 410 (+ 2Z)]``,
+    per frame ``[pos - centroid | vs * vel | va * acc]`` interleaved per landmark (68 x 6), then
+    ``centroid - 0.5``, then ``z_t`` and ``vs * (z_t - z_{t-1})``.
+
+    The values are those of the autograd expression, bit for bit (the same float operations):
+    the three landmark parts are formed as contiguous planes and moved into the interleaved
+    layout by one permuted copy of point elements (:func:`_points`), the rest written into the
+    same buffer, instead of two concatenations. The backward, which autograd ran as some 20
+    full-size operations (zero-filled slice gradients, the concatenation's strided slices), is
+    written out: the features are linear in the positions, ``d seq`` is a few shifted sums.
+    Checked against the autograd expression by tests/test_kernels.py (values and gradients)."""
+
+    @staticmethod
+    def forward(ctx, seq: Tensor, z: Optional[Tensor], vs: float, va: float) -> Tensor:
+        B, T = seq.shape[:2]
+        Tf, Z = T - 2, (z.shape[-1] if z is not None else 0)
+        seq = seq.contiguous()
+        out = seq.new_empty(B, Tf, 410 + 2 * Z)
+        planes = seq.new_empty(3, B, Tf, 68, 2)  # pos - centroid, vs * vel, va * acc
+        vel = seq[:, 1:] - seq[:, :-1]
+        pos = seq[:, 2:]
+        centroid = pos.mean(-2)  # [B, Tf, 2]
+        cplx = _COMPLEX.get(seq.dtype)
+        if cplx is not None:  # one complex element per point: the broadcast over the points in whole elements
+            torch.sub(pos.view(cplx).squeeze(-1), centroid.view(cplx), out=planes[0].view(cplx).squeeze(-1))
+        else:
+            torch.sub(pos, centroid.unsqueeze(-2), out=planes[0])
+        torch.mul(vel[:, 1:], vs, out=planes[1])
+        torch.sub(vel[:, 1:], vel[:, :-1], out=planes[2]).mul_(va)
+        words = _points(out[..., :408]).unflatten(-1, (68, 3))  # [B, Tf, 68, 3]
+        words.copy_(_points(planes).squeeze(-1).permute(1, 2, 3, 0))
+        torch.sub(centroid, 0.5, out=out[..., 408:410])
+        if z is not None:
+            out[..., 410:410 + Z].copy_(z[:, 2:])
+            torch.sub(z[:, 2:], z[:, 1:-1], out=out[..., 410 + Z:]).mul_(vs)
+        ctx.meta = (vs, va, Z, z is not None)
+        ctx.z_dtype = z.dtype if z is not None else None  # z may be narrower than seq (train.amp)
+        return out
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        vs, va, Z, has_z = ctx.meta
+        g = g.contiguous() if g.storage_offset() % 2 == 0 else g.clone()  # whole points
+        B, Tf = g.shape[:2]
+        dseq = dz = None
+        if has_z and ctx.needs_input_grad[1]:
+            dz = g.new_empty(B, Tf + 2, Z)
+            gdz = g[..., 410 + Z:] * vs
+            torch.add(g[..., 410:410 + Z], gdz, out=dz[:, 2:])
+            dz[:, :2].zero_()
+            dz[:, 1:-1].sub_(gdz)
+            dz = dz.to(ctx.z_dtype)
+        if not ctx.needs_input_grad[0]:
+            return dseq, dz, None, None
+        planes = g.new_empty(3, B, Tf, 68, 2)
+        _points(planes).squeeze(-1).copy_(_points(g[..., :408]).unflatten(-1, (68, 3)).permute(3, 0, 1, 2))
+        gp, gv, ga = planes.unbind(0)
+        # pos - centroid and centroid - 0.5, centroid = mean over the 68 points: d pos = gp + (gc - sum gp) / 68
+        gc = torch.sub(g[..., 408:410], gp.sum(-2)).div_(68)
+        a = torch.mul(gv, vs).add_(ga, alpha=va)  # d vel_t (feature t's vel, x_{t+2} - x_{t+1}), acc's share included
+        b = ga.mul_(va)  # acc_t = vel_t - vel_{t-1}: its share on vel_{t-1} (x_{t+1} - x_t), negated
+        dseq = g.new_empty(B, Tf + 2, 68, 2)
+        cplx = _COMPLEX.get(g.dtype)
+        torch.add(gp, a, out=dseq[:, 2:])
+        if cplx is not None:
+            dseq[:, 2:].view(cplx).squeeze(-1).add_(gc.view(cplx))
+        else:
+            dseq[:, 2:].add_(gc.unsqueeze(-2))
+        dseq[:, :2].zero_()
+        dseq[:, 1:-1].sub_(a.add_(b))
+        dseq[:, :-2].add_(b)
+        return dseq, dz, None, None
+
+
+class MotionL2(torch.autograd.Function):
+    """Eq. 11's L2 as the training step forms it: the mean over points of the squared 2-D
+    distance between the ``[pos | vel | acc]`` of ``fake`` and of ``real`` (``[B, T, 68, 2]``
+    positions) over their last ``n`` feature frames (``n + 2`` positions), i.e. of the motion
+    features of the difference (they are linear): ``(|pos|^2 + |vel|^2 + |acc|^2) / (3 B n 68)``.
+
+    Autograd over ``_point_sq(motion_features(fake[:, -(n + 2):] - real[:, -(n + 2):]))`` runs
+    the concatenation, its strided slices and a zero-filled full-size slice gradient per
+    operation, forward and backward (~4.5 ms at the cpu preset, 1 thread); here three dot
+    products forward and the gradient written out, a few shifted sums (~1.7 ms). ``real`` gets
+    no gradient. Equal within float rounding (tests/test_kernels.py, test_step_equivalence.py)."""
+
+    @staticmethod
+    def forward(ctx, fake: Tensor, real: Tensor, n: int) -> Tensor:
+        d = fake[:, -(n + 2):] - real[:, -(n + 2):]
+        dv = d[:, 1:] - d[:, :-1]
+        acc = dv[:, 1:] - dv[:, :-1]
+        count = 3 * acc.numel() // 2
+        pos, vel = d[:, 2:].reshape(-1), dv[:, 1:].reshape(-1)
+        sq = torch.dot(pos, pos).add_(torch.dot(vel, vel)).add_(torch.dot(acc.view(-1), acc.view(-1))).div_(count)
+        ctx.save_for_backward(d, dv, acc)
+        ctx.meta = (n, count, fake.shape)
+        return sq
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        d, dv, acc = ctx.saved_tensors
+        n, count, shape = ctx.meta
+        if not ctx.needs_input_grad[0]:
+            return None, None, None
+        k = g * (2.0 / count)
+        ddv = torch.add(dv[:, 1:], acc).mul_(k)  # d/d dv_{t+1}: vel_t = dv_{t+1}, acc_t = dv_{t+1} - dv_t
+        dacc = acc * k  # ... and minus this on dv_t
+        dfake = d.new_empty(shape)
+        dfake[:, :shape[1] - (n + 2)].zero_()
+        dd = torch.mul(d, k, out=dfake[:, shape[1] - (n + 2):])  # pos_t = d_{t+2}; dv_i = d_{i+1} - d_i
+        dd[:, :2].zero_()
+        dd[:, 2:].add_(ddv)
+        dd[:, 1:-1].sub_(ddv.add_(dacc))
+        dd[:, :-2].add_(dacc)
+        return dfake, None, None
+
+
+class CentreScale(torch.autograd.Function):
+    """``space._centre_scale_t``: frames ``x [..., P, 2]`` -> centroid ``[..., 2]``, RMS radius ``s
+    [...]`` (clamped at 1e-9), unit shape ``(x - centroid) / s [..., P, 2]``, with the backward
+    written out. The points as complex elements (:func:`_points`): the centroid is a mean over
+    the last, contiguous dimension and the centring one broadcast of whole elements, where the
+    ``[..., P, 2]`` form reduces and broadcasts over a middle dimension with 2-element inner loops
+    (forward and backward: ~3.5 ms against ~1.2 ms per encoding of a cpu-preset batch, 1 thread).
+    Equal to the autograd expression within float rounding (tests/test_kernels.py)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor):
+        shape = x.shape
+        P = shape[-2]
+        cplx = _COMPLEX[x.dtype]
+        pts = x.reshape(-1, 2 * P).view(cplx)  # [N, P]
+        c = pts.mean(-1, keepdim=True)  # [N, 1]
+        xc = torch.view_as_real(pts - c).view(-1, 2 * P)  # [N, 2P], new
+        r = torch.linalg.vecdot(xc, xc).div_(P).sqrt_()  # [N]
+        keep = r >= 1e-9  # clamp_min passes the gradient where the input is not below the bound
+        s = r.clamp_min_(1e-9)
+        xn = xc.div_(s.unsqueeze(-1))
+        ctx.save_for_backward(xn, s, keep)
+        ctx.shape = shape
+        return torch.view_as_real(c).view(*shape[:-2], 2), s.view(shape[:-2]), xn.view(shape)
+
+    @staticmethod
+    def backward(ctx, gc: Tensor, gs: Tensor, gxn: Tensor):
+        xn, s, keep = ctx.saved_tensors
+        shape = ctx.shape
+        P = shape[-2]
+        N = xn.shape[0]
+        gxn = gxn.reshape(N, 2 * P)
+        # xn = xc / s, s = sqrt(mean |xc|^2): d xc = gxn / s + xn (gs - <gxn, xn> / s) / P
+        coef = (gs.reshape(N) - torch.linalg.vecdot(gxn, xn).div_(s)).mul_(keep).div_(P)
+        gxc = torch.div(gxn, s.unsqueeze(-1)).addcmul_(xn, coef.unsqueeze(-1))
+        cplx = _COMPLEX[xn.dtype]
+        pts = gxc.view(cplx)  # [N, P]
+        # xc = x - mean(x): d x = d xc - mean(d xc) + gc / P
+        shift = pts.mean(-1, keepdim=True).sub_(gc.reshape(N, 2).contiguous().view(cplx).div(P))
+        pts.sub_(shift)
+        return gxc.view(shape)

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from suhmo.models.kernels import CentreScale
 from suhmo.models.layers import FRAME_DIM, LANDMARKS, POSE_DIM
 from suhmo.registry import SPACES
 from suhmo.utils import SuhmoError
@@ -62,11 +63,20 @@ class LandmarkSpace(nn.Module):
 
 
 def _centre_scale_t(x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-    """``x [..., 68, 2]`` -> centroid ``[..., 2]``, RMS radius ``[...]``, unit shape ``[..., 68, 2]``."""
+    """``x [..., 68, 2]`` -> centroid ``[..., 2]``, RMS radius ``[...]``, unit shape ``[..., 68, 2]``.
+    In eager mode (float32/64) ``kernels.CentreScale``: the same, with fewer and faster operations."""
+    if not torch.jit.is_scripting():
+        if x.dtype == torch.float32 or x.dtype == torch.float64:
+            return _centre_scale_fast(x)
     c = x.mean(-2)
     xc = x - c.unsqueeze(-2)
     s = xc.pow(2).sum(-1).mean(-1).sqrt().clamp_min(1e-9)
     return c, s, xc / s.unsqueeze(-1).unsqueeze(-1)
+
+
+@torch.jit.unused
+def _centre_scale_fast(x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    return CentreScale.apply(x)
 
 
 def _rotate(x: Tensor, angle: Tensor) -> Tensor:
