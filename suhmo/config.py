@@ -178,6 +178,7 @@ class LossConfig:
     motion_lag_long: Annotated[int, _at_least(ge=0, note="(frames; 0 = off)")] = 0  # a third, long lag of loss.w_motion: matches how far the state wanders, not only how fast it moves
     motion_dims: Annotated[str, OneOf("all", "pose")] = "all"  # loss.w_motion matches every state dimension, or only the head pose (x, y, log scale, roll; needs model.space=semantic)
     w_motion_mean: Annotated[float, _at_least(ge=0)] = 0.0  # the first moment beside loss.w_motion's second (losses.motion_bias_loss): the batch's mean displacement per state dimension over the generated span, generated vs real, in units of the real rms displacement; against a shared push of every sample one way (drift; with the cpu preset, 3 seeds: drift 0.18 -> 0.08 but speed 0.73 -> 0.59, so off there: experiments/README.md); 0 = off (paper)
+    motion_mean_scale: Annotated[str, OneOf("batch", "state")] = "batch"  # loss.w_motion_mean's unit per dimension: the real windows' rms displacement over the span (batch) or the real states' sd over the batch's frames (state; stabler)
 
 
 @dataclass

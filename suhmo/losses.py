@@ -287,7 +287,7 @@ def motion_stats_loss(fake_seq: Tensor, real_seq: Tensor, n_future: int, lag: in
 
 
 def motion_bias_loss(fake_seq: Tensor, real_seq: Tensor, n_future: int, space=None, pose_only: bool = False,
-                     fake_z: Tensor | None = None, real_z: Tensor | None = None) -> Tensor:
+                     fake_z: Tensor | None = None, real_z: Tensor | None = None, scale: str = "batch") -> Tensor:
     """The first moment beside :func:`motion_stats_loss`'s second (``loss.w_motion_mean``): the
     batch's mean displacement of every state dimension over the whole generated span,
     ``mu_d = E[z_n - z_0]``, matched to the real windows', in units of the real windows' rms
@@ -299,10 +299,15 @@ def motion_bias_loss(fake_seq: Tensor, real_seq: Tensor, n_future: int, space=No
     coefficients on average 0.3-0.5 real standard deviations the same way by frame 80 (real
     windows: 0.07-0.09, sampling noise), so every face left the real shapes in the same
     direction while the spread between samples stayed real. Feature matching's own moment
-    (Salimans et al., 2016), on the same fixed motion features."""
+    (Salimans et al., 2016), on the same fixed motion features.
+    ``scale`` (``loss.motion_mean_scale``): the unit of each dimension, ``batch`` the real windows'
+    rms displacement over the span (one heavy-tailed value per window: noisy on a batch of 32),
+    ``state`` the real states' sd over all windows and frames of the batch (the unit of
+    ``targets.py --probe``'s shared push; stable, and larger)."""
     zf, zr, _ = _motion_states(fake_seq, real_seq, n_future, space, pose_only, fake_z, real_z)
     df, dr = zf[:, -1] - zf[:, 0], zr[:, -1] - zr[:, 0]
-    return ((df.mean(0) - dr.mean(0)).pow(2) / (dr.pow(2).mean(0) + 1e-12)).mean()
+    unit = dr.pow(2).mean(0) if scale == "batch" else zr.reshape(-1, zr.shape[-1]).var(0)
+    return ((df.mean(0) - dr.mean(0)).pow(2) / (unit + 1e-12)).mean()
 
 
 def uses_motion_state(cfg) -> bool:
@@ -347,7 +352,7 @@ def generator_loss(D, fake_seq: Tensor, real_seq: Tensor, out, plan, cfg, lam: f
         logs["g_motion"] = float(ms.detach())
     if cfg.loss.w_motion_mean > 0:
         mb = motion_bias_loss(fake_seq, real_seq, n_future, space, pose_only=cfg.loss.motion_dims == "pose",
-                              fake_z=fake_z, real_z=real_z)
+                              fake_z=fake_z, real_z=real_z, scale=cfg.loss.motion_mean_scale)
         loss = loss + float(cfg.loss.w_motion_mean) * mb
         logs["g_motion_mean"] = float(mb.detach())
     if cfg.loss.reco > 0 and out.recon.shape[1] > 0:

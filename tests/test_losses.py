@@ -171,6 +171,9 @@ def test_motion_bias_sees_a_batch_that_moves_one_way_together():
     gain = torch.tensor(1.0, requires_grad=True)
     losses.motion_bias_loss(real[torch.randperm(B)] + gain * push, real, T - 1).backward()
     assert float(gain.grad) > 0  # descending the loss shrinks the shared push
+    # in units of the real states' spread (loss.motion_mean_scale=state): the same zero and push
+    assert float(losses.motion_bias_loss(real[torch.randperm(B)], real, T - 1, scale="state")) < 1e-10
+    assert float(losses.motion_bias_loss(pushed, real, T - 1, scale="state")) > 0.01
     # only the generated span counts: a shared offset of the observed frames alone costs nothing
     obs_moved = real.clone()
     obs_moved[:, :5] += 0.05
