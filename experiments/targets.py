@@ -106,11 +106,11 @@ def probe(space, seqs: np.ndarray, real: np.ndarray, label: str, basis=None) -> 
     10-frame block, model and real: where along the 80 frames it grows."""
     at = [10, 40, FRAMES]
     real_raw, real_low = speeds(real)
-    disp = {}
+    disp, states = {}, {}
     for name, x in (("model", seqs), ("real", real)):
         with torch.no_grad():
-            z = space.encode(torch.as_tensor(np.asarray(x, np.float32))).numpy()
-        seg = z[:, FRAMES - 40:].astype(np.float64)
+            z = states[name] = space.encode(torch.as_tensor(np.asarray(x, np.float32))).numpy().astype(np.float64)
+        seg = z[:, FRAMES - 40:]
         disp[name] = {L: np.sqrt(((seg[:, L:] - seg[:, :-L]) ** 2).mean((0, 1))) for L in (1, 5)}
         d = np.abs(z - z[:, :1])
         pose = " ".join("/".join(f"{d[:, t, j].mean():.2f}" for t in at) for j in range(4))
@@ -119,13 +119,9 @@ def probe(space, seqs: np.ndarray, real: np.ndarray, label: str, basis=None) -> 
         print(f"probe {label[-30:]:<30} {name:<5} |z_t - z_0| at {at}: pose x, y, log s, roll {pose}; "
               f"shape {shape}; speed x real: raw {raw / real_raw:.2f}, smoothed {low / real_low:.2f} "
               f"(jitter share {1 - low / raw:.0%})")
-    shared = {}
-    for name, x in (("model", seqs), ("real", real)):  # the push all samples share (the drift's cause)
-        with torch.no_grad():
-            z = space.encode(torch.as_tensor(np.asarray(x, np.float32))).numpy().astype(np.float64)
-        if name == "real":
-            sd = z.reshape(-1, z.shape[-1]).std(0)
-        shared[name] = z[:, FRAMES] - z[:, 0]
+    # the push all samples share (the drift's cause), in units of the real state's sd
+    sd = states["real"].reshape(-1, states["real"].shape[-1]).std(0)
+    shared = {n: z[:, FRAMES] - z[:, 0] for n, z in states.items()}
     push = {n: np.abs(d.mean(0)) / sd for n, d in shared.items()}
     spread = {n: np.sqrt((d.std(0) ** 2 / sd ** 2).mean()) for n, d in shared.items()}
     top = np.argsort(-push["model"])[:3]

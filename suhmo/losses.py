@@ -274,7 +274,7 @@ def motion_stats_loss(fake_seq: Tensor, real_seq: Tensor, n_future: int, lag: in
     the deficit is (the shape coefficients move nearly as fast as real ones without it).
     ``fake_z``, ``real_z``: ``space.encode`` of the whole sequences when the caller has them (the
     state is per frame: their last frames are the encodings of the last frames).
-    ``lag_long`` (``loss.motion_lag_long``, 0 = off): a third, long lag, long (tens of frames): the
+    ``lag_long`` (``loss.motion_lag_long``, 0 = off): a third lag, long (tens of frames): the
     batch's spread over it, i.e. how far the state wanders, is matched too, so that speed at
     short lags is not bought with a state that walks off (the drift metric)."""
     zf, zr, n = _motion_states(fake_seq, real_seq, n_future, space, pose_only, fake_z, real_z)
