@@ -135,6 +135,38 @@ def test_motion_statistics_match_the_batch_not_the_sample():
                         float(losses.motion_stats_loss(slow, real, T - 6, 5)), rel_tol=1e-6)
 
 
+def test_motion_statistics_of_the_windows_see_how_much_windows_differ():
+    """loss.motion_stat=window: matched on the distribution over windows of each window's log
+    mean squared displacement (its mean and sd). Real heads here differ (log-normal activity per
+    sample). A batch where one sample in eight carries all the motion passes the batch statistic
+    (msd) and not this one; so does a batch where every sample moves at the same speed (the
+    typical speed right, the spread between windows gone). Both are zero for the real batch's own
+    samples, their gradients speed a slow head up, and ``both`` is the mean of the two terms."""
+    torch.manual_seed(3)
+    B, T = 64, 30
+    activity = torch.exp(0.7 * torch.randn(B, 1, 1, 1))  # calm beside lively heads
+    walk = torch.cumsum(0.01 * torch.randn(B, T, 68, 2), 1)
+    real = 0.5 + activity * walk
+    gain = torch.full((B, 1, 1, 1), 0.01)  # seven samples in eight almost still ...
+    gain[::8] = (8 * (1 - 7 / 8 * 0.01 ** 2)) ** 0.5  # ... one in eight moves for all: mean gain^2 = 1
+    few = 0.5 + gain * (real - 0.5)
+    alike = 0.5 + torch.exp(torch.log(activity).mean()) * walk  # every sample at the typical activity
+    ms = {k: float(losses.motion_stats_loss(few, real, T - 1, 5, stat=k)) for k in ("msd", "window", "both")}
+    assert ms["window"] > 5.0 and ms["window"] > 10 * ms["msd"]
+    assert math.isclose(ms["both"], (ms["msd"] + ms["window"]) / 2, rel_tol=1e-5)
+    assert float(losses.motion_stats_loss(alike, real, T - 1, 5, stat="window")) > 0.5
+    perm = real[torch.randperm(B)]
+    for k in ("msd", "window", "both"):
+        assert float(losses.motion_stats_loss(perm, real, T - 1, 5, stat=k)) < 1e-10
+        gain = torch.tensor(0.5, requires_grad=True)
+        losses.motion_stats_loss(0.5 + gain * (real - 0.5), real, T - 1, 5, stat=k).backward()
+        assert float(gain.grad) < 0  # descending the loss makes the heads move more
+    cfg = make_config("tiny", overrides={"loss.w_motion": 1.0, "loss.motion_stat": "window"})
+    assert cfg.loss.motion_stat == "window"
+    with pytest.raises(ConfigError, match="loss.motion_stat"):
+        make_config("tiny", overrides={"loss.motion_stat": "median"})
+
+
 def test_motion_statistics_long_lag_sees_a_state_that_walks_off():
     """loss.motion_lag_long: a batch with the real speed over 1 and 5 frames but twice the
     spread over 20 frames (slow wandering added) passes the two short lags almost unseen;
