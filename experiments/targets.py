@@ -103,7 +103,9 @@ def probe(space, seqs: np.ndarray, real: np.ndarray, label: str, basis=None) -> 
     the real state's sd (real windows from different poses: sampling noise only), against the
     spread between samples (experiments/README.md, "The drift is a shared push"); with ``basis``
     (a ``LandmarkBasis`` of the held-out frames) the drift metric's shape implausibility ``u`` per
-    10-frame block, model and real: where along the 80 frames it grows."""
+    10-frame block, model and real: where along the 80 frames it grows; how much samples differ
+    in head speed (percentiles of each sample's speed in x, and the fastest tenth's share of the
+    mean square: experiments/README.md, "Every head moves alike")."""
     at = [10, 40, FRAMES]
     real_raw, real_low = speeds(real)
     disp, states = {}, {}
@@ -138,6 +140,15 @@ def probe(space, seqs: np.ndarray, real: np.ndarray, label: str, basis=None) -> 
     print(f"probe {label[-30:]:<30} rms displacement of frames 41-80 x real, over 1 / 5 frames: " + ", ".join(
         f"{n} {ratio[1][j]:.2f}/{ratio[5][j]:.2f}" for j, n in enumerate(("x", "y", "log s", "roll")))
         + f", shape (mean of {len(ratio[1]) - 4}) {ratio[1][4:].mean():.2f}/{ratio[5][4:].mean():.2f}")
+    # how much windows differ: each sample's rms change of x over 5 frames (frames 41-80), its
+    # 10th/50th/90th percentiles and the share of the batch's mean square held by the fastest tenth
+    per = {n: np.sqrt(((z[:, FRAMES - 40:, 0][:, 5:] - z[:, FRAMES - 40:, 0][:, :-5]) ** 2).mean(1))
+           for n, z in states.items()}
+    top = {n: np.sort(p ** 2)[::-1][:max(1, len(p) // 10)].sum() / (p ** 2).sum() for n, p in per.items()}
+    print(f"probe {label[-30:]:<30} each sample's head speed (x over 5 frames, 41-80), 10/50/90th percentile "
+          f"x real's median: " + "; ".join(
+              f"{n} " + "/".join(f"{v / np.median(per['real']):.2f}" for v in np.percentile(p, [10, 50, 90]))
+              + f" (fastest tenth holds {top[n]:.0%})" for n, p in per.items()))
 
 
 def main(argv=None) -> int:
