@@ -73,13 +73,14 @@ def _train(tmp_path, name, over, monkeypatch=None):
 def _assert_close_after_adam(a: dict, b: dict) -> None:
     """Weights of two 3-iteration runs whose gradients differ by float rounding. Adam divides each
     update by the gradient's own scale, so an entry whose gradient is near 0 can move by a good
-    part of a step (lr 5e-5 to 1e-4 here) from a rounding difference: allow 2e-5 in at most a
-    quarter of the entries of a tensor, 1e-6 in the others. A wrong gradient moves most
-    entries by ~lr."""
+    part of a step (lr 5e-5 to 1e-4 here) from a rounding difference: allow up to one step (1e-4) in at
+    most a quarter of the entries of a tensor, 1e-6 in the others (on an AMD CPU at the same
+    commit, an entry of G's or D's weights moved 2.3e-5 to 5.1e-5 from run to run). A wrong
+    gradient moves most entries by ~lr."""
     assert a.keys() == b.keys()
     for k in a:
         diff = (a[k] - b[k]).abs()
-        assert float(diff.max()) <= 2e-5, (k, float(diff.max()))
+        assert float(diff.max()) <= 1e-4, (k, float(diff.max()))
         off = int((diff > 1e-6 + 1e-5 * b[k].abs()).sum())
         assert off <= max(2, 0.25 * diff.numel()), (k, off, diff.numel(), float(diff.max()))
 
