@@ -125,6 +125,7 @@ class ModelConfig:
     noise_rho: Annotated[float, _at_least(ge=0.0, lt=1.0, note="(the noise's correlation from one frame to the next)")] = 0.0  # RNN G: noise inputs follow n_t = rho n_{t-1} + sqrt(1 - rho^2) e_t (0 = fresh per frame; generators.RNNCore)
     revert: bool = False  # G's integrator pulls the state back towards frame 0 at a learned rate per dimension (generators.Integrator); False = eq. 4
     d_semantic: bool = False  # the discriminators also see G's semantic state and its velocity per frame (2 x (4 + semantic_k) more features; needs model.space=semantic)
+    d_anchor: bool = False  # the discriminators also see each frame's semantic state relative to the sequence's first frame, z_t - z_0 (4 + semantic_k more features; needs model.d_semantic): a face that turns into another face, every sample the same way, is otherwise seen by no D stream
     revert_lag: Annotated[int, _at_least(ge=1, note="(frames over which the reversion rates are fitted)")] = 10  # frames over which the initial reversion rates are fitted to the data (1 = one-step least squares, biased to 0 by momentum)
 
 
@@ -321,6 +322,10 @@ class Config:
                 and c.model.space != "semantic":
             raise ConfigError(f"loss.motion_dims=pose with model.space={c.model.space!r}: only a semantic state has "
                               "head-pose dimensions; set model.space=semantic or loss.motion_dims=all")
+        if c.model.d_anchor and not c.model.d_semantic:
+            raise ConfigError("model.d_anchor=true with model.d_semantic=false: the discriminators see the state "
+                              "relative to the first frame only beside the state itself; set model.d_semantic=true "
+                              "(and model.space=semantic) or model.d_anchor=false")
         if c.model.d_semantic and c.model.space != "semantic":
             raise ConfigError(f"model.d_semantic=true with model.space={c.model.space!r}: the discriminators can "
                               "only see a semantic state G has; set model.space=semantic or model.d_semantic=false")

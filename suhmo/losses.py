@@ -108,13 +108,21 @@ def sequence_features(seq: Tensor, cfg, motion: Tensor | None = None, space=None
     percent of the face radius, a head turn all of them), as separate inputs. ``z``:
     ``space.encode(seq)`` when the caller has it (the training step encodes each sequence once
     for these features and the motion statistics).
+
+    With ``model.d_anchor`` (needs ``model.d_semantic``) each frame's features end with
+    ``z_t - z_0``, its state relative to the sequence's first frame, the reference G started
+    from: without it no discriminator sees a frame beside the reference (D_F one frame, D_s and
+    D_s^j windows of about 14 frames), so a face that slowly turns into another plausible face,
+    every sample the same way, is invisible to all three (experiments/README.md, "The push no
+    discriminator sees").
     """
+    if cfg.model.d_semantic and z is None:
+        z = _semantic_parts(seq, cfg, space, None, z_only=True)
     if cfg.model.d_centred and motion is None and seq.dim() == 4 and seq.shape[-2:] == (68, 2):
         # one buffer written in place, the backward written out (kernels.SequenceFeatures)
-        if cfg.model.d_semantic and z is None:
-            z = _semantic_parts(seq, cfg, space, None, z_only=True)
-        return SequenceFeatures.apply(seq, z if cfg.model.d_semantic else None, float(cfg.model.vel_scale),
-                                      float(cfg.model.acc_scale))
+        f = SequenceFeatures.apply(seq, z if cfg.model.d_semantic else None, float(cfg.model.vel_scale),
+                                   float(cfg.model.acc_scale))
+        return torch.cat([f, _anchored(z)], -1) if cfg.model.d_anchor else f
     if cfg.model.d_centred:
         # one [68, 6] concatenation of [pos - centroid | vel_scale * vel | acc_scale * acc]
         # instead of three full-size copies forward and backward (benchmarks/train_step.py --phases)
@@ -131,7 +139,15 @@ def sequence_features(seq: Tensor, cfg, motion: Tensor | None = None, space=None
         f = scale_features(motion, cfg.model.vel_scale, cfg.model.acc_scale)  # [B, T-2, 68, 6]
         parts = [f.reshape(f.shape[0], f.shape[1], -1)]
     parts += _semantic_parts(seq, cfg, space, z)
+    if cfg.model.d_anchor:
+        parts.append(_anchored(z))
     return torch.cat(parts, -1) if len(parts) > 1 else parts[0]  # the frame's features in one concatenation
+
+
+def _anchored(z: Tensor) -> Tensor:
+    """``model.d_anchor``: each feature frame's semantic state relative to the sequence's first
+    frame (the reference G started from), ``z_t - z_0`` ``[B, T-2, 4 + K]``."""
+    return z[:, 2:] - z[:, :1]
 
 
 def _semantic_parts(seq: Tensor, cfg, space, z: Tensor | None = None, z_only: bool = False):

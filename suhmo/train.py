@@ -433,7 +433,8 @@ def _check_same_data(saved: dict, current: dict, where) -> None:
 
 # Values of model fields added after the first checkpoints were written, as those runs had them.
 MODEL_FIELDS_BEFORE = {"d_centred": False, "g_centred": False, "attn_window_g": None, "space": "landmarks",
-                       "semantic_k": 16, "noise_g": 0, "revert": False, "d_semantic": False, "noise_rho": 0.0}
+                       "semantic_k": 16, "noise_g": 0, "revert": False, "d_semantic": False, "noise_rho": 0.0,
+                       "d_anchor": False}
 
 
 def fit_space(G: torch.nn.Module, train_set, cfg: Config, windows: int = 2048) -> None:

@@ -280,6 +280,40 @@ def test_discriminators_can_see_the_semantic_state(split, tmp_path):
     assert t.step == cfg.train.iterations and np.isfinite(metrics["loss_d"]) and np.isfinite(metrics["loss_g"])
 
 
+def test_discriminators_can_see_the_state_beside_the_reference(split, tmp_path):
+    """model.d_anchor: D's features end with each frame's state relative to the sequence's first
+    frame, so a face whose shape slides away from the reference shows in every later frame's
+    features, by as much as it slid, while D_F's other inputs of that frame are unchanged by
+    where the sequence started; both feature paths agree (kernel and autograd); a tiny training
+    runs with it, and the config refuses it without model.d_semantic."""
+    from suhmo import losses
+    from suhmo.models.layers import feature_dim
+    from suhmo.train import Trainer, motion_stats_metrics
+
+    g, cfg = fitted_generator(split, **{"model.d_semantic": True, "model.d_anchor": True})
+    seq = torch.as_tensor(np.stack([c[:12] for c in split[0].clips[:4]]))
+    f = losses.sequence_features(seq, cfg, space=g.space)
+    k = g.space.dim
+    assert f.shape == (4, 10, feature_dim(cfg)) and feature_dim(cfg) == 410 + 3 * k
+    z = g.space.encode(seq)
+    assert torch.allclose(f[..., -k:], z[:, 2:] - z[:, :1])
+    assert torch.allclose(f[..., -3 * k:-2 * k], z[:, 2:])  # d_semantic's parts, unchanged before it
+    # the autograd path (motion given) builds the same features
+    assert torch.allclose(losses.sequence_features(seq, cfg, motion=losses.motion_features(seq), space=g.space), f,
+                          atol=1e-6)
+    # another start: frame 0 moved; the later frames' own features are the same, their anchored part is not
+    other = seq.clone()
+    other[:, 0] = seq[:, 0] + 0.02 * torch.randn(4, 68, 2)
+    f2 = losses.sequence_features(other, cfg, space=g.space)
+    assert torch.allclose(f2[:, 1:, :-k], f[:, 1:, :-k]) and (f2[..., -k:] - f[..., -k:]).abs().max() > 0.1
+    with pytest.raises(ConfigError, match="d_anchor"):
+        tiny_cfg(**{"model.space": "semantic", "model.d_anchor": True})
+    tr, ev = split
+    t = Trainer(cfg, tmp_path / "run", train_set=tr, eval_set=ev, metrics_fn=motion_stats_metrics(cfg, ev))
+    metrics = t.fit()
+    assert t.step == cfg.train.iterations and np.isfinite(metrics["loss_d"]) and np.isfinite(metrics["loss_g"])
+
+
 def test_correlated_noise_inputs_are_a_stationary_ar1_and_script_alike():
     """model.noise_rho: the RNN's noise inputs follow n_t = rho n_{t-1} + sqrt(1 - rho^2) e_t:
     unit variance at every step and lag-1 correlation rho; rho = 0 is the fresh noise per step of

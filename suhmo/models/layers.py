@@ -23,9 +23,11 @@ POSE_DIM = 4  # the semantic space's head pose: centroid x, y, log scale, roll (
 
 def feature_dim(cfg) -> int:
     """Per-frame discriminator input width of ``cfg``: 410 with ``model.d_centred``, else 408;
-    plus ``2 (4 + K)`` with ``model.d_semantic`` (the semantic state and its velocity)."""
+    plus ``2 (4 + K)`` with ``model.d_semantic`` (the semantic state and its velocity) and
+    ``4 + K`` more with ``model.d_anchor`` (the state relative to the sequence's first frame)."""
     base = FEATURE_DIM if cfg.model.d_centred else PAPER_FEATURE_DIM
-    return base + (2 * (POSE_DIM + cfg.model.semantic_k) if cfg.model.d_semantic else 0)
+    z = POSE_DIM + cfg.model.semantic_k
+    return base + (2 * z if cfg.model.d_semantic else 0) + (z if cfg.model.d_anchor else 0)
 
 
 def batch_pool(x: Tensor) -> Tensor:
