@@ -113,6 +113,10 @@ CONFIGS = {  # name: (preset, overrides)
                              "model.mlp_g": 256, "model.emb_g": 256, "model.hidden_d": 256, "model.emb_d": 64,
                              "model.frame_d_hidden": 256, "windows.family": "fixed", "windows.scales": [5, 10, 20, 40],
                              "windows.starts": "grid"}),
+    # the same size with the paper's sampled windows (4 random (tau, t) per step): vs_reference.py's "sampled" row
+    "sampled_small": ("paper", {"train.batch_size": 32, "data.obs_len": 5, "data.seq_len": 40, "model.hidden_g": 256,
+                                "model.mlp_g": 256, "model.emb_g": 256, "model.hidden_d": 256, "model.emb_d": 64,
+                                "model.frame_d_hidden": 256}),
 }
 
 
