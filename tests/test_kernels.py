@@ -68,21 +68,27 @@ def test_window_lstm_with_its_projection_passes_gradcheck():
                                                                       tracks), (x,))
 
 
-def test_window_lstm_with_its_projection_equals_the_projection_by_autograd():
+def test_window_lstm_with_its_projection_equals_the_projection_by_autograd(monkeypatch):
     """float32, where the projection and its gradients are oneDNN's products (kernels.linear) on a
-    CPU that has them: the same values and gradients as the autograd product before the
-    recurrence, within float rounding."""
+    CPU that has them (sizes above kernels._LINEAR_MIN_MACS: the features' 410 values, 64 units):
+    the same values and gradients as the autograd product before the recurrence, within float
+    rounding."""
+    from suhmo.models import kernels
     from suhmo.models.discriminators import projected_window_states
 
+    calls = []
+    if kernels._LINEAR is not None:
+        monkeypatch.setattr(kernels, "_LINEAR", lambda *a, _f=kernels._LINEAR: calls.append(1) or _f(*a))
     for S in (1, 2):
         tracks = window_tracks(_plan([(3, [0, 5, 5]), (7, [0, 13]), (12, [5, 2]), (1, [19])]), 20)
-        inputs = _projected_inputs(torch.float32, S=S, T=20, B=6, F=40, H=16)
+        inputs = _projected_inputs(torch.float32, S=S, T=20, B=16, F=410, H=64)
         new = projected_window_states(*inputs, tracks)
         ref = _projected_by_autograd(*inputs, tracks)
-        assert new.shape == ref.shape == (S, 8, 6, 16) and torch.allclose(new, ref, rtol=1e-5, atol=1e-6)
+        assert new.shape == ref.shape == (S, 8, 16, 64) and torch.allclose(new, ref, rtol=1e-5, atol=1e-5)
         w = torch.randn_like(ref)
         for a, b in zip(torch.autograd.grad((new * w).sum(), inputs), torch.autograd.grad((ref * w).sum(), inputs)):
             assert torch.allclose(a, b, rtol=1e-5, atol=1e-5 * float(b.abs().max())), (a - b).abs().max()
+    assert bool(calls) == (kernels._LINEAR is not None)
 
 
 def test_linear_equals_torch_products():
@@ -91,13 +97,14 @@ def test_linear_equals_torch_products():
     from suhmo.models.kernels import _streams_mm, linear
 
     torch.manual_seed(0)
-    a, w, b = torch.randn(70, 300), torch.randn(90, 300), torch.randn(90)
+    a, w, b = torch.randn(200, 300), torch.randn(160, 300), torch.randn(160)  # 9.6M multiply-adds: oneDNN's
     with torch.no_grad():
         for x, y in ((a, w), (a.t().contiguous().t(), w.t().contiguous().t())):
             assert torch.allclose(linear(x, y, b), torch.addmm(b, x, y.t()), rtol=1e-5, atol=1e-4)
             assert torch.allclose(linear(x, y), x @ y.t(), rtol=1e-5, atol=1e-4)
-        p, q = torch.randn(2, 33, 64), torch.randn(2, 64, 17)
-        assert torch.allclose(_streams_mm(p, q), torch.bmm(p, q), rtol=1e-5, atol=1e-5)
+        for n in (33, 130):  # torch's below _LINEAR_MIN_MACS, oneDNN's above
+            p, q = torch.randn(2, n, 256), torch.randn(2, 256, 300)
+            assert torch.allclose(_streams_mm(p, q), torch.bmm(p, q), rtol=1e-5, atol=1e-4)
     # recorded by autograd (a plain torch product), and float64 as it is
     a.requires_grad_(True)
     assert linear(a, w).grad_fn is not None

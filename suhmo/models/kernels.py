@@ -81,6 +81,12 @@ class CachedAttention(torch.autograd.Function):
 
 
 _LINEAR = getattr(torch.ops.mkldnn, "_linear_pointwise", None) if torch.backends.mkldnn.is_available() else None
+_LINEAR_MIN_MACS = 1 << 23  # below ~8M multiply-adds oneDNN's fixed cost per call loses to MKL's
+
+
+def _use_onednn(a: Tensor, w: Tensor) -> bool:
+    return (_LINEAR is not None and a.device.type == "cpu" and a.dtype == torch.float32 and w.dtype == torch.float32
+            and a.shape[0] * a.shape[1] * w.shape[0] >= _LINEAR_MIN_MACS and not torch.is_grad_enabled())
 
 
 def linear(a: Tensor, w: Tensor, bias: Optional[Tensor] = None) -> Tensor:
@@ -96,9 +102,10 @@ def linear(a: Tensor, w: Tensor, bias: Optional[Tensor] = None) -> Tensor:
     gradient 30 -> 27 ms; G step: the input gradient ``[1312, 1024] x [1024, 410]`` 21 -> 13 ms;
     the RNN generator's backward step ``[32, 1024] x [1024, 784]`` 0.84 -> 0.60 ms). Which
     library is faster depends on the shape: where MKL is (``[4H, n] x [n, H]``) the caller forms
-    the transposed product. Strided (transposed) operands are taken as they are; 2-D only."""
-    if (_LINEAR is not None and a.device.type == "cpu" and a.dtype == torch.float32 and w.dtype == torch.float32
-            and a.numel() and w.numel() and not torch.is_grad_enabled()):  # oneDNN refuses empty products
+    the transposed product. Small products (under ``_LINEAR_MIN_MACS``: the 64-wide models' steps,
+    where oneDNN was up to 2x slower) and empty ones (which oneDNN refuses) stay with torch.
+    Strided (transposed) operands are taken as they are; 2-D only."""
+    if _use_onednn(a, w):
         return _LINEAR(a, w, bias, "none", [], "")
     return torch.mm(a, w.t()) if bias is None else torch.addmm(bias, a, w.t())
 
@@ -107,7 +114,7 @@ def _streams_mm(a: Tensor, b: Tensor) -> Tensor:
     """``torch.bmm(a, b)`` (``[S, n, k] x [S, k, m]``) as one :func:`linear` per stream where oneDNN
     runs them (the window LSTMs' backward step ``dG_k W_hh``, ``n`` = 32-256 rows: ~10 % faster
     than MKL's batched product on this project's AMD machines), else ``torch.bmm``."""
-    if _LINEAR is None or a.device.type != "cpu" or a.dtype != torch.float32 or torch.is_grad_enabled():
+    if not _use_onednn(a[0], b[0].t()):
         return torch.bmm(a, b)
     out = a.new_empty(a.shape[0], a.shape[1], b.shape[2])
     for j in range(a.shape[0]):
