@@ -13,8 +13,9 @@ Configurations (``--configs``): ``small`` (the preset: hidden 128, batch 32), ``
 a858017: 64-wide, semantic space K=24, reverting integrator, 16 noise inputs, texp windows,
 seq_len 64, without ``model.d_semantic`` and ``loss.w_motion``), ``cpu_dsem`` (the same with
 ``model.d_semantic=true``), ``cpu_now`` (the preset as committed: d_semantic and
-``loss.w_motion=0.5``) and ``grid_small`` (``benchmarks/vs_reference.py``'s small size with the
-authors' full window grid). Both sides run the same overrides; a field the old checkout does not
+``loss.w_motion=0.5``), ``grid_small`` (``benchmarks/vs_reference.py``'s small size with the
+authors' full window grid) and ``sampled_small`` (the same size with the paper's sampled windows,
+drawn from the same seed on both sides). Both sides run the same overrides; a field the old checkout does not
 have is dropped there and the table says so (a858017 has no ``loss.w_motion``: against it
 ``cpu_now`` times more work on the new side). An old checkout must know the preset:
 bf940f3 (issue 17's start) predates ``cpu``, so against it ``small64`` is the nearest config. With ``--compile`` a third worker runs
