@@ -20,6 +20,9 @@ checked against autograd by ``torch.autograd.gradcheck`` (tests/test_kernels.py)
   each point as one element of twice the float's size (:func:`_points`), forward and backward
   (tests/test_kernels.py).
 
+The larger matrix products inside these passes go through :func:`linear` (oneDNN's product
+where torch's MKL one is slower on the CPU, the same float32 maths summed in another order).
+
 The paper's concepts (eq. 4, 5, 13-17) live in ``generators``, ``windows`` and ``layers``.
 """
 
