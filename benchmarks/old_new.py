@@ -13,8 +13,9 @@ Configurations (``--configs``): ``small`` (the preset: hidden 128, batch 32), ``
 a858017: 64-wide, semantic space K=24, reverting integrator, 16 noise inputs, texp windows,
 seq_len 64, without ``model.d_semantic`` and ``loss.w_motion``), ``cpu_dsem`` (the same with
 ``model.d_semantic=true``), ``cpu_now`` (the preset as committed: d_semantic and
-``loss.w_motion=0.5``) and ``grid_small`` (``benchmarks/vs_reference.py``'s small size with the
-authors' full window grid). Both sides run the same overrides; a field the old checkout does not
+``loss.w_motion=0.5``), ``grid_small`` (``benchmarks/vs_reference.py``'s small size with the
+authors' full window grid) and ``sampled_small`` (the same size with the paper's sampled windows,
+drawn from the same seed on both sides). Both sides run the same overrides; a field the old checkout does not
 have is dropped there and the table says so (a858017 has no ``loss.w_motion``: against it
 ``cpu_now`` times more work on the new side). An old checkout must know the preset:
 bf940f3 (issue 17's start) predates ``cpu``, so against it ``small64`` is the nearest config. With ``--compile`` a third worker runs
@@ -113,6 +114,10 @@ CONFIGS = {  # name: (preset, overrides)
                              "model.mlp_g": 256, "model.emb_g": 256, "model.hidden_d": 256, "model.emb_d": 64,
                              "model.frame_d_hidden": 256, "windows.family": "fixed", "windows.scales": [5, 10, 20, 40],
                              "windows.starts": "grid"}),
+    # the same size with the paper's sampled windows (4 random (tau, t) per step): vs_reference.py's "sampled" row
+    "sampled_small": ("paper", {"train.batch_size": 32, "data.obs_len": 5, "data.seq_len": 40, "model.hidden_g": 256,
+                                "model.mlp_g": 256, "model.emb_g": 256, "model.hidden_d": 256, "model.emb_d": 64,
+                                "model.frame_d_hidden": 256}),
 }
 
 

@@ -138,11 +138,15 @@ def calibrate(n: int = 1024, seconds: float = 0.6) -> float:
     return best
 
 
-GEMM_OPS = ("aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm", "aten::baddbmm")
+# mkldnn::_linear_pointwise: oneDNN's products inside the hand-written passes (suhmo.models.kernels.linear)
+GEMM_OPS = ("aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm", "aten::baddbmm", "mkldnn::_linear_pointwise")
 
 
 def _gemm_dims(op: str, shapes: list) -> tuple[int, int, int, int]:
     """``(batch, M, K, N)`` of one profiled matrix product from its input shapes."""
+    if op == "mkldnn::_linear_pointwise":  # (a [M, K], w [N, K], bias, ...)
+        (m, k), n = shapes[0], shapes[1][0]
+        return 1, m, k, n
     if op in ("aten::bmm", "aten::baddbmm"):
         a, b = shapes[-2:] if op == "aten::bmm" else shapes[1:3]
         return a[0], a[1], a[2], b[2]

@@ -56,6 +56,12 @@ Later the same day, branch perf19 (benchmarks/results/cpu_preset_speed_2026-12-0
 and 11.2): authors 2.77 / 2.65 s, ours 0.93 / 0.90 s, 2.96x / 2.95x (CPU 3.00x / 2.96x); three more
 runs during the work 3.03x, 2.96x, 2.95x: at the issue's 3x, not clearly above it. The grid's
 iteration is mostly matrix products at the core's fp32 peak and the window LSTMs' elementwise work.
+Branch perf20 (benchmarks/results/vs_reference_2026-12-03_perf20.txt): the larger products of the
+window LSTMs and of the RNN rollout's backward by oneDNN instead of MKL (``kernels.linear``); old
+against new alternating (``old_new.py``, configs ``sampled_small`` and ``grid_small``) 1.12x and
+1.11x at load 5.5 (1.03-1.08x in earlier runs). Against the authors' code only on a loaded machine
+(load 3.7-5.8): sampled 3.67x / 3.66x (main, right after: 3.84x), grid 2.74x (main 2.65x): separate
+runs at that load are noise; the targets await a quiet run of that file's script.
 
 Commands:
   python benchmarks/vs_reference.py                                   # small size, both variants, both window modes

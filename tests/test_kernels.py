@@ -40,6 +40,79 @@ def test_window_lstm_backward_passes_gradcheck():
     assert torch.autograd.gradcheck(lambda w: lstm_window_states(xp.detach(), w, tracks), (w_hh,))
 
 
+def _projected_inputs(dtype, S=2, T=9, B=4, F=5, H=3):
+    torch.manual_seed(0)
+    x = torch.randn(T, B, F, dtype=dtype, requires_grad=True)
+    w_ih = torch.randn(S, 4 * H, F, dtype=dtype, requires_grad=True)
+    bias = torch.randn(S, 4 * H, dtype=dtype, requires_grad=True)
+    w_hh = (0.5 * torch.randn(S, 4 * H, H, dtype=dtype)).requires_grad_(True)
+    return x, w_ih, bias, w_hh
+
+
+def _projected_by_autograd(x, w_ih, bias, w_hh, tracks):
+    """The straightforward form: the projection by an autograd product, then the recurrence."""
+    T, B, F = x.shape
+    xp = torch.baddbmm(bias.unsqueeze(1), x.reshape(1, T * B, F).expand(w_ih.shape[0], -1, -1), w_ih.transpose(1, 2))
+    return lstm_window_states(xp.view(w_ih.shape[0], T, B, -1), w_hh, tracks)
+
+
+def test_window_lstm_with_its_projection_passes_gradcheck():
+    from suhmo.models.discriminators import projected_window_states
+
+    tracks = window_tracks(_plan([(2, [0, 4]), (5, [0, 1]), (3, [1, 6])]), 9)
+    x, w_ih, bias, w_hh = _projected_inputs(torch.float64)
+    assert torch.autograd.gradcheck(lambda *a: projected_window_states(*a, tracks), (x, w_ih, bias, w_hh))
+    # the D step (no gradient for the features) and the G step (D frozen)
+    assert torch.autograd.gradcheck(lambda *a: projected_window_states(x.detach(), *a, tracks), (w_ih, bias, w_hh))
+    assert torch.autograd.gradcheck(lambda a: projected_window_states(a, w_ih.detach(), bias.detach(), w_hh.detach(),
+                                                                      tracks), (x,))
+
+
+def test_window_lstm_with_its_projection_equals_the_projection_by_autograd(monkeypatch):
+    """float32, where the projection and its gradients are oneDNN's products (kernels.linear) on a
+    CPU that has them (sizes above kernels._LINEAR_MIN_MACS: the features' 410 values, 64 units):
+    the same values and gradients as the autograd product before the recurrence, within float
+    rounding."""
+    from suhmo.models import kernels
+    from suhmo.models.discriminators import projected_window_states
+
+    calls = []
+    if kernels._LINEAR is not None:
+        monkeypatch.setattr(kernels, "_LINEAR", lambda *a, _f=kernels._LINEAR: calls.append(1) or _f(*a))
+    for S in (1, 2):
+        tracks = window_tracks(_plan([(3, [0, 5, 5]), (7, [0, 13]), (12, [5, 2]), (1, [19])]), 20)
+        inputs = _projected_inputs(torch.float32, S=S, T=20, B=16, F=410, H=64)
+        new = projected_window_states(*inputs, tracks)
+        ref = _projected_by_autograd(*inputs, tracks)
+        assert new.shape == ref.shape == (S, 8, 16, 64) and torch.allclose(new, ref, rtol=1e-5, atol=1e-5)
+        w = torch.randn_like(ref)
+        for a, b in zip(torch.autograd.grad((new * w).sum(), inputs), torch.autograd.grad((ref * w).sum(), inputs)):
+            assert torch.allclose(a, b, rtol=1e-5, atol=1e-5 * float(b.abs().max())), (a - b).abs().max()
+    assert bool(calls) == (kernels._LINEAR is not None)
+
+
+def test_linear_equals_torch_products():
+    """kernels.linear (oneDNN's product on the CPU in float32 outside autograd recording, else
+    torch's) against torch.addmm / mm, contiguous and transposed operands."""
+    from suhmo.models.kernels import _streams_mm, linear
+
+    torch.manual_seed(0)
+    a, w, b = torch.randn(200, 300), torch.randn(160, 300), torch.randn(160)  # 9.6M multiply-adds: oneDNN's
+    with torch.no_grad():
+        for x, y in ((a, w), (a.t().contiguous().t(), w.t().contiguous().t())):
+            assert torch.allclose(linear(x, y, b), torch.addmm(b, x, y.t()), rtol=1e-5, atol=1e-4)
+            assert torch.allclose(linear(x, y), x @ y.t(), rtol=1e-5, atol=1e-4)
+        for n in (33, 130):  # torch's below _LINEAR_MIN_MACS, oneDNN's above
+            p, q = torch.randn(2, n, 256), torch.randn(2, 256, 300)
+            assert torch.allclose(_streams_mm(p, q), torch.bmm(p, q), rtol=1e-5, atol=1e-4)
+    # recorded by autograd (a plain torch product), and float64 as it is
+    a.requires_grad_(True)
+    assert linear(a, w).grad_fn is not None
+    assert torch.equal(linear(a.double(), w.double()), a.double() @ w.double().t())
+    with torch.no_grad():  # an empty sum (a one-step plan's W_hh gradient): zeros, as torch's
+        assert torch.equal(linear(torch.ones(3, 0), torch.ones(4, 0)), torch.zeros(3, 4))
+
+
 def _features_by_autograd(seq, z, vs, va):
     """The autograd expression ``SequenceFeatures`` replaces (losses.sequence_features before it)."""
     vel = seq[:, 1:] - seq[:, :-1]

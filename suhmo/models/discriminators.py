@@ -145,6 +145,21 @@ def lstm_window_states(xp: Tensor, w_hh: Tensor, tracks: WindowTracks) -> Tensor
     return h[0] if single else h
 
 
+def projected_window_states(x: Tensor, w_ih: Tensor, bias: Tensor, w_hh: Tensor, tracks: WindowTracks) -> Tensor:
+    """``lstm_window_states`` of the streams' input projections ``x W_ih^T + bias`` of the
+    covered frames ``x [U, B, F]`` (``w_ih [S, 4H, F]``, ``bias [S, 4H]``, ``w_hh [S, 4H, H]``)
+    -> ``[S, n_windows, B, H]``, the projection inside the recurrence's autograd node
+    (``kernels.WindowLSTM`` with ``x``): one oneDNN product per stream and its gradients written
+    out (``kernels.linear``), where an autograd ``baddbmm`` over the streams ran MKL's. Under
+    autocast (``train.amp``) the projection as before, in autocast's precision."""
+    if torch.is_autocast_enabled(x.device.type):
+        U, B, F = x.shape
+        xp = torch.baddbmm(bias.unsqueeze(1), x.reshape(1, U * B, F).expand(w_ih.shape[0], -1, -1),
+                           w_ih.transpose(1, 2))
+        return lstm_window_states(xp.view(w_ih.shape[0], U, B, -1), w_hh, tracks)
+    return WindowLSTM.apply(None, w_hh, tracks, x, w_ih, bias)
+
+
 class RNNSeqDiscriminator(nn.Module):
     """D_M of eq. 5, RNN form: LSTM over the window from a zero state, (BP for the joint D),
     feed-forward head on the last hidden state.
@@ -179,9 +194,9 @@ class RNNSeqDiscriminator(nn.Module):
         B, T, _ = feats.shape
         lstm = self.lstm
         frames, U, tracks = plan_layout(plan, T)
-        x = _covered_rows(feats, frames)
-        xp = torch.addmm(lstm.bias_ih_l0 + lstm.bias_hh_l0, x, lstm.weight_ih_l0.t()).view(U, B, -1)
-        h = lstm_window_states(xp, lstm.weight_hh_l0, tracks)
+        x = _covered_rows(feats, frames).view(U, B, -1)
+        h = projected_window_states(x, lstm.weight_ih_l0.unsqueeze(0), (lstm.bias_ih_l0 + lstm.bias_hh_l0).unsqueeze(0),
+                                    lstm.weight_hh_l0.unsqueeze(0), tracks)[0]
         n = h.shape[0]
         return self._score(h.reshape(n * B, -1)).reshape(n, -1)
 
@@ -198,16 +213,15 @@ def rnn_window_scores_together(nets: list, feats: Tensor, plan) -> Optional[list
     if len({(m.input_size, m.hidden_size) for m in lstms}) != 1:
         return None
     B, T, _ = feats.shape
-    S, G4 = len(nets), 4 * lstms[0].hidden_size
     frames, U, tracks = plan_layout(plan, T)
-    x = _covered_rows(feats, frames)
-    w_ih = torch.stack([m.weight_ih_l0 for m in lstms], 0).transpose(1, 2)  # [S, F, 4H]
-    bias = torch.stack([m.bias_ih_l0 + m.bias_hh_l0 for m in lstms], 0).unsqueeze(1)  # [S, 1, 4H]
-    # [S, U * B, 4H], stream-major as the recurrence reads it (a permuted [U, B, S, 4H] product
-    # would make its gather, and the gradient's scatter, strided copies: 3x slower at the grid's sizes)
-    xp = torch.baddbmm(bias, x.unsqueeze(0).expand(S, -1, -1), w_ih).view(S, U, B, G4)
+    x = _covered_rows(feats, frames).view(U, B, -1)
+    w_ih = torch.stack([m.weight_ih_l0 for m in lstms], 0)  # [S, 4H, F]
+    bias = torch.stack([m.bias_ih_l0 + m.bias_hh_l0 for m in lstms], 0)  # [S, 4H]
     w_hh = torch.stack([m.weight_hh_l0 for m in lstms], 0)
-    h = lstm_window_states(xp, w_hh, tracks)  # [S, n, B, H]
+    # each stream's projection [U, B, 4H] is gathered into the recurrence's stream-major rows (a
+    # permuted [U, B, S, 4H] product would make the gather, and the gradient's scatter, strided
+    # copies: 3x slower at the grid's sizes)
+    h = projected_window_states(x, w_ih, bias, w_hh, tracks)  # [S, n, B, H]
     n = h.shape[1]
     return [net._score(h[j].reshape(n * B, -1)).reshape(n, -1) for j, net in enumerate(nets)]
 

@@ -7,7 +7,8 @@ checked against autograd by ``torch.autograd.gradcheck`` (tests/test_kernels.py)
   for the Transformer generator's training pass (``generators.GBlock``; benchmarks/train_step.py).
 - ``WindowLSTM`` (+ ``lstm_cell_backward``): one LSTM over every window of a window plan, all
   windows advancing together, for the RNN sequence discriminators, D_s and D_s^j as two streams
-  of one recurrence (``discriminators.lstm_window_states``; benchmarks/lstm_pointwise.py).
+  of one recurrence (``discriminators.lstm_window_states``; benchmarks/lstm_pointwise.py), with
+  the input projection of the covered frames inside (``discriminators.projected_window_states``).
 - ``RNNRollout``: the RNN generator's training pass over all its steps as one node, the
   backward through time written out and each weight's gradient formed once for all steps
   (``generators.RNNCore._rollout_fused``; tests/test_step_equivalence.py checks it against the
@@ -18,6 +19,9 @@ checked against autograd by ``torch.autograd.gradcheck`` (tests/test_kernels.py)
   (concatenations along the last dimension, broadcasts over the 68 points); written out with
   each point as one element of twice the float's size (:func:`_points`), forward and backward
   (tests/test_kernels.py).
+
+The larger matrix products inside these passes go through :func:`linear` (oneDNN's product
+where torch's MKL one is slower on the CPU, the same float32 maths summed in another order).
 
 The paper's concepts (eq. 4, 5, 13-17) live in ``generators``, ``windows`` and ``layers``.
 """
@@ -79,6 +83,48 @@ class CachedAttention(torch.autograd.Function):
         return dq, dk, dv, None, None, None, None
 
 
+_LINEAR = getattr(torch.ops.mkldnn, "_linear_pointwise", None) if torch.backends.mkldnn.is_available() else None
+_LINEAR_MIN_MACS = 1 << 23  # below ~8M multiply-adds oneDNN's fixed cost per call loses to MKL's
+
+
+def _use_onednn(a: Tensor, w: Tensor) -> bool:
+    return (_LINEAR is not None and a.device.type == "cpu" and a.dtype == torch.float32 and w.dtype == torch.float32
+            and a.shape[0] * a.shape[1] * w.shape[0] >= _LINEAR_MIN_MACS and not torch.is_grad_enabled())
+
+
+def linear(a: Tensor, w: Tensor, bias: Optional[Tensor] = None) -> Tensor:
+    """``a [M, K] @ w[N, K]^T (+ bias [N])``, new, for the products inside the hand-written passes.
+
+    On the CPU in float32 outside autograd recording this is oneDNN's matrix product (the
+    ``mkldnn._linear_pointwise`` operator that torch.compile emits for ``nn.Linear``), else
+    ``torch.addmm``/``mm``: the same float32 products, summed in another order. torch's own
+    float32 ``mm`` is MKL's, and MKL on this project's AMD machine (EPYC, Zen 4) runs the shapes
+    of the window LSTMs' projections at 50-75 GFLOP/s against oneDNN's 80-90 at 1 thread,
+    measured each shape by itself (``benchmarks/vs_reference.py``'s small size, sampled windows,
+    D step: the projection ``[2624, 410] x [410, 1024]`` 32 -> 25 ms per stream, its weight
+    gradient 30 -> 27 ms; G step: the input gradient ``[1312, 1024] x [1024, 410]`` 21 -> 13 ms;
+    the RNN generator's backward step ``[32, 1024] x [1024, 784]`` 0.84 -> 0.60 ms). Which
+    library is faster depends on the shape: where MKL is (``[4H, n] x [n, H]``) the caller forms
+    the transposed product. Small products (under ``_LINEAR_MIN_MACS``: the 64-wide models' steps,
+    where oneDNN was up to 2x slower) and empty ones (which oneDNN refuses) stay with torch.
+    Strided (transposed) operands are taken as they are; 2-D only."""
+    if _use_onednn(a, w):
+        return _LINEAR(a, w, bias, "none", [], "")
+    return torch.mm(a, w.t()) if bias is None else torch.addmm(bias, a, w.t())
+
+
+def _streams_mm(a: Tensor, b: Tensor) -> Tensor:
+    """``torch.bmm(a, b)`` (``[S, n, k] x [S, k, m]``) as one :func:`linear` per stream where oneDNN
+    runs them (the window LSTMs' backward step ``dG_k W_hh``, ``n`` = 32-256 rows: ~10 % faster
+    than MKL's batched product on this project's AMD machines), else ``torch.bmm``."""
+    if not _use_onednn(a[0], b[0].t()):
+        return torch.bmm(a, b)
+    out = a.new_empty(a.shape[0], a.shape[1], b.shape[2])
+    for j in range(a.shape[0]):
+        out[j].copy_(linear(a[j], b[j].t()))
+    return out
+
+
 def _track_index(tracks, device) -> tuple[Tensor, dict]:
     """Index tensors of a plan's recurrence: the input frame of every (step, track) block, step
     after step (``starts[:active[k]] + k``), and per step k where windows end, ``(window
@@ -107,11 +153,22 @@ class WindowLSTM(torch.autograd.Function):
     sequence discriminators D_s and D_s^j read the same features with the same plan, and as
     two streams of one recurrence they take one call instead of two
     (``discriminators.rnn_window_scores_together``).
+
+    With ``x [T, B, F]`` (the covered frames' features), ``w_ih [S, 4H, F]`` and ``bias [S, 4H]``
+    given instead of ``xp`` (None), the input projection ``xp = x W_ih^T + bias`` runs inside too
+    (``discriminators.projected_window_states``), one product per stream by :func:`linear`, and
+    its backward forms ``d x``, ``d W_ih`` and ``d bias`` from the per-frame gate gradients the
+    same way: what autograd's batched product over the streams did, with oneDNN's products.
     """
 
     @staticmethod
-    def forward(ctx, xp: Tensor, w_hh: Tensor, tracks) -> Tensor:
-        S, T, B, G4 = xp.shape
+    def forward(ctx, xp: Optional[Tensor], w_hh: Tensor, tracks, x: Optional[Tensor] = None,
+                w_ih: Optional[Tensor] = None, bias: Optional[Tensor] = None) -> Tensor:
+        if x is None:
+            S, T, B, G4 = xp.shape
+        else:
+            (T, B, F), (S, G4) = x.shape, w_hh.shape[:2]
+            xp = x  # the buffers below take its dtype and device
         H = G4 // 4
         active = tracks.active
         rows = [n * B for n in active]
@@ -122,7 +179,13 @@ class WindowLSTM(torch.autograd.Function):
         rows_x, ends = _track_index(tracks, dev)
         gates_all = xp.new_empty(S, offs[-1], G4)
         # every step's input projections gathered at once: row block k holds xp[:, starts[:active[k]] + k]
-        torch.index_select(xp, 1, rows_x, out=gates_all.view(S, -1, B, G4))
+        if x is None:
+            torch.index_select(xp, 1, rows_x, out=gates_all.view(S, -1, B, G4))
+        else:  # each stream's projection of the frames, gathered from it
+            x2 = x.reshape(T * B, F)
+            for j in range(S):
+                torch.index_select(linear(x2, w_ih[j], bias[j]).view(T, B, G4), 0, rows_x,
+                                   out=gates_all[j].view(-1, B, G4))
         cells = xp.new_empty(S, offs[-1], H)
         tanh_cells = xp.new_empty(S, offs[-1], H)  # tanh(c_k), formed for h_k and reused by backward
         keep_h = ctx.needs_input_grad[1]
@@ -162,17 +225,19 @@ class WindowLSTM(torch.autograd.Function):
                 wins, trs = ends[k]
                 out.index_copy_(1, wins, h.view(S, n_tr, B, H).index_select(1, trs))
         ctx.tracks, ctx.offs, ctx.rows, ctx.index = tracks, offs, rows, (rows_x, ends)
-        ctx.save_for_backward(w_hh, gates_all, cells, tanh_cells, h_prev if keep_h else xp.new_zeros(0))
+        ctx.save_for_backward(w_hh, gates_all, cells, tanh_cells, h_prev if keep_h else xp.new_zeros(0),
+                              *((x, w_ih) if x is not None else ()))
         ctx.shape = (S, T, B, G4)
+        ctx.projected = x is not None
         return out
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        w_hh, gates_all, cells, tanh_cells, h_prev = ctx.saved_tensors
+        w_hh, gates_all, cells, tanh_cells, h_prev, *proj = ctx.saved_tensors
         tracks, offs, rows = ctx.tracks, ctx.offs, ctx.rows
         S, T, B, G4 = ctx.shape
         H = G4 // 4
-        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        need_x, need_w = ctx.needs_input_grad[0] or any(ctx.needs_input_grad[3:6]), ctx.needs_input_grad[1]
         rows_x, ends = ctx.index
         grad_out = grad_out.contiguous()
         dxp = gates_all.new_zeros(S, T, B, G4) if need_x else None
@@ -201,11 +266,38 @@ class WindowLSTM(torch.autograd.Function):
             dc = cell_backward(dh, g4_[k], g_[k], tc_[k], c_prev, dc_next, d4_[k], dg_[k], *scratch_[n], one)
             if k > 0:
                 dc_next = dc.mul_(g4_[k][1])  # dc_{k-1} = dc_k * f_k
-                dh_next = torch.bmm(dg_[k], w_hh)
+                dh_next = _streams_mm(dg_[k], w_hh)
         if need_x:  # every step's gate gradients back to their input frames at once
             dxp.index_add_(1, rows_x, dgates_all.view(S, -1, B, G4))
-        dw = torch.bmm(dgates_all[:, rows[0]:].transpose(1, 2), h_prev) if need_w else None
-        return dxp, dw, None
+        dw = None
+        if need_w:  # formed as [H, 4H] per stream, oneDNN's faster orientation of this product, then transposed
+            dw = w_hh.new_empty(S, G4, H)
+            for j in range(S):
+                dw[j].copy_(linear(h_prev[j].t(), dgates_all[j, rows[0]:].t()).t())
+        if not ctx.projected:
+            return dxp, dw, None, None, None, None
+        return (None, dw, None) + (WindowLSTM._projection_backward(dxp, *proj, ctx.needs_input_grad[3:6])
+                                   if need_x else (None, None, None))
+
+    @staticmethod
+    def _projection_backward(dxp: Tensor, x: Tensor, w_ih: Tensor, needs: tuple) -> tuple:
+        """``(d x, d W_ih, d bias)`` of ``xp = x W_ih^T + bias`` per stream from ``dxp [S, T, B, 4H]``."""
+        S, T, B, G4 = dxp.shape
+        F = x.shape[-1]
+        d2, x2 = dxp.view(S, T * B, G4), x.reshape(T * B, F)
+        dx = dw = db = None
+        if needs[0]:
+            for j in range(S):
+                part = linear(d2[j], w_ih[j].t())  # [T B, F]
+                dx = part if dx is None else dx.add_(part)
+            dx = dx.view(T, B, F)
+        if needs[1]:
+            dw = w_ih.new_empty(S, G4, F)
+            for j in range(S):  # formed as [F, 4H], oneDNN's faster orientation of this product, then transposed
+                dw[j].copy_(linear(x2.t(), d2[j].t()).t())
+        if needs[2]:
+            db = d2.sum(1)
+        return dx, dw, db
 
 
 def lstm_cell_backward(dh: Tensor, gates: Tensor, tc: Tensor, c_prev: Optional[Tensor], dc_next: Optional[Tensor],
@@ -383,7 +475,6 @@ class RNNRollout(torch.autograd.Function):
         dpos_c = dvel_c = None  # gradients of step t+1's position and velocity inputs, when they were step t's outputs
         dh_c = None  # of h_t, from step t+1's cell input
         dc_c = None
-        w_in = w.t()  # [4H, in]
         for t in range(T - 1, -1, -1):
             g_nxt = dp_[t] if dpos_c is None else dp_[t] + dpos_c
             dvel = dout_[t]
@@ -402,7 +493,7 @@ class RNNRollout(torch.autograd.Function):
             dc = cell_backward(dh, g4_[t], gates_[t], tc_[t], cells_[t - 1] if t > 0 else c0, dc_c, d4_[t], dg_[t],
                                tmp, tmp_g, one)
             dc_c = dc.mul_(g4_[t][1])  # of c_{t-1}
-            dinp = dg_[t] @ w_in  # [B, in]: of [feat | BP(h_{t-1}) | h_{t-1}]
+            dinp = linear(dg_[t], w)  # dG_t w^T, [B, in]: of [feat | BP(h_{t-1}) | h_{t-1}]
             if pair:
                 dh_c = dinp[:, F + H:]
                 dbp = dinp[:, F:F + H].view(B // 2, 2, H).sum(1, keepdim=True)
@@ -416,7 +507,7 @@ class RNNRollout(torch.autograd.Function):
             else:
                 dpos_c = dvel_c = None
         TB = T * B
-        dw = INP.view(TB, -1).t() @ DG.view(TB, -1)
+        dw = linear(DG.view(TB, -1).t(), INP.view(TB, -1).t()).t()  # formed as [4H, in]: oneDNN's faster orientation
         db = DG.view(TB, -1).sum(0)
         dW1 = DA1.view(TB, M).t() @ Y0.view(TB, -1)
         dW2 = DA2.view(TB, M).t() @ L1.view(TB, M)
