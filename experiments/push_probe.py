@@ -13,8 +13,8 @@ per-frame rms change: the data cannot teach a push it does not have.
 A push that is there on the train persons as on the held-out ones is G's own, not a pull towards
 the training persons' mean shape; one that saturates in about ``1 / k`` frames (``k`` the
 reverting integrator's rates, ~0.05 per frame for the shape coefficients) is a constant velocity
-``b`` held against the reversion, ``b / k`` (experiments/README.md, "The push no discriminator
-sees")."""
+``b`` held against the reversion, ``b / k`` (experiments/README.md, "Every head moves alike;
+the push no discriminator sees")."""
 
 from __future__ import annotations
 

@@ -392,7 +392,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # edge; experiments/README.md, "Matching the motion statistics"), but over nine runs the drift
     # was about 0.24: every sample pushed the same way, which no discriminator stream could see.
     # Since session 10 they also see each frame's state beside the reference (model.d_anchor;
-    # experiments/README.md, "The push no discriminator sees").
+    # experiments/README.md, "Every head moves alike; the push no discriminator sees").
     "cpu": {
         "model.space": "semantic", "model.semantic_k": 24, "model.revert": True, "model.noise_g": 16,
         "model.d_semantic": True, "model.d_anchor": True, "loss.w_motion": 0.7,

@@ -113,8 +113,8 @@ def sequence_features(seq: Tensor, cfg, motion: Tensor | None = None, space=None
     ``z_t - z_0``, its state relative to the sequence's first frame, the reference G started
     from: without it no discriminator sees a frame beside the reference (D_F one frame, D_s and
     D_s^j windows of about 14 frames), so a face that slowly turns into another plausible face,
-    every sample the same way, is invisible to all three (experiments/README.md, "The push no
-    discriminator sees").
+    every sample the same way, is invisible to all three (experiments/README.md, "Every head
+    moves alike; the push no discriminator sees").
     """
     if cfg.model.d_semantic and z is None:
         z = _semantic_parts(seq, cfg, space, None, z_only=True)
@@ -284,7 +284,8 @@ def motion_stats_loss(fake_seq: Tensor, real_seq: Tensor, n_future: int, lag: in
     *typical* window's speed) and its standard deviation (how much windows differ: calm heads
     beside lively ones), ``(mean_f - mean_r)^2 + (sd_f - sd_r)^2`` per dimension; ``both``
     averages the two statistics' terms. Real windows differ widely and the batch mean does not
-    ask G to: measured on the cpu preset (experiments/README.md, "Every head moves alike"), the
+    ask G to: measured on the cpu preset with ``loss.w_motion_mean=1`` (seed 0;
+    experiments/README.md, "Every head moves alike; the push no discriminator sees"), the
     generated windows' head speeds spread over a third of the real ones' log range (10th-90th
     percentile 0.05-0.16 against 0.05-0.46 for x on the held-out persons), the fast tail that
     carries half of the real motion was missing, and the median was 0.6x real.
