@@ -85,8 +85,7 @@ def main(argv=None) -> int:
         sd = _encode(G.space, np.concatenate(test.clips)).std(0)
         for name, ds in (("held-out persons", test), ("train persons", train)):
             print(f"{ck} {name}: {generated_push(G, cfg, ds.clips, a.frames, sd)}")
-    G, cfg = load_model(a.checkpoints[-1])
-    if hasattr(G.space, "fit"):
+    if hasattr(G.space, "fit"):  # the last checkpoint's space, loaded above
         dcfg = make_config("cpu", overrides={"data.path": a.data})
         print(f"data, real train persons: {data_push(G.space, train, dcfg)}")
         print(f"data, procedural speakers (data.synth_mix): {data_push(G.space, load_synthetic(dcfg), dcfg)}")
