@@ -94,7 +94,7 @@ def test_window_lstm_with_its_projection_equals_the_projection_by_autograd(monke
 def test_linear_equals_torch_products():
     """kernels.linear (oneDNN's product on the CPU in float32 outside autograd recording, else
     torch's) against torch.addmm / mm, contiguous and transposed operands."""
-    from suhmo.models.kernels import _streams_mm, linear
+    from suhmo.models.kernels import _streams_addmm_, _streams_mm, linear
 
     torch.manual_seed(0)
     a, w, b = torch.randn(200, 300), torch.randn(160, 300), torch.randn(160)  # 9.6M multiply-adds: oneDNN's
@@ -105,6 +105,10 @@ def test_linear_equals_torch_products():
         for n in (33, 130):  # torch's below _LINEAR_MIN_MACS, oneDNN's above
             p, q = torch.randn(2, n, 256), torch.randn(2, 256, 300)
             assert torch.allclose(_streams_mm(p, q), torch.bmm(p, q), rtol=1e-5, atol=1e-4)
+            out, w3 = torch.randn(2, n, 300), torch.randn(2, 300, 256)  # the window LSTM's forward step
+            ref = torch.baddbmm(out, p, w3.transpose(1, 2))
+            _streams_addmm_(out, p, w3)
+            assert torch.allclose(out, ref, rtol=1e-5, atol=1e-4)
     # recorded by autograd (a plain torch product), and float64 as it is
     a.requires_grad_(True)
     assert linear(a, w).grad_fn is not None
