@@ -22,6 +22,9 @@ checked against autograd by ``torch.autograd.gradcheck`` (tests/test_kernels.py)
 
 The larger matrix products inside these passes go through :func:`linear` (oneDNN's product
 where torch's MKL one is slower on the CPU, the same float32 maths summed in another order).
+The recurrences' forward passes form tanh as ``2 sigmoid(2 y) - 1`` (:func:`_tanh_sigmoid`;
+torch's CPU tanh is ~5x the cost of its sigmoid), the g gate's pre-activation doubled by its
+weight rows (:func:`_double_g`, exact).
 
 The paper's concepts (eq. 4, 5, 13-17) live in ``generators``, ``windows`` and ``layers``.
 """
