@@ -76,12 +76,23 @@ and broadcast as single elements instead of 2-float runs), the weights' finite c
 operations, and fewer operations per step in the LSTM cell backward and the rollout's backward.
 Against perf18's end (80c00d9): cpu_now 1.13x, grid_small 1.03x.
 
+Measured 2026-12-03, branch perf21 against 9378639 (main), issue 17's small size
+(``--configs sampled_small,grid_small --variants rnn --threads 1 --rounds 10 --iters 2``,
+``OMP_WAIT_POLICY=PASSIVE``), a shared 2-core machine, three runs as the load fell, ratio old/new
+wall (cpu): sampled_small 1.13 (1.11) at load 3.9-4.0, 1.04 (1.02) at 2.6-2.9, 1.08 (1.07) at
+1.6-1.9 (``--rounds 16``, sampled only); grid_small 1.00 (1.00) at 4.0, 1.11 (1.10) at 3.8-4.0
+(``--rounds 8``, grid only), 1.07 (1.04) at 3.0-3.1. What it took: the recurrences' tanh as
+``2 sigmoid(2y) - 1`` (``kernels._tanh_sigmoid``; torch's CPU tanh was ~3.5 % of the iteration's
+CPU samples, ``perf record -e cpu-clock``) and the window LSTM's forward step by oneDNN per stream.
+The run-to-run spread (1.04-1.13 on the same code) is the machine's, not the code's.
+
 Commands:
   git archive <old-commit> | tar -x -C /tmp/old       # the old checkout (any path)
   python benchmarks/old_new.py /tmp/old --configs small,small64 --variants rnn,transformer
   python benchmarks/old_new.py /tmp/old --configs small64 --variants rnn --compile --json
   python benchmarks/old_new.py /tmp/old --configs cpu,cpu_dsem,cpu_now --variants rnn --threads 1 --rounds 16 --iters 2
   python benchmarks/old_new.py /tmp/old --configs grid_small --variants rnn --threads 1 --rounds 8 --iters 2
+  python benchmarks/old_new.py /tmp/old --configs sampled_small,grid_small --variants rnn --threads 1 --rounds 10 --iters 2
 """
 
 from __future__ import annotations
