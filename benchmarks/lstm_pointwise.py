@@ -19,6 +19,10 @@ passes), the grid's widest step at the small size (``--rows 1472 --hidden 256``,
 window LSTM (forward+backward) with the cell backward compiled, 392 -> 383 ms (2 %), the products
 dominate (benchmarks/results/cpu_preset_speed_2026-12-02c.txt); not shipped.
 
+A last row times one forward step's activations, torch's tanh for the g gate and the cell
+against ``2 sigmoid(2 y) - 1`` (``kernels._tanh_sigmoid``, what the recurrences run since
+2026-12-03): rows 256, hidden 256, 1 thread, load ~4: 0.43 -> 0.23 ms (512 rows: 0.86 -> 0.44).
+
   python benchmarks/lstm_pointwise.py [--rows 480] [--hidden 1024] [--no-compile] [--json]
 """
 
@@ -33,7 +37,7 @@ import time
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see benchmarks/train_step.py
 import torch  # noqa: E402
 
-from suhmo.models.kernels import lstm_cell_backward  # noqa: E402
+from suhmo.models.kernels import _tanh_sigmoid, lstm_cell_backward  # noqa: E402
 
 
 def naive(dh, dc_next, gates, tc, c_prev):
@@ -95,8 +99,26 @@ def main(argv=None) -> int:
     print(f"{'version':<10}{'ms/step':>9}{'vs suhmo':>10}   rows {n}, hidden {H}, {a.threads} threads")
     for name, ms in rows.items():
         print(f"{name:<10}{ms:>9.3f}{ms / rows['suhmo']:>10.2f}")
+    # the forward's activations of one step: torch's tanh (MKL's vector tanh) for the g gate and the cell,
+    # against 2 sigmoid(2 y) - 1 on pre-activations doubled by the weights (kernels._tanh_sigmoid)
+    pre, cell = torch.randn(n, 4 * H, generator=gen), torch.randn(n, H, generator=gen)
+    buf, tc = pre.clone(), torch.empty(n, H)
+    one, neg1 = torch.ones(()), torch.full((), -1.0)
+
+    def act_tanh():
+        buf[:, :2 * H].sigmoid_(), buf[:, 2 * H:3 * H].tanh_(), buf[:, 3 * H:].sigmoid_()
+        torch.tanh(cell, out=tc)
+
+    def act_sigmoid():
+        buf.sigmoid_()
+        _tanh_sigmoid(buf[:, 2 * H:3 * H], one, neg1)
+        _tanh_sigmoid(torch.mul(cell, 2.0, out=tc).sigmoid_(), one, neg1)
+
+    fwd = {"tanh": time_ms(act_tanh, (), a.reps), "sigmoid": time_ms(act_sigmoid, (), a.reps)}
+    print(f"forward activations, ms/step: torch.tanh {fwd['tanh']:.3f}, 2 sigmoid(2y) - 1 {fwd['sigmoid']:.3f}")
     if a.json:
-        print(json.dumps({"rows": n, "hidden": H, "ms_per_step": {k: round(v, 4) for k, v in rows.items()}}))
+        print(json.dumps({"rows": n, "hidden": H, "ms_per_step": {k: round(v, 4) for k, v in rows.items()},
+                          "forward_ms_per_step": {k: round(v, 4) for k, v in fwd.items()}}))
     return 0
 
 

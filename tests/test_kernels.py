@@ -94,7 +94,7 @@ def test_window_lstm_with_its_projection_equals_the_projection_by_autograd(monke
 def test_linear_equals_torch_products():
     """kernels.linear (oneDNN's product on the CPU in float32 outside autograd recording, else
     torch's) against torch.addmm / mm, contiguous and transposed operands."""
-    from suhmo.models.kernels import _streams_mm, linear
+    from suhmo.models.kernels import _streams_addmm_, _streams_mm, linear
 
     torch.manual_seed(0)
     a, w, b = torch.randn(200, 300), torch.randn(160, 300), torch.randn(160)  # 9.6M multiply-adds: oneDNN's
@@ -105,6 +105,10 @@ def test_linear_equals_torch_products():
         for n in (33, 130):  # torch's below _LINEAR_MIN_MACS, oneDNN's above
             p, q = torch.randn(2, n, 256), torch.randn(2, 256, 300)
             assert torch.allclose(_streams_mm(p, q), torch.bmm(p, q), rtol=1e-5, atol=1e-4)
+            out, w3 = torch.randn(2, n, 300), torch.randn(2, 300, 256)  # the window LSTM's forward step
+            ref = torch.baddbmm(out, p, w3.transpose(1, 2))
+            _streams_addmm_(out, p, w3)
+            assert torch.allclose(out, ref, rtol=1e-5, atol=1e-4)
     # recorded by autograd (a plain torch product), and float64 as it is
     a.requires_grad_(True)
     assert linear(a, w).grad_fn is not None
@@ -196,3 +200,65 @@ def test_centre_scale_equals_autograd_and_passes_gradcheck():
         g_new, g_old = g_new.flatten(0, 1)[1:], g_old.flatten(0, 1)[1:]
         assert torch.allclose(g_new, g_old, rtol=tol, atol=tol * float(g_old.abs().max()))
     assert torch.autograd.gradcheck(CentreScale.apply, (x[1:, :2, :5].detach().requires_grad_(True),))
+
+
+def test_tanh_by_sigmoid_equals_tanh():
+    """kernels._tanh_sigmoid (``tanh(y) = 2 sigmoid(2 y) - 1``, the recurrences' tanh) on pre-activations
+    doubled by kernels._double_g (the g gate's weight rows times 2, exactly) against torch.tanh."""
+    from suhmo.models.kernels import _double_g, _tanh_sigmoid
+
+    torch.manual_seed(0)
+    for dtype, tol in ((torch.float32, 2.5e-7), (torch.float64, 1e-15)):
+        y = torch.cat([torch.linspace(-20, 20, 100001, dtype=dtype), torch.randn(10000, dtype=dtype) * 1e-6])
+        one, neg1 = y.new_ones(()), y.new_full((), -1.0)
+        assert (_tanh_sigmoid(torch.sigmoid(2 * y), one, neg1) - torch.tanh(y)).abs().max() <= tol
+    H, S, F = 3, 2, 5
+    w, b, x = torch.randn(S, 4 * H, F), torch.randn(S, 4 * H), torch.randn(7, F)
+    w2, b2 = _double_g(w, 1), _double_g(b, 1)
+    assert torch.equal(w2[:, 2 * H:3 * H], 2 * w[:, 2 * H:3 * H]) and torch.equal(w2[:, :2 * H], w[:, :2 * H])
+    assert torch.equal(w2[:, 3 * H:], w[:, 3 * H:]) and torch.equal(b2[:, 2 * H:3 * H], 2 * b[:, 2 * H:3 * H])
+    y, y2 = torch.baddbmm(b.unsqueeze(1), x.expand(S, -1, -1), w.transpose(1, 2)), \
+        torch.baddbmm(b2.unsqueeze(1), x.expand(S, -1, -1), w2.transpose(1, 2))
+    assert torch.equal(y2[..., 2 * H:3 * H], 2 * y[..., 2 * H:3 * H])  # bit for bit: a power of two
+
+
+def _lstm_by_autograd(x, w_ih, bias, w_hh, plan):
+    """The plainest form of the window recurrence: every window by itself, an LSTM step loop with torch's
+    sigmoid and tanh, recorded by autograd -> ``[S, n_windows, B, H]``."""
+    outs = []
+    for j in range(w_ih.shape[0]):
+        per = []
+        for tau, starts in plan:
+            for t in starts.tolist():
+                h = c = None
+                for k in range(t, t + int(tau)):
+                    g = x[k] @ w_ih[j].t() + bias[j] + (h @ w_hh[j].t() if h is not None else 0)
+                    i, f, gg, o = g.chunk(4, -1)
+                    i, f, gg, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(gg), torch.sigmoid(o)
+                    c = i * gg if c is None else f * c + i * gg
+                    h = o * torch.tanh(c)
+                per.append(h)
+        outs.append(torch.stack(per))
+    return torch.stack(outs)
+
+
+def test_window_lstm_equals_the_lstm_by_autograd():
+    """float32 at the widths of the small size (256 units, 410 features: oneDNN's products), with
+    and without weight gradients (the D and the G step): the window recurrence (its tanh as
+    2 sigmoid(2 y) - 1) against the step loop with torch.tanh, values and gradients."""
+    from suhmo.models.discriminators import projected_window_states
+
+    plan = _plan([(3, [0, 5, 5]), (7, [0, 9]), (12, [5, 2]), (1, [13])])
+    tracks = window_tracks(plan, 18)
+    x, w_ih, bias, w_hh = _projected_inputs(torch.float32, S=2, T=18, B=8, F=410, H=256)
+    with torch.no_grad():
+        w_ih.mul_(0.05), w_hh.mul_(0.1)
+    ref = _lstm_by_autograd(x, w_ih, bias, w_hh, plan)
+    wgt = torch.randn_like(ref)
+    for inputs in ((x, w_ih, bias, w_hh), (x,)):
+        args = [a if any(a is b for b in inputs) else a.detach() for a in (x, w_ih, bias, w_hh)]
+        new = projected_window_states(*args, tracks)
+        assert torch.allclose(new, ref, rtol=1e-5, atol=2e-6), (new - ref).abs().max()
+        for a, b in zip(torch.autograd.grad((new * wgt).sum(), inputs), torch.autograd.grad((ref * wgt).sum(), inputs,
+                                                                                          retain_graph=True)):
+            assert torch.allclose(a, b, rtol=1e-4, atol=1e-5 * float(b.abs().max())), (a - b).abs().max()

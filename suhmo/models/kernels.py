@@ -22,6 +22,9 @@ checked against autograd by ``torch.autograd.gradcheck`` (tests/test_kernels.py)
 
 The larger matrix products inside these passes go through :func:`linear` (oneDNN's product
 where torch's MKL one is slower on the CPU, the same float32 maths summed in another order).
+The recurrences' forward passes form tanh as ``2 sigmoid(2 y) - 1`` (:func:`_tanh_sigmoid`;
+torch's CPU tanh is ~5x the cost of its sigmoid), the g gate's pre-activation doubled by its
+weight rows (:func:`_double_g`, exact).
 
 The paper's concepts (eq. 4, 5, 13-17) live in ``generators``, ``windows`` and ``layers``.
 """
@@ -125,6 +128,42 @@ def _streams_mm(a: Tensor, b: Tensor) -> Tensor:
     return out
 
 
+def _double_g(w: Tensor, dim: int) -> Tensor:
+    """A copy of LSTM weights or biases with ``4H`` along ``dim`` (gate order i, f, g, o) whose g
+    gate's part is times 2 (exact: a power of two), so that the products give the g gate's
+    pre-activation doubled, bit for bit, for :func:`_tanh_sigmoid`."""
+    w = w.clone()
+    H = w.shape[dim] // 4
+    w.narrow(dim, 2 * H, H).mul_(2.0)
+    return w
+
+
+def _tanh_sigmoid(s: Tensor, one: Tensor, neg1: Tensor) -> Tensor:
+    """``s = sigmoid(2 y)`` -> ``tanh(y) = 2 s - 1``, in place (``one``, ``neg1``: 0-dim 1 and -1).
+
+    torch's CPU float tanh (MKL's high-accuracy vector tanh) costs ~2.6 ns per value at 1 thread on
+    this project's AMD machine, its sigmoid ~0.5 and a multiply ~0.1: one window LSTM step's
+    activations (``[256, 4H]`` gates and ``[256, H]`` cells, H = 256) 0.43 -> 0.23 ms
+    (``benchmarks/lstm_pointwise.py --rows 256 --hidden 256 --threads 1``, 2026-12-03). It agrees
+    with ``tanh`` within 2e-7 absolute (torch's tanh itself is within 6e-8 of the exact value;
+    tests/test_kernels.py). Used by the recurrences' forward passes (``WindowLSTM``,
+    ``RNNRollout``), whose backward reads only the activated values."""
+    return torch.addcmul(neg1, s, one, value=2.0, out=s)
+
+
+def _streams_addmm_(out: Tensor, a: Tensor, w: Tensor) -> None:
+    """``out.baddbmm_(a, w.transpose(1, 2))`` (``out [S, n, m] += a [S, n, k] w [S, m, k]^T``) as one
+    :func:`linear` per stream added in, where oneDNN runs them (the window LSTMs' forward step
+    ``h_{k-1} W_hh^T``: 3-14 % faster than MKL's batched product at 64-512 rows, H = 256, 1 thread;
+    in situ the small size's D-step window LSTM 2-4 %, its G-step one 4 %, CPU time alternated
+    in one process, 2026-12-03), else ``torch.baddbmm``."""
+    if not _use_onednn(a[0], w[0]):
+        out.baddbmm_(a, w.transpose(1, 2))
+        return
+    for j in range(a.shape[0]):
+        out[j].add_(linear(a[j], w[j]))
+
+
 def _track_index(tracks, device) -> tuple[Tensor, dict]:
     """Index tensors of a plan's recurrence: the input frame of every (step, track) block, step
     after step (``starts[:active[k]] + k``), and per step k where windows end, ``(window
@@ -179,12 +218,16 @@ class WindowLSTM(torch.autograd.Function):
         rows_x, ends = _track_index(tracks, dev)
         gates_all = xp.new_empty(S, offs[-1], G4)
         # every step's input projections gathered at once: row block k holds xp[:, starts[:active[k]] + k]
+        # the g gate's pre-activations come doubled (its rows of the weights times 2, exact in floating point):
+        # tanh(y) = 2 sigmoid(2 y) - 1 (_tanh_sigmoid)
         if x is None:
             torch.index_select(xp, 1, rows_x, out=gates_all.view(S, -1, B, G4))
+            gates_all[..., 2 * H:3 * H].mul_(2.0)
         else:  # each stream's projection of the frames, gathered from it
             x2 = x.reshape(T * B, F)
+            w_ih2, bias2 = _double_g(w_ih, 1), _double_g(bias, 1)
             for j in range(S):
-                torch.index_select(linear(x2, w_ih[j], bias[j]).view(T, B, G4), 0, rows_x,
+                torch.index_select(linear(x2, w_ih2[j], bias2[j]).view(T, B, G4), 0, rows_x,
                                    out=gates_all[j].view(-1, B, G4))
         cells = xp.new_empty(S, offs[-1], H)
         tanh_cells = xp.new_empty(S, offs[-1], H)  # tanh(c_k), formed for h_k and reused by backward
@@ -192,12 +235,12 @@ class WindowLSTM(torch.autograd.Function):
         h_prev = xp.new_empty(S, offs[-1] - rows[0], H) if keep_h else None
         n_windows = sum(len(e) for e in tracks.ends)
         out = xp.new_empty(S, n_windows, B, H)
-        w_t = w_hh.transpose(1, 2)
+        w_g = _double_g(w_hh, 1)
         h = xp.new_zeros(0)
+        one, neg1 = xp.new_ones(()), xp.new_full((), -1.0)
         # every step's row block of every buffer as views, formed once (slicing step by step costs more than
         # the steps' own pointwise work at the cpu preset's sizes)
-        g_, sig1_, tanh_, sig2_ = (t.split(rows, 1) for t in (gates_all, gates_all[..., :2 * H],
-                                                               gates_all[..., 2 * H:3 * H], gates_all[..., 3 * H:]))
+        g_ = gates_all.split(rows, 1)
         gi_, gf_, gg_, go_ = (gates_all[..., j * H:(j + 1) * H].split(rows, 1) for j in range(4))
         c_, tc_ = cells.split(rows, 1), tanh_cells.split(rows, 1)
         hprev_ = h_prev.split(rows[1:], 1) if keep_h else None
@@ -208,19 +251,19 @@ class WindowLSTM(torch.autograd.Function):
                 hp = h[:, :n] if n < h.shape[1] else h
                 if keep_h and hp is not hprev_[k - 1]:
                     hprev_[k - 1].copy_(hp)
-                g_[k].baddbmm_(hp, w_t)
-            sig1_[k].sigmoid_()
-            tanh_[k].tanh_()
-            sig2_[k].sigmoid_()
+                _streams_addmm_(g_[k], hp, w_g)
+            g_[k].sigmoid_()  # i, f, o; and the g gate's sigmoid(2 y)
+            _tanh_sigmoid(gg_[k], one, neg1)
             if k == 0:
                 c = torch.mul(gi_[k], gg_[k], out=c_[k])
             else:
                 c = torch.mul(gf_[k], c_[k - 1][:, :n], out=c_[k])
                 c.addcmul_(gi_[k], gg_[k])
+            tc = _tanh_sigmoid(torch.mul(c, 2.0, out=tc_[k]).sigmoid_(), one, neg1)
             if keep_h and k + 1 < K and rows[k + 1] == n:  # h_k straight into step k+1's saved h_{k}
-                h = torch.mul(torch.tanh(c, out=tc_[k]), go_[k], out=hprev_[k])
+                h = torch.mul(tc, go_[k], out=hprev_[k])
             else:
-                h = torch.mul(torch.tanh(c, out=tc_[k]), go_[k])
+                h = torch.mul(tc, go_[k])
             if k in ends:
                 wins, trs = ends[k]
                 out.index_copy_(1, wins, h.view(S, n_tr, B, H).index_select(1, trs))
@@ -388,7 +431,6 @@ class RNNRollout(torch.autograd.Function):
         inp_, gates_, cells_, tc_, y0_ = INP.unbind(0), GATES.unbind(0), CELLS.unbind(0), TC.unbind(0), Y0.unbind(0)
         h_ = Y0[:, :, :H].unbind(0)
         fpos_, fvel_, fn_ = Y0[:, :, H:H + D].unbind(0), Y0[:, :, H + D:H + 2 * D].unbind(0), Y0[:, :, H + 2 * D:].unbind(0)
-        sig1_, tanh_, sig2_ = GATES[:, :, :2 * H].unbind(0), GATES[:, :, 2 * H:3 * H].unbind(0), GATES[:, :, 3 * H:].unbind(0)
         gi_, gf_, gg_, go_ = (GATES[:, :, k * H:(k + 1) * H].unbind(0) for k in range(4))
         a1_, n1_, l1_, a2_, n2_, l2_ = A1.unbind(0), N1.unbind(0), L1.unbind(0), A2.unbind(0), N2.unbind(0), L2.unbind(0)
         m1_, r1_, m2_, r2_ = S1[0].unbind(0), S1[1].unbind(0), S2[0].unbind(0), S2[1].unbind(0)
@@ -406,6 +448,8 @@ class RNNRollout(torch.autograd.Function):
         pos, vel, h, c = x0, v0, h0, c0
         n = x.new_zeros(B, N)
         w1t, w2t, w3t = W1.t(), W2.t(), W3.t()
+        wg, bg = _double_g(w, 1), _double_g(b, 0)  # tanh(y) = 2 sigmoid(2 y) - 1 (_tanh_sigmoid)
+        one, neg1 = x.new_ones(()), x.new_full((), -1.0)
         for t in range(T):
             if t < O:  # teacher forcing
                 pos = xs[t]
@@ -426,12 +470,11 @@ class RNNRollout(torch.autograd.Function):
             else:
                 ifeat_[t].copy_(feat)
                 ih_[t].copy_(h)
-            torch.addmm(b, inp_[t], w, out=gates_[t])
-            sig1_[t].sigmoid_()
-            tanh_[t].tanh_()
-            sig2_[t].sigmoid_()
+            torch.addmm(bg, inp_[t], wg, out=gates_[t])  # the g gate's pre-activation doubled (_double_g)
+            gates_[t].sigmoid_()
+            _tanh_sigmoid(gg_[t], one, neg1)
             c = torch.mul(gf_[t], c, out=cells_[t]).addcmul_(gi_[t], gg_[t])
-            h = torch.mul(go_[t], torch.tanh(c, out=tc_[t]), out=h_[t])
+            h = torch.mul(go_[t], _tanh_sigmoid(torch.mul(c, 2.0, out=tc_[t]).sigmoid_(), one, neg1), out=h_[t])
             lnf(torch.addmm(b1, y0_[t], w1t, out=a1_[t]), (M,), g1, be1, eps1, out0=n1_[t], out1=m1_[t], out2=r1_[t])
             lrelu(n1_[t], slope, out=l1_[t])
             lnf(torch.addmm(b2, l1_[t], w2t, out=a2_[t]), (M,), g2, be2, eps2, out0=n2_[t], out1=m2_[t], out2=r2_[t])
