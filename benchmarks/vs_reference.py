@@ -62,6 +62,14 @@ against new alternating (``old_new.py``, configs ``sampled_small`` and ``grid_sm
 1.11x at load 5.5 (1.03-1.08x in earlier runs). Against the authors' code only on a loaded machine
 (load 3.7-5.8): sampled 3.67x / 3.66x (main, right after: 3.84x), grid 2.74x (main 2.65x): separate
 runs at that load are noise; the targets await a quiet run of that file's script.
+Quiet machine, 2026-12-03 (load 0.1-1, nothing else running, 1 thread, OMP_WAIT_POLICY=PASSIVE;
+benchmarks/results/vs_reference_quiet_2026-12-03.txt), RNN, small size: before perf21 (9378639),
+10 rounds: sampled 4.39x (authors 3.28 s, ours 0.748 s), grid 2.78x (3.35 / 1.21 s); Transformer
+7.11x / 5.28x. After perf21 (the recurrences' tanh from the sigmoid, oneDNN forward steps), two
+hours later: sampled 3.58x (20 rounds; 2.80 / 0.78 s) and 3.86x (10 rounds, the same window draws as
+the morning's: 2.66 / 0.69 s), grid 2.98x and 2.93x. The authors' own iteration moved 3.28 -> 2.66 s
+between those runs on the same idle machine: the ratio moves with the machine's state more than
+perf21's 4-7 % (old_new.py). The 5x target for sampled windows is not met; the grid's 3x is at the line.
 
 Commands:
   python benchmarks/vs_reference.py                                   # small size, both variants, both window modes
