@@ -151,6 +151,12 @@ def _tanh_sigmoid(s: Tensor, one: Tensor, neg1: Tensor) -> Tensor:
     return torch.addcmul(neg1, s, one, value=2.0, out=s)
 
 
+def _tanh_into(c: Tensor, out: Tensor, one: Tensor, neg1: Tensor) -> Tensor:
+    """``tanh(c)`` written into ``out`` by :func:`_tanh_sigmoid` (the cell's tanh: ``c`` is not doubled
+    by any weights, so it is doubled here)."""
+    return _tanh_sigmoid(torch.mul(c, 2.0, out=out).sigmoid_(), one, neg1)
+
+
 def _streams_addmm_(out: Tensor, a: Tensor, w: Tensor) -> None:
     """``out.baddbmm_(a, w.transpose(1, 2))`` (``out [S, n, m] += a [S, n, k] w [S, m, k]^T``) as one
     :func:`linear` per stream added in, where oneDNN runs them (the window LSTMs' forward step
@@ -259,7 +265,7 @@ class WindowLSTM(torch.autograd.Function):
             else:
                 c = torch.mul(gf_[k], c_[k - 1][:, :n], out=c_[k])
                 c.addcmul_(gi_[k], gg_[k])
-            tc = _tanh_sigmoid(torch.mul(c, 2.0, out=tc_[k]).sigmoid_(), one, neg1)
+            tc = _tanh_into(c, tc_[k], one, neg1)
             if keep_h and k + 1 < K and rows[k + 1] == n:  # h_k straight into step k+1's saved h_{k}
                 h = torch.mul(tc, go_[k], out=hprev_[k])
             else:
@@ -474,7 +480,7 @@ class RNNRollout(torch.autograd.Function):
             gates_[t].sigmoid_()
             _tanh_sigmoid(gg_[t], one, neg1)
             c = torch.mul(gf_[t], c, out=cells_[t]).addcmul_(gi_[t], gg_[t])
-            h = torch.mul(go_[t], _tanh_sigmoid(torch.mul(c, 2.0, out=tc_[t]).sigmoid_(), one, neg1), out=h_[t])
+            h = torch.mul(go_[t], _tanh_into(c, tc_[t], one, neg1), out=h_[t])
             lnf(torch.addmm(b1, y0_[t], w1t, out=a1_[t]), (M,), g1, be1, eps1, out0=n1_[t], out1=m1_[t], out2=r1_[t])
             lrelu(n1_[t], slope, out=l1_[t])
             lnf(torch.addmm(b2, l1_[t], w2t, out=a2_[t]), (M,), g2, be2, eps2, out0=n2_[t], out1=m2_[t], out2=r2_[t])
