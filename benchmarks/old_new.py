@@ -97,6 +97,19 @@ samples, oneDNN's 42 -> 53 %). Issue 17's targets against the authors' code (5x 
 at the edge for the grid, by these medians; what is left is ~70 % matrix products at ~80-100 GFLOP/s and the
 recurrences' memory-bound pointwise work (mul/addcmul/add ~12 % of the grid's samples).
 
+With ``--amp`` a third worker runs this checkout with ``train.amp=true``: bf16 mixed precision,
+whose matrix products inside the recurrences (``kernels.WindowLSTM``, ``kernels.RNNRollout``)
+take bf16 operands. Measured 2026-12-03 on a quiet machine (load 0.7-1.0, AMD EPYC Zen 4 with
+AVX512-BF16, 1 thread, 5 rounds x 2 iterations; benchmarks/results/amp_cpu_2026-12-03.txt),
+s/iteration fp32 -> amp (x):
+
+  sampled_small  0.712 -> 0.474 (1.50)     grid_small  1.136 -> 0.766 (1.48)
+  small          0.285 -> 0.207 (1.37)     cpu_now     0.173 -> 0.155 (1.12)
+
+The larger the recurrences' products, the larger the gain (oneDNN's bf16 products run at
+~2x its fp32 rate on this CPU; the casts and the pointwise work stay). The same run, fp32
+against e7b2e3b: 1.05 / 1.02 / 0.94 / 0.99x, i.e. the fp32 path is unchanged within the noise.
+
 Commands:
   git archive <old-commit> | tar -x -C /tmp/old       # the old checkout (any path)
   python benchmarks/old_new.py /tmp/old --configs small,small64 --variants rnn,transformer
@@ -104,6 +117,7 @@ Commands:
   python benchmarks/old_new.py /tmp/old --configs cpu,cpu_dsem,cpu_now --variants rnn --threads 1 --rounds 16 --iters 2
   python benchmarks/old_new.py /tmp/old --configs grid_small --variants rnn --threads 1 --rounds 8 --iters 2
   python benchmarks/old_new.py /tmp/old --configs sampled_small,grid_small --variants rnn --threads 1 --rounds 10 --iters 2
+  python benchmarks/old_new.py /tmp/old --configs sampled_small,grid_small,cpu_now,small --variants rnn --threads 1 --rounds 5 --iters 2 --amp
 """
 
 from __future__ import annotations
@@ -123,6 +137,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see benchmarks/train_step
 
 HERE = Path(__file__).resolve().parents[1]
 CONFIGS = {  # name: (preset, overrides)
+    "tiny": ("tiny", {}),  # for the tests
     "small": ("small", {}),
     "small64": ("small", {"model.hidden_g": 64, "model.mlp_g": 64, "model.hidden_d": 64, "model.frame_d_hidden": 64}),
     # the cpu preset (64-wide, semantic space K=24, revert, 16 noise inputs, texp windows) as it was at
@@ -144,7 +159,7 @@ CONFIGS = {  # name: (preset, overrides)
 
 
 # ---------------------------------------------------------------------------------- worker
-def worker(checkout: str, config: str, variant: str, threads: int, compile_: bool) -> None:
+def worker(checkout: str, config: str, variant: str, threads: int, compile_: bool, amp: bool = False) -> None:
     """Build a Trainer from ``checkout``; on each input line ``N`` run N more iterations and print
     one JSON line of per-iteration figures."""
     sys.path.insert(0, checkout)
@@ -169,6 +184,8 @@ def worker(checkout: str, config: str, variant: str, threads: int, compile_: boo
             "train.progress": False, **extra}
     if compile_:
         over["train.compile"] = True
+    if amp:
+        over["train.amp"] = True
     cfg = make_config(preset, overrides=over)
     stamps: list[tuple[float, float, int]] = []
     todo = [0]
@@ -199,9 +216,11 @@ def worker(checkout: str, config: str, variant: str, threads: int, compile_: boo
 
 # ---------------------------------------------------------------------------------- driver
 class Worker:
-    def __init__(self, checkout: Path, config: str, variant: str, threads: int, compile_: bool = False):
+    def __init__(self, checkout: Path, config: str, variant: str, threads: int, compile_: bool = False,
+                 amp: bool = False):
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", str(checkout), "--configs", config,
-               "--variants", variant, "--threads", str(threads)] + (["--compile"] if compile_ else [])
+               "--variants", variant, "--threads", str(threads)] + (["--compile"] if compile_ else []) + (
+               ["--amp"] if amp else [])
         env = {**os.environ, "PYTHONPATH": str(checkout)}
         self.p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=checkout)
         self.ready = json.loads(self._line())
@@ -222,10 +241,13 @@ class Worker:
         self.p.wait(timeout=60)
 
 
-def compare(old: Path, config: str, variant: str, rounds: int, iters: int, threads: int, compile_: bool) -> dict:
+def compare(old: Path, config: str, variant: str, rounds: int, iters: int, threads: int, compile_: bool,
+            amp: bool = False) -> dict:
     sides = {"old": Worker(old, config, variant, threads), "new": Worker(HERE, config, variant, threads)}
     if compile_:
         sides["new_compiled"] = Worker(HERE, config, variant, threads, compile_=True)
+    if amp:
+        sides["new_amp"] = Worker(HERE, config, variant, threads, amp=True)
     try:
         for w in sides.values():
             w.run(2)  # warm-up
@@ -257,6 +279,9 @@ def compare(old: Path, config: str, variant: str, rounds: int, iters: int, threa
             # a 30-minute run: iterations eager vs compiled (compile time spent first)
             row["iters_30min_eager"] = int(1800 / row["new_wall_s"])
             row["iters_30min_compiled"] = int(max(0.0, 1800 - (c or 0)) / row["new_compiled_wall_s"])
+        if amp:  # train.amp against this checkout in fp32
+            row["amp_speedup_wall"] = round(row["new_wall_s"] / row["new_amp_wall_s"], 2)
+            row["amp_speedup_cpu"] = round(row["new_cpu_s"] / row["new_amp_cpu_s"], 2)
         return row
     finally:
         for w in sides.values():
@@ -272,11 +297,12 @@ def main(argv=None) -> int:
     p.add_argument("--iters", type=int, default=5, help="iterations per round and side")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--compile", action="store_true", help="also this checkout with train.compile=true")
+    p.add_argument("--amp", action="store_true", help="also this checkout with train.amp=true (bf16 products)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.worker:
-        worker(a.worker, a.configs, a.variants, a.threads, a.compile)
+        worker(a.worker, a.configs, a.variants, a.threads, a.compile, a.amp)
         return 0
     if not a.old or not (Path(a.old) / "suhmo" / "train.py").is_file():
         p.error(f"old checkout {a.old!r}: no suhmo/train.py there")
@@ -284,16 +310,18 @@ def main(argv=None) -> int:
     print(f"old {a.old} vs new {HERE}; {a.threads} threads; {a.rounds} rounds x {a.iters} iterations, alternating")
     print(f"{'config':<11}{'variant':<12}{'old s/it':>9}{'new s/it':>9}{'x wall':>7}{'old cpu':>8}{'new cpu':>8}"
           f"{'x cpu':>6}{'faults old/new':>16}{'peak MiB o/n':>14}{'load':>10}"
-          + (f"{'compiled cpu':>13}{'compile s':>10}" if a.compile else ""))
+          + (f"{'compiled cpu':>13}{'compile s':>10}" if a.compile else "")
+          + (f"{'amp s/it':>9}{'amp cpu':>8}{'x amp':>6}" if a.amp else ""))
     for config in a.configs.split(","):
         for variant in a.variants.split(","):
-            r = compare(Path(a.old).resolve(), config, variant, a.rounds, a.iters, a.threads, a.compile)
+            r = compare(Path(a.old).resolve(), config, variant, a.rounds, a.iters, a.threads, a.compile, a.amp)
             rows.append(r)
             print(f"{config:<11}{variant:<12}{r['old_wall_s']:>9.3f}{r['new_wall_s']:>9.3f}{r['speedup_wall']:>7.2f}"
                   f"{r['old_cpu_s']:>8.3f}{r['new_cpu_s']:>8.3f}{r['speedup_cpu']:>6.2f}"
                   f"{r['old_faults']:>8}/{r['new_faults']:<7}{r['old_peak_rss_mib']:>7}/{r['new_peak_rss_mib']:<6}"
                   f"{r['load_avg_1min'][0]:>5.1f}-{r['load_avg_1min'][1]:<4.1f}"
-                  + (f"{r['new_compiled_cpu_s']:>13.3f}{r['compile_s'] or float('nan'):>10.1f}" if a.compile else ""),
+                  + (f"{r['new_compiled_cpu_s']:>13.3f}{r['compile_s'] or float('nan'):>10.1f}" if a.compile else "")
+                  + (f"{r['new_amp_wall_s']:>9.3f}{r['new_amp_cpu_s']:>8.3f}{r['amp_speedup_cpu']:>6.2f}" if a.amp else ""),
                   flush=True)
             if r["old_dropped"]:
                 print(f"  (the old checkout has no {', '.join(r['old_dropped'])}: it ran without)", flush=True)

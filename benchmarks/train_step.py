@@ -91,6 +91,7 @@ Commands:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -237,9 +238,10 @@ def fake_batch(batch: int, frames: int, gen: torch.Generator) -> torch.Tensor:
     return face + vel.cumsum(1) + jitter
 
 
-def build_iteration(cfg, seed: int = 0):
+def build_iteration(cfg, seed: int = 0, amp: bool = False):
     """``(step, batch)`` for ``cfg``: ``step(it, plan=None) -> ((total, G forward, D step,
-    G step) seconds, plan)`` runs one training iteration (a fresh window plan unless given)."""
+    G step) seconds, plan)`` runs one training iteration (a fresh window plan unless given); with
+    ``amp`` its forward passes and losses under bf16 autocast, as the Trainer runs ``train.amp``."""
     torch.manual_seed(seed)
     G, D = build_generator(cfg), build_discriminator(cfg)
     cpu = torch.device("cpu")
@@ -258,18 +260,29 @@ def build_iteration(cfg, seed: int = 0):
     real = fake_batch(B, O + S, gen)
     sampler = WindowSampler(cfg.windows, S)
 
+    if amp:
+        from suhmo.speed import autocast
+
+        def cast():
+            return autocast(cpu, True)
+    else:
+        cast = contextlib.nullcontext
+
     def step(it: int, plan=None) -> tuple:
         plan = sampler.plan(num_feature_frames(O + S), gen) if plan is None else plan
         t0 = time.perf_counter()
-        out = G(real[:, :O], S)  # the fakes of this iteration, reused by both steps
+        with cast():
+            out = G(real[:, :O], S)  # the fakes of this iteration, reused by both steps
         fake = torch.cat([real[:, :O], out.future], 1)
         t1 = time.perf_counter()
-        d_loss, _ = losses.discriminator_loss(D, real, fake, plan, cfg)
+        with cast():
+            d_loss, _ = losses.discriminator_loss(D, real, fake, plan, cfg)
         opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
         opt_d.step()
         t2 = time.perf_counter()
-        g_loss, _ = losses.generator_loss(D, fake, real, out, plan, cfg, losses.lambda_at(cfg.loss, it))
+        with cast():
+            g_loss, _ = losses.generator_loss(D, fake, real, out, plan, cfg, losses.lambda_at(cfg.loss, it))
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         opt_g.step()

@@ -207,7 +207,7 @@ class TrainConfig:
     select_mode: Annotated[str, OneOf("min", "max")] = "min"
     progress: bool = True
     compile: bool = False  # torch.compile G's step modules and D_F (suhmo.speed); a failure -> eager, one warning
-    amp: bool = False  # bf16 autocast of forward passes and losses where supported (suhmo.speed.autocast)
+    amp: bool = False  # bf16 mixed precision (autocast; the recurrences' products too) where bf16 is native (suhmo.speed)
 
 
 @dataclass

@@ -14,8 +14,14 @@
   the probe fails (no C compiler, an unsupported op), the modules are returned to eager mode
   and the run continues uncompiled after one warning.
 - :func:`autocast` (``train.amp``): bf16 autocast of the forward passes and losses where the
-  device supports it (CUDA with bf16, or a CPU); weights, optimiser states, the Euler
-  integration of positions and the recurrences of the custom autograd functions stay fp32.
+  device supports it (CUDA with bf16, or a CPU); weights, optimiser states and the Euler
+  integration of positions stay fp32. The recurrences' autograd nodes (``kernels.WindowLSTM``
+  for the RNN sequence discriminators, ``kernels.RNNRollout`` for the RNN generator) take the
+  same mixed precision inside: their matrix products, forward and backward, on bf16 operands
+  with fp32 sums, their states, pointwise work and gradients fp32. On a CPU with native bf16
+  products (AVX512-BF16 or AMX: oneDNN runs them at about twice the fp32 rate) this is where
+  the small size's time goes (see benchmarks/vs_reference.py ``--amp``); on a CPU without them
+  bf16 products are emulated and slower: leave it off there.
 - :func:`prepare_device`: ``torch.backends.cudnn.benchmark`` on CUDA, and freed host memory kept
   for reuse instead of returned to the kernel page by page (:func:`reuse_freed_memory`);
   :func:`to_device`: batches go through pinned memory to a CUDA device (asynchronous copy).
@@ -91,10 +97,25 @@ def to_device(batch: np.ndarray, device: torch.device) -> torch.Tensor:
 
 
 def amp_supported(device: torch.device) -> bool:
-    """bf16 autocast works here: any CPU, or a CUDA device with bf16 support."""
+    """bf16 mixed precision pays here: a CUDA device with bf16 support, or a CPU with native bf16
+    products (:func:`cpu_native_bf16`; elsewhere they are emulated, slower than fp32)."""
     if device.type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    return device.type == "cpu"
+    return device.type == "cpu" and cpu_native_bf16()
+
+
+def cpu_native_bf16() -> bool:
+    """This CPU multiplies bf16 matrices in hardware: x86 AVX512-BF16 or AMX, or an ARM CPU whose
+    bf16 oneDNN supports (BF16 extension)."""
+    import platform
+
+    cpu = getattr(torch, "cpu", None)
+    x86 = any(getattr(cpu, name, lambda: False)() for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    if x86:
+        return True
+    if platform.machine().lower() in ("aarch64", "arm64"):
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
 
 
 def autocast(device: torch.device, enabled: bool):
@@ -107,7 +128,9 @@ def autocast(device: torch.device, enabled: bool):
 def check_amp(device: torch.device, enabled: bool) -> bool:
     """``train.amp`` as it will run: off, with one warning, where bf16 is not supported."""
     if enabled and not amp_supported(device):
-        warnings.warn(f"train.amp: bf16 is not supported on {device}; training continues in fp32", stacklevel=2)
+        what = ("has no native bf16 products (AVX512-BF16 or AMX)" if device.type == "cpu"
+                else "does not support bf16")
+        warnings.warn(f"train.amp: {device} {what}; training continues in fp32", stacklevel=2)
         return False
     return bool(enabled)
 

@@ -100,3 +100,20 @@ def test_phase_breakdown_adds_up_to_the_iteration():
     for name in ("G rollout (fwd)", "D loss (fwd)", "G loss (fwd)", "D backward+Adam", "G backward+Adam",
                  "D features", "data batch"):
         assert ph.get(name, 0.0) > 0.0, name
+
+
+def test_old_new_alternates_workers_and_times_train_amp(tmp_path):
+    """benchmarks/old_new.py with this checkout on both sides and a third worker under train.amp:
+    every side's figures, and the ratios made of them (tiny config, one round)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, str(root / "benchmarks" / "old_new.py"), str(root), "--configs", "tiny",
+                        "--variants", "rnn", "--rounds", "1", "--iters", "1", "--threads", "1", "--amp", "--json"],
+                       cwd=root, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (row,) = json.loads(r.stdout.strip().splitlines()[-1])["rows"]
+    for side in ("old", "new", "new_amp"):
+        assert row[f"{side}_wall_s"] > 0 and row[f"{side}_cpu_s"] > 0
+    assert row["amp_speedup_cpu"] == pytest.approx(row["new_cpu_s"] / row["new_amp_cpu_s"], rel=0.02)
+    assert row["speedup_wall"] == pytest.approx(row["old_wall_s"] / row["new_wall_s"], rel=0.02)

@@ -29,9 +29,12 @@ def test_without_a_checkout_it_skips_with_a_message(tmp_path):
 @pytest.mark.skipif(not (vs_reference.DEFAULT_CHECKOUT / "nets" / "solver.py").is_file(),
                     reason="the authors' code is not beside this checkout")
 def test_alternates_their_iteration_and_ours():
-    out, res = _run("--size", "tiny", "--rounds", "2", "--variants", "rnn,transformer", "--modes", "grid", "--json")
+    out, res = _run("--size", "tiny", "--rounds", "2", "--variants", "rnn,transformer", "--modes", "grid", "--amp",
+                    "--json")
     assert not res["skipped"] and len(res["rows"]) == 2
     for row in res["rows"]:
+        assert row["amp_s"] > 0 and len(row["speedup_amp_per_round"]) == 2  # ours under train.amp, in the rotation
+        assert row["speedup_amp"] == pytest.approx(row["authors_s"] / row["amp_s"], rel=0.02)
         assert row["authors_s"] > 0 and row["ours_s"] > 0 and len(row["speedup_per_round"]) == 2
         assert row["speedup"] == pytest.approx(row["authors_s"] / row["ours_s"], rel=0.02)
         assert row["authors_cpu_s"] > 0 and row["ours_cpu_s"] > 0

@@ -140,9 +140,16 @@ def lstm_window_states(xp: Tensor, w_hh: Tensor, tracks: WindowTracks) -> Tensor
     single = w_hh.dim() == 2
     if single:
         xp, w_hh = xp.unsqueeze(0), w_hh.unsqueeze(0)
-    with torch.autocast(xp.device.type, enabled=False):  # train.amp: the recurrence stays in w_hh's precision
-        h = WindowLSTM.apply(xp.to(w_hh.dtype), w_hh, tracks)
+    lowp = _amp_dtype(xp)
+    with torch.autocast(xp.device.type, enabled=False):  # train.amp: products in bf16, the recurrence in w_hh's precision
+        h = WindowLSTM.apply(xp.to(w_hh.dtype), w_hh, tracks, None, None, None, lowp)
     return h[0] if single else h
+
+
+def _amp_dtype(t: Tensor) -> Optional[torch.dtype]:
+    """Autocast's low-precision type on ``t``'s device when autocast is on there (``train.amp``), else None."""
+    dev = t.device.type
+    return torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else None
 
 
 def projected_window_states(x: Tensor, w_ih: Tensor, bias: Tensor, w_hh: Tensor, tracks: WindowTracks) -> Tensor:
@@ -151,13 +158,11 @@ def projected_window_states(x: Tensor, w_ih: Tensor, bias: Tensor, w_hh: Tensor,
     -> ``[S, n_windows, B, H]``, the projection inside the recurrence's autograd node
     (``kernels.WindowLSTM`` with ``x``): one oneDNN product per stream and its gradients written
     out (``kernels.linear``), where an autograd ``baddbmm`` over the streams ran MKL's. Under
-    autocast (``train.amp``) the projection as before, in autocast's precision."""
-    if torch.is_autocast_enabled(x.device.type):
-        U, B, F = x.shape
-        xp = torch.baddbmm(bias.unsqueeze(1), x.reshape(1, U * B, F).expand(w_ih.shape[0], -1, -1),
-                           w_ih.transpose(1, 2))
-        return lstm_window_states(xp.view(w_ih.shape[0], U, B, -1), w_hh, tracks)
-    return WindowLSTM.apply(None, w_hh, tracks, x, w_ih, bias)
+    autocast (``train.amp``) every product of the node, the projection's and the steps', takes
+    operands in autocast's type (``WindowLSTM``'s ``lowp``); its states and gradients stay fp32."""
+    lowp = _amp_dtype(x)
+    with torch.autocast(x.device.type, enabled=False):
+        return WindowLSTM.apply(None, w_hh, tracks, x.to(w_ih.dtype), w_ih, bias, lowp)
 
 
 class RNNSeqDiscriminator(nn.Module):

@@ -344,11 +344,12 @@ class RNNCore(nn.Module):
         """``forward`` for training as one autograd node (``kernels.RNNRollout``: the loop run without
         recording, backpropagation through time written out, each weight's gradient one product
         over all steps): the same recurrence, equal within float rounding. None where it does not
-        apply (the delta baseline, centred inputs, another head, autocast, gradients wanted for the
-        observations), and ``_rollout_autograd`` runs instead."""
+        apply (the delta baseline, centred inputs, another head, gradients wanted for the
+        observations), and ``_rollout_autograd`` runs instead. Under autocast (``train.amp``) the
+        node runs with autocast off and the cell's products in autocast's type (``RNNRollout``'s ``lowp``)."""
         net = list(self.head.net)
         if (self.delta or self.centred or obs.requires_grad or init_vel.requires_grad or n_future <= 0
-                or torch.is_autocast_enabled(obs.device.type) or len(net) != 7
+                or len(net) != 7
                 or not all(isinstance(m, k) for m, k in zip(net, (nn.Linear, nn.LayerNorm, nn.LeakyReLU) * 2 + (nn.Linear,)))
                 or net[1].weight is None or net[4].weight is None or net[2].negative_slope != net[5].negative_slope):
             return None
@@ -359,10 +360,13 @@ class RNNCore(nn.Module):
         b = cell.bias_ih + cell.bias_hh
         rate = torch.sigmoid(self.integrate.logit) if self.integrate.revert else None
         l1, n1, a1, l2, n2, _, l3 = net
+        dev = obs.device.type
+        lowp = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else None
         meta = (int(n_future), self.vel_scale, self.pair, self._next_noise, self.noise, n1.eps, n2.eps,
-                float(a1.negative_slope))
-        states = RNNRollout.apply(obs, init_vel, h, c, rate, w, b, l1.weight, l1.bias, n1.weight, n1.bias, l2.weight,
-                                  l2.bias, n2.weight, n2.bias, l3.weight, l3.bias, meta)
+                float(a1.negative_slope), lowp)
+        with torch.autocast(dev, enabled=False):  # its recurrence in the weights' precision, h0 and c0 included
+            states = RNNRollout.apply(obs, init_vel, h.to(w.dtype), c.to(w.dtype), rate, w, b, l1.weight, l1.bias,
+                                      n1.weight, n1.bias, l2.weight, l2.bias, n2.weight, n2.bias, l3.weight, l3.bias, meta)
         O = obs.shape[1]
         return states[:, O - 1:], states[:, :O - 1]
 

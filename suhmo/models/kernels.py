@@ -24,7 +24,10 @@ The larger matrix products inside these passes go through :func:`linear` (oneDNN
 where torch's MKL one is slower on the CPU, the same float32 maths summed in another order).
 The recurrences' forward passes form tanh as ``2 sigmoid(2 y) - 1`` (:func:`_tanh_sigmoid`;
 torch's CPU tanh is ~5x the cost of its sigmoid), the g gate's pre-activation doubled by its
-weight rows (:func:`_double_g`, exact).
+weight rows (:func:`_double_g`, exact). Under ``train.amp`` the two recurrences (``WindowLSTM``,
+``RNNRollout``) take their products' operands in bf16 (``lowp``, :func:`_low`) and keep states,
+pointwise work and gradients in fp32: mixed precision inside the nodes that autocast cannot see
+into (benchmarks/old_new.py ``--amp``).
 
 The paper's concepts (eq. 4, 5, 13-17) live in ``generators``, ``windows`` and ``layers``.
 """
@@ -91,8 +94,16 @@ _LINEAR_MIN_MACS = 1 << 23  # below ~8M multiply-adds oneDNN's fixed cost per ca
 
 
 def _use_onednn(a: Tensor, w: Tensor) -> bool:
-    return (_LINEAR is not None and a.device.type == "cpu" and a.dtype == torch.float32 and w.dtype == torch.float32
+    return (_LINEAR is not None and a.device.type == "cpu" and a.dtype in _ONEDNN_DTYPES and w.dtype == a.dtype
             and a.shape[0] * a.shape[1] * w.shape[0] >= _LINEAR_MIN_MACS and not torch.is_grad_enabled())
+
+
+_ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
+
+
+def _low(t: Optional[Tensor], lowp: Optional[torch.dtype]) -> Optional[Tensor]:
+    """``t`` as a matrix product's operand in ``lowp`` (``train.amp``: bf16), or as it is (None)."""
+    return t if lowp is None or t is None else t.to(lowp)
 
 
 def linear(a: Tensor, w: Tensor, bias: Optional[Tensor] = None) -> Tensor:
@@ -116,13 +127,15 @@ def linear(a: Tensor, w: Tensor, bias: Optional[Tensor] = None) -> Tensor:
     return torch.mm(a, w.t()) if bias is None else torch.addmm(bias, a, w.t())
 
 
-def _streams_mm(a: Tensor, b: Tensor) -> Tensor:
+def _streams_mm(a: Tensor, b: Tensor, dtype: Optional[torch.dtype] = None) -> Tensor:
     """``torch.bmm(a, b)`` (``[S, n, k] x [S, k, m]``) as one :func:`linear` per stream where oneDNN
     runs them (the window LSTMs' backward step ``dG_k W_hh``, ``n`` = 32-256 rows: ~10 % faster
-    than MKL's batched product on this project's AMD machines), else ``torch.bmm``."""
+    than MKL's batched product on this project's AMD machines), else ``torch.bmm``; the result in
+    ``dtype`` (None: the operands')."""
     if not _use_onednn(a[0], b[0].t()):
-        return torch.bmm(a, b)
-    out = a.new_empty(a.shape[0], a.shape[1], b.shape[2])
+        out = torch.bmm(a, b)
+        return out if dtype is None else out.to(dtype)
+    out = a.new_empty(a.shape[0], a.shape[1], b.shape[2], dtype=dtype)
     for j in range(a.shape[0]):
         out[j].copy_(linear(a[j], b[j].t()))
     return out
@@ -164,7 +177,10 @@ def _streams_addmm_(out: Tensor, a: Tensor, w: Tensor) -> None:
     in situ the small size's D-step window LSTM 2-4 %, its G-step one 4 %, CPU time alternated
     in one process, 2026-12-03), else ``torch.baddbmm``."""
     if not _use_onednn(a[0], w[0]):
-        out.baddbmm_(a, w.transpose(1, 2))
+        if a.dtype == out.dtype:
+            out.baddbmm_(a, w.transpose(1, 2))
+        else:  # low-precision operands (train.amp), the sum in out's precision
+            out.add_(torch.bmm(a, w.transpose(1, 2)))
         return
     for j in range(a.shape[0]):
         out[j].add_(linear(a[j], w[j]))
@@ -204,11 +220,18 @@ class WindowLSTM(torch.autograd.Function):
     (``discriminators.projected_window_states``), one product per stream by :func:`linear`, and
     its backward forms ``d x``, ``d W_ih`` and ``d bias`` from the per-frame gate gradients the
     same way: what autograd's batched product over the streams did, with oneDNN's products.
+
+    ``lowp`` (``train.amp``: ``torch.bfloat16``) runs every matrix product, forward and backward,
+    on operands rounded to that type (weights once per call, the step's ``h`` or gate gradients
+    once per step; oneDNN sums in fp32), and adds their results into fp32 buffers: the gates,
+    cell states, pointwise work and returned gradients stay fp32 (mixed precision as autocast's,
+    here inside the recurrence, whose products are most of a small-size iteration).
     """
 
     @staticmethod
     def forward(ctx, xp: Optional[Tensor], w_hh: Tensor, tracks, x: Optional[Tensor] = None,
-                w_ih: Optional[Tensor] = None, bias: Optional[Tensor] = None) -> Tensor:
+                w_ih: Optional[Tensor] = None, bias: Optional[Tensor] = None,
+                lowp: Optional[torch.dtype] = None) -> Tensor:
         if x is None:
             S, T, B, G4 = xp.shape
         else:
@@ -230,18 +253,22 @@ class WindowLSTM(torch.autograd.Function):
             torch.index_select(xp, 1, rows_x, out=gates_all.view(S, -1, B, G4))
             gates_all[..., 2 * H:3 * H].mul_(2.0)
         else:  # each stream's projection of the frames, gathered from it
-            x2 = x.reshape(T * B, F)
-            w_ih2, bias2 = _double_g(w_ih, 1), _double_g(bias, 1)
+            x2 = _low(x.reshape(T * B, F), lowp)
+            w_ih2, bias2 = _low(_double_g(w_ih, 1), lowp), _low(_double_g(bias, 1), lowp)
             for j in range(S):
-                torch.index_select(linear(x2, w_ih2[j], bias2[j]).view(T, B, G4), 0, rows_x,
-                                   out=gates_all[j].view(-1, B, G4))
+                xpj = linear(x2, w_ih2[j], bias2[j]).view(T, B, G4)
+                if lowp is None:
+                    torch.index_select(xpj, 0, rows_x, out=gates_all[j].view(-1, B, G4))
+                else:
+                    gates_all[j].view(-1, B, G4).copy_(xpj.index_select(0, rows_x))
         cells = xp.new_empty(S, offs[-1], H)
         tanh_cells = xp.new_empty(S, offs[-1], H)  # tanh(c_k), formed for h_k and reused by backward
         keep_h = ctx.needs_input_grad[1]
-        h_prev = xp.new_empty(S, offs[-1] - rows[0], H) if keep_h else None
+        # h_{k-1} of every step, kept for dW_hh: in the products' precision
+        h_prev = xp.new_empty(S, offs[-1] - rows[0], H, dtype=lowp) if keep_h else None
         n_windows = sum(len(e) for e in tracks.ends)
         out = xp.new_empty(S, n_windows, B, H)
-        w_g = _double_g(w_hh, 1)
+        w_g = _low(_double_g(w_hh, 1), lowp)
         h = xp.new_zeros(0)
         one, neg1 = xp.new_ones(()), xp.new_full((), -1.0)
         # every step's row block of every buffer as views, formed once (slicing step by step costs more than
@@ -256,7 +283,7 @@ class WindowLSTM(torch.autograd.Function):
             if k > 0:  # h_{-1} = 0, c_{-1} = 0
                 hp = h[:, :n] if n < h.shape[1] else h
                 if keep_h and hp is not hprev_[k - 1]:
-                    hprev_[k - 1].copy_(hp)
+                    hp = hprev_[k - 1].copy_(hp)
                 _streams_addmm_(g_[k], hp, w_g)
             g_[k].sigmoid_()  # i, f, o; and the g gate's sigmoid(2 y)
             _tanh_sigmoid(gg_[k], one, neg1)
@@ -266,18 +293,20 @@ class WindowLSTM(torch.autograd.Function):
                 c = torch.mul(gf_[k], c_[k - 1][:, :n], out=c_[k])
                 c.addcmul_(gi_[k], gg_[k])
             tc = _tanh_into(c, tc_[k], one, neg1)
-            if keep_h and k + 1 < K and rows[k + 1] == n:  # h_k straight into step k+1's saved h_{k}
+            # h_k, in the products' precision (lowp: rounded as it is written), straight into step k+1's saved h_k
+            if keep_h and k + 1 < K and rows[k + 1] == n:
                 h = torch.mul(tc, go_[k], out=hprev_[k])
             else:
-                h = torch.mul(tc, go_[k])
-            if k in ends:
+                h = torch.mul(tc, go_[k], out=tc.new_empty(tc.shape, dtype=lowp))
+            if k in ends:  # the windows' outputs in full precision
                 wins, trs = ends[k]
-                out.index_copy_(1, wins, h.view(S, n_tr, B, H).index_select(1, trs))
+                hk = h if lowp is None else torch.mul(tc, go_[k])
+                out.index_copy_(1, wins, hk.view(S, n_tr, B, H).index_select(1, trs))
         ctx.tracks, ctx.offs, ctx.rows, ctx.index = tracks, offs, rows, (rows_x, ends)
         ctx.save_for_backward(w_hh, gates_all, cells, tanh_cells, h_prev if keep_h else xp.new_zeros(0),
                               *((x, w_ih) if x is not None else ()))
         ctx.shape = (S, T, B, G4)
-        ctx.projected = x is not None
+        ctx.projected, ctx.lowp = x is not None, lowp
         return out
 
     @staticmethod
@@ -299,6 +328,8 @@ class WindowLSTM(torch.autograd.Function):
         g4_ = list(zip(*(gates_all[..., j * H:(j + 1) * H].split(rows, 1) for j in range(4))))
         d4_ = list(zip(*(dgates_all[..., j * H:(j + 1) * H].split(rows, 1) for j in range(4))))
         c_, tc_ = cells.split(rows, 1), tanh_cells.split(rows, 1)
+        lowp = ctx.lowp
+        w_lp = _low(w_hh, lowp)
         for k in range(len(rows) - 1, -1, -1):
             n, n_tr = rows[k], tracks.active[k]
             # dh_k: from step k+1 (its rows are the first ones: tracks end, none start) + the windows ending here
@@ -315,35 +346,42 @@ class WindowLSTM(torch.autograd.Function):
             dc = cell_backward(dh, g4_[k], g_[k], tc_[k], c_prev, dc_next, d4_[k], dg_[k], *scratch_[n], one)
             if k > 0:
                 dc_next = dc.mul_(g4_[k][1])  # dc_{k-1} = dc_k * f_k
-                dh_next = _streams_mm(dg_[k], w_hh)
+                dh_next = _streams_mm(_low(dg_[k], lowp), w_lp, dg_[k].dtype)
         if need_x:  # every step's gate gradients back to their input frames at once
             dxp.index_add_(1, rows_x, dgates_all.view(S, -1, B, G4))
         dw = None
         if need_w:  # formed as [H, 4H] per stream, oneDNN's faster orientation of this product, then transposed
             dw = w_hh.new_empty(S, G4, H)
+            dg_lp = _low(dgates_all[:, rows[0]:], lowp)
             for j in range(S):
-                dw[j].copy_(linear(h_prev[j].t(), dgates_all[j, rows[0]:].t()).t())
+                dw[j].copy_(linear(h_prev[j].t(), dg_lp[j].t()).t())
         if not ctx.projected:
-            return dxp, dw, None, None, None, None
-        return (None, dw, None) + (WindowLSTM._projection_backward(dxp, *proj, ctx.needs_input_grad[3:6])
-                                   if need_x else (None, None, None))
+            return dxp, dw, None, None, None, None, None
+        return (None, dw, None) + (WindowLSTM._projection_backward(dxp, *proj, ctx.needs_input_grad[3:6], lowp)
+                                   if need_x else (None, None, None)) + (None,)
 
     @staticmethod
-    def _projection_backward(dxp: Tensor, x: Tensor, w_ih: Tensor, needs: tuple) -> tuple:
-        """``(d x, d W_ih, d bias)`` of ``xp = x W_ih^T + bias`` per stream from ``dxp [S, T, B, 4H]``."""
+    def _projection_backward(dxp: Tensor, x: Tensor, w_ih: Tensor, needs: tuple,
+                             lowp: Optional[torch.dtype] = None) -> tuple:
+        """``(d x, d W_ih, d bias)`` of ``xp = x W_ih^T + bias`` per stream from ``dxp [S, T, B, 4H]``
+        (the products' operands in ``lowp`` when given, the gradients in the inputs' types)."""
         S, T, B, G4 = dxp.shape
         F = x.shape[-1]
-        d2, x2 = dxp.view(S, T * B, G4), x.reshape(T * B, F)
+        d2 = dxp.view(S, T * B, G4)
+        d2_lp, x2 = _low(d2, lowp), _low(x.reshape(T * B, F), lowp)
         dx = dw = db = None
         if needs[0]:
+            w_lp = _low(w_ih, lowp)
             for j in range(S):
-                part = linear(d2[j], w_ih[j].t())  # [T B, F]
+                part = linear(d2_lp[j], w_lp[j].t())  # [T B, F]
+                if lowp is not None:
+                    part = part.to(x.dtype)
                 dx = part if dx is None else dx.add_(part)
             dx = dx.view(T, B, F)
         if needs[1]:
             dw = w_ih.new_empty(S, G4, F)
             for j in range(S):  # formed as [F, 4H], oneDNN's faster orientation of this product, then transposed
-                dw[j].copy_(linear(x2.t(), d2[j].t()).t())
+                dw[j].copy_(linear(x2.t(), d2_lp[j].t()).t())
         if needs[2]:
             db = d2.sum(1)
         return dx, dw, db
@@ -415,13 +453,15 @@ class RNNRollout(torch.autograd.Function):
     Inputs: ``x [B, O, D]`` observed states and ``v0 [B, D]`` (no gradient), ``h0, c0 [B, H]``,
     ``rate [D]`` or None, the cell's ``w [F + (2H | H), 4H]`` (``[W_ih | W_hh]^T``) and ``b``, the
     head's ``W1, b1, g1, be1, W2, b2, g2, be2, W3, b3``, and ``meta = (n_future, vel_scale,
-    pair, noise_fn, noise, eps1, eps2, slope)``. Returns the states ``[B, O + n_future - 1, D]``:
+    pair, noise_fn, noise, eps1, eps2, slope, lowp)``, ``lowp`` (``train.amp``: ``torch.bfloat16``, else
+    None) the operands' type of the cell's products, forward and backward, as in ``WindowLSTM``
+    (the head's smaller products stay fp32). Returns the states ``[B, O + n_future - 1, D]``:
     the reconstructions of the observed frames 1..O-1, then the future ones.
     """
 
     @staticmethod
     def forward(ctx, x, v0, h0, c0, rate, w, b, W1, b1, g1, be1, W2, b2, g2, be2, W3, b3, meta):
-        n_future, vs, pair, noise_fn, N, eps1, eps2, slope = meta
+        n_future, vs, pair, noise_fn, N, eps1, eps2, slope, lowp = meta
         B, O, D = x.shape
         H, M = h0.shape[1], W1.shape[0]
         T = O + n_future - 1
@@ -455,6 +495,7 @@ class RNNRollout(torch.autograd.Function):
         n = x.new_zeros(B, N)
         w1t, w2t, w3t = W1.t(), W2.t(), W3.t()
         wg, bg = _double_g(w, 1), _double_g(b, 0)  # tanh(y) = 2 sigmoid(2 y) - 1 (_tanh_sigmoid)
+        wg_lp = _low(wg, lowp)
         one, neg1 = x.new_ones(()), x.new_full((), -1.0)
         for t in range(T):
             if t < O:  # teacher forcing
@@ -476,7 +517,10 @@ class RNNRollout(torch.autograd.Function):
             else:
                 ifeat_[t].copy_(feat)
                 ih_[t].copy_(h)
-            torch.addmm(bg, inp_[t], wg, out=gates_[t])  # the g gate's pre-activation doubled (_double_g)
+            if lowp is None:  # the g gate's pre-activation doubled (_double_g)
+                torch.addmm(bg, inp_[t], wg, out=gates_[t])
+            else:
+                torch.add(bg, torch.mm(inp_[t].to(lowp), wg_lp), out=gates_[t])
             gates_[t].sigmoid_()
             _tanh_sigmoid(gg_[t], one, neg1)
             c = torch.mul(gf_[t], c, out=cells_[t]).addcmul_(gi_[t], gg_[t])
@@ -491,7 +535,7 @@ class RNNRollout(torch.autograd.Function):
             else:  # eq. 4
                 vel = out
             pos = torch.add(pos, vel, out=p_[t])
-        ctx.meta = (O, T, D, H, M, F, vs, pair, slope)
+        ctx.meta = (O, T, D, H, M, F, vs, pair, slope, lowp)
         ctx.save_for_backward(c0, rate, w, W1, g1, be1, W2, g2, be2, W3, INP, GATES, CELLS, TC, Y0, A1, N1, L1, A2, N2,
                               L2, S1, S2, DX0 if DX0 is not None else x.new_zeros(0))
         return P
@@ -500,7 +544,8 @@ class RNNRollout(torch.autograd.Function):
     def backward(ctx, dP):
         (c0, rate, w, W1, g1, be1, W2, g2, be2, W3, INP, GATES, CELLS, TC, Y0, A1, N1, L1, A2, N2, L2, S1, S2,
          DX0) = ctx.saved_tensors
-        O, T, D, H, M, F, vs, pair, slope = ctx.meta
+        O, T, D, H, M, F, vs, pair, slope, lowp = ctx.meta
+        w_lp = _low(w, lowp)
         B = dP.shape[0]
         nlb = torch.ops.aten.native_layer_norm_backward  # its weight gradients: formed once, after the loop
         lrb = torch.ops.aten.leaky_relu_backward.grad_input
@@ -542,7 +587,8 @@ class RNNRollout(torch.autograd.Function):
             dc = cell_backward(dh, g4_[t], gates_[t], tc_[t], cells_[t - 1] if t > 0 else c0, dc_c, d4_[t], dg_[t],
                                tmp, tmp_g, one)
             dc_c = dc.mul_(g4_[t][1])  # of c_{t-1}
-            dinp = linear(dg_[t], w)  # dG_t w^T, [B, in]: of [feat | BP(h_{t-1}) | h_{t-1}]
+            dinp = linear(dg_[t], w) if lowp is None else linear(dg_[t].to(lowp), w_lp).float()  # dG_t w^T, [B, in]:
+            # of [feat | BP(h_{t-1}) | h_{t-1}]
             if pair:
                 dh_c = dinp[:, F + H:]
                 dbp = dinp[:, F:F + H].view(B // 2, 2, H).sum(1, keepdim=True)
@@ -556,7 +602,8 @@ class RNNRollout(torch.autograd.Function):
             else:
                 dpos_c = dvel_c = None
         TB = T * B
-        dw = linear(DG.view(TB, -1).t(), INP.view(TB, -1).t()).t()  # formed as [4H, in]: oneDNN's faster orientation
+        # formed as [4H, in]: oneDNN's faster orientation
+        dw = linear(_low(DG.view(TB, -1), lowp).t(), _low(INP.view(TB, -1), lowp).t()).t().to(w.dtype)
         db = DG.view(TB, -1).sum(0)
         dW1 = DA1.view(TB, M).t() @ Y0.view(TB, -1)
         dW2 = DA2.view(TB, M).t() @ L1.view(TB, M)
