@@ -74,10 +74,10 @@ With ``--amp`` (a third side in the rotation: ours under ``train.amp``, bf16 mix
 recurrences take bf16 operands in their products; theirs stays fp32), quiet machine, 10 rounds
 (benchmarks/results/vs_reference_amp_2026-12-03.txt): sampled 3.58x fp32 / **5.27x amp** (authors
 3.04 s, ours 0.850 / 0.577 s; amp per round 4.6-8.0x), grid 2.84x / **4.41x** (3.96 s, 1.398 / 0.899
-s; per round 3.9-4.9x). The fp32 floor of the sampled iteration on this core is about 0.45 s
-(44.8 GFLOP at the 100 GFLOP/s that one core's best products reach, ``train_step.py
---decompose``), i.e. 5x needs the authors' side above 2.25 s and ours at 83 % of peak overall, where
-its small products and pointwise work keep it at 60-70 %: in fp32 the target is out of reach here.
+s; per round 3.9-4.9x). In fp32 the sampled iteration cannot go below about 0.45 s on this core
+(44.8 GFLOP on average at the 100 GFLOP/s that its best products reach, ``train_step.py
+--decompose``); against the authors' 2.7-3.0 s, 5x asks for 0.54-0.61 s, i.e. 73-83 % of that peak
+over the whole iteration, where ours runs at 53-63 % (its small products and pointwise work).
 
 Commands:
   python benchmarks/vs_reference.py                                   # small size, both variants, both window modes
