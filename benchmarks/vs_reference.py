@@ -78,6 +78,9 @@ s; per round 3.9-4.9x). In fp32 the sampled iteration cannot go below about 0.45
 (44.8 GFLOP on average at the 100 GFLOP/s that its best products reach, ``train_step.py
 --decompose``); against the authors' 2.7-3.0 s, 5x asks for 0.54-0.61 s, i.e. 73-83 % of that peak
 over the whole iteration, where ours runs at 53-63 % (its small products and pointwise work).
+The Transformer in the same file (5 rounds): 7.18x / 5.25x in fp32 (the morning's 7.11x / 5.28x:
+unchanged), 6.55x / 4.85x under ``train.amp``: its products are small and autocast's casts cost
+more than bf16 saves, so amp is for the RNN variant on a CPU.
 
 Commands:
   python benchmarks/vs_reference.py                                   # small size, both variants, both window modes
