@@ -200,7 +200,8 @@ def worker(checkout: str, config: str, variant: str, threads: int, compile_: boo
         t0 = time.perf_counter()
         tr = Trainer(cfg, d, metrics_fn=lambda sample_fn, step: {}, should_stop=should_stop, resume=False)
         ready = {"ready": True, "setup_s": round(time.perf_counter() - t0, 2),
-                 "compile_s": getattr(tr, "compile_seconds", None), "dropped": dropped}
+                 "compile_s": getattr(tr, "compile_seconds", None), "dropped": dropped,
+                 "amp": bool(getattr(tr, "amp", False))}
         print(json.dumps(ready), flush=True)
         for line in sys.stdin:
             n = int(line)
@@ -280,6 +281,7 @@ def compare(old: Path, config: str, variant: str, rounds: int, iters: int, threa
             row["iters_30min_eager"] = int(1800 / row["new_wall_s"])
             row["iters_30min_compiled"] = int(max(0.0, 1800 - (c or 0)) / row["new_compiled_wall_s"])
         if amp:  # train.amp against this checkout in fp32
+            row["amp_on"] = sides["new_amp"].ready.get("amp", False)  # off where bf16 is not native (a warning)
             row["amp_speedup_wall"] = round(row["new_wall_s"] / row["new_amp_wall_s"], 2)
             row["amp_speedup_cpu"] = round(row["new_cpu_s"] / row["new_amp_cpu_s"], 2)
         return row
@@ -323,6 +325,8 @@ def main(argv=None) -> int:
                   + (f"{r['new_compiled_cpu_s']:>13.3f}{r['compile_s'] or float('nan'):>10.1f}" if a.compile else "")
                   + (f"{r['new_amp_wall_s']:>9.3f}{r['new_amp_cpu_s']:>8.3f}{r['amp_speedup_cpu']:>6.2f}" if a.amp else ""),
                   flush=True)
+            if a.amp and not r["amp_on"]:
+                print("  (train.amp is off on this CPU, no native bf16 products: the amp column ran fp32)", flush=True)
             if r["old_dropped"]:
                 print(f"  (the old checkout has no {', '.join(r['old_dropped'])}: it ran without)", flush=True)
     if a.json:

@@ -261,7 +261,10 @@ def build_iteration(cfg, seed: int = 0, amp: bool = False):
     sampler = WindowSampler(cfg.windows, S)
 
     if amp:
-        from suhmo.speed import autocast
+        from suhmo.speed import amp_supported, autocast
+
+        if not amp_supported(cpu):
+            raise ValueError("amp: this CPU has no native bf16 products (AVX512-BF16 or AMX)")
 
         def cast():
             return autocast(cpu, True)

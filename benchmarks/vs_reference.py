@@ -307,6 +307,12 @@ def main(argv=None) -> int:
     if a.rounds < 1:
         p.error("--rounds must be >= 1")
     torch.set_num_threads(a.threads)
+    if a.amp:
+        from suhmo.speed import amp_supported
+
+        if not amp_supported(torch.device("cpu")):
+            print("--amp: this CPU has no native bf16 products (AVX512-BF16 or AMX); timing fp32 only")
+            a.amp = False
     rows = []
     print(f"authors' code: {checkout}; {a.threads} threads; load average at start "
           f"{os.getloadavg()[0]:.2f}")

@@ -18,7 +18,8 @@
   integration of positions stay fp32. The recurrences' autograd nodes (``kernels.WindowLSTM``
   for the RNN sequence discriminators, ``kernels.RNNRollout`` for the RNN generator) take the
   same mixed precision inside: their matrix products, forward and backward, on bf16 operands
-  with fp32 sums, their states, pointwise work and gradients fp32. On a CPU with native bf16
+  (fp32 sums, results rounded to bf16 as under autocast), their states, pointwise work and
+  gradient buffers fp32. On a CPU with native bf16
   products (AVX512-BF16 or AMX: oneDNN runs them at about twice the fp32 rate) this is where
   the small size's time goes (see benchmarks/vs_reference.py ``--amp``); on a CPU without them
   bf16 products are emulated and slower: leave it off there.
@@ -40,6 +41,8 @@ from typing import Optional
 import numpy as np
 import torch
 from torch import nn
+
+from suhmo.models.kernels import cpu_native_bf16  # noqa: F401 - this module's train.amp check, see amp_supported
 
 
 def prepare_device(device: torch.device) -> None:
@@ -102,20 +105,6 @@ def amp_supported(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     return device.type == "cpu" and cpu_native_bf16()
-
-
-def cpu_native_bf16() -> bool:
-    """This CPU multiplies bf16 matrices in hardware: x86 AVX512-BF16 or AMX, or an ARM CPU whose
-    bf16 oneDNN supports (BF16 extension)."""
-    import platform
-
-    cpu = getattr(torch, "cpu", None)
-    x86 = any(getattr(cpu, name, lambda: False)() for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
-    if x86:
-        return True
-    if platform.machine().lower() in ("aarch64", "arm64"):
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    return False
 
 
 def autocast(device: torch.device, enabled: bool):

@@ -115,5 +115,8 @@ def test_old_new_alternates_workers_and_times_train_amp(tmp_path):
     (row,) = json.loads(r.stdout.strip().splitlines()[-1])["rows"]
     for side in ("old", "new", "new_amp"):
         assert row[f"{side}_wall_s"] > 0 and row[f"{side}_cpu_s"] > 0
+    from suhmo.speed import amp_supported
+
+    assert row["amp_on"] is amp_supported(torch.device("cpu"))  # off (and said) where bf16 is not native
     assert row["amp_speedup_cpu"] == pytest.approx(row["new_cpu_s"] / row["new_amp_cpu_s"], rel=0.02)
     assert row["speedup_wall"] == pytest.approx(row["old_wall_s"] / row["new_wall_s"], rel=0.02)

@@ -109,6 +109,21 @@ def test_linear_equals_torch_products():
             ref = torch.baddbmm(out, p, w3.transpose(1, 2))
             _streams_addmm_(out, p, w3)
             assert torch.allclose(out, ref, rtol=1e-5, atol=1e-4)
+    # bf16 operands (train.amp): oneDNN's product where the CPU has native bf16, the sums as torch's bf16 ones
+    bf = torch.bfloat16
+    with torch.no_grad():
+        ab, wb = a.to(bf), w.to(bf)
+        assert linear(ab, wb).dtype == bf
+        assert torch.allclose(linear(ab, wb).float(), ab.float() @ wb.float().t(), rtol=1e-2, atol=5e-2)
+        for n in (33, 130):
+            p, q = torch.randn(2, n, 256).to(bf), torch.randn(2, 256, 300).to(bf)
+            got = _streams_mm(p, q, torch.float32)  # the backward step's dh, into fp32
+            assert got.dtype == torch.float32
+            assert torch.allclose(got, torch.bmm(p.float(), q.float()), rtol=1e-2, atol=5e-2)
+            out, w3 = torch.randn(2, n, 300), torch.randn(2, 300, 256).to(bf)  # the forward step, fp32 gates
+            ref = out + torch.bmm(p.float(), w3.float().transpose(1, 2))
+            _streams_addmm_(out, p, w3)
+            assert out.dtype == torch.float32 and torch.allclose(out, ref, rtol=1e-2, atol=5e-2)
     # recorded by autograd (a plain torch product), and float64 as it is
     a.requires_grad_(True)
     assert linear(a, w).grad_fn is not None

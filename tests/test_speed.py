@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from suhmo import speed
 from suhmo.config import make_config
@@ -75,9 +76,13 @@ def test_compiled_training_matches_eager(tmp_path, monkeypatch, variant):
 
 
 @pytest.mark.parametrize("variant", ["rnn", "transformer"])
-def test_amp_trains_on_cpu_in_bf16_with_fp32_weights(tmp_path, variant):
+def test_amp_trains_on_cpu_in_bf16_with_fp32_weights(tmp_path, variant, monkeypatch):
+    from suhmo.models import kernels
+
+    monkeypatch.setattr(speed, "cpu_native_bf16", lambda: True)  # the bf16 path, whatever this CPU's speed at it
+    monkeypatch.setattr(kernels, "_NATIVE_BF16", None)  # its cached answer restored after the test
     tr, m = _train(tmp_path, "a", **{"model.variant": variant, "train.amp": True})
-    assert tr.amp is speed.amp_supported(torch.device("cpu"))  # off, with a warning, without native bf16
+    assert tr.amp is True
     assert all(np.isfinite(v) for v in m.values())
     assert all(p.dtype == torch.float32 for p in list(tr.G.parameters()) + list(tr.D.parameters()))
     assert all(torch.isfinite(p).all() for p in tr.G.parameters())
@@ -101,11 +106,33 @@ def _rel(a, b):
     return float((a - b).detach().norm() / b.detach().norm())
 
 
+_PRODUCTS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "mkldnn::_linear_pointwise"}
+
+
+class _Products(TorchDispatchMode):
+    """Records every matrix product run inside (forward and backward) with its operands' dtypes."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func._schema.name in _PRODUCTS:
+            self.seen.append((func._schema.name, {a.dtype for a in args if isinstance(a, torch.Tensor)},
+                              tuple(a.shape for a in args if isinstance(a, torch.Tensor))))
+        return func(*args, **(kwargs or {}))
+
+
+def _bf16_rounded(t):
+    return bool(torch.equal(t.to(torch.bfloat16).float(), t))
+
+
 @pytest.mark.parametrize("projected", [False, True])
 def test_window_lstm_under_autocast_takes_bf16_products_and_keeps_fp32_states(projected):
     """train.amp: every product of the window recurrence (forward and backward, the input
-    projection's too) on bf16 operands, the states and gradients fp32: within bf16's rounding of
-    the fp32 node (relative 2^-8 per product), and not the fp32 node itself."""
+    projection's too) on bf16 operands; the window outputs fp32 (not bf16-rounded values), and
+    within bf16's rounding of the fp32 node (relative 2^-8 per product); the gradients it returns
+    fp32 (read raw, before autograd would convert them)."""
     torch.manual_seed(0)
     T, B, F, H, S = 16, 6, 20, 16, 2
     plan = [(5, torch.tensor([0, 4, 9])), (12, torch.tensor([0, 3])), (16, torch.tensor([0]))]
@@ -114,29 +141,39 @@ def test_window_lstm_under_autocast_takes_bf16_products_and_keeps_fp32_states(pr
     w_ih = (0.3 * torch.randn(S, 4 * H, F)).requires_grad_()
     bias = (0.1 * torch.randn(S, 4 * H)).requires_grad_()
     w_hh = (0.3 * torch.randn(S, 4 * H, H)).requires_grad_()
-    inputs = (x, w_ih, bias, w_hh)
     if projected:
+        inputs = (x, w_ih, bias, w_hh)
+
         def run():
             return projected_window_states(x, w_ih, bias, w_hh, tracks)
-    else:
+    else:  # the input projection in fp32, outside autocast: only the recurrence can round
+        xp = torch.baddbmm(bias.unsqueeze(1), x.reshape(1, T * B, F).expand(S, -1, -1),
+                           w_ih.transpose(1, 2)).view(S, T, B, 4 * H).detach().requires_grad_()
+        inputs = (xp, w_hh)
+
         def run():
-            xp = torch.baddbmm(bias.unsqueeze(1), x.reshape(1, T * B, F).expand(S, -1, -1), w_ih.transpose(1, 2))
-            return lstm_window_states(xp.view(S, T, B, 4 * H).float(), w_hh, tracks)
+            return lstm_window_states(xp, w_hh, tracks)
     weights = torch.linspace(-1, 1, S * 6 * B * H).view(S, 6, B, H)
     ref = run()
     g_ref = torch.autograd.grad((ref * weights).sum(), inputs)
-    with torch.autocast("cpu", dtype=torch.bfloat16):  # the numerics, whatever this CPU's bf16 speed
-        got = run()
-    assert got.dtype == torch.float32
-    g_got = torch.autograd.grad((got * weights).sum(), inputs)
+    with _Products() as rec:
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # the numerics, whatever this CPU's bf16 speed
+            got = run()
+        with torch.no_grad():
+            raw = got.grad_fn.apply(weights)  # what the node's backward returns, before autograd's checks
+        g_got = torch.autograd.grad((got * weights).sum(), inputs)
+    assert len(rec.seen) >= 2 * 15 and all(dt == {torch.bfloat16} for _, dt, _ in rec.seen), rec.seen
+    assert got.dtype == torch.float32 and not _bf16_rounded(got)
     assert 1e-5 < _rel(got, ref) < 2e-2  # bf16 products: rounded, by about bf16's precision
+    assert all(g is None or g.dtype == torch.float32 for g in raw) and sum(g is not None for g in raw) == len(inputs)
     for a, b in zip(g_got, g_ref):
-        assert a.dtype == torch.float32 and _rel(a, b) < 3e-2
+        assert _rel(a, b) < 3e-2
 
 
 def test_rnn_rollout_under_autocast_is_the_fused_node_with_bf16_cell_products(monkeypatch):
     """train.amp runs the RNN generator's training pass as its fused node (not the slower
-    autograd loop), the cell's products on bf16 operands, positions and gradients fp32."""
+    autograd loop), the cell's products on bf16 operands (forward, backward and its weight
+    gradient), the head's in fp32; positions and gradients fp32."""
     from suhmo.models import kernels
 
     cfg = make_config("tiny", overrides={"model.hidden_g": 32, "model.mlp_g": 32})
@@ -146,14 +183,20 @@ def test_rnn_rollout_under_autocast_is_the_fused_node_with_bf16_cell_products(mo
     used = []
     monkeypatch.setattr(kernels.RNNRollout, "apply", lambda *a, _f=kernels.RNNRollout.apply: used.append(a[-1][-1]) or _f(*a))
     params = [p for p in G.parameters() if p.requires_grad]
-    outs = {}
+    outs, cell = {}, {}
+    four_h = 4 * cfg.model.hidden_g
     for amp in (False, True):
         torch.manual_seed(1)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
-            out = G(obs, 6)
-        w = torch.linspace(-1, 1, out.future.numel()).view_as(out.future)
-        outs[amp] = (out.future.detach(), torch.autograd.grad((out.future * w).sum(), params, allow_unused=True))
+        with _Products() as rec:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+                out = G(obs, 6)
+            w = torch.linspace(-1, 1, out.future.numel()).view_as(out.future)
+            outs[amp] = (out.future.detach(), torch.autograd.grad((out.future * w).sum(), params, allow_unused=True))
+        # the cell's products: one operand with 4H columns or rows (its gates); 8 steps forward, 8 backward, 1 weight gradient
+        cell[amp] = [dt for _, dt, shapes in rec.seen if any(four_h in sh[-2:] for sh in shapes)]
     assert used == [None, torch.bfloat16]
+    assert len(cell[True]) >= 2 * 8 + 1 and all(dt == {torch.bfloat16} for dt in cell[True])
+    assert all(dt == {torch.float32} for dt in cell[False])
     (f0, g0), (f1, g1) = outs[False], outs[True]
     assert f1.dtype == torch.float32 and 0 < _rel(f1 - obs[:, -1:], f0 - obs[:, -1:]) < 2e-2
     for a, b in zip(g1, g0):
@@ -179,6 +222,18 @@ def test_native_bf16_is_what_the_cpu_flags_say():
     if flags is None or "avx512f" not in flags and "avx2" not in flags:
         pytest.skip("not an x86 Linux machine")
     assert speed.cpu_native_bf16() == ("avx512_bf16" in flags or "amx_bf16" in flags)
+
+
+def test_native_bf16_on_arm_is_onednns_answer(monkeypatch):
+    import platform
+
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.setattr(torch.cpu, name, lambda: False, raising=False)
+    expect = bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    assert speed.cpu_native_bf16() is expect
+    monkeypatch.setattr(platform, "machine", lambda: "riscv64")
+    assert speed.cpu_native_bf16() is False
 
 
 def test_to_device_and_eager_stance():

@@ -24,7 +24,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from suhmo.models.kernels import WindowLSTM
+from suhmo.models.kernels import WindowLSTM, amp_dtype
 from suhmo.models.layers import FEATURE_DIM, MLP, feature_dim, MultiHeadAttention, pair_pool, sinusoidal_encoding
 from suhmo.models.windows import window_batch
 
@@ -140,16 +140,10 @@ def lstm_window_states(xp: Tensor, w_hh: Tensor, tracks: WindowTracks) -> Tensor
     single = w_hh.dim() == 2
     if single:
         xp, w_hh = xp.unsqueeze(0), w_hh.unsqueeze(0)
-    lowp = _amp_dtype(xp)
+    lowp = amp_dtype(xp)
     with torch.autocast(xp.device.type, enabled=False):  # train.amp: products in bf16, the recurrence in w_hh's precision
         h = WindowLSTM.apply(xp.to(w_hh.dtype), w_hh, tracks, None, None, None, lowp)
     return h[0] if single else h
-
-
-def _amp_dtype(t: Tensor) -> Optional[torch.dtype]:
-    """Autocast's low-precision type on ``t``'s device when autocast is on there (``train.amp``), else None."""
-    dev = t.device.type
-    return torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else None
 
 
 def projected_window_states(x: Tensor, w_ih: Tensor, bias: Tensor, w_hh: Tensor, tracks: WindowTracks) -> Tensor:
@@ -160,7 +154,7 @@ def projected_window_states(x: Tensor, w_ih: Tensor, bias: Tensor, w_hh: Tensor,
     out (``kernels.linear``), where an autograd ``baddbmm`` over the streams ran MKL's. Under
     autocast (``train.amp``) every product of the node, the projection's and the steps', takes
     operands in autocast's type (``WindowLSTM``'s ``lowp``); its states and gradients stay fp32."""
-    lowp = _amp_dtype(x)
+    lowp = amp_dtype(x)
     with torch.autocast(x.device.type, enabled=False):
         return WindowLSTM.apply(None, w_hh, tracks, x.to(w_ih.dtype), w_ih, bias, lowp)
 

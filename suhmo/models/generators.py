@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from suhmo.models.kernels import CachedAttention, RNNRollout
+from suhmo.models.kernels import CachedAttention, RNNRollout, amp_dtype
 from suhmo.models.layers import (FRAME_DIM, MLP, BatchCrossAttention, MultiHeadAttention, batch_pool,
                                   causal_mask)
 from suhmo.models.space import build_space
@@ -361,7 +361,7 @@ class RNNCore(nn.Module):
         rate = torch.sigmoid(self.integrate.logit) if self.integrate.revert else None
         l1, n1, a1, l2, n2, _, l3 = net
         dev = obs.device.type
-        lowp = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else None
+        lowp = amp_dtype(obs)
         meta = (int(n_future), self.vel_scale, self.pair, self._next_noise, self.noise, n1.eps, n2.eps,
                 float(a1.negative_slope), lowp)
         with torch.autocast(dev, enabled=False):  # its recurrence in the weights' precision, h0 and c0 included

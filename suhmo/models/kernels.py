@@ -25,9 +25,9 @@ where torch's MKL one is slower on the CPU, the same float32 maths summed in ano
 The recurrences' forward passes form tanh as ``2 sigmoid(2 y) - 1`` (:func:`_tanh_sigmoid`;
 torch's CPU tanh is ~5x the cost of its sigmoid), the g gate's pre-activation doubled by its
 weight rows (:func:`_double_g`, exact). Under ``train.amp`` the two recurrences (``WindowLSTM``,
-``RNNRollout``) take their products' operands in bf16 (``lowp``, :func:`_low`) and keep states,
-pointwise work and gradients in fp32: mixed precision inside the nodes that autocast cannot see
-into (benchmarks/old_new.py ``--amp``).
+``RNNRollout``) take their products' operands in bf16 (``lowp``, :func:`_low`; the products' results bf16-rounded,
+as under autocast) and keep states, pointwise work and gradient buffers in fp32: mixed precision
+inside the nodes that autocast cannot see into (benchmarks/old_new.py ``--amp``).
 
 The paper's concepts (eq. 4, 5, 13-17) live in ``generators``, ``windows`` and ``layers``.
 """
@@ -94,11 +94,34 @@ _LINEAR_MIN_MACS = 1 << 23  # below ~8M multiply-adds oneDNN's fixed cost per ca
 
 
 def _use_onednn(a: Tensor, w: Tensor) -> bool:
-    return (_LINEAR is not None and a.device.type == "cpu" and a.dtype in _ONEDNN_DTYPES and w.dtype == a.dtype
+    return (_LINEAR is not None and a.device.type == "cpu" and w.dtype == a.dtype
+            and (a.dtype == torch.float32 or a.dtype == torch.bfloat16 and _native_bf16())
             and a.shape[0] * a.shape[1] * w.shape[0] >= _LINEAR_MIN_MACS and not torch.is_grad_enabled())
 
 
-_ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
+def _native_bf16() -> bool:
+    """bf16 products by oneDNN only where the CPU has them (elsewhere oneDNN's reference path is slow)."""
+    global _NATIVE_BF16
+    if _NATIVE_BF16 is None:
+        _NATIVE_BF16 = cpu_native_bf16()
+    return _NATIVE_BF16
+
+
+def cpu_native_bf16() -> bool:
+    """This CPU multiplies bf16 matrices in hardware: x86 AVX512-BF16 or AMX, or an ARM CPU whose
+    bf16 oneDNN supports (BF16 extension)."""
+    import platform
+
+    cpu = getattr(torch, "cpu", None)
+    x86 = any(getattr(cpu, name, lambda: False)() for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    if x86:
+        return True
+    if platform.machine().lower() in ("aarch64", "arm64"):
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
+
+
+_NATIVE_BF16: Optional[bool] = None
 
 
 def _low(t: Optional[Tensor], lowp: Optional[torch.dtype]) -> Optional[Tensor]:
@@ -106,10 +129,19 @@ def _low(t: Optional[Tensor], lowp: Optional[torch.dtype]) -> Optional[Tensor]:
     return t if lowp is None or t is None else t.to(lowp)
 
 
+def amp_dtype(t: Tensor) -> Optional[torch.dtype]:
+    """bf16 when autocast to bf16 is on for ``t``'s device (``train.amp``), else None (fp16 products
+    would need loss scaling, which the trainer does not do: the recurrences stay fp32 then)."""
+    dev = t.device.type
+    on = torch.is_autocast_enabled(dev) and torch.get_autocast_dtype(dev) == torch.bfloat16
+    return torch.bfloat16 if on else None
+
+
 def linear(a: Tensor, w: Tensor, bias: Optional[Tensor] = None) -> Tensor:
     """``a [M, K] @ w[N, K]^T (+ bias [N])``, new, for the products inside the hand-written passes.
 
-    On the CPU in float32 outside autograd recording this is oneDNN's matrix product (the
+    On the CPU in float32 (or bf16, where the CPU multiplies it natively: ``train.amp``) outside
+    autograd recording this is oneDNN's matrix product (the
     ``mkldnn._linear_pointwise`` operator that torch.compile emits for ``nn.Linear``), else
     ``torch.addmm``/``mm``: the same float32 products, summed in another order. torch's own
     float32 ``mm`` is MKL's, and MKL on this project's AMD machine (EPYC, Zen 4) runs the shapes
@@ -175,7 +207,8 @@ def _streams_addmm_(out: Tensor, a: Tensor, w: Tensor) -> None:
     :func:`linear` per stream added in, where oneDNN runs them (the window LSTMs' forward step
     ``h_{k-1} W_hh^T``: 3-14 % faster than MKL's batched product at 64-512 rows, H = 256, 1 thread;
     in situ the small size's D-step window LSTM 2-4 %, its G-step one 4 %, CPU time alternated
-    in one process, 2026-12-03), else ``torch.baddbmm``."""
+    in one process, 2026-12-03), else ``torch.baddbmm`` (or, for bf16 operands into an fp32 ``out``,
+    ``torch.bmm`` added in)."""
     if not _use_onednn(a[0], w[0]):
         if a.dtype == out.dtype:
             out.baddbmm_(a, w.transpose(1, 2))
@@ -223,9 +256,10 @@ class WindowLSTM(torch.autograd.Function):
 
     ``lowp`` (``train.amp``: ``torch.bfloat16``) runs every matrix product, forward and backward,
     on operands rounded to that type (weights once per call, the step's ``h`` or gate gradients
-    once per step; oneDNN sums in fp32), and adds their results into fp32 buffers: the gates,
-    cell states, pointwise work and returned gradients stay fp32 (mixed precision as autocast's,
-    here inside the recurrence, whose products are most of a small-size iteration).
+    once per step); each product sums in fp32 and returns its result rounded to bf16, which is
+    then added or stored into fp32 buffers: the gates, cell states, window outputs and pointwise
+    work are fp32, the returned gradients fp32 tensors of bf16-rounded products (mixed precision
+    as autocast's, here inside the recurrence, whose products are most of a small-size iteration).
     """
 
     @staticmethod
