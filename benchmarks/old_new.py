@@ -142,10 +142,11 @@ CONFIGS = {  # name: (preset, overrides)
     "small64": ("small", {"model.hidden_g": 64, "model.mlp_g": 64, "model.hidden_d": 64, "model.frame_d_hidden": 64}),
     # the cpu preset (64-wide, semantic space K=24, revert, 16 noise inputs, texp windows) as it was at
     # a858017: D on the landmark features only, no motion-statistics term (the preset has both since 92b50d2)
-    "cpu": ("cpu", {"model.d_semantic": False, "loss.w_motion": 0.0}),
-    "cpu_dsem": ("cpu", {"model.d_semantic": True, "loss.w_motion": 0.0}),  # ... with D on the semantic state
-    # the preset as committed (d_semantic, w_motion 0.5); a checkout without loss.w_motion runs cpu_dsem
-    "cpu_now": ("cpu", {"model.d_semantic": True, "loss.w_motion": 0.5}),
+    # (and without model.d_anchor, which the preset has since 2026-12-03 and needs d_semantic)
+    "cpu": ("cpu", {"model.d_semantic": False, "loss.w_motion": 0.0, "model.d_anchor": False}),
+    "cpu_dsem": ("cpu", {"model.d_semantic": True, "loss.w_motion": 0.0, "model.d_anchor": False}),  # D on the semantic state
+    # the preset as committed (d_semantic, w_motion 0.5, d_anchor); a checkout without a field runs without it
+    "cpu_now": ("cpu", {"model.d_semantic": True, "loss.w_motion": 0.5, "model.d_anchor": True}),
     # benchmarks/vs_reference.py's small size with the authors' full window grid (31 windows per stream)
     "grid_small": ("paper", {"train.batch_size": 32, "data.obs_len": 5, "data.seq_len": 40, "model.hidden_g": 256,
                              "model.mlp_g": 256, "model.emb_g": 256, "model.hidden_d": 256, "model.emb_d": 64,
