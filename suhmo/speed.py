@@ -13,8 +13,8 @@
   buffer, gradient and RNG state is restored: the run is the one it would be uncompiled. When
   the probe fails (no C compiler, an unsupported op), the modules are returned to eager mode
   and the run continues uncompiled after one warning.
-- :func:`autocast` (``train.amp``): bf16 autocast of the forward passes and losses where the
-  device supports it (CUDA with bf16, or a CPU); weights, optimiser states and the Euler
+- :func:`autocast` (``train.amp``): bf16 autocast of the forward passes and losses where bf16
+  is native (CUDA with bf16, or a CPU with AVX512-BF16 or AMX: :func:`amp_supported`); weights, optimiser states and the Euler
   integration of positions stay fp32. The recurrences' autograd nodes (``kernels.WindowLSTM``
   for the RNN sequence discriminators, ``kernels.RNNRollout`` for the RNN generator) take the
   same mixed precision inside: their matrix products, forward and backward, on bf16 operands
@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from suhmo.models.kernels import cpu_native_bf16  # noqa: F401 - this module's train.amp check, see amp_supported
+from suhmo.models.kernels import cpu_native_bf16  # train.amp's CPU check (amp_supported)
 
 
 def prepare_device(device: torch.device) -> None:

@@ -152,8 +152,8 @@ def projected_window_states(x: Tensor, w_ih: Tensor, bias: Tensor, w_hh: Tensor,
     -> ``[S, n_windows, B, H]``, the projection inside the recurrence's autograd node
     (``kernels.WindowLSTM`` with ``x``): one oneDNN product per stream and its gradients written
     out (``kernels.linear``), where an autograd ``baddbmm`` over the streams ran MKL's. Under
-    autocast (``train.amp``) every product of the node, the projection's and the steps', takes
-    operands in autocast's type (``WindowLSTM``'s ``lowp``); its states and gradients stay fp32."""
+    bf16 autocast (``train.amp``) every product of the node, the projection's and the steps', takes
+    bf16 operands (``WindowLSTM``'s ``lowp``); its states and gradient buffers stay fp32."""
     lowp = amp_dtype(x)
     with torch.autocast(x.device.type, enabled=False):
         return WindowLSTM.apply(None, w_hh, tracks, x.to(w_ih.dtype), w_ih, bias, lowp)
