@@ -14,15 +14,15 @@
   the probe fails (no C compiler, an unsupported op), the modules are returned to eager mode
   and the run continues uncompiled after one warning.
 - :func:`autocast` (``train.amp``): bf16 autocast of the forward passes and losses where bf16
-  is native (CUDA with bf16, or a CPU with AVX512-BF16 or AMX: :func:`amp_supported`); weights, optimiser states and the Euler
-  integration of positions stay fp32. The recurrences' autograd nodes (``kernels.WindowLSTM``
-  for the RNN sequence discriminators, ``kernels.RNNRollout`` for the RNN generator) take the
-  same mixed precision inside: their matrix products, forward and backward, on bf16 operands
-  (fp32 sums, results rounded to bf16 as under autocast), their states, pointwise work and
-  gradient buffers fp32. On a CPU with native bf16
-  products (AVX512-BF16 or AMX: oneDNN runs them at about twice the fp32 rate) this is where
-  the small size's time goes (see benchmarks/vs_reference.py ``--amp``); on a CPU without them
-  bf16 products are emulated and slower: leave it off there.
+  is native (CUDA with bf16, or a CPU with AVX512-BF16 or AMX: :func:`amp_supported`); weights,
+  optimiser states and the Euler integration of positions stay fp32. The recurrences' autograd
+  nodes (``kernels.WindowLSTM`` for the RNN sequence discriminators, ``kernels.RNNRollout`` for
+  the RNN generator) take the same mixed precision inside: their matrix products, forward and
+  backward, on bf16 operands (fp32 sums, results rounded to bf16 as under autocast), their
+  states, pointwise work and gradient buffers fp32. On a CPU with native bf16 products (oneDNN
+  runs them at about twice the fp32 rate) this is where the small size's time goes (see
+  benchmarks/vs_reference.py ``--amp``); elsewhere bf16 products are emulated and slower, and
+  ``train.amp`` stays off after one warning.
 - :func:`prepare_device`: ``torch.backends.cudnn.benchmark`` on CUDA, and freed host memory kept
   for reuse instead of returned to the kernel page by page (:func:`reuse_freed_memory`);
   :func:`to_device`: batches go through pinned memory to a CUDA device (asynchronous copy).

@@ -141,7 +141,7 @@ def lstm_window_states(xp: Tensor, w_hh: Tensor, tracks: WindowTracks) -> Tensor
     if single:
         xp, w_hh = xp.unsqueeze(0), w_hh.unsqueeze(0)
     lowp = amp_dtype(xp)
-    with torch.autocast(xp.device.type, enabled=False):  # train.amp: products in bf16, the recurrence in w_hh's precision
+    with torch.autocast(xp.device.type, enabled=False):  # train.amp: bf16 products, the recurrence in w_hh's type
         h = WindowLSTM.apply(xp.to(w_hh.dtype), w_hh, tracks, None, None, None, lowp)
     return h[0] if single else h
 

@@ -25,15 +25,17 @@ where torch's MKL one is slower on the CPU, the same float32 maths summed in ano
 The recurrences' forward passes form tanh as ``2 sigmoid(2 y) - 1`` (:func:`_tanh_sigmoid`;
 torch's CPU tanh is ~5x the cost of its sigmoid), the g gate's pre-activation doubled by its
 weight rows (:func:`_double_g`, exact). Under ``train.amp`` the two recurrences (``WindowLSTM``,
-``RNNRollout``) take their products' operands in bf16 (``lowp``, :func:`_low`; the products' results bf16-rounded,
-as under autocast) and keep states, pointwise work and gradient buffers in fp32: mixed precision
-inside the nodes that autocast cannot see into (benchmarks/old_new.py ``--amp``).
+``RNNRollout``) take their products' operands in bf16 (``lowp``, :func:`_low`; the products'
+results bf16-rounded, as under autocast) and keep states, pointwise work and gradient buffers in
+fp32: mixed precision inside the nodes that autocast cannot see into (benchmarks/old_new.py
+``--amp``).
 
 The paper's concepts (eq. 4, 5, 13-17) live in ``generators``, ``windows`` and ``layers``.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import List, Optional
 
 import torch
@@ -99,14 +101,6 @@ def _use_onednn(a: Tensor, w: Tensor) -> bool:
             and a.shape[0] * a.shape[1] * w.shape[0] >= _LINEAR_MIN_MACS and not torch.is_grad_enabled())
 
 
-def _native_bf16() -> bool:
-    """bf16 products by oneDNN only where the CPU has them (elsewhere oneDNN's reference path is slow)."""
-    global _NATIVE_BF16
-    if _NATIVE_BF16 is None:
-        _NATIVE_BF16 = cpu_native_bf16()
-    return _NATIVE_BF16
-
-
 def cpu_native_bf16() -> bool:
     """This CPU multiplies bf16 matrices in hardware: x86 AVX512-BF16 or AMX, or an ARM CPU whose
     bf16 oneDNN supports (BF16 extension)."""
@@ -121,7 +115,8 @@ def cpu_native_bf16() -> bool:
     return False
 
 
-_NATIVE_BF16: Optional[bool] = None
+# bf16 products by oneDNN only where the CPU has them (elsewhere oneDNN's reference path is slow); asked once
+_native_bf16 = functools.lru_cache(maxsize=None)(cpu_native_bf16)
 
 
 def _low(t: Optional[Tensor], lowp: Optional[torch.dtype]) -> Optional[Tensor]:
@@ -621,8 +616,8 @@ class RNNRollout(torch.autograd.Function):
             dc = cell_backward(dh, g4_[t], gates_[t], tc_[t], cells_[t - 1] if t > 0 else c0, dc_c, d4_[t], dg_[t],
                                tmp, tmp_g, one)
             dc_c = dc.mul_(g4_[t][1])  # of c_{t-1}
-            dinp = linear(dg_[t], w) if lowp is None else linear(dg_[t].to(lowp), w_lp).float()  # dG_t w^T, [B, in]:
-            # of [feat | BP(h_{t-1}) | h_{t-1}]
+            # dG_t w^T, [B, in]: of [feat | BP(h_{t-1}) | h_{t-1}]
+            dinp = linear(dg_[t], w) if lowp is None else linear(dg_[t].to(lowp), w_lp).float()
             if pair:
                 dh_c = dinp[:, F + H:]
                 dbp = dinp[:, F:F + H].view(B // 2, 2, H).sum(1, keepdim=True)
