@@ -452,10 +452,12 @@ def fit_space(G: torch.nn.Module, train_set, cfg: Config, windows: int = 2048) -
             windows = BatchSampler(train_set, cfg, seed=cfg.train.seed + 7919, batch_size=256).next()
             integrate.fit_rates(G.space.encode(torch.as_tensor(windows)), lag=cfg.model.revert_lag)
         return
-    frames = np.concatenate(train_set.clips).astype(np.float32)
     rng = np.random.default_rng(cfg.train.seed)
-    if len(frames) > 20000:
-        frames = frames[rng.choice(len(frames), 20000, replace=False)]
+    total = train_set.num_frames
+    if total > 20000:  # a sample of frames, read by index (a packed set is never concatenated)
+        frames = train_set.frames_at(rng.choice(total, 20000, replace=False)).astype(np.float32)
+    else:
+        frames = np.concatenate(list(train_set.clips)).astype(np.float32)
     sampler = BatchSampler(train_set, cfg, seed=cfg.train.seed + 7919, batch_size=2 * max(1, windows // 2))
     windows = sampler.next()
     encoded = fit(np.concatenate([frames, hflip(frames)]), windows, cfg.model.vel_scale)  # G.space.encode(windows)

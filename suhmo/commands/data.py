@@ -10,22 +10,29 @@ import click
 
 @click.group("data")
 def data() -> None:
-    """Landmark datasets: validate (check), make synthetic ones (synth), extract from videos (prepare)."""
+    """Landmark datasets: validate (check), convert to the packed format (pack), make synthetic
+    ones (synth), extract from videos (prepare)."""
 
 
 @data.command("check")
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("file", type=click.Path(path_type=Path))
 @click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=25.0, show_default=True,
               help="Training frame rate; other rates are resampled.")
 @click.option("--min-len", type=click.IntRange(min=1), default=45, show_default=True,
               help="Shortest allowed clip in frames (a training window: obs_len + seq_len).")
 @click.option("--json", "as_json", is_flag=True, help="End with one JSON line holding the summary.")
 def check(file: Path, fps: float, min_len: int, as_json: bool) -> None:
-    """Validate a canonical landmark .npz FILE and print a summary."""
+    """Validate a canonical landmark .npz FILE (or a packed dataset folder) and print a summary."""
     from suhmo.data import load_landmarks
+    from suhmo.data.dataset import check_data_path
     from suhmo.data.stats import summarize
 
+    check_data_path(file)
     ls = load_landmarks(file, fps=fps, min_len=min_len, notify=lambda m: click.echo(f"notice: {m}"))
+    if ls.lazy:  # a packed set: every clip is read once, one at a time
+        from suhmo.data.packed import verify_clips
+
+        verify_clips(ls, progress=not as_json)
     s = summarize(ls)
 
     def rng(k: str, fmt: str = "{:.3f}") -> str:
@@ -44,6 +51,29 @@ def check(file: Path, fps: float, min_len: int, as_json: bool) -> None:
     click.echo(f"  mouth      {rng('mouth_range')} (range of inner-lip opening / eye-corner distance)")
     if as_json:
         click.echo(json.dumps(s, sort_keys=True))
+
+
+@data.command("pack")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="IN.npz...")
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Output folder of the packed dataset (created; an existing one is continued).")
+@click.option("--fps", type=click.FloatRange(min=1), default=25.0, show_default=True,
+              help="Frame rate of the packed clips; clips at other rates are resampled.")
+@click.option("--shard-mb", type=click.IntRange(min=1, max=1 << 16), default=256, show_default=True,
+              help="Size of a shard file, MiB.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def pack(inputs: tuple[Path, ...], out: Path, fps: float, shard_mb: int, progress: bool) -> None:
+    """Convert landmark .npz files into a packed dataset folder: memory-mapped shards, read by
+    random access with memory flat in the corpus size (README, "Large datasets"). Memory is
+    bounded by one clip; an interrupted pack continues when run again."""
+    import time
+
+    from suhmo.data.packed import pack_npz
+
+    t0 = time.perf_counter()
+    w = pack_npz(list(inputs), out, fps=fps, shard_bytes=shard_mb << 20, progress=progress, echo=click.echo)
+    click.echo(f"wrote {out}: {w.num_clips} clips, {w.num_frames} frames at {fps:g} fps "
+               f"({w.num_frames * 544 / 2**30:.2f} GiB) in {time.perf_counter() - t0:.0f} s")
 
 
 @data.command("synth")

@@ -11,8 +11,8 @@ import click
 @click.command("evaluate")
 @click.option("--checkpoint", type=click.Path(), required=True,
               help="Checkpoint (last.pt / best.pt), training folder, or exported model folder.")
-@click.option("--data", "data_path", type=click.Path(dir_okay=False), default=None,
-              help="Real landmark .npz to compare with (default: the model's data.path, or its synthetic set).")
+@click.option("--data", "data_path", type=click.Path(), default=None,
+X
 @click.option("--split", type=click.Choice(["eval", "all"]), default="eval", show_default=True,
               help="eval: the held-out persons the trainer evaluates on; all: every clip of the data.")
 @click.option("--metrics", "names", default="landmark", show_default=True,
@@ -85,7 +85,7 @@ def _scale(cfg, opts, split: str, res: dict) -> dict:
         return {}
     train_set, held_out = load_dataset(cfg).split_by_person(cfg.data.test_fraction, seed=SPLIT_SEED)
     other = train_set if split == "eval" else held_out
-    scale = scale_rows(opts, list(other.clips), float(other.fps))
+    scale = scale_rows(opts, other.clips, float(other.fps))
     click.echo("")
     click.echo(f"scale (same protocol; real data = {len(other.clips)} clips of the "
                f"{'training' if split == 'eval' else 'held-out'} persons):")

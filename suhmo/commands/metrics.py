@@ -9,7 +9,7 @@ import click
 
 from suhmo.config import PRESETS
 
-_DATA_HELP = "Canonical landmark .npz (pixels or normalised)."
+_DATA_HELP = "Canonical landmark .npz (pixels or normalised), or a packed dataset folder (suhmo data pack)."
 
 
 def _config(preset: str, config_path, overrides, data_path: str):
@@ -49,7 +49,7 @@ def list_cmd() -> None:
 
 
 @metrics.command("ref")
-@click.option("--data", "data_path", type=click.Path(dir_okay=False), required=True, help=_DATA_HELP)
+@click.option("--data", "data_path", type=click.Path(), required=True, help=_DATA_HELP)
 @click.option("--split", type=click.Choice(["eval", "all"]), default="eval", show_default=True,
               help="eval: the held-out persons the trainer evaluates on (data.test_fraction); all: every clip.")
 @click.option("--metrics", "names", default="landmark", show_default=True,
@@ -74,7 +74,7 @@ def ref_cmd(data_path, split, names, stride, detector_dir, device, preset, confi
     ls = load_dataset(cfg)
     if split == "eval":
         ls = ls.split_by_person(cfg.data.test_fraction, seed=SPLIT_SEED)[1]
-    opts = MetricOptions(real=list(ls.clips), real_fps=float(ls.fps), preprocessing=preprocessing_of(cfg),
+    opts = MetricOptions(real=ls.clips, real_fps=float(ls.fps), preprocessing=preprocessing_of(cfg),
                          stride=stride, detector_dir=Path(detector_dir) if detector_dir else None,
                          device=str(pick_device(device)))
     ctx = MetricContext(opts)
@@ -99,7 +99,7 @@ def ref_cmd(data_path, split, names, stride, detector_dir, device, preset, confi
 
 
 @metrics.command("sanity")
-@click.option("--data", "data_path", type=click.Path(dir_okay=False), required=True, help=_DATA_HELP)
+@click.option("--data", "data_path", type=click.Path(), required=True, help=_DATA_HELP)
 @click.option("--stride", type=click.IntRange(min=1), default=5, show_default=True,
               help="Frames between the starts of consecutive windows.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the degradations.")

@@ -15,8 +15,8 @@ from suhmo.config import PRESETS
 @click.command("train")
 @click.option("--variant", type=click.Choice(["rnn", "transformer", "actor", "hitdvae"]), default=None,
               help="Generator variant (model.variant): the SUHMo GANs rnn, transformer or the VAE baselines actor, hitdvae; default: the preset's (rnn).")
-@click.option("--data", "data_path", type=click.Path(dir_okay=False), default=None,
-              help="Canonical landmark .npz (data.path); default: the embedded synthetic data.")
+@click.option("--data", "data_path", type=click.Path(), default=None,
+              help="Canonical landmark .npz or packed dataset folder (data.path); default: the embedded synthetic data.")
 @click.option("--iterations", type=click.IntRange(min=1), default=None,
               help="Training iterations (train.iterations); default: the preset's.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
@@ -40,7 +40,8 @@ def train(variant, data_path, iterations, out_dir, preset, config_path, override
     from suhmo import paths
     from suhmo.config import make_config
     from suhmo.train import Trainer
-    from suhmo.utils import SuhmoError, check_output_path, check_regular_file
+    from suhmo.data.dataset import check_data_path
+    from suhmo.utils import SuhmoError, check_output_path
 
     flags = {"model.variant": variant, "data.path": data_path, "train.iterations": iterations,
              "train.seed": seed, "train.device": device}
@@ -49,7 +50,7 @@ def train(variant, data_path, iterations, out_dir, preset, config_path, override
         if value is not None:
             cfg.set(key, value, where=f"--{key.split('.')[1]}")
     if data_path is not None:
-        check_regular_file(data_path, "landmark .npz (--data)")
+        check_data_path(data_path, "landmark .npz or packed folder (--data)")
     out = Path(out_dir) if out_dir else paths.home() / "train" / time.strftime("%Y%m%d-%H%M%S")
     check_output_path(out, "--out", folder=True)
     if not resume and (out / "last.pt").exists():

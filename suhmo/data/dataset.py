@@ -56,11 +56,41 @@ class LandmarkSet:
 
     @property
     def num_frames(self) -> int:
-        return int(sum(len(c) for c in self.clips))
+        return int(self.lengths.sum())
 
     @property
     def lengths(self) -> np.ndarray:
+        lazy = getattr(self.clips, "lengths", None)  # a packed set knows them from its index
+        if lazy is not None:
+            return np.asarray(lazy, dtype=np.int64)
         return np.array([len(c) for c in self.clips], dtype=np.int64)
+
+    @property
+    def lazy(self) -> bool:
+        """True when the clips are read on access (a packed dataset), not held in memory."""
+        return hasattr(self.clips, "window")
+
+    def windows(self, clip_idx, starts, length: int) -> np.ndarray:
+        """``[N, length, 68, 2]`` float32: frames ``starts[n]:starts[n] + length`` of clip
+        ``clip_idx[n]``, reading only those frames from a packed set."""
+        window = getattr(self.clips, "window", None)
+        out = np.empty((len(clip_idx), int(length), NUM_POINTS, 2), np.float32)
+        for j, (c, s) in enumerate(zip(clip_idx, starts)):
+            c, s = int(c), int(s)
+            out[j] = window(c, s, int(length)) if window is not None else self.clips[c][s:s + int(length)]
+        return out
+
+    def frames_at(self, idx) -> np.ndarray:
+        """Frames ``[n, 68, 2]`` at global frame indices ``idx`` (clips laid end to end), as
+        ``np.concatenate(self.clips)[idx]`` gives them, without concatenating."""
+        idx = np.asarray(idx, np.int64)
+        ends = np.cumsum(self.lengths)
+        clip = np.searchsorted(ends, idx, side="right")
+        local = idx - (ends[clip] - self.lengths[clip])
+        if not self.lazy:
+            return np.stack([self.clips[c][t] for c, t in zip(clip, local)]) if len(idx) else \
+                np.zeros((0, NUM_POINTS, 2), np.float32)
+        return self.windows(clip, local, 1)[:, 0]
 
     @property
     def name(self) -> str:
@@ -81,8 +111,9 @@ class LandmarkSet:
 
     def subset(self, idx: Sequence[int]) -> "LandmarkSet":
         idx = [int(i) for i in idx]
+        select = getattr(self.clips, "select", None)
         return LandmarkSet(
-            clips=[self.clips[i] for i in idx],
+            clips=select(idx) if select is not None else [self.clips[i] for i in idx],
             fps=self.fps,
             meta={k: v[idx] for k, v in self.meta.items()},
             path=self.path,
@@ -260,6 +291,20 @@ def _check_npy_size(path: Path) -> None:
         raise DataError(f"{path}: declares shape {tuple(shape)} but the file is shorter: truncated or forged")
 
 
+def check_data_path(path, what: str = "landmark data") -> Path:
+    """``path`` must be a packed dataset folder or a regular file (a canonical .npz); else one
+    DataError naming it."""
+    from suhmo.data.packed import is_packed
+
+    path = Path(path)
+    if path.is_dir() and not is_packed(path):
+        raise DataError(f"{path}: a folder without dataset.json, expected {what}: a landmark .npz or a "
+                        f"packed dataset folder (suhmo data pack)")
+    if not is_packed(path):
+        check_regular_file(path, what, error=DataError)
+    return path
+
+
 def precheck_npz(path: Path) -> None:
     """Everything checked before a landmark file's arrays are read: a regular file (a FIFO
     would block), a zip or .npy header, declared sizes within :func:`max_data_bytes` and
@@ -394,12 +439,18 @@ def check_lengths(lengths: Sequence[int], name: str, min_len: int) -> None:
 def load_landmarks(path: str | Path, *, fps: float = 25.0, min_len: Optional[int] = None,
                    notify: Optional[Callable[[str], None]] = None) -> LandmarkSet:
     """Load and validate a canonical landmark ``.npz``; resample other frame rates to ``fps``.
+    A packed dataset folder (``suhmo.data.packed``) opens lazily instead: its clips are read
+    on access and must already be at ``fps``.
 
     ``min_len`` (frames, after resampling) rejects clips shorter than a training window.
     The resampling notice goes to ``notify`` when given, else to ``warnings`` (ResampleNotice).
     """
     path = Path(path)
     name = str(path)
+    from suhmo.data.packed import is_packed, load_packed
+
+    if is_packed(path):
+        return load_packed(path, fps=fps, min_len=min_len)
     arrays = _read_npz(path)
     flat, offsets, src_fps = validate_arrays(arrays, name)
     n_clips = offsets.size - 1

@@ -14,7 +14,8 @@ from suhmo.data.windows import BatchSampler, MixedSampler, smooth_positions
 def load_dataset(cfg, *, notify: Optional[Callable[[str], None]] = None) -> LandmarkSet:
     """The landmark set of ``cfg.data``, validated, at ``cfg.data.fps``, normalised to [0, 1].
 
-    ``cfg.data.path`` names a canonical ``.npz``; when it is None the embedded synthetic set
+    ``cfg.data.path`` names a canonical ``.npz`` or a packed dataset folder (read lazily:
+    ``suhmo.data.packed``); when it is None the embedded synthetic set
     (``synth_clips`` x ``synth_seconds`` s, ``synth_seed``) is generated in memory (fast: no
     disk cache). Every clip must hold a training window of ``obs_len + seq_len`` frames.
     When ``smooth_frames > 1`` the positions are smoothed (trailing moving average) after
@@ -46,7 +47,10 @@ def _prepared(ls: LandmarkSet, cfg) -> LandmarkSet:
     d = cfg.data
     ls = normalize_set(ls, d.normalize, d.bbox_scale)
     if d.smooth_frames > 1:
-        ls = ls.copy_with([smooth_positions(c, d.smooth_frames) for c in ls.clips])
+        if ls.lazy:
+            ls = ls.copy_with(ls.clips.with_normalization(d.normalize, d.bbox_scale, d.smooth_frames))
+        else:
+            ls = ls.copy_with([smooth_positions(c, d.smooth_frames) for c in ls.clips])
     return ls
 
 

@@ -71,6 +71,14 @@ def denormalize_clip(clip: np.ndarray, params: NormParams) -> np.ndarray:
 def normalize_set(ls: LandmarkSet, mode: str = "bbox", scale: float = 1.1) -> LandmarkSet:
     """Normalise every clip of ``ls`` (see module docstring). Metadata is kept; the bbox
     parameters are stored per clip as ``norm_side`` [C] and, for bbox mode, ``norm_centre`` [C, 2]."""
+    lazy = getattr(ls.clips, "with_normalization", None)
+    if lazy is not None:  # a packed set: every window is normalised when it is read
+        if mode not in MODES:
+            raise DataError(f"normalize mode {mode!r}: choose one of {', '.join(MODES)}")
+        clips = lazy(mode, scale)
+        res = ls.copy_with(clips, normalized=np.asarray(mode))
+        res.meta["norm_side"], res.meta["norm_centre"] = clips.norm_params()
+        return res
     clips, sides, centres = [], [], []
     for c in ls.clips:
         out, p = normalize_clip(c, mode, scale)

@@ -175,7 +175,10 @@ class BatchSampler:
         self.pairing = d.pairing
         self.name = ls.name
         lengths = ls.lengths
-        self.flat = np.concatenate(ls.clips).astype(np.float32)
+        # in memory: one array of every frame, a window is one fancy index; a packed set is
+        # read window by window from its memory maps (ls.windows), so nothing is copied
+        self.source = ls if ls.lazy else None
+        self.flat = None if ls.lazy else np.concatenate(ls.clips).astype(np.float32)
         self.offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         self.lengths = lengths
         ok = np.flatnonzero(lengths >= self.window)
@@ -203,8 +206,12 @@ class BatchSampler:
         self.rng = np.random.default_rng(seed)
         self.batches = 0
 
-    def _starts(self, clips: np.ndarray, span: np.ndarray) -> np.ndarray:
-        return self.offsets[clips] + (self.rng.random(len(clips)) * span).astype(np.int64)
+    def _gather(self, clips: np.ndarray, rel: np.ndarray) -> np.ndarray:
+        """Rows ``[B, window, 68, 2]``: frames ``rel:rel + window`` of each clip."""
+        if self.source is not None:
+            return self.source.windows(clips, rel, self.window)
+        idx = (self.offsets[clips] + rel)[:, None] + np.arange(self.window)[None, :]
+        return self.flat[idx]
 
     def next(self) -> np.ndarray:
         n_pairs = self.batch_size // 2
@@ -218,7 +225,8 @@ class BatchSampler:
                 second.append(members[b])
                 span.append(min(self.lengths[members[a]], self.lengths[members[b]]) - self.window + 1)
             rel = (self.rng.random(n_pairs) * np.array(span)).astype(np.int64)
-            starts = np.stack([self.offsets[first] + rel, self.offsets[second] + rel], 1).reshape(-1)
+            clips = np.stack([first, second], 1).reshape(-1)
+            rel = np.repeat(rel, 2)
         else:
             k = len(self.eligible)
             a = self.rng.choice(k, size=n_pairs, p=self.clip_p)
@@ -229,9 +237,8 @@ class BatchSampler:
                     b[same] = self.rng.choice(k, size=int(same.sum()), p=self.clip_p)
                     same = a == b
             clips = self.eligible[np.stack([a, b], 1).reshape(-1)]
-            starts = self._starts(clips, self.lengths[clips] - self.window + 1)
-        idx = starts[:, None] + np.arange(self.window)[None, :]
-        batch = self.flat[idx]
+            rel = (self.rng.random(len(clips)) * (self.lengths[clips] - self.window + 1)).astype(np.int64)
+        batch = self._gather(np.asarray(clips, np.int64), rel)
         if self.augment:
             batch = augment(batch, self.rng, scale_low=self.scale_low, scale_high=self.scale_high,
                             flip_p=self.flip_p)
@@ -294,3 +301,97 @@ class MixedSampler:
         self.real.load_state_dict(state["real"])
         self.synth.load_state_dict(state["synth"])
         self.batches = int(state["batches"])
+
+
+# Real windows for statistics (metrics, scale rows): every window at a stride, or a bounded,
+# seeded sample of them when a corpus holds more, so that memory and time stay flat in the
+# corpus size. 4096 windows of 41 frames are 91 MB as float32; tests/test_data_scale.py shows
+# the statistics they give are stable (two disjoint samples of a tiled corpus agree).
+MAX_WINDOWS = 4096
+
+
+def clip_lengths(clips) -> np.ndarray:
+    """Frames per clip of a list of arrays or of a lazy clip sequence (read from its index)."""
+    lengths = getattr(clips, "lengths", None)
+    if lengths is not None:
+        return np.asarray(lengths, np.int64)
+    return np.array([len(c) for c in clips], np.int64)
+
+
+def window_starts(lengths: np.ndarray, length: int, stride: int, max_windows: Optional[int] = MAX_WINDOWS,
+                  seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``(clip index [N], start frame [N])`` of the windows of ``length`` frames at ``stride``
+    over clips of ``lengths``, in clip order; when there are more than ``max_windows``, a
+    uniform sample of ``max_windows`` of them without replacement (seeded), still in order."""
+    lengths = np.asarray(lengths, np.int64)
+    stride = max(1, int(stride))
+    per_clip = np.where(lengths >= length, (lengths - length) // stride + 1, 0)
+    total = int(per_clip.sum())
+    if max_windows is not None and total > int(max_windows):
+        k = np.sort(np.random.default_rng(seed).choice(total, int(max_windows), replace=False))
+    else:
+        k = np.arange(total, dtype=np.int64)
+    ends = np.cumsum(per_clip)
+    clip = np.searchsorted(ends, k, side="right")
+    first = ends[clip] - per_clip[clip]
+    return clip.astype(np.int64), ((k - first) * stride).astype(np.int64)
+
+
+class WindowSet:
+    """Windows of real clips read on demand: ``len``, ``ws[idx]`` -> ``[n, length, 68, 2]``,
+    :meth:`chunks` to stream them. The clips may be a list of arrays or a lazy clip sequence
+    (``suhmo.data.packed.PackedClips``): only the windows asked for are read."""
+
+    def __init__(self, clips, length: int, stride: int = 5, max_windows: Optional[int] = MAX_WINDOWS,
+                 seed: int = 0):
+        self.clips = clips
+        self.length = int(length)
+        self.lengths = clip_lengths(clips)
+        self.clip_idx, self.starts = window_starts(self.lengths, self.length, stride, max_windows, seed)
+
+    def __len__(self) -> int:
+        return len(self.clip_idx)
+
+    @property
+    def shape(self) -> tuple:
+        return (len(self), self.length, 68, 2)
+
+    def __getitem__(self, idx) -> np.ndarray:
+        sel = np.arange(len(self))[idx]
+        if np.ndim(sel) == 0:
+            return self._gather([int(sel)])[0]
+        return self._gather(np.asarray(sel, np.int64))
+
+    def _gather(self, sel) -> np.ndarray:
+        out = np.empty((len(sel), self.length, 68, 2), np.float32)
+        window = getattr(self.clips, "window", None)
+        for j, i in enumerate(sel):
+            c, s = int(self.clip_idx[i]), int(self.starts[i])
+            out[j] = window(c, s, self.length) if window is not None else self.clips[c][s:s + self.length]
+        return out
+
+    def first_frames(self, idx) -> np.ndarray:
+        """Frame 0 of the windows ``idx`` ``[n, 68, 2]`` (reads one frame each)."""
+        idx = np.asarray(idx, np.int64)
+        window = getattr(self.clips, "window", None)
+        out = [window(int(self.clip_idx[i]), int(self.starts[i]), 1)[0] if window is not None
+               else self.clips[int(self.clip_idx[i])][int(self.starts[i])] for i in idx]
+        return np.stack(out).astype(np.float32) if out else np.zeros((0, 68, 2), np.float32)
+
+    def chunks(self, size: int = 256):
+        """The windows in order, ``size`` at a time."""
+        for lo in range(0, len(self), size):
+            yield self._gather(np.arange(lo, min(lo + size, len(self))))
+
+    def fingerprint(self) -> str:
+        """sha1 of the clip lengths, the window places and the windows' frames (a bounded read)."""
+        import hashlib
+
+        h = hashlib.sha1()
+        h.update(self.lengths.tobytes())
+        h.update(self.clip_idx.tobytes())
+        h.update(self.starts.tobytes())
+        h.update(np.asarray(self.length).tobytes())
+        for chunk in self.chunks():
+            h.update(np.ascontiguousarray(chunk, np.float32).tobytes())
+        return h.hexdigest()

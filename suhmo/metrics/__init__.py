@@ -37,6 +37,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from suhmo.data.windows import MAX_WINDOWS, WindowSet
 from suhmo.metrics import landmark as lm
 from suhmo.metrics.frechet import feature_stats, frechet_distance
 from suhmo.utils import SuhmoError
@@ -67,6 +68,7 @@ class MetricOptions:
     lines: bool = False  # rasterise contour lines instead of one pixel per landmark
     batch_size: int = 64
     reference: Optional[lm.LandmarkReference] = None  # pre-fitted landmark statistics
+    max_windows: Optional[int] = MAX_WINDOWS  # real windows the statistics use (a seeded sample beyond)
 
     def replace(self, **kw) -> "MetricOptions":
         return dataclasses.replace(self, **kw)
@@ -94,24 +96,34 @@ class MetricContext:
         self.opts = opts
         self._lm: Optional[lm.LandmarkReference] = opts.reference
         self._det: dict = {}
-        self._windows: Optional[np.ndarray] = None
+        self._windows: Optional[WindowSet] = None
+        self._fingerprint: Optional[str] = None
 
-    def real_windows(self) -> np.ndarray:
+    def real_windows(self) -> WindowSet:
+        """The real windows of 41 frames the statistics are taken on: every one at ``stride``,
+        or a seeded sample of ``max_windows`` of them; read lazily, chunk by chunk."""
         if self._windows is None:
             if self.opts.real is None:
                 raise SuhmoError("metrics: no real reference data given (MetricOptions.real)")
-            self._windows = lm.real_windows(self.opts.real, lm.SCORED_FRAMES + 1, self.opts.stride)
+            self._windows = WindowSet(self.opts.real, lm.SCORED_FRAMES + 1, self.opts.stride,
+                                      self.opts.max_windows)
             if len(self._windows) < 2:
                 raise SuhmoError(f"metrics: the real data holds {len(self._windows)} windows of "
                                  f"{lm.SCORED_FRAMES + 1} frames; need at least 2 (longer clips)")
         return self._windows
 
     def key(self, detector: str, protocol: dict) -> dict:
-        from suhmo.metrics.reference import cache_key, dataset_fingerprint
+        from suhmo.metrics.reference import cache_key
 
         o = self.opts
-        return cache_key(dataset_fingerprint(o.real, o.real_fps), o.preprocessing, detector,
-                         dict(protocol, window=lm.SCORED_FRAMES + 1, stride=o.stride))
+        return cache_key(self.fingerprint(), o.preprocessing, detector,
+                         dict(protocol, window=lm.SCORED_FRAMES + 1, stride=o.stride, max_windows=o.max_windows))
+
+    def fingerprint(self) -> str:
+        """The reference windows' content and frame rate (cache keys; a bounded read)."""
+        if self._fingerprint is None:
+            self._fingerprint = f"{self.real_windows().fingerprint()}@{self.opts.real_fps}"
+        return self._fingerprint
 
     def landmark(self) -> lm.LandmarkReference:
         if self._lm is None:
@@ -140,7 +152,7 @@ class MetricContext:
             proto = {"metric": metric, "motion_mode": o.motion_mode, "lines": o.lines}
 
             def build() -> dict:
-                mu, sigma = feature_stats(featurize(self.real_windows()))
+                mu, sigma = feature_stats(featurize(self.real_windows()[:]))
                 return {"mu": mu, "sigma": sigma}
 
             arrays, _, _ = cached_arrays(self.key(f"{det}:{digest}", proto), build,
@@ -264,7 +276,8 @@ def default_refs(windows: np.ndarray, num_samples: int, seed: int, group: int = 
     n_poses = max(1, -(-num_samples // group))
     offset = np.random.default_rng(seed).integers(len(windows))
     idx = (offset + np.linspace(0, len(windows), n_poses, endpoint=False).astype(int)) % len(windows)
-    return np.repeat(windows[idx, 0], group, axis=0)[:num_samples]
+    first = windows.first_frames(idx) if isinstance(windows, WindowSet) else windows[idx, 0]
+    return np.repeat(first, group, axis=0)[:num_samples]
 
 
 def _generate(opts: MetricOptions, ctx: MetricContext, run: int, gen_frames: int) -> np.ndarray:
@@ -276,7 +289,7 @@ def _generate(opts: MetricOptions, ctx: MetricContext, run: int, gen_frames: int
             raise SuhmoError(f"sample_fn returned shape {seqs.shape}; expected "
                              f"[{len(refs)}, {gen_frames + 1}, 68, 2]")
         return seqs
-    seqs = np.asarray(opts.sequences)
+    seqs = opts.sequences if isinstance(opts.sequences, WindowSet) else np.asarray(opts.sequences)
     n = min(opts.num_samples, len(seqs))
     idx = np.sort(np.random.default_rng(seed).choice(len(seqs), n, replace=False))
     return seqs[idx]
@@ -303,7 +316,8 @@ def compute_report(names, opts: MetricOptions) -> dict:
     if opts.runs < 1 or opts.num_samples < 2:
         raise SuhmoError(f"runs={opts.runs}, samples={opts.num_samples}: need runs >= 1 and samples >= 2")
     if opts.sequences is not None and opts.sample_fn is None:
-        t = np.asarray(opts.sequences).shape[1] - 1
+        t = (opts.sequences.shape if isinstance(opts.sequences, WindowSet)
+             else np.asarray(opts.sequences).shape)[1] - 1
         if t < opts.frames:
             raise SuhmoError(f"the sequences hold {t} generated frames, fewer than frames={opts.frames}")
     ctx = MetricContext(opts)
@@ -365,7 +379,7 @@ def preprocessing_of(cfg) -> dict:
 
 def options_from_config(cfg, eval_set, **kw) -> MetricOptions:
     e = cfg.eval
-    base = dict(real=list(eval_set.clips), real_fps=float(eval_set.fps), preprocessing=preprocessing_of(cfg),
+    base = dict(real=eval_set.clips, real_fps=float(eval_set.fps), preprocessing=preprocessing_of(cfg),
                 frames=int(e.frames), num_samples=int(e.samples), runs=int(e.runs), seed=int(e.seed))
     base.update(kw)
     return MetricOptions(**base)

@@ -126,8 +126,10 @@ class LandmarkBasis:
     resid_rms: float  # RMS PCA residual on reference frames
     vel_std: np.ndarray  # [STATE_DIM] std of the per-frame state change on reference windows
 
+    MAX_FRAMES = 20000  # frames the shape basis is fitted on (a seeded sample beyond)
+
     @classmethod
-    def fit(cls, frames: np.ndarray, seed: int = 0, max_frames: int = 20000) -> "LandmarkBasis":
+    def fit(cls, frames: np.ndarray, seed: int = 0, max_frames: int = MAX_FRAMES) -> "LandmarkBasis":
         frames = np.asarray(frames, np.float64).reshape(-1, 68, 2)
         if len(frames) > max_frames:
             frames = frames[np.random.default_rng(seed).choice(len(frames), max_frames, replace=False)]
@@ -246,19 +248,44 @@ class LandmarkReference:
     num_windows: int = 0
 
     @classmethod
-    def fit(cls, windows: np.ndarray, seed: int = 0) -> "LandmarkReference":
-        """Fit on real windows ``[N, 41, 68, 2]`` (or longer: the last 41 frames are used)."""
-        seg = scored_segment(windows)
-        if len(seg) < 2:
-            raise ValueError(f"need at least 2 real windows of {SCORED_FRAMES + 1} frames, got {len(seg)}")
-        basis = LandmarkBasis.fit(seg[:, 1:].reshape(-1, 68, 2), seed=seed)
-        z = basis.state(seg.astype(np.float64))
-        basis.vel_std = np.maximum(np.diff(z, axis=1).reshape(-1, STATE_DIM).std(0), 1e-9)
-        ref = cls(basis=basis, speed=_speed(seg.astype(np.float64)), num_windows=len(seg))
-        for name, f in raw_features(basis, seg).items():
-            mean, std = f.mean(0), np.maximum(f.std(0), 1e-9)
-            ref.norm[name] = (mean, std)
-            ref.gauss[name] = feature_stats((f - mean) / std)
+    def fit(cls, windows, seed: int = 0, chunk: int = 256) -> "LandmarkReference":
+        """Fit on real windows ``[N, 41, 68, 2]`` (or longer: the last 41 frames are used): an
+        array or a ``suhmo.data.windows.WindowSet``, streamed ``chunk`` windows at a time, so
+        memory is bounded by one chunk whatever N is. Three passes: the shape basis on a
+        seeded sample of at most 20000 scored frames, the state velocity scale, then the
+        moments of every feature family (combined across chunks exactly, Chan et al.)."""
+        n = len(windows)
+        length = windows.shape[1]
+        if n < 2 or length < SCORED_FRAMES + 1:
+            raise ValueError(f"need at least 2 real windows of {SCORED_FRAMES + 1} frames, got "
+                             f"{n} of {length}")
+
+        def segments():
+            if hasattr(windows, "chunks"):
+                yield from (scored_segment(w) for w in windows.chunks(chunk))
+            else:
+                for lo in range(0, n, chunk):
+                    yield scored_segment(np.asarray(windows[lo:lo + chunk]))
+
+        frames_total = n * SCORED_FRAMES
+        pick = (np.random.default_rng(seed).choice(frames_total, LandmarkBasis.MAX_FRAMES, replace=False)
+                if frames_total > LandmarkBasis.MAX_FRAMES else np.arange(frames_total))
+        basis = LandmarkBasis.fit(_scored_frames(windows, pick), seed=seed)
+        vel, speed = _Moments(diagonal=True), 0.0
+        for seg in segments():
+            seg = seg.astype(np.float64)
+            vel.add(np.diff(basis.state(seg), axis=1).reshape(-1, STATE_DIM))
+            speed += float(np.sqrt((np.diff(seg, axis=1) ** 2).sum(-1)).sum())
+        basis.vel_std = np.maximum(vel.std(), 1e-9)
+        ref = cls(basis=basis, speed=speed / (n * SCORED_FRAMES * 68), num_windows=n)
+        fam: dict[str, _Moments] = {}
+        for seg in segments():
+            for name, f in raw_features(basis, seg).items():
+                fam.setdefault(name, _Moments()).add(f)
+        for name, m in fam.items():
+            std = np.maximum(m.std(), 1e-9)
+            ref.norm[name] = (m.mean, std)
+            ref.gauss[name] = (np.zeros_like(m.mean), m.cov() / np.outer(std, std))
         return ref
 
     def to_arrays(self) -> dict[str, np.ndarray]:
@@ -278,6 +305,53 @@ class LandmarkReference:
             ref.norm[k] = (a[f"norm.{k}.mean"], a[f"norm.{k}.std"])
             ref.gauss[k] = (a[f"gauss.{k}.mu"], a[f"gauss.{k}.sigma"])
         return ref
+
+
+def _scored_frames(windows, pick: np.ndarray) -> np.ndarray:
+    """Scored frames number ``pick`` (window-major, 40 per window) of ``windows``: the frames
+    ``scored_segment(windows)[:, 1:].reshape(-1, 68, 2)[pick]`` without building that array."""
+    pick = np.asarray(pick, np.int64)
+    w, t = pick // SCORED_FRAMES, pick % SCORED_FRAMES
+    first = windows.shape[1] - SCORED_FRAMES  # the scored frames are the last 40 of a window
+    out = np.empty((len(pick), 68, 2), np.float64)
+    for lo in range(0, len(pick), 4096):
+        sel = slice(lo, lo + 4096)
+        uniq, inv = np.unique(w[sel], return_inverse=True)
+        rows = np.asarray(windows[uniq])
+        out[sel] = rows[inv, first + t[sel]]
+    return out
+
+
+class _Moments:
+    """Count, mean and centred second moments of rows added in chunks, combined exactly
+    (the pairwise update of Chan, Golub and LeVeque): the same statistics as one pass over
+    all the rows, with memory of one chunk. ``diagonal``: variances only."""
+
+    def __init__(self, diagonal: bool = False):
+        self.n, self.mean, self.m2, self.diagonal = 0, None, None, diagonal
+
+    def add(self, x: np.ndarray) -> None:
+        x = np.asarray(x, np.float64)
+        nb = len(x)
+        if nb == 0:
+            return
+        mb = x.mean(0)
+        xc = x - mb
+        m2b = (xc**2).sum(0) if self.diagonal else xc.T @ xc
+        if self.n == 0:
+            self.n, self.mean, self.m2 = nb, mb, m2b
+            return
+        n = self.n + nb
+        delta = mb - self.mean
+        self.mean = self.mean + delta * (nb / n)
+        self.m2 = self.m2 + m2b + (delta**2 if self.diagonal else np.outer(delta, delta)) * (self.n * nb / n)
+        self.n = n
+
+    def std(self) -> np.ndarray:  # population std (ddof 0), as np.std
+        return np.sqrt((self.m2 if self.diagonal else np.diag(self.m2)) / self.n)
+
+    def cov(self) -> np.ndarray:  # sample covariance (ddof 1), as feature_stats
+        return self.m2 / (self.n - 1)
 
 
 def _speed(seg: np.ndarray) -> float:
@@ -368,16 +442,11 @@ def landmark_metrics(seqs: np.ndarray, ref: LandmarkReference, frames: int | Non
     return out
 
 
-def real_windows(clips, length: int = SCORED_FRAMES + 1, stride: int = 5) -> np.ndarray:
+def real_windows(clips, length: int = SCORED_FRAMES + 1, stride: int = 5,
+                 max_windows: int | None = None) -> np.ndarray:
     """Overlapping windows ``[N, length, 68, 2]`` of real clips (clips shorter than
-    ``length`` contribute none)."""
-    out = []
-    for c in clips:
-        c = np.asarray(c, np.float32)
-        if len(c) < length:
-            continue
-        starts = np.arange(0, len(c) - length + 1, max(1, int(stride)))
-        out.append(np.stack([c[s:s + length] for s in starts]))
-    if not out:
-        return np.zeros((0, length, 68, 2), np.float32)
-    return np.concatenate(out)
+    ``length`` contribute none); with ``max_windows``, a seeded sample of at most that many
+    (``suhmo.data.windows.WindowSet``, which reads them lazily, is what the metric stack uses)."""
+    from suhmo.data.windows import WindowSet
+
+    return WindowSet(clips, length, stride, max_windows)[:]

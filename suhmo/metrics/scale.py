@@ -43,23 +43,25 @@ def scale_rows(opts, other_real: list, other_fps: float | None = None) -> dict[s
     ``sample_fn``/``sequences`` are ignored); ``other_real`` the real clips of the ``real data``
     row, normalised like ``opts.real``.
     """
+    from suhmo.data.windows import WindowSet
     from suhmo.metrics import MetricContext, compute
-    from suhmo.metrics.reference import cached_arrays, cache_key, dataset_fingerprint
+    from suhmo.metrics.reference import cached_arrays, cache_key
 
     frames = max(int(opts.frames), lm.SCORED_FRAMES)
     base = opts.replace(sample_fn=None, sequences=None, frames=frames)
     ctx = MetricContext(base)
     if base.reference is None:
         base = base.replace(reference=ctx.landmark())
-    key = cache_key(f"{dataset_fingerprint(base.real, base.real_fps)}+"
-                    f"{dataset_fingerprint(other_real, other_fps or base.real_fps)}",
+    # the real-data row: windows of the other persons, a seeded sample when there are many
+    windows = WindowSet(other_real, frames + 1, base.stride, base.max_windows)
+    key = cache_key(f"{ctx.fingerprint()}+{windows.fingerprint()}@{other_fps or base.real_fps}",
                     base.preprocessing, VERSION,
                     {"frames": frames, "samples": int(base.num_samples), "runs": int(base.runs),
-                     "seed": int(base.seed), "stride": int(base.stride), "refs": _refs_digest(base.refs)})
+                     "seed": int(base.seed), "stride": int(base.stride), "refs": _refs_digest(base.refs),
+                     "max_windows": base.max_windows})
 
     def build() -> dict:
         frozen = compute(["landmark"], base.replace(sample_fn=frozen_sample_fn))
-        windows = lm.real_windows(other_real, frames + 1, base.stride)
         if len(windows) < 2:
             real = {k: float("nan") for k in lm.FD_KEYS}
         else:
@@ -90,7 +92,7 @@ def scale_for_config(cfg) -> dict[str, dict[str, float]]:
     from suhmo.train import SPLIT_SEED
 
     train_set, eval_set = load_dataset(cfg).split_by_person(cfg.data.test_fraction, seed=SPLIT_SEED)
-    return scale_rows(options_from_config(cfg, eval_set), list(train_set.clips), float(train_set.fps))
+    return scale_rows(options_from_config(cfg, eval_set), train_set.clips, float(train_set.fps))
 
 
 def verdict(values: dict[str, float], scale: dict[str, dict[str, float]]) -> list[str]:
