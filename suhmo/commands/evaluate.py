@@ -12,7 +12,7 @@ import click
 @click.option("--checkpoint", type=click.Path(), required=True,
               help="Checkpoint (last.pt / best.pt), training folder, or exported model folder.")
 @click.option("--data", "data_path", type=click.Path(), default=None,
-X
+              help="Real landmark .npz or packed folder to compare with (default: the model's data.path, or its synthetic set).")
 @click.option("--split", type=click.Choice(["eval", "all"]), default="eval", show_default=True,
               help="eval: the held-out persons the trainer evaluates on; all: every clip of the data.")
 @click.option("--metrics", "names", default="landmark", show_default=True,
