@@ -77,10 +77,10 @@ def clip_norm_stats(clip: np.ndarray) -> dict[str, list[float]]:
     its bounding box ``lo``/``hi`` and ``cext``, twice the largest offset from the per-frame
     centre of the rigid points."""
     c = np.asarray(clip, dtype=np.float64)
-    flat = c.reshape(-1, 2)
     rel = c - c[:, RIGID_POINTS].mean(axis=1)[:, None, :]
-    cext = 2 * np.abs(rel).reshape(-1, 2).max(0)
-    return {"lo": flat.min(0).tolist(), "hi": flat.max(0).tolist(), "cext": cext.tolist()}
+    # per coordinate: numpy reduces a trailing axis of 2 an order of magnitude slower (same values)
+    return {"lo": [float(c[..., j].min()) for j in (0, 1)], "hi": [float(c[..., j].max()) for j in (0, 1)],
+            "cext": [float(2 * np.abs(rel[..., j]).max()) for j in (0, 1)]}
 
 
 def _jsonable(v: Any) -> Any:
