@@ -37,6 +37,14 @@ class ResampleNotice(UserWarning):
     """Emitted when a dataset is resampled to the training frame rate."""
 
 
+class LargeDataNotice(UserWarning):
+    """Emitted when an .npz large enough to be worth packing is loaded into memory."""
+
+
+# above this, an .npz loaded whole costs enough memory per process to suggest `suhmo data pack`
+PACK_HINT_BYTES = 256 << 20
+
+
 @dataclass
 class LandmarkSet:
     """Clips of 68-point landmarks at one frame rate.
@@ -478,6 +486,13 @@ def load_landmarks(path: str | Path, *, fps: float = 25.0, min_len: Optional[int
             meta["src_fps"] = src_fps.astype(np.float32)
     if min_len is not None:
         check_lengths([len(c) for c in clips], name, min_len)
+    if flat.nbytes > PACK_HINT_BYTES:
+        msg = (f"{name}: {_gib(flat.nbytes)} of frames held in memory by every process that reads it; "
+               f"`suhmo data pack {name} --out DIR` maps them from disk instead (README, Large datasets)")
+        if notify is not None:
+            notify(msg)
+        else:
+            warnings.warn(msg, LargeDataNotice, stacklevel=2)
     return LandmarkSet(clips=clips, fps=float(fps), meta=meta, path=name, attrs=attrs)
 
 
