@@ -19,6 +19,9 @@ import click
               help="Comma-separated protocols or aliases (`suhmo metrics list`), e.g. landmark,paper.")
 @click.option("--frames", type=click.Choice(["40", "80"]), default="40", show_default=True,
               help="Generated frames per sequence; the last 40 are scored (paper Table 1).")
+@click.option("--horizon", type=click.IntRange(min=41, max=6000), default=200, show_default=True,
+              help="Generated frames of the fidelity protocol (--metrics landmark,fidelity): pose memory "
+                   "up to 200 frames, frozen/broken windows and 8-s block speeds over all of them.")
 @click.option("--samples", type=click.IntRange(min=2), default=256, show_default=True,
               help="Generated sequences per run.")
 @click.option("--runs", type=click.IntRange(min=1), default=1, show_default=True,
@@ -34,7 +37,7 @@ import click
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None,
               help="JSON-lines file to append to (default: eval.jsonl next to the checkpoint).")
-def evaluate(checkpoint, data_path, split, names, frames, samples, runs, seed, stride, motion_mode, lines,
+def evaluate(checkpoint, data_path, split, names, frames, horizon, samples, runs, seed, stride, motion_mode, lines,
              detector_dir, device, out_path) -> None:
     """Generate sequences from CHECKPOINT and score them; print a table, append JSON lines."""
     from suhmo import generate as gen
@@ -54,7 +57,8 @@ def evaluate(checkpoint, data_path, split, names, frames, samples, runs, seed, s
     opts = options_from_config(
         cfg, ls, sample_fn=gen.make_sample_fn(G, cfg, dev), frames=int(frames), num_samples=samples,
         runs=runs, seed=cfg.eval.seed if seed is None else seed, stride=stride, motion_mode=motion_mode,
-        lines=lines, detector_dir=Path(detector_dir) if detector_dir else None, device=str(dev))
+        lines=lines, detector_dir=Path(detector_dir) if detector_dir else None, device=str(dev),
+        horizon=int(horizon))
     rep = compute_report(names, opts)
     res = rep["results"]
     click.echo(f"{checkpoint}: {rep['protocol']} on {ls.name} ({split} split, {len(ls.clips)} clips), "
@@ -73,6 +77,15 @@ def evaluate(checkpoint, data_path, split, names, frames, samples, runs, seed, s
     click.echo(f"appended to {target}")
 
 
+# the fidelity keys shown beside the frozen-face and real-data rows
+FIDELITY_TABLE = ("pose_mem_err", "speed_p10", "speed_p50", "speed_p90", "id_drift", "frozen_frac",
+                  "broken_frac")
+
+
+def _scale_protocols(res: dict) -> list[str]:
+    return ["fidelity"] if "pose_mem_err" in res else []
+
+
 def _scale(cfg, opts, split: str, res: dict) -> dict:
     """Print the distances beside a frozen face and real data under the same protocol
     (suhmo.metrics.scale; cached like the reference statistics) and return those rows."""
@@ -85,12 +98,16 @@ def _scale(cfg, opts, split: str, res: dict) -> dict:
         return {}
     train_set, held_out = load_dataset(cfg).split_by_person(cfg.data.test_fraction, seed=SPLIT_SEED)
     other = train_set if split == "eval" else held_out
-    scale = scale_rows(opts, other.clips, float(other.fps))
+    scale = scale_rows(opts, other.clips, float(other.fps), names=_scale_protocols(res))
     click.echo("")
     click.echo(f"scale (same protocol; real data = {len(other.clips)} clips of the "
                f"{'training' if split == 'eval' else 'held-out'} persons):")
     for line in format_scale(res, scale):
         click.echo(line)
+    if "pose_mem_err" in res:
+        click.echo("")
+        for line in format_scale(res, scale, keys=FIDELITY_TABLE):
+            click.echo(line)
     worse = verdict(res, scale)
     if worse:
         click.echo(f"no better than a frozen face on: {', '.join(worse)}")

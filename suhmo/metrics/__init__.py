@@ -38,6 +38,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from suhmo.data.windows import MAX_WINDOWS, WindowSet
+from suhmo.metrics import fidelity as fid
 from suhmo.metrics import landmark as lm
 from suhmo.metrics.frechet import feature_stats, frechet_distance
 from suhmo.utils import SuhmoError
@@ -69,6 +70,7 @@ class MetricOptions:
     batch_size: int = 64
     reference: Optional[lm.LandmarkReference] = None  # pre-fitted landmark statistics
     max_windows: Optional[int] = MAX_WINDOWS  # real windows the statistics use (a seeded sample beyond)
+    horizon: int = fid.HORIZON  # generated frames of the fidelity protocol
 
     def replace(self, **kw) -> "MetricOptions":
         return dataclasses.replace(self, **kw)
@@ -98,6 +100,7 @@ class MetricContext:
         self._det: dict = {}
         self._windows: Optional[WindowSet] = None
         self._fingerprint: Optional[str] = None
+        self._fid: Optional[fid.FidelityReference] = None
 
     def real_windows(self) -> WindowSet:
         """The real windows of 41 frames the statistics are taken on: every one at ``stride``,
@@ -136,6 +139,25 @@ class MetricContext:
             self._lm = lm.LandmarkReference.from_arrays(arrays)
         return self._lm
 
+    def fidelity(self) -> "fid.FidelityReference":
+        """The real side of the fidelity protocol: windows of ``horizon + 1`` frames (at most
+        the longest lag + 1 when the horizon is longer), cached on disk like the landmark stack's."""
+        if self._fid is None:
+            from suhmo.metrics.reference import cached_arrays
+
+            o = self.opts
+            length = min(int(o.horizon), max(fid.LAGS)) + 1
+            windows = WindowSet(o.real, length, o.stride, o.max_windows)
+            if len(windows) < 2:
+                raise SuhmoError(f"metrics: fidelity needs real clips of at least {length} frames; the real data "
+                                 f"holds {len(windows)} such window(s)")
+            arrays, _, _ = cached_arrays(
+                self.key(fid.VERSION, {"stack": "fidelity", "length": length}),
+                lambda: fid.FidelityReference.fit(windows, self.landmark().basis).to_arrays(),
+                cache_dir=o.cache_dir, prefix="fidelity")
+            self._fid = fid.FidelityReference(arrays)
+        return self._fid
+
     def detector(self, name: str):
         from suhmo.metrics.detectors import load_detector
 
@@ -166,6 +188,13 @@ def _landmark(seqs: np.ndarray, ctx: MetricContext) -> dict:
     f = ctx.opts.frames
     scored = seqs[:, :f + 1]
     return lm.landmark_metrics(scored, ctx.landmark(), drift_seqs=seqs)
+
+
+def _fidelity(seqs: np.ndarray, ctx: MetricContext) -> dict:
+    h = int(ctx.opts.horizon)
+    if seqs.shape[1] < h + 1:
+        raise SuhmoError(f"fidelity: sequences of {seqs.shape[1]} frames; the protocol scores {h} generated frames")
+    return fid.fidelity_metrics(seqs[:, :h + 1], ctx.fidelity(), ctx.landmark().basis)
 
 
 def scored_part(seqs: np.ndarray, frames: int) -> np.ndarray:
@@ -225,6 +254,9 @@ REGISTRY: dict[str, Metric] = {
     "landmark": Metric("landmark", lm.KEYS, _landmark,
                        "weight-free landmark stack: Fréchet distances (frame, clip 10/20/40, motion), "
                        "APD, drift, motion energy", higher_is_better=("apd",)),
+    "fidelity": Metric("fidelity", fid.KEYS, _fidelity,
+                       "over a long horizon (200 frames): pose memory, speed percentiles, identity drift, "
+                       "frozen and broken windows, against real data"),
     "fid": Metric("fid", ("fid",), _detector_metric("fid", "inception", fid_features),
                   "Inception FID of the rasterised scored frames", "inception"),
     "tfid40": Metric("tfid40", ("tfid40",), _detector_metric("tfid40", "inception", tfid_features),
@@ -324,6 +356,8 @@ def compute_report(names, opts: MetricOptions) -> dict:
     gen_frames = int(opts.frames)
     if "landmark" in names and opts.sample_fn is not None:
         gen_frames = max(gen_frames, DRIFT_FRAMES)
+    if "fidelity" in names and opts.sample_fn is not None:
+        gen_frames = max(gen_frames, int(opts.horizon))
     t0 = time.perf_counter()
     per_run = []
     for run in range(int(opts.runs)):

@@ -36,7 +36,15 @@ def frozen_sample_fn(refs: np.ndarray, frames: int, seed: int) -> np.ndarray:
     return np.repeat(refs[:, None], frames + 1, axis=1)
 
 
-def scale_rows(opts, other_real: list, other_fps: float | None = None) -> dict[str, dict[str, float]]:
+def scale_keys(names) -> tuple:
+    """The keys with a scale row: the landmark distances, and the fidelity keys when asked for."""
+    from suhmo.metrics import fidelity as fid
+
+    return lm.FD_KEYS + (fid.KEYS if "fidelity" in names else ())
+
+
+def scale_rows(opts, other_real: list, other_fps: float | None = None,
+               names=("landmark",)) -> dict[str, dict[str, float]]:
     """``{"frozen face": {fd_*: v}, "real data": {fd_*: v}}`` under ``opts``' protocol.
 
     ``opts`` is the :class:`~suhmo.metrics.MetricOptions` the model is scored with (its
@@ -47,29 +55,31 @@ def scale_rows(opts, other_real: list, other_fps: float | None = None) -> dict[s
     from suhmo.metrics import MetricContext, compute
     from suhmo.metrics.reference import cached_arrays, cache_key
 
+    names = ["landmark"] + (["fidelity"] if "fidelity" in names else [])
+    keys = scale_keys(names)
     frames = max(int(opts.frames), lm.SCORED_FRAMES)
+    length = max(frames, int(opts.horizon) if "fidelity" in names else 0) + 1
     base = opts.replace(sample_fn=None, sequences=None, frames=frames)
     ctx = MetricContext(base)
     if base.reference is None:
         base = base.replace(reference=ctx.landmark())
     # the real-data row: windows of the other persons, a seeded sample when there are many
-    windows = WindowSet(other_real, frames + 1, base.stride, base.max_windows)
+    windows = WindowSet(other_real, length, base.stride, base.max_windows)
     key = cache_key(f"{ctx.fingerprint()}+{windows.fingerprint()}@{other_fps or base.real_fps}",
                     base.preprocessing, VERSION,
                     {"frames": frames, "samples": int(base.num_samples), "runs": int(base.runs),
                      "seed": int(base.seed), "stride": int(base.stride), "refs": _refs_digest(base.refs),
-                     "max_windows": base.max_windows})
+                     "max_windows": base.max_windows, "names": names, "length": length})
 
     def build() -> dict:
-        frozen = compute(["landmark"], base.replace(sample_fn=frozen_sample_fn))
+        frozen = compute(names, base.replace(sample_fn=frozen_sample_fn))
         if len(windows) < 2:
-            real = {k: float("nan") for k in lm.FD_KEYS}
+            real = {k: float("nan") for k in keys}
         else:
-            real = compute(["landmark"], base.replace(sequences=windows,
-                                                      num_samples=min(int(base.num_samples), len(windows))))
-        return {"keys": np.array(lm.FD_KEYS),
-                "values": np.array([[frozen[k] for k in lm.FD_KEYS], [real[k] for k in lm.FD_KEYS]],
-                                   np.float64)}
+            real = compute(names, base.replace(sequences=windows,
+                                               num_samples=min(int(base.num_samples), len(windows))))
+        return {"keys": np.array(keys),
+                "values": np.array([[row.get(k, np.nan) for k in keys] for row in (frozen, real)], np.float64)}
 
     arrays, _, _ = cached_arrays(key, build, cache_dir=base.cache_dir, prefix="scale")
     keys = [str(k) for k in arrays["keys"]]
@@ -106,10 +116,11 @@ def format_scale(values: dict[str, float] | None, scale: dict[str, dict[str, flo
                  keys=lm.FD_KEYS, label: str = "model") -> list[str]:
     """Rows ``model`` (when ``values``), ``frozen face``, ``real data`` over the distance columns."""
     keys = [k for k in keys if k in scale.get("frozen face", {})]
-    lines = [f"{'':14s}" + "".join(f"{k:>12s}" for k in keys)]
+    width = {k: max(12, len(k) + 1) for k in keys}
+    lines = [f"{'':14s}" + "".join(f"{k:>{width[k]}s}" for k in keys)]
     rows = ([(label, values)] if values is not None else []) + [(r, scale[r]) for r in ROWS]
     for name, vals in rows:
         lines.append(f"{name:14s}" + "".join(
-            f"{vals[k]:12.4g}" if k in vals and vals[k] is not None and np.isfinite(vals[k]) else f"{'-':>12s}"
-            for k in keys))
+            f"{vals[k]:{width[k]}.4g}" if k in vals and vals[k] is not None and np.isfinite(vals[k])
+            else f"{'-':>{width[k]}s}" for k in keys))
     return lines
