@@ -10,6 +10,8 @@ same clips. Named as ``SUHMO_LANDMARK_DETECTOR=prepare_standin:standin_detector`
 Test hooks, through the environment (worker processes inherit it):
 - ``SUHMO_STANDIN_LOG``: a file that gets one line per call of the factory (one per video
   detected), so a test can count the videos a run really processed.
+- ``SUHMO_STANDIN_CRASH``: set, a video whose frames carry the gate mark kills its process
+  (as a native crash of a detector would), after a last message on stderr.
 - ``SUHMO_STANDIN_GATE``: a file name. A video whose frames carry the gate mark (a white
   square in the top-left corner) stops at its first such frame until that file exists,
   after creating ``<gate>.waiting``: a test can hold one video in flight and kill the run.
@@ -18,6 +20,7 @@ Test hooks, through the environment (worker processes inherit it):
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -114,6 +117,9 @@ class _Standin:
 
 
 def _gate() -> None:
+    if os.environ.get("SUHMO_STANDIN_CRASH"):
+        print("stand-in detector: crashing on purpose", file=sys.stderr, flush=True)
+        os._exit(3)
     gate = os.environ.get("SUHMO_STANDIN_GATE")
     if not gate:
         return

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -142,6 +143,24 @@ def test_a_video_cut_off_between_its_clips_is_finished_without_duplicates(tmp_pa
     assert_same(full, cut)
 
 
+def test_a_worker_that_dies_is_one_line_and_a_rerun_continues(tmp_path, standin, capsys, monkeypatch):
+    S.video_set(tmp_path / "videos", good=3, gate=2)  # head2 carries the mark
+    monkeypatch.setenv("SUHMO_STANDIN_CRASH", "1")
+    argv = ["data", "prepare", str(tmp_path / "videos"), "--out", str(tmp_path / "p"), "--workers", "2",
+            "--no-progress"]
+    assert run_cli(cli, argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("Error: a worker process died") and "head2.avi" in err, err
+    log = Path(re.search(r"its messages are in (\S+);", err).group(1))
+    assert "stand-in detector: crashing on purpose" in log.read_text()
+    log.unlink()
+    monkeypatch.delenv("SUHMO_STANDIN_CRASH")
+    assert run_cli(cli, argv) == 0
+    text = capsys.readouterr().out
+    assert "head2.avi: 80 frames" in text and "wrote" in text
+    assert sorted(by_video(tmp_path / "p")) == [(f"head{i}.avi", 0) for i in range(3)]
+
+
 def test_user_mistakes_are_one_line(tmp_path, standin, capsys, monkeypatch):
     S.video_set(tmp_path / "videos", good=1)
     (tmp_path / "busy").mkdir()
@@ -229,7 +248,7 @@ def _prepare_cmd(videos: Path, out: Path) -> list[str]:
 def test_sigkill_midway_then_rerun_redoes_no_finished_video(tmp_path):
     videos = tmp_path / "videos"
     S.video_set(videos, good=4, gate=1)  # head1 stops at its first frame until the gate file exists
-    env = {**os.environ, "SUHMO_LANDMARK_DETECTOR": STANDIN,
+    env = {**os.environ, "SUHMO_LANDMARK_DETECTOR": STANDIN, "TMPDIR": str(tmp_path),  # the workers' log
            "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])}
     gate = tmp_path / "gate"
     out = tmp_path / "pack"

@@ -8,7 +8,7 @@ OpenCV, so it lives in a separate virtual environment (README, "Real videos")::
     .venv-video/bin/pip install torch==2.13.0
     .venv-video/bin/pip install "mediapipe==0.10.21" "numpy<2" click pyyaml tqdm pillow "pydantic>=2.5,<3"
     .venv-video/bin/pip install --no-deps -e .
-    .venv-video/bin/suhmo data prepare VIDEO_DIR --out landmarks.npz
+    .venv-video/bin/suhmo data prepare VIDEO_DIR --out landmarks --workers 4
     .venv-video/bin/suhmo generate --model best-model --image FACE.jpg --out motion.npz
 
 (:data:`VIDEO_VENV_STEPS`; the README shows the same steps and a test checks they agree.)
@@ -22,11 +22,19 @@ the midpoint of two; the table of ``../shared/data/real_dev_landmarks.npz``'s ``
 interpolate detection gaps of at most ``max_gap_s`` seconds, split at longer gaps ->
 split at shot cuts (most points jump by a large fraction of the face size between two
 frames) -> resample to ``fps`` -> drop clips shorter than ``min_len`` frames.
+
+At scale (:func:`prepare_to_pack`): a pool of spawned worker processes runs that pipeline one
+video each (:func:`process_video`); the parent, the only writer, commits each finished video's
+clips to a packed dataset folder at once, and records the videos that gave no clip in its
+``skipped.jsonl``, so that a rerun after a kill redoes no finished video. The detector is
+named ``module:function`` (:data:`DETECTOR_ENV`), so that workers can import it and tests can
+replace MediaPipe.
 """
 
 from __future__ import annotations
 
 import ast
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -261,15 +269,42 @@ def _face_mesh(static: bool):
                                            min_tracking_confidence=0.5)
 
 
+@contextmanager
+def _quiet_native_stderr():
+    """Send what native code writes to file descriptor 2 to /dev/null meanwhile (MediaPipe's
+    C++ start-up messages, two or three lines per video, that no setting turns off)."""
+    import os
+    import sys
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
 class _MeshDetector:
     def __init__(self, static: bool):
-        self.mesh = _face_mesh(static)
+        with _quiet_native_stderr():
+            self.mesh = _face_mesh(static)
+        self.started = False
 
     def __call__(self, bgr: np.ndarray) -> Optional[np.ndarray]:
         import cv2
 
         h, w = bgr.shape[:2]
-        res = self.mesh.process(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        if self.started:
+            res = self.mesh.process(rgb)
+        else:  # the graph's first frame prints its own warnings
+            with _quiet_native_stderr():
+                res = self.mesh.process(rgb)
+            self.started = True
         if not res.multi_face_landmarks:
             return None
         lm = res.multi_face_landmarks[0].landmark
@@ -385,12 +420,17 @@ def process_video(task: VideoTask, progress: bool = False) -> VideoResult:
     return VideoResult(task.key, rep, clips, meta)
 
 
-def _worker_init(parent: int) -> None:
-    """In a worker: exit when the parent dies (a killed ``suhmo data prepare`` leaves no workers
-    running behind it)."""
+def _worker_init(parent: int, log: str) -> None:
+    """In a worker: write what goes to stderr (MediaPipe's native start-up messages, a crash's
+    last words) to ``log`` instead of between the report lines, and exit when the parent dies
+    (a killed ``suhmo data prepare`` leaves no worker running behind it)."""
     import os
     import threading
     import time
+
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND)
+    os.dup2(fd, 2)
+    os.close(fd)
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -426,32 +466,43 @@ def run_videos(tasks: list[VideoTask], *, workers: int = 1, progress: bool = Tru
             for t in tasks:
                 finish(process_video(t, progress=progress))
             return
+        import tempfile
+
+        fd, log = tempfile.mkstemp(prefix="suhmo-prepare-workers-", suffix=".log")
+        os.close(fd)
+        keep_log = False
         pool = ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=mp.get_context("spawn"),
-                                   initializer=_worker_init, initargs=(os.getpid(),))
+                                   initializer=_worker_init, initargs=(os.getpid(), log))
         try:
             queue = iter(tasks)
             running: dict = {}
             ahead = 2 * workers  # tasks handed out ahead of the results, not the whole list at once
-            while True:
-                for t in queue:
-                    running[pool.submit(process_video, t)] = t
-                    if len(running) >= ahead:
+            try:
+                while True:
+                    for t in queue:
+                        running[pool.submit(process_video, t)] = t
+                        if len(running) >= ahead:
+                            break
+                    if not running:
                         break
-                if not running:
-                    break
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for f in done:
-                    t = running.pop(f)
-                    try:
-                        res = f.result()
-                    except BrokenProcessPool:
-                        busy = ", ".join(sorted({t.key, *(u.key for u in running.values())})[:4])
-                        raise DataError(f"a worker process died (out of memory, or the detector crashed) "
-                                        f"while on one of: {busy}; rerun the same command: videos already "
-                                        f"written are kept") from None
-                    finish(res)
+                    done, _ = wait(running, return_when=FIRST_COMPLETED)
+                    ok = [f for f in done if f.exception() is None]
+                    for f in ok:
+                        running.pop(f)
+                        finish(f.result())
+                    for f in done:
+                        if f not in ok:
+                            f.result()  # raises: the pool broke (or a bug in this module)
+            except BrokenProcessPool:
+                busy = sorted(t.key for t in running.values())
+                keep_log = True
+                raise DataError(f"a worker process died (out of memory, or the detector crashed) while on one "
+                                f"of: {', '.join(busy[:4])}{' ...' if len(busy) > 4 else ''}; its messages are "
+                                f"in {log}; rerun the same command: videos already written are kept") from None
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
+            if not keep_log:
+                os.unlink(log)
     finally:
         bar.close()
 
