@@ -705,7 +705,9 @@ def landmarks_from_image(path: str | Path, *, normalize: bool = False, detector:
         raise DataError(f"{p}: not a readable image")
     pts = _run_detector(factory, True, [img])[0]
     if pts is None:
-        raise DataError(f"{p}: no face found by the landmark detector ({detector_name(detector)})")
+        name = detector_name(detector)
+        raise DataError(f"{p}: no face found by " + ("MediaPipe Face Mesh" if name == DEFAULT_DETECTOR
+                                                     else f"the landmark detector {name}"))
     if normalize:
         from suhmo.data.normalize import normalize_clip
 
