@@ -5,6 +5,7 @@ the example outputs are git-ignored, and the search shows a progress line withou
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import shutil
@@ -124,6 +125,14 @@ def test_video_venv_recipe_runs(tmp_path):
                         "print(torch.__version__, mediapipe.__version__, numpy.__version__)"],
                        capture_output=True, text=True, cwd=work)
     assert r.returncode == 0 and r.stdout.startswith("2.13.0"), r.stderr
+    # the modules the recipe gets through mediapipe's own requirements (the fast check relies on them)
+    from test_video_venv_recipe import VIA_PINNED
+
+    r = subprocess.run([str(py), "-c", "import json; from importlib.metadata import requires; "
+                        "print(json.dumps(requires('mediapipe')))"], capture_output=True, text=True, cwd=work)
+    reqs = json.loads(r.stdout)
+    for pin, dist in VIA_PINNED.values():
+        assert pin == "mediapipe" and any(q.split(";")[0].strip().startswith(dist) for q in reqs), reqs
     # suhmo generate --image, as the README shows it: a tiny model, a drawn face
     import cv2
     import numpy as np
@@ -144,6 +153,19 @@ def test_video_venv_recipe_runs(tmp_path):
                        cwd=work)
     assert r.returncode == 0, r.stderr[-2000:]
     assert [c.shape for c in load_landmarks(tmp_path / "motion.npz").clips] == [(21, 68, 2)] * 2
+    # suhmo data prepare with MediaPipe, two workers, into a packed folder
+    from test_data_prepare import _write_video
+
+    (tmp_path / "videos").mkdir()
+    lm = synthesize(1, 2.4, seed=3).clips[0]
+    _write_video(tmp_path / "videos" / "drawn.mp4", [draw_face((f - lm.reshape(-1, 2).mean(0)) * 1.3
+                                                               + np.array([320.0, 250.0])) for f in lm], 25.0)
+    (tmp_path / "videos" / "broken.mp4").write_bytes(b"not a video")
+    r = subprocess.run([str(work / ".venv-video" / "bin" / "suhmo"), "data", "prepare", str(tmp_path / "videos"),
+                        "--out", str(tmp_path / "pack"), "--workers", "2", "--no-progress"],
+                       capture_output=True, text=True, cwd=work)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "broken.mp4: skipped, unreadable" in r.stdout and "drawn.mp4: 60 frames" in r.stdout, r.stdout
 
 
 def VIDEO_STEPS() -> list[str]:  # noqa: N802 - the README's install steps, in order

@@ -95,8 +95,11 @@ def synth(clips: int, seconds: float, seed: int, fps: float, out: Path) -> None:
 
 @data.command("prepare")
 @click.argument("video_dir", type=click.Path(exists=True, path_type=Path))
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Output canonical .npz.")
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Output: a packed dataset folder, written video by video (a rerun continues it); "
+                   "or a .npz file, written at the end (small data).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Videos processed in parallel, one process each.")
 @click.option("--fps", type=click.FloatRange(min=1), default=25.0, show_default=True,
               help="Output frame rate (linear resampling).")
 @click.option("--min-len", type=click.IntRange(min=3), default=45, show_default=True,
@@ -104,14 +107,35 @@ def synth(clips: int, seconds: float, seed: int, fps: float, out: Path) -> None:
 @click.option("--max-gap", type=click.FloatRange(min=0), default=0.2, show_default=True,
               help="Interpolate detection gaps up to this many seconds; split at longer ones.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
-def prepare(video_dir: Path, out: Path, fps: float, min_len: int, max_gap: float, progress: bool) -> None:
-    """Extract 68-point landmarks from the videos in VIDEO_DIR (MediaPipe Face Mesh, optional extra)."""
-    from suhmo.data import save_landmarks
-    from suhmo.data.prepare import prepare_videos
+def prepare(video_dir: Path, out: Path, workers: int, fps: float, min_len: int, max_gap: float,
+            progress: bool) -> None:
+    """Extract 68-point landmarks from the videos in VIDEO_DIR (MediaPipe Face Mesh, in its own venv).
 
-    ls, reports = prepare_videos(video_dir, fps=fps, min_len=min_len, max_gap_s=max_gap,
-                                 progress=progress, echo=click.echo)
-    save_landmarks(out, ls)
-    bad = sum(r.error is not None for r in reports)
-    click.echo(f"wrote {out}: {len(ls)} clips, {ls.num_frames} frames at {fps:g} fps from "
-               f"{len(reports) - bad} video(s)" + (f"; {bad} skipped" if bad else ""))
+    One line per video: its clips, or why it was skipped (no face, too short, unreadable).
+    Into a folder, each video is written as soon as it is done; after an interruption, the
+    same command skips the videos already done and continues."""
+    from suhmo.data.prepare import prepare_to_pack, prepare_videos
+
+    if out.suffix.lower() == ".npz":
+        from suhmo.data import save_landmarks
+
+        ls, reports = prepare_videos(video_dir, fps=fps, min_len=min_len, max_gap_s=max_gap, workers=workers,
+                                     progress=progress, echo=click.echo)
+        save_landmarks(out, ls)
+        used = sum(r.reason is None for r in reports)
+        click.echo(f"wrote {out}: {len(ls)} clips, {ls.num_frames} frames at {fps:g} fps from {used} "
+                   f"video(s)" + (f"; {len(reports) - used} skipped" if used < len(reports) else ""))
+        return
+    s = prepare_to_pack(video_dir, out, fps=fps, min_len=min_len, max_gap_s=max_gap, workers=workers,
+                        progress=progress, echo=click.echo)
+    used = sum(r.reason is None for r in s.reports)
+    unread = sum(r.reason in ("unreadable", "failed") for r in s.reports)
+    skipped = len(s.reports) - used - unread
+    parts = [f"{used} video(s) added"]
+    if skipped:
+        parts.append(f"{skipped} without a clip")
+    if unread:
+        parts.append(f"{unread} unreadable (tried again on a rerun)")
+    if s.already:
+        parts.append(f"{s.already} already done")
+    click.echo(f"wrote {out}: {s.clips} clips, {s.frames} frames at {fps:g} fps; " + ", ".join(parts))
