@@ -320,3 +320,51 @@ def test_private_memory_of_training_stays_flat_on_half_a_million_frames(tmp_path
     assert n_large >= 480_000
     assert large < 1.5e9, f"peak private memory {large / 1e9:.2f} GB on {n_large} frames"
     assert large < small * 1.25 + 150e6, f"{small / 1e9:.2f} GB on {n_small} frames, {large / 1e9:.2f} GB on {n_large}"
+
+
+READER = """
+import sys, numpy as np
+from suhmo.config import make_config
+from suhmo.data import load_dataset
+from suhmo.data.loading import make_sampler
+def private():
+    with open('/proc/self/smaps_rollup') as f:
+        return sum(int(l.split()[1]) * 1024 for l in f if l.startswith(('Pss_Anon:', 'Pss_Shmem:')))
+def rss_file():
+    with open('/proc/self/status') as f:
+        return [int(l.split()[1]) * 1024 for l in f if l.startswith('RssFile:')][0]
+cfg = make_config('tiny', overrides={'data.path': sys.argv[1], 'train.batch_size': 64})
+ls = load_dataset(cfg)
+sampler = make_sampler(ls, cfg, seed=0)
+p0, f0 = private(), rss_file()
+for _ in range(300):
+    sampler.next()
+for i in range(len(ls.clips)):  # every page of every shard
+    ls.clips.window(i, 0, int(ls.lengths[i]))
+print(private() - p0, rss_file() - f0, flush=True)
+sys.stdin.read()
+"""
+
+
+def test_processes_reading_a_packed_set_share_one_copy(tmp_path):
+    """Two processes that read every frame of a packed set (55 MB) hold it in the shared page
+    cache (RssFile), not in their private memory: a node keeps one copy whatever the trials."""
+    from suhmo.data.packed import PackWriter
+
+    base = synthesize(48, 8.0, 0)
+    with PackWriter(tmp_path / "pk", fps=25.0, commit_every=5.0) as w:
+        for k in range(10):
+            for i, c in enumerate(base.clips):
+                w.add(c, {"person": f"t{k}-{i}"})
+    size = w.num_frames * 544
+    procs = [subprocess.Popen([sys.executable, "-c", READER, str(tmp_path / "pk")], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    try:
+        grown = [tuple(map(int, p.stdout.readline().split())) for p in procs]
+    finally:
+        for p in procs:
+            p.stdin.close()
+            p.wait(30)
+    for private, mapped in grown:
+        assert mapped > 0.9 * size, (mapped, size)  # the frames were read through the map
+        assert private < 0.25 * size, (private, size)  # and not copied into the process

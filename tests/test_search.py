@@ -11,6 +11,7 @@ import pickle
 import sys
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 
@@ -215,3 +216,20 @@ def test_multi_objective_search_reports_a_pareto_set(ray_session, tmp_path):
     lines: list[str] = []
     render_report(outcome, echo=lines.append)
     assert any(line.startswith("Pareto set") for line in lines)
+
+
+def test_search_trains_on_a_packed_dataset(ray_session, tmp_path):
+    """data.path may name a packed folder: the trials map it (the same batches as its .npz)."""
+    from suhmo.data import save_landmarks, synthesize
+    from suhmo.data.packed import pack_npz
+
+    ls = synthesize(8, 3.0, 0)
+    save_landmarks(tmp_path / "set.npz", ls)
+    pack_npz([tmp_path / "set.npz"], tmp_path / "packed", progress=False)
+    data = tiny_space(base={"data.path": str(tmp_path / "packed")}, budget={"num_samples": 2, "max_concurrent": 2})
+    outcome, _ = search(tmp_path, data, "packed")
+    rows = rank_rows(outcome.rows, outcome.plan.objectives)
+    assert [r.state for r in rows] == ["finished"] * 2, [(r.state, r.error) for r in rows]
+    configs = list((tmp_path / "store").rglob("config.yaml"))
+    assert configs and all(f"path: {tmp_path / 'packed'}" in c.read_text() for c in configs)
+    assert all(np.isfinite(r.best["fd_clip40"][0]) for r in rows)

@@ -24,7 +24,7 @@ def data() -> None:
 def check(file: Path, fps: float, min_len: int, as_json: bool) -> None:
     """Validate a canonical landmark .npz FILE (or a packed dataset folder) and print a summary."""
     from suhmo.data import load_landmarks
-    from suhmo.data.dataset import check_data_path
+    from suhmo.data.loading import check_data_path
     from suhmo.data.stats import summarize
 
     check_data_path(file)

@@ -40,7 +40,7 @@ def train(variant, data_path, iterations, out_dir, preset, config_path, override
     from suhmo import paths
     from suhmo.config import make_config
     from suhmo.train import Trainer
-    from suhmo.data.dataset import check_data_path
+    from suhmo.data.loading import check_data_path
     from suhmo.utils import SuhmoError, check_output_path
 
     flags = {"model.variant": variant, "data.path": data_path, "train.iterations": iterations,

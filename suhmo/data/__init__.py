@@ -9,7 +9,6 @@ from suhmo.data.dataset import (
     DataError,
     LandmarkSet,
     ResampleNotice,
-    load_landmarks,
     resample_clip,
     save_landmarks,
 )
@@ -24,7 +23,7 @@ from suhmo.data.windows import (
     test_partner,
 )
 from suhmo.data.synth import synthesize
-from suhmo.data.loading import load_dataset
+from suhmo.data.loading import check_data_path, load_dataset, load_landmarks
 from suhmo.data.prepare import landmarks_from_image, prepare_videos  # mediapipe imported on call
 
 __all__ = [

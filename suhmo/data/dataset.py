@@ -220,7 +220,7 @@ def _available_memory() -> Optional[int]:
     return None
 
 
-def _gib(n: float) -> str:
+def format_size(n: float) -> str:
     return f"{n / 2**30:.2f} GiB" if n >= 2**28 else f"{n / 2**20:.1f} MiB"
 
 
@@ -257,28 +257,28 @@ def _check_npz_sizes(path: Path) -> None:
                         header_len = f.tell()
                     except ValueError as e:
                         raise DataError(f"{path}: entry {key!r} is not a readable .npy array "
-                                        f"({_first_line(e)})") from None
+                                        f"({first_line(e)})") from None
                 count = int(np.prod(shape, dtype=object)) if shape else 1
                 declared = count * max(1, dtype.itemsize)
                 if declared > limit:
                     raise DataError(f"{path}: entry {key!r} declares shape {tuple(shape)} {dtype} = "
-                                    f"{_gib(declared)}, over the {_gib(limit)} limit on a landmark file "
+                                    f"{format_size(declared)}, over the {format_size(limit)} limit on a landmark file "
                                     f"(SUHMO_MAX_DATA_BYTES)")
                 if not dtype.hasobject and declared > info.file_size - header_len:
-                    raise DataError(f"{path}: entry {key!r} declares shape {tuple(shape)} ({_gib(declared)}) "
-                                    f"but holds {_gib(max(0, info.file_size - header_len))}: a corrupt or "
+                    raise DataError(f"{path}: entry {key!r} declares shape {tuple(shape)} ({format_size(declared)}) "
+                                    f"but holds {format_size(max(0, info.file_size - header_len))}: a corrupt or "
                                     f"forged archive")
                 total += max(declared, info.file_size)
     except zipfile.BadZipFile as e:
-        raise DataError(f"{path}: not a readable .npz archive ({_first_line(e)})") from None
+        raise DataError(f"{path}: not a readable .npz archive ({first_line(e)})") from None
     except (OSError, EOFError, zlib.error, NotImplementedError) as e:
-        raise DataError(f"{path}: not a readable .npz archive ({_first_line(e)})") from None
+        raise DataError(f"{path}: not a readable .npz archive ({first_line(e)})") from None
     if total > limit:
-        raise DataError(f"{path}: unpacks to {_gib(total)}, over the {_gib(limit)} limit on a landmark file "
+        raise DataError(f"{path}: unpacks to {format_size(total)}, over the {format_size(limit)} limit on a landmark file "
                         f"(SUHMO_MAX_DATA_BYTES)")
     avail = _available_memory()
     if avail is not None and 2 * total > avail:
-        raise DataError(f"{path}: unpacks to {_gib(total)}; only {_gib(avail)} of memory is available here "
+        raise DataError(f"{path}: unpacks to {format_size(total)}; only {format_size(avail)} of memory is available here "
                         f"(a landmark file may use half of it)")
 
 
@@ -288,29 +288,15 @@ def _check_npy_size(path: Path) -> None:
         try:
             shape, dtype = _npy_header(f)
         except ValueError as e:
-            raise DataError(f"{path}: not a readable .npy array ({_first_line(e)})") from None
+            raise DataError(f"{path}: not a readable .npy array ({first_line(e)})") from None
         header_len = f.tell()
     declared = (int(np.prod(shape, dtype=object)) if shape else 1) * max(1, dtype.itemsize)
     limit = max_data_bytes()
     if declared > limit:
-        raise DataError(f"{path}: declares shape {tuple(shape)} {dtype} = {_gib(declared)}, over the "
-                        f"{_gib(limit)} limit (SUHMO_MAX_DATA_BYTES)")
+        raise DataError(f"{path}: declares shape {tuple(shape)} {dtype} = {format_size(declared)}, over the "
+                        f"{format_size(limit)} limit (SUHMO_MAX_DATA_BYTES)")
     if not dtype.hasobject and declared > path.stat().st_size - header_len:
         raise DataError(f"{path}: declares shape {tuple(shape)} but the file is shorter: truncated or forged")
-
-
-def check_data_path(path, what: str = "landmark data") -> Path:
-    """``path`` must be a packed dataset folder or a regular file (a canonical .npz); else one
-    DataError naming it."""
-    from suhmo.data.packed import is_packed
-
-    path = Path(path)
-    if path.is_dir() and not is_packed(path):
-        raise DataError(f"{path}: a folder without dataset.json, expected {what}: a landmark .npz or a "
-                        f"packed dataset folder (suhmo data pack)")
-    if not is_packed(path):
-        check_regular_file(path, what, error=DataError)
-    return path
 
 
 def precheck_npz(path: Path) -> None:
@@ -337,7 +323,7 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
         z = np.load(path, allow_pickle=False)
     except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
         # ValueError: numpy found neither a zip nor a .npy header and refuses to unpickle
-        raise DataError(f"{path}: not a readable .npz archive ({_first_line(e)})") from None
+        raise DataError(f"{path}: not a readable .npz archive ({first_line(e)})") from None
     if not isinstance(z, np.lib.npyio.NpzFile):
         raise DataError(f"{path}: a single .npy array, expected a landmark .npz archive")
     try:
@@ -349,15 +335,15 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
                 if "pickle" in str(e).lower():
                     raise DataError(f"{path}: entry {k!r} is an object array that needs pickle; "
                                     f"store strings as unicode arrays") from None
-                raise DataError(f"{path}: entry {k!r} is unreadable ({_first_line(e)})") from None
+                raise DataError(f"{path}: entry {k!r} is unreadable ({first_line(e)})") from None
             except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as e:
-                raise DataError(f"{path}: entry {k!r} is corrupt ({_first_line(e)})") from None
+                raise DataError(f"{path}: entry {k!r} is corrupt ({first_line(e)})") from None
         return out
     finally:
         z.close()
 
 
-def _first_line(e: BaseException) -> str:
+def first_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
 
@@ -402,7 +388,7 @@ def validate_arrays(arrays: dict[str, np.ndarray], name: str, *, min_len: Option
         clip = int(np.searchsorted(offsets, frame, side="right") - 1)
         raise DataError(f"{name}: clip {clip}: NaN or inf at frame {frame - offsets[clip]} "
                         f"(flat[{frame}]); fill or drop missing detections first")
-    _check_spread(flat, offsets, name)
+    check_spread(flat, offsets, name)
     raw_fps = np.asarray(arrays["fps"])
     fps = raw_fps.astype(np.float64) if raw_fps.dtype.kind in "fiu" else None
     if fps is None or fps.size not in (1, n_clips) or fps.ndim > 1:
@@ -416,7 +402,7 @@ def validate_arrays(arrays: dict[str, np.ndarray], name: str, *, min_len: Option
     return flat, offsets, fps
 
 
-def _check_spread(flat: np.ndarray, offsets: np.ndarray, name: str) -> None:
+def check_spread(flat: np.ndarray, offsets: np.ndarray, name: str) -> None:
     """Refuse degenerate faces: a frame whose 68 points span no width or no height (all zero,
     one constant value, collapsed to a point or a line). Normalising such a frame divides by a
     zero box and training later dies in an SVD; a real detection never looks like that."""
@@ -446,21 +432,16 @@ def check_lengths(lengths: Sequence[int], name: str, min_len: int) -> None:
                         f"{min_len} frames (obs_len + seq_len){more}; drop it or lower data.seq_len")
 
 
-def load_landmarks(path: str | Path, *, fps: float = 25.0, min_len: Optional[int] = None,
-                   notify: Optional[Callable[[str], None]] = None) -> LandmarkSet:
-    """Load and validate a canonical landmark ``.npz``; resample other frame rates to ``fps``.
-    A packed dataset folder (``suhmo.data.packed``) opens lazily instead: its clips are read
-    on access and must already be at ``fps``.
+def load_npz(path: str | Path, *, fps: float = 25.0, min_len: Optional[int] = None,
+             notify: Optional[Callable[[str], None]] = None) -> LandmarkSet:
+    """Load and validate a canonical landmark ``.npz``; resample other frame rates to ``fps``
+    (``suhmo.data.load_landmarks`` opens packed folders too).
 
     ``min_len`` (frames, after resampling) rejects clips shorter than a training window.
     The resampling notice goes to ``notify`` when given, else to ``warnings`` (ResampleNotice).
     """
     path = Path(path)
     name = str(path)
-    from suhmo.data.packed import is_packed, load_packed
-
-    if is_packed(path):
-        return load_packed(path, fps=fps, min_len=min_len)
     arrays = _read_npz(path)
     flat, offsets, src_fps = validate_arrays(arrays, name)
     n_clips = offsets.size - 1
@@ -487,7 +468,7 @@ def load_landmarks(path: str | Path, *, fps: float = 25.0, min_len: Optional[int
     if min_len is not None:
         check_lengths([len(c) for c in clips], name, min_len)
     if flat.nbytes > PACK_HINT_BYTES:
-        msg = (f"{name}: {_gib(flat.nbytes)} of frames held in memory by every process that reads it; "
+        msg = (f"{name}: {format_size(flat.nbytes)} of frames held in memory by every process that reads it; "
                f"`suhmo data pack {name} --out DIR` maps them from disk instead (README, Large datasets)")
         if notify is not None:
             notify(msg)

@@ -3,12 +3,38 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable, Optional
 
-from suhmo.data.dataset import DataError, LandmarkSet, check_lengths, load_landmarks
+from suhmo.data.dataset import DataError, LandmarkSet, check_lengths, load_npz
+from suhmo.data.packed import is_packed, load_packed
 from suhmo.data.normalize import normalize_set
 from suhmo.data.synth import synthesize
 from suhmo.data.windows import BatchSampler, MixedSampler, smooth_positions
+from suhmo.utils import check_regular_file
+
+
+def load_landmarks(path: str | Path, *, fps: float = 25.0, min_len: Optional[int] = None,
+                   notify: Optional[Callable[[str], None]] = None) -> LandmarkSet:
+    """A landmark dataset: a canonical ``.npz`` (validated, loaded whole, other frame rates
+    resampled to ``fps``: ``suhmo.data.dataset.load_npz``) or a packed dataset folder (opened
+    lazily: its clips are read on access and must already be at ``fps``: ``suhmo.data.packed``)."""
+    if is_packed(path):
+        return load_packed(path, fps=fps, min_len=min_len)
+    return load_npz(path, fps=fps, min_len=min_len, notify=notify)
+
+
+def check_data_path(path, what: str = "landmark data") -> Path:
+    """``path`` must be a packed dataset folder or a regular file (a canonical .npz); else one
+    DataError naming it."""
+    path = Path(path)
+    if path.is_dir() and not is_packed(path):
+        raise DataError(f"{path}: a folder without dataset.json, expected {what}: a landmark .npz or a "
+                        f"packed dataset folder (suhmo data pack)")
+    if not is_packed(path):
+        check_regular_file(path, what, error=DataError)
+    return path
+
 
 
 def load_dataset(cfg, *, notify: Optional[Callable[[str], None]] = None) -> LandmarkSet:

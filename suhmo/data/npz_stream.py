@@ -16,7 +16,7 @@ from typing import Callable, Iterator, Optional
 
 import numpy as np
 
-from suhmo.data.dataset import NUM_POINTS, DataError, _first_line, _gib, max_data_bytes
+from suhmo.data.dataset import NUM_POINTS, DataError, first_line, format_size, max_data_bytes
 from suhmo.utils import check_regular_file
 
 
@@ -52,8 +52,8 @@ class NpzClipReader:
                 self._dtype = dtype
                 declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
                 if declared > self._flat_info.file_size - self._flat_header:
-                    raise DataError(f"{name}: entry 'flat' declares shape {shape} ({_gib(declared)}) but holds "
-                                    f"{_gib(max(0, self._flat_info.file_size - self._flat_header))}: a corrupt "
+                    raise DataError(f"{name}: entry 'flat' declares shape {shape} ({format_size(declared)}) but holds "
+                                    f"{format_size(max(0, self._flat_info.file_size - self._flat_header))}: a corrupt "
                                     f"or forged archive")
                 for key, info in names.items():
                     if key == "flat":
@@ -62,7 +62,7 @@ class NpzClipReader:
                         shp, _, dt = _header(f, name, key)
                     size = (int(np.prod(shp, dtype=object)) if shp else 1) * max(1, dt.itemsize)
                     if size > limit:
-                        raise DataError(f"{name}: entry {key!r} declares {_gib(size)}, over the {_gib(limit)} "
+                        raise DataError(f"{name}: entry {key!r} declares {format_size(size)}, over the {format_size(limit)} "
                                         f"limit on what is loaded (SUHMO_MAX_DATA_BYTES)")
                     if dt.hasobject:
                         raise DataError(f"{name}: entry {key!r} is an object array that needs pickle; "
@@ -76,9 +76,9 @@ class NpzClipReader:
         except DataError:
             raise
         except zipfile.BadZipFile as e:
-            raise DataError(f"{name}: not a readable .npz archive ({_first_line(e)})") from None
+            raise DataError(f"{name}: not a readable .npz archive ({first_line(e)})") from None
         except (OSError, EOFError, zlib.error, ValueError) as e:
-            raise DataError(f"{name}: not a readable .npz archive ({_first_line(e)})") from None
+            raise DataError(f"{name}: not a readable .npz archive ({first_line(e)})") from None
         offsets = small.pop("offsets")
         if offsets.ndim != 1 or offsets.size < 2 or not np.issubdtype(offsets.dtype, np.integer):
             raise DataError(f"{name}: offsets must be a 1-D integer array [C+1] with C >= 1 clips, "
@@ -104,8 +104,8 @@ class NpzClipReader:
         self.attrs = {k: v for k, v in small.items() if k not in self.meta}
         longest = int(d.max()) * NUM_POINTS * 2 * 4
         if longest > limit:
-            raise DataError(f"{name}: clip {int(np.argmax(d))}: {int(d.max())} frames = {_gib(longest)}, over the "
-                            f"{_gib(limit)} limit on what is loaded at once (SUHMO_MAX_DATA_BYTES)")
+            raise DataError(f"{name}: clip {int(np.argmax(d))}: {int(d.max())} frames = {format_size(longest)}, over the "
+                            f"{format_size(limit)} limit on what is loaded at once (SUHMO_MAX_DATA_BYTES)")
 
     def clips(self, skip: int = 0, on_frames: Optional[Callable[[int], None]] = None
               ) -> Iterator[tuple[int, np.ndarray, dict]]:
@@ -131,7 +131,7 @@ class NpzClipReader:
                     if on_frames:
                         on_frames(n)
         except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as e:
-            raise DataError(f"{name}: entry 'flat' is corrupt ({_first_line(e)})") from None
+            raise DataError(f"{name}: entry 'flat' is corrupt ({first_line(e)})") from None
 
 
 def _read_exact(f, n: int, name: str, clip: int, keep: bool = True) -> bytes:
@@ -156,7 +156,7 @@ def _header(f, name: str, key: str = "flat"):
             return fmt.read_array_header_2_0(f, max_header_size=10000)
         raise ValueError(f"npy format version {version} (1.0 or 2.0 expected)")
     except ValueError as e:
-        raise DataError(f"{name}: entry {key!r} is not a readable .npy array ({_first_line(e)})") from None
+        raise DataError(f"{name}: entry {key!r} is not a readable .npy array ({first_line(e)})") from None
 
 
 __all__ = ["NpzClipReader"]

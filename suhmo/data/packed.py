@@ -42,7 +42,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
-from suhmo.data.dataset import NUM_POINTS, DataError, _check_spread, _gib, max_data_bytes
+from suhmo.data.dataset import NUM_POINTS, DataError, check_spread, format_size, max_data_bytes
 from suhmo.utils import DIR_MODE, FILE_MODE, atomic_write_text, make_dirs
 
 FORMAT = "suhmo-landmark-shards"
@@ -161,10 +161,10 @@ class PackWriter:
         if not np.isfinite(clip).all():
             frame = int(np.argmin(np.isfinite(clip).all(axis=(1, 2))))
             raise DataError(f"{name}: NaN or inf at frame {frame}; fill or drop missing detections first")
-        _check_spread(clip, np.array([0, len(clip)]), name)
+        check_spread(clip, np.array([0, len(clip)]), name)
         nbytes = clip.nbytes
         if nbytes > max_data_bytes():
-            raise DataError(f"{name}: {len(clip)} frames = {_gib(nbytes)}, over the {_gib(max_data_bytes())} "
+            raise DataError(f"{name}: {len(clip)} frames = {format_size(nbytes)}, over the {format_size(max_data_bytes())} "
                             f"limit on what is loaded at once (SUHMO_MAX_DATA_BYTES); split the clip")
         if self._fill and HEADER_BYTES + (self._fill + len(clip)) * FRAME_BYTES > self.shard_bytes:
             self._roll()
@@ -241,7 +241,7 @@ def _write_all(fd: int, data: bytes, offset: Optional[int], path: Path) -> None:
 
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
             free = _free_bytes(path.parent)
-            raise DataError(f"{path}: disk full ({_gib(free)} free, {_gib(len(data))} needed for this "
+            raise DataError(f"{path}: disk full ({format_size(free)} free, {format_size(len(data))} needed for this "
                             f"clip); free space and rerun the same command: it continues after the "
                             f"last committed clip") from None
         raise DataError(f"{path}: cannot write ({e.strerror})") from None
@@ -314,7 +314,7 @@ def _read_records(root: Path) -> tuple[list[dict], Optional[int]]:
         return [], None
     size = path.stat().st_size
     if size > max_data_bytes():
-        raise DataError(f"{path}: {_gib(size)}, over the {_gib(max_data_bytes())} limit on what is loaded "
+        raise DataError(f"{path}: {format_size(size)}, over the {format_size(max_data_bytes())} limit on what is loaded "
                         f"(SUHMO_MAX_DATA_BYTES)")
     records: list[dict] = []
     pos = 0
@@ -515,8 +515,8 @@ class PackedClips(Sequence):
         if not (0 <= start and start + length <= n and length > 0):
             raise IndexError(f"window {start}:{start + length} outside clip {i} of {n} frames")
         if length * FRAME_BYTES > max_data_bytes():
-            raise DataError(f"{self.ds.root}: clip {i}: {length} frames = {_gib(length * FRAME_BYTES)}, over the "
-                            f"{_gib(max_data_bytes())} limit on what is loaded at once (SUHMO_MAX_DATA_BYTES)")
+            raise DataError(f"{self.ds.root}: clip {i}: {length} frames = {format_size(length * FRAME_BYTES)}, over the "
+                            f"{format_size(max_data_bytes())} limit on what is loaded at once (SUHMO_MAX_DATA_BYTES)")
         margin = min(start, self.smooth_frames - 1) if self.smooth_frames > 1 else 0
         raw = self.ds.raw(j, start - margin, start + length)
         if self.normalize is None:
@@ -627,4 +627,4 @@ def verify_clips(ls, *, progress: bool = False) -> None:
         if not np.isfinite(c).all():
             frame = int(np.argmin(np.isfinite(c).all(axis=(1, 2))))
             raise DataError(f"{name}: NaN or inf at frame {frame} (shard {shard_name(int(clips.ds.shard[clips.idx[i]]))})")
-        _check_spread(c, np.array([0, len(c)]), name)
+        check_spread(c, np.array([0, len(c)]), name)
