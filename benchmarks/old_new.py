@@ -89,7 +89,7 @@ wall (cpu), rounds, load:
 About 4 % (sampled) and 7 % (grid); the spread between runs of the same code is the machine's.
 The window LSTM alone, old and new kernels alternated in one process (CPU time, quiet machine,
 4 sampled plans): D step 1.06x, G step 1.06x, G's rollout 1.00-1.04x. What it took: the
-recurrences' tanh as ``2 sigmoid(2y) - 1`` (``kernels._tanh_sigmoid``; torch's CPU tanh, MKL's,
+recurrences' tanh as ``2 sigmoid(2y) - 1`` (``kernels.ops.tanh_sigmoid``; torch's CPU tanh, MKL's,
 was 3.5 % of the iteration's CPU samples, ``perf record -e cpu-clock``, and is gone from them)
 and the window LSTM's forward step by oneDNN per stream (MKL's sgemm kernel 23 -> 12 % of the
 samples, oneDNN's 42 -> 53 %). Issue 17's targets against the authors' code (5x sampled from
