@@ -26,7 +26,8 @@ from torch import Tensor, nn
 
 from suhmo.models import kernels
 from suhmo.models.kernels import WindowLSTM, amp_dtype
-from suhmo.models.layers import FEATURE_DIM, MLP, feature_dim, MultiHeadAttention, pair_pool, sinusoidal_encoding
+from suhmo.models.layers import (FEATURE_DIM, MLP, feature_dim, lstm_cell, MultiHeadAttention, pair_pool,
+                                 sinusoidal_encoding)
 from suhmo.models.windows import window_batch
 
 
@@ -173,16 +174,11 @@ def reference_window_states(xp: Tensor, w_hh: Tensor, tracks: WindowTracks) -> T
     ``w_hh [S, 4H, H]``) over the tracks of a plan, step after step, the tracks still running
     at step k being the first ``active[k]`` -> ``[S, n_windows, B, H]`` in plan order."""
     S, _, B, G4 = xp.shape
-    h = c = None
+    h = c = xp.new_zeros(S, tracks.active[0] * B, G4 // 4)  # the zero initial state
     outs: list = [None] * sum(len(e) for e in tracks.ends)
     for k, n_tr in enumerate(tracks.active):
         g = xp[:, [t + k for t in tracks.starts[:n_tr]]].reshape(S, n_tr * B, G4)
-        if h is not None:
-            h, c = h[:, :n_tr * B], c[:, :n_tr * B]
-            g = g + torch.bmm(h, w_hh.transpose(1, 2))
-        i, f, gg, o = g.chunk(4, -1)
-        c = torch.sigmoid(i) * torch.tanh(gg) + (torch.sigmoid(f) * c if c is not None else 0.0)
-        h = torch.sigmoid(o) * torch.tanh(c)
+        h, c = lstm_cell(g + torch.bmm(h[:, :n_tr * B], w_hh.transpose(1, 2)), c[:, :n_tr * B])
         for w, tr in tracks.ends[k]:
             outs[w] = h[:, tr * B:(tr + 1) * B]
     return torch.stack(outs, 1)

@@ -303,10 +303,10 @@ class TransformerCore(nn.Module):
             feat = step_input(x, vel, self.vel_scale, self.centred)
         mask: Optional[Tensor] = causal_mask(O, 0, obs.device, self.window) if O > 1 else None
         out, caches = self._run(feat, caches, 0, use_buffers, mask)
-        nxt, vel = integrate(x, out, x0, self.integrate.rate(), self.delta)  # eq. 4 at every observed step
+        nxt, moved = integrate(x, out, x0, self.integrate.rate(), self.delta)  # eq. 4 at every observed step
         recon = nxt[:, :O - 1]
         pos = nxt[:, O - 1]
-        step_vel = vel[:, O - 1]
+        step_vel = moved[:, O - 1]
         future: List[Tensor] = [pos]
         # free running: one token per step against the caches, O(T) projections in total
         for t in range(O, total):

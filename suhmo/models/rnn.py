@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from suhmo.models import kernels
 from suhmo.models.generators import Generator, space_or_landmarks
 from suhmo.models.kernels import RNNRollout, amp_dtype
-from suhmo.models.layers import FRAME_DIM, batch_pool
+from suhmo.models.layers import FRAME_DIM, batch_pool, lstm_cell
 from suhmo.models.space import build_space
 from suhmo.models.step import Integrator, integrate, stack_frames, step_input, step_width, velocity_head
 
@@ -152,10 +152,7 @@ class RNNCore(nn.Module):
                             -1).view(h.shape[0], -1)
         else:
             inp = torch.cat([feat, h], -1)
-        i_, f_, g_, o_ = torch.addmm(b, inp, w).chunk(4, 1)
-        c = torch.sigmoid(f_) * c + torch.sigmoid(i_) * torch.tanh(g_)
-        h = torch.sigmoid(o_) * torch.tanh(c)
-        return h, c
+        return lstm_cell(torch.addmm(b, inp, w), c)
 
     @torch.jit.unused
     def _rollout_fused(self, obs: Tensor, init_vel: Tensor, n_future: int) -> Optional[Tuple[Tensor, Tensor]]:
