@@ -6,6 +6,9 @@ turn for ``--iters`` iterations, ``--rounds`` times: old, new, old, new, ... so 
 same machine. Per iteration it records the wall time and the process CPU time (user + system,
 all threads), the page faults and the peak resident memory: on a shared machine the wall time
 swings with the load, the CPU time much less. Ratios are old / new (> 1: this checkout is faster).
+On a loaded machine the side that runs second in each round can read a few percent slower
+whatever its code: to tell that from a change, run the same pair the other way round too
+(this script from the old checkout with the new one as its argument) and compare both ratios.
 
 Configurations (``--configs``): ``small`` (the preset: hidden 128, batch 32), ``small64``
 (the 64-wide RNN CPU users run: ``--preset small --set model.hidden_g=64 --set model.mlp_g=64

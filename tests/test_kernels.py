@@ -301,3 +301,24 @@ def test_the_switch_runs_the_window_lstm_reference_which_agrees_and_passes_gradc
     w = torch.randn_like(ref)
     for a, b in zip(torch.autograd.grad((fast * w).sum(), inputs), torch.autograd.grad((ref * w).sum(), inputs)):
         assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_rnn_rollout_backward_passes_gradcheck():
+    """kernels.RNNRollout (the RNN generator's fast training pass) in float64, every input that takes
+    a gradient at once: initial state, reversion rates, the cell's joined weights, the head's."""
+    from suhmo.models.kernels import RNNRollout
+    from suhmo.models.rnn import RNNCore
+
+    torch.manual_seed(0)
+    D, H, M = 4, 3, 5
+    for pair in (True, False):
+        core = RNNCore(H, M, pair=pair, delta=False, spectral=False, frame_dim=D, vel_scale=2.0, revert=True).double()
+        x, v0 = torch.randn(4, 3, D, dtype=torch.float64), 0.1 * torch.randn(4, D, dtype=torch.float64)
+        h0, c0 = (0.5 * torch.randn(4, H, dtype=torch.float64) for _ in range(2))
+        w, b = core._joined_weights()
+        l1, n1, a1, l2, n2, _, l3 = core.head.net
+        weights = [core.integrate.rate(), w, b, l1.weight, l1.bias, n1.weight, n1.bias, l2.weight, l2.bias,
+                   n2.weight, n2.bias, l3.weight, l3.bias]
+        ins = [t.detach().clone().requires_grad_(True) for t in [h0, c0] + weights]
+        meta = (3, 2.0, pair, core._next_noise, 0, n1.eps, n2.eps, float(a1.negative_slope), None)
+        assert torch.autograd.gradcheck(lambda *a: RNNRollout.apply(x, v0, *a, meta), ins)

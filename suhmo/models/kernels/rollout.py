@@ -91,7 +91,7 @@ class RNNRollout(torch.autograd.Function):
             else:
                 ifeat_[t].copy_(feat)
                 ih_[t].copy_(h)
-            if lowp is None:  # the g gate's pre-activation doubled (_double_g)
+            if lowp is None:  # the g gate's pre-activation doubled (double_g)
                 torch.addmm(bg, inp_[t], wg, out=gates_[t])
             else:
                 torch.add(bg, torch.mm(inp_[t].to(lowp), wg_lp), out=gates_[t])
