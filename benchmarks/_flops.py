@@ -22,7 +22,7 @@ try:
 except ImportError:  # an older checkout (train_step.py --phases run on it) projects every frame
     def used_frames(plan, num_frames):
         return None, plan
-from suhmo.models.generators import step_width
+from suhmo.models.step import step_width
 from suhmo.models.layers import feature_dim
 
 FRAME = 136

@@ -20,7 +20,7 @@ window LSTM (forward+backward) with the cell backward compiled, 392 -> 383 ms (2
 dominate (benchmarks/results/cpu_preset_speed_2026-12-02c.txt); not shipped.
 
 A last row times one forward step's activations, torch's tanh for the g gate and the cell
-against ``2 sigmoid(2 y) - 1`` (``kernels._tanh_sigmoid``, what the recurrences run since
+against ``2 sigmoid(2 y) - 1`` (``kernels.ops.tanh_sigmoid``, what the recurrences run since
 2026-12-03): rows 256, hidden 256, 1 thread, load ~4: 0.43 -> 0.23 ms (512 rows: 0.86 -> 0.44).
 
   python benchmarks/lstm_pointwise.py [--rows 480] [--hidden 1024] [--no-compile] [--json]
@@ -37,7 +37,7 @@ import time
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see benchmarks/train_step.py
 import torch  # noqa: E402
 
-from suhmo.models.kernels import _tanh_into, _tanh_sigmoid, lstm_cell_backward  # noqa: E402
+from suhmo.models.kernels.ops import lstm_cell_backward, tanh_into, tanh_sigmoid  # noqa: E402
 
 
 def naive(dh, dc_next, gates, tc, c_prev):
@@ -100,7 +100,7 @@ def main(argv=None) -> int:
     for name, ms in rows.items():
         print(f"{name:<10}{ms:>9.3f}{ms / rows['suhmo']:>10.2f}")
     # the forward's activations of one step: torch's tanh (MKL's vector tanh) for the g gate and the cell,
-    # against 2 sigmoid(2 y) - 1 on pre-activations doubled by the weights (kernels._tanh_sigmoid)
+    # against 2 sigmoid(2 y) - 1 on pre-activations doubled by the weights (kernels.ops.tanh_sigmoid)
     pre, cell = torch.randn(n, 4 * H, generator=gen), torch.randn(n, H, generator=gen)
     buf, tc = pre.clone(), torch.empty(n, H)
     one, neg1 = torch.ones(()), torch.full((), -1.0)
@@ -111,8 +111,8 @@ def main(argv=None) -> int:
 
     def act_sigmoid():
         buf.sigmoid_()
-        _tanh_sigmoid(buf[:, 2 * H:3 * H], one, neg1)
-        _tanh_into(cell, tc, one, neg1)
+        tanh_sigmoid(buf[:, 2 * H:3 * H], one, neg1)
+        tanh_into(cell, tc, one, neg1)
 
     fwd = {"tanh": time_ms(act_tanh, (), a.reps), "sigmoid": time_ms(act_sigmoid, (), a.reps)}
     print(f"forward activations, ms/step: torch.tanh {fwd['tanh']:.3f}, 2 sigmoid(2y) - 1 {fwd['sigmoid']:.3f}")

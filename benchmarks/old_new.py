@@ -6,6 +6,9 @@ turn for ``--iters`` iterations, ``--rounds`` times: old, new, old, new, ... so 
 same machine. Per iteration it records the wall time and the process CPU time (user + system,
 all threads), the page faults and the peak resident memory: on a shared machine the wall time
 swings with the load, the CPU time much less. Ratios are old / new (> 1: this checkout is faster).
+On a loaded machine the side that runs second in each round can read a few percent slower
+whatever its code: to tell that from a change, run the same pair the other way round too
+(this script from the old checkout with the new one as its argument) and compare both ratios.
 
 Configurations (``--configs``): ``small`` (the preset: hidden 128, batch 32), ``small64``
 (the 64-wide RNN CPU users run: ``--preset small --set model.hidden_g=64 --set model.mlp_g=64
@@ -89,7 +92,7 @@ wall (cpu), rounds, load:
 About 4 % (sampled) and 7 % (grid); the spread between runs of the same code is the machine's.
 The window LSTM alone, old and new kernels alternated in one process (CPU time, quiet machine,
 4 sampled plans): D step 1.06x, G step 1.06x, G's rollout 1.00-1.04x. What it took: the
-recurrences' tanh as ``2 sigmoid(2y) - 1`` (``kernels._tanh_sigmoid``; torch's CPU tanh, MKL's,
+recurrences' tanh as ``2 sigmoid(2y) - 1`` (``kernels.ops.tanh_sigmoid``; torch's CPU tanh, MKL's,
 was 3.5 % of the iteration's CPU samples, ``perf record -e cpu-clock``, and is gone from them)
 and the window LSTM's forward step by oneDNN per stream (MKL's sgemm kernel 23 -> 12 % of the
 samples, oneDNN's 42 -> 53 %). Issue 17's targets against the authors' code (5x sampled from

@@ -32,9 +32,11 @@ from torch.nn.utils import parametrize
 
 from suhmo.config import ConfigError, LossConfig
 from suhmo.data import motion_features
-from suhmo.models.layers import POSE_DIM
+from suhmo.geometry import centroid_t
+from suhmo.models import kernels
 from suhmo.models.discriminators import rnn_window_scores_together
 from suhmo.models.kernels import MotionL2, SequenceFeatures
+from suhmo.models.layers import POSE_DIM
 from suhmo.models.windows import multiscale_score, plan_mean
 
 
@@ -118,7 +120,7 @@ def sequence_features(seq: Tensor, cfg, motion: Tensor | None = None, space=None
     """
     if cfg.model.d_semantic and z is None:
         z = _semantic_parts(seq, cfg, space, None, z_only=True)
-    if cfg.model.d_centred and motion is None and seq.dim() == 4 and seq.shape[-2:] == (68, 2):
+    if cfg.model.d_centred and motion is None and seq.dim() == 4 and seq.shape[-2:] == (68, 2) and kernels.fast_enabled():
         # one buffer written in place, the backward written out (kernels.SequenceFeatures)
         f = SequenceFeatures.apply(seq, z if cfg.model.d_semantic else None, float(cfg.model.vel_scale),
                                    float(cfg.model.acc_scale))
@@ -131,7 +133,7 @@ def sequence_features(seq: Tensor, cfg, motion: Tensor | None = None, space=None
             pos, vel, acc = seq[:, 2:], vel[:, 1:], vel[:, 1:] - vel[:, :-1]
         else:
             pos, vel, acc = motion[..., :2], motion[..., 2:4], motion[..., 4:]
-        centroid = pos.mean(-2)  # [B, T-2, 2]
+        centroid = centroid_t(pos)  # [B, T-2, 2]
         f = torch.cat([pos - centroid.unsqueeze(-2), vel * cfg.model.vel_scale, acc * cfg.model.acc_scale], -1)
         parts = [f.reshape(f.shape[0], f.shape[1], -1), centroid - 0.5]
     else:
@@ -375,7 +377,7 @@ def generator_loss(D, fake_seq: Tensor, real_seq: Tensor, out, plan, cfg, lam: f
     # motion_features is linear: [pos|vel|acc] of fake minus real = [pos|vel|acc] of (fake - real),
     # over the last n feature frames (n + 2 positions): one difference, one set of features
     n = min(n_future, fake_seq.shape[1] - 2)
-    if fake_seq.dim() == 4 and n > 0:  # the same, its backward written out (kernels.MotionL2)
+    if fake_seq.dim() == 4 and n > 0 and kernels.fast_enabled():  # the same, its backward written out (kernels.MotionL2)
         l2 = MotionL2.apply(fake_seq, real_seq.detach(), n)
     else:
         diff = motion_features(fake_seq[:, -(n + 2):] - real_seq[:, -(n + 2):].detach())

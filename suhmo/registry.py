@@ -54,7 +54,7 @@ class Registry:
 
 # factory(cfg) -> Generator
 GENERATORS = Registry("generator", {
-    "rnn": "suhmo.models.generators:RNNGenerator.from_config",
+    "rnn": "suhmo.models.rnn:RNNGenerator.from_config",
     "transformer": "suhmo.models.generators:TransformerGenerator.from_config",
     "actor": "suhmo.models.actor:ActorGenerator.from_config",  # VAE baselines (Table 1), trained by suhmo.objectives
     "hitdvae": "suhmo.models.hitdvae:HitDVAEGenerator.from_config",

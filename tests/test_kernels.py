@@ -1,4 +1,4 @@
-"""The hand-written backward passes (suhmo/models/kernels.py) against autograd: gradcheck in float64."""
+"""The fast implementations (suhmo/models/kernels/, geometry.CentreScale) against autograd: gradcheck in float64."""
 
 import torch
 
@@ -70,15 +70,15 @@ def test_window_lstm_with_its_projection_passes_gradcheck():
 
 def test_window_lstm_with_its_projection_equals_the_projection_by_autograd(monkeypatch):
     """float32, where the projection and its gradients are oneDNN's products (kernels.linear) on a
-    CPU that has them (sizes above kernels._LINEAR_MIN_MACS: the features' 410 values, 64 units):
+    CPU that has them (sizes above kernels.ops._LINEAR_MIN_MACS: the features' 410 values, 64 units):
     the same values and gradients as the autograd product before the recurrence, within float
     rounding."""
-    from suhmo.models import kernels
+    from suhmo.models.kernels import ops
     from suhmo.models.discriminators import projected_window_states
 
     calls = []
-    if kernels._LINEAR is not None:
-        monkeypatch.setattr(kernels, "_LINEAR", lambda *a, _f=kernels._LINEAR: calls.append(1) or _f(*a))
+    if ops._LINEAR is not None:
+        monkeypatch.setattr(ops, "_LINEAR", lambda *a, _f=ops._LINEAR: calls.append(1) or _f(*a))
     for S in (1, 2):
         tracks = window_tracks(_plan([(3, [0, 5, 5]), (7, [0, 13]), (12, [5, 2]), (1, [19])]), 20)
         inputs = _projected_inputs(torch.float32, S=S, T=20, B=16, F=410, H=64)
@@ -88,13 +88,13 @@ def test_window_lstm_with_its_projection_equals_the_projection_by_autograd(monke
         w = torch.randn_like(ref)
         for a, b in zip(torch.autograd.grad((new * w).sum(), inputs), torch.autograd.grad((ref * w).sum(), inputs)):
             assert torch.allclose(a, b, rtol=1e-5, atol=1e-5 * float(b.abs().max())), (a - b).abs().max()
-    assert bool(calls) == (kernels._LINEAR is not None)
+    assert bool(calls) == (ops._LINEAR is not None)
 
 
 def test_linear_equals_torch_products():
     """kernels.linear (oneDNN's product on the CPU in float32 outside autograd recording, else
     torch's) against torch.addmm / mm, contiguous and transposed operands."""
-    from suhmo.models.kernels import _streams_addmm_, _streams_mm, linear
+    from suhmo.models.kernels.ops import linear, streams_addmm_, streams_mm
 
     torch.manual_seed(0)
     a, w, b = torch.randn(200, 300), torch.randn(160, 300), torch.randn(160)  # 9.6M multiply-adds: oneDNN's
@@ -104,10 +104,10 @@ def test_linear_equals_torch_products():
             assert torch.allclose(linear(x, y), x @ y.t(), rtol=1e-5, atol=1e-4)
         for n in (33, 130):  # torch's below _LINEAR_MIN_MACS, oneDNN's above
             p, q = torch.randn(2, n, 256), torch.randn(2, 256, 300)
-            assert torch.allclose(_streams_mm(p, q), torch.bmm(p, q), rtol=1e-5, atol=1e-4)
+            assert torch.allclose(streams_mm(p, q), torch.bmm(p, q), rtol=1e-5, atol=1e-4)
             out, w3 = torch.randn(2, n, 300), torch.randn(2, 300, 256)  # the window LSTM's forward step
             ref = torch.baddbmm(out, p, w3.transpose(1, 2))
-            _streams_addmm_(out, p, w3)
+            streams_addmm_(out, p, w3)
             assert torch.allclose(out, ref, rtol=1e-5, atol=1e-4)
     # bf16 operands (train.amp): oneDNN's product where the CPU has native bf16, the sums as torch's bf16 ones
     bf = torch.bfloat16
@@ -117,12 +117,12 @@ def test_linear_equals_torch_products():
         assert torch.allclose(linear(ab, wb).float(), ab.float() @ wb.float().t(), rtol=1e-2, atol=5e-2)
         for n in (33, 130):
             p, q = torch.randn(2, n, 256).to(bf), torch.randn(2, 256, 300).to(bf)
-            got = _streams_mm(p, q, torch.float32)  # the backward step's dh, into fp32
+            got = streams_mm(p, q, torch.float32)  # the backward step's dh, into fp32
             assert got.dtype == torch.float32
             assert torch.allclose(got, torch.bmm(p.float(), q.float()), rtol=1e-2, atol=5e-2)
             out, w3 = torch.randn(2, n, 300), torch.randn(2, 300, 256).to(bf)  # the forward step, fp32 gates
             ref = out + torch.bmm(p.float(), w3.float().transpose(1, 2))
-            _streams_addmm_(out, p, w3)
+            streams_addmm_(out, p, w3)
             assert out.dtype == torch.float32 and torch.allclose(out, ref, rtol=1e-2, atol=5e-2)
     # recorded by autograd (a plain torch product), and float64 as it is
     a.requires_grad_(True)
@@ -189,9 +189,9 @@ def test_motion_l2_equals_autograd_and_passes_gradcheck():
 
 
 def test_centre_scale_equals_autograd_and_passes_gradcheck():
-    from suhmo.models.kernels import CentreScale
+    from suhmo.geometry import CentreScale
 
-    def ref(x):  # space._centre_scale_t's autograd expression (what TorchScript runs)
+    def ref(x):  # geometry.centre_scale_t's reference expression (what TorchScript runs)
         c = x.mean(-2)
         xc = x - c.unsqueeze(-2)
         s = xc.pow(2).sum(-1).mean(-1).sqrt().clamp_min(1e-9)
@@ -218,18 +218,18 @@ def test_centre_scale_equals_autograd_and_passes_gradcheck():
 
 
 def test_tanh_by_sigmoid_equals_tanh():
-    """kernels._tanh_sigmoid (``tanh(y) = 2 sigmoid(2 y) - 1``, the recurrences' tanh) on pre-activations
-    doubled by kernels._double_g (the g gate's weight rows times 2, exactly) against torch.tanh."""
-    from suhmo.models.kernels import _double_g, _tanh_sigmoid
+    """kernels.ops.tanh_sigmoid (``tanh(y) = 2 sigmoid(2 y) - 1``, the recurrences' tanh) on pre-activations
+    doubled by kernels.ops.double_g (the g gate's weight rows times 2, exactly) against torch.tanh."""
+    from suhmo.models.kernels.ops import double_g, tanh_sigmoid
 
     torch.manual_seed(0)
     for dtype, tol in ((torch.float32, 2.5e-7), (torch.float64, 1e-15)):
         y = torch.cat([torch.linspace(-20, 20, 100001, dtype=dtype), torch.randn(10000, dtype=dtype) * 1e-6])
         one, neg1 = y.new_ones(()), y.new_full((), -1.0)
-        assert (_tanh_sigmoid(torch.sigmoid(2 * y), one, neg1) - torch.tanh(y)).abs().max() <= tol
+        assert (tanh_sigmoid(torch.sigmoid(2 * y), one, neg1) - torch.tanh(y)).abs().max() <= tol
     H, S, F = 3, 2, 5
     w, b, x = torch.randn(S, 4 * H, F), torch.randn(S, 4 * H), torch.randn(7, F)
-    w2, b2 = _double_g(w, 1), _double_g(b, 1)
+    w2, b2 = double_g(w, 1), double_g(b, 1)
     assert torch.equal(w2[:, 2 * H:3 * H], 2 * w[:, 2 * H:3 * H]) and torch.equal(w2[:, :2 * H], w[:, :2 * H])
     assert torch.equal(w2[:, 3 * H:], w[:, 3 * H:]) and torch.equal(b2[:, 2 * H:3 * H], 2 * b[:, 2 * H:3 * H])
     y, y2 = torch.baddbmm(b.unsqueeze(1), x.expand(S, -1, -1), w.transpose(1, 2)), \
@@ -277,3 +277,48 @@ def test_window_lstm_equals_the_lstm_by_autograd():
         for a, b in zip(torch.autograd.grad((new * wgt).sum(), inputs), torch.autograd.grad((ref * wgt).sum(), inputs,
                                                                                           retain_graph=True)):
             assert torch.allclose(a, b, rtol=1e-4, atol=1e-5 * float(b.abs().max())), (a - b).abs().max()
+
+
+def test_the_switch_runs_the_window_lstm_reference_which_agrees_and_passes_gradcheck():
+    """``kernels.reference()``: the window LSTM by its autograd reference
+    (``discriminators.reference_window_states``), equal to the fast ``WindowLSTM`` and to the
+    plainest per-window loop within float rounding, values and gradients; the switch is restored after."""
+    from suhmo.models import kernels
+    from suhmo.models.discriminators import projected_window_states
+
+    plan = _plan([(2, [0, 4]), (5, [0, 1]), (3, [1, 6])])
+    tracks = window_tracks(plan, 9)
+    x, w_ih, bias, w_hh = _projected_inputs(torch.float64)
+    inputs = (x, w_ih, bias, w_hh)
+    fast = projected_window_states(*inputs, tracks)
+    with kernels.reference():
+        assert not kernels.fast_enabled()
+        ref = projected_window_states(*inputs, tracks)
+        assert torch.autograd.gradcheck(lambda *a: projected_window_states(*a, tracks), inputs)
+    assert kernels.fast_enabled()
+    plain = _lstm_by_autograd(x, w_ih, bias, w_hh, plan)
+    assert torch.allclose(fast, ref, rtol=1e-12, atol=1e-12) and torch.allclose(ref, plain, rtol=1e-12, atol=1e-12)
+    w = torch.randn_like(ref)
+    for a, b in zip(torch.autograd.grad((fast * w).sum(), inputs), torch.autograd.grad((ref * w).sum(), inputs)):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_rnn_rollout_backward_passes_gradcheck():
+    """kernels.RNNRollout (the RNN generator's fast training pass) in float64, every input that takes
+    a gradient at once: initial state, reversion rates, the cell's joined weights, the head's."""
+    from suhmo.models.kernels import RNNRollout
+    from suhmo.models.rnn import RNNCore
+
+    torch.manual_seed(0)
+    D, H, M = 4, 3, 5
+    for pair in (True, False):
+        core = RNNCore(H, M, pair=pair, delta=False, spectral=False, frame_dim=D, vel_scale=2.0, revert=True).double()
+        x, v0 = torch.randn(4, 3, D, dtype=torch.float64), 0.1 * torch.randn(4, D, dtype=torch.float64)
+        h0, c0 = (0.5 * torch.randn(4, H, dtype=torch.float64) for _ in range(2))
+        w, b = core._joined_weights()
+        l1, n1, a1, l2, n2, _, l3 = core.head.net
+        weights = [core.integrate.rate(), w, b, l1.weight, l1.bias, n1.weight, n1.bias, l2.weight, l2.bias,
+                   n2.weight, n2.bias, l3.weight, l3.bias]
+        ins = [t.detach().clone().requires_grad_(True) for t in [h0, c0] + weights]
+        meta = (3, 2.0, pair, core._next_noise, 0, n1.eps, n2.eps, float(a1.negative_slope), None)
+        assert torch.autograd.gradcheck(lambda *a: RNNRollout.apply(x, v0, *a, meta), ins)

@@ -247,7 +247,7 @@ def test_window_at_least_the_length_is_full_attention(window):
 
 # ------------------------------------------------------------------ export
 def test_centred_step_input_separates_shape_from_position():
-    from suhmo.models.generators import step_input
+    from suhmo.models.step import step_input
 
     pos, vel = 0.3 + 0.4 * torch.rand(3, 5, 136), 0.01 * torch.randn(3, 5, 136)
     plain, centred = step_input(pos, vel, 25.0, False), step_input(pos, vel, 25.0, True)

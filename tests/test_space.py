@@ -211,7 +211,7 @@ def test_mixed_batches_take_their_share_from_the_synthetic_speakers(split, tmp_p
 
 
 def test_integrator_is_eq4_without_reversion_and_recovers_a_known_rate():
-    from suhmo.models.generators import Integrator
+    from suhmo.models.step import Integrator
 
     pos, vel, x0 = torch.randn(4, 6), torch.randn(4, 6), torch.randn(4, 6)
     plain = Integrator(6, revert=False)
@@ -232,7 +232,7 @@ def test_integrator_is_eq4_without_reversion_and_recovers_a_known_rate():
 def test_reversion_fit_over_a_lag_sees_through_momentum():
     """A walk with momentum (v_t = 0.85 v_{t-1} + noise) that reverts at 0.1 per frame: the
     one-step fit puts its rate at the floor, the fit over 10 frames finds a clear pull."""
-    from suhmo.models.generators import Integrator
+    from suhmo.models.step import Integrator
 
     g = torch.Generator().manual_seed(1)
     z, v = [torch.zeros(3000, 2)], torch.zeros(3000, 2)
@@ -318,7 +318,7 @@ def test_correlated_noise_inputs_are_a_stationary_ar1_and_script_alike():
     """model.noise_rho: the RNN's noise inputs follow n_t = rho n_{t-1} + sqrt(1 - rho^2) e_t:
     unit variance at every step and lag-1 correlation rho; rho = 0 is the fresh noise per step of
     before (same random stream); the scripted core draws the same sequence."""
-    from suhmo.models.generators import RNNCore
+    from suhmo.models.rnn import RNNCore
 
     seen = []
     for rho in (0.0, 0.9):
@@ -336,7 +336,7 @@ def test_correlated_noise_inputs_are_a_stationary_ar1_and_script_alike():
         torch.manual_seed(0)
         scripted, _ = torch.jit.script(core)(torch.zeros(4000, 1, 6), torch.zeros(4000, 6), 30, True)
         assert torch.allclose(out, scripted, atol=1e-6)
-        torch.manual_seed(0)  # the training pass (RNNCore._rollout_autograd) draws the same noise
+        torch.manual_seed(0)  # the training pass (RNNCore.reference, joined) draws the same noise
         assert torch.allclose(core(torch.zeros(4000, 1, 6), torch.zeros(4000, 6), 30, False)[0], out, atol=1e-5)
     assert torch.equal(seen[0], seen[1])  # the first step's draw is the same stream
     with pytest.raises(ConfigError, match="noise_rho"):
@@ -351,18 +351,18 @@ def test_semantic_encoding_equals_rotate_then_project(split):
     """SemanticSpace.raw forms the rotation and the projection as one product with
     [m | m_perp | basis | basis_perp]: the same state as rotating the unit shape by th and
     projecting it, within float rounding, values and gradients."""
-    from suhmo.models.space import _centre_scale_t, _rotate
+    from suhmo.geometry import centre_scale_t, rotate_t
 
     g, _ = fitted_generator(split, **{"model.semantic_k": 6})
     s = g.space
 
     def rotate_then_project(x):
-        c, sc, xn = _centre_scale_t(x)
+        c, sc, xn = centre_scale_t(x)
         m = s.mean_shape
         dot = (xn * m).sum((-1, -2))
         cross = (xn[..., 0] * m[..., 1] - xn[..., 1] * m[..., 0]).sum(-1)
         th = torch.atan2(cross, dot)
-        coef = (_rotate(xn, th) - m).flatten(-2) @ s.basis
+        coef = (rotate_t(xn, th) - m).flatten(-2) @ s.basis
         return torch.cat([c, sc.log().unsqueeze(-1), (-th).unsqueeze(-1), coef], -1)
 
     x = torch.as_tensor(np.stack(split[1].clips[:2])[:, :20]) if len({len(c) for c in split[1].clips[:2]}) == 1 \

@@ -45,7 +45,7 @@ def earlier_step(self, trainer, batch, it):
 
 
 def _centre_scale_by_autograd(x):
-    """``space._centre_scale_t`` before ``kernels.CentreScale`` (what TorchScript still runs)."""
+    """``geometry.centre_scale_t``'s reference expression (what TorchScript runs), not ``CentreScale``."""
     c = x.mean(-2)
     xc = x - c.unsqueeze(-2)
     s = xc.pow(2).sum(-1).mean(-1).sqrt().clamp_min(1e-9)
@@ -57,10 +57,10 @@ def _earlier_code(monkeypatch):
     shape normalisation by autograd. (The earlier step with the new encoding is a third code path,
     whose float rounding Adam amplifies differently: measured, 3 iterations of it agree with the
     new code within 5e-5, the earlier code within 2e-6.)"""
-    from suhmo.models import space
+    from suhmo import geometry
 
     monkeypatch.setattr(objectives.AdversarialObjective, "step", earlier_step)
-    monkeypatch.setattr(space, "_centre_scale_fast", _centre_scale_by_autograd)
+    monkeypatch.setattr(geometry, "_centre_scale_fast", _centre_scale_by_autograd)
 
 
 def _train(tmp_path, name, over, monkeypatch=None):
@@ -116,13 +116,12 @@ def test_training_unchanged_against_the_earlier_step_and_rollout(tmp_path, monke
     """All of this file's changes at once: 3 iterations of the trainer as it runs against the
     earlier step with G's training pass as the step loop (nn.LSTMCell): within float rounding,
     as Adam passes it on (_assert_close_after_adam)."""
-    from suhmo.models.generators import RNNCore
+    from suhmo.models.rnn import RNNCore
 
     over = {"model.d_semantic": d_semantic}
     new = _train(tmp_path, "new", over)
     _earlier_code(monkeypatch)
-    monkeypatch.setattr(RNNCore, "_rollout_fused", lambda self, obs, v, n: None)
-    monkeypatch.setattr(RNNCore, "_rollout_autograd", lambda self, obs, v, n: RNNCore.forward(self, obs, v, n, True))
+    monkeypatch.setattr(RNNCore, "_training_pass", lambda self, obs, v, n: self.reference(obs, v, n, False))
     old = _train(tmp_path, "old", over)
     _assert_close_after_adam(_states(new), _states(old))
 
@@ -149,11 +148,11 @@ def test_sequence_features_one_concatenation_equals_motion_features_path():
 ])
 def test_rnn_training_pass_equals_the_step_loop(kw, path, monkeypatch):
     """RNNCore's training pass (``_rollout_fused``: one autograd node with the backward written
-    out, where it applies; else ``_rollout_autograd``: joined products, fewer operations per step)
+    out, where it applies; else the reference with joined products, fewer operations per step)
     against the step loop that generation and the exported module run (nn.LSTMCell), on the
     same noise draws: outputs and every gradient agree within float rounding."""
     from suhmo.models import kernels
-    from suhmo.models.generators import RNNCore
+    from suhmo.models.rnn import RNNCore
 
     kw = dict(kw)
     fd = kw.pop("frame_dim", 6)
@@ -161,12 +160,10 @@ def test_rnn_training_pass_equals_the_step_loop(kw, path, monkeypatch):
     core = RNNCore(8, 8, spectral=True, frame_dim=fd, vel_scale=3.0, **kw).eval()  # eval: fixed sigma(W)
     z, v = torch.randn(6, 3, fd), 0.1 * torch.randn(6, fd)
     used = []
-    if path == "autograd":
-        monkeypatch.setattr(RNNCore, "_rollout_fused", lambda self, obs, v, n: None)
-    else:
-        monkeypatch.setattr(kernels.RNNRollout, "apply", lambda *a, _f=kernels.RNNRollout.apply: used.append(1) or _f(*a))
+    monkeypatch.setattr(kernels.RNNRollout, "apply", lambda *a, _f=kernels.RNNRollout.apply: used.append(1) or _f(*a))
     torch.manual_seed(1)
-    fused = core(z, v, 7, False)
+    with kernels.reference(path == "autograd"):  # the switch: the reference recorded by autograd
+        fused = core(z, v, 7, False)
     assert bool(used) == (path == "fused" and not kw.get("delta") and not kw.get("centred"))
     torch.manual_seed(1)
     loop = core(z, v, 7, True)

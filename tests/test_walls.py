@@ -199,3 +199,19 @@ def test_no_private_name_crosses_files():
     found = [hit for mod, path in _module_files().items()
              for hit in _private_names_imported(path.read_text(), mod)]
     assert not found, found
+
+
+def test_face_geometry_sits_at_the_bottom_of_the_layers():
+    """``suhmo.geometry`` (centring, scale, Procrustes, similarity transform) imports nothing of
+    ours; the models and the losses take face geometry from it, never from the metrics (a layer
+    beside them), and the metrics take it from it too (no metric module defines its own)."""
+    graph = _import_graph(_module_files())
+    assert "suhmo.geometry" in graph["suhmo.models.space"]  # the walker sees the edge
+    assert not {t for t in graph["suhmo.geometry"] if t.split(".")[0] in PACKAGES}
+    up = {m: sorted(t for t in deps if t == "suhmo.metrics" or t.startswith("suhmo.metrics."))
+          for m, deps in graph.items() if m == "suhmo.losses" or m.startswith("suhmo.models")}
+    assert not {m: t for m, t in up.items() if t}, up
+    assert "suhmo.geometry" in graph["suhmo.metrics.landmark"] and "suhmo.geometry" in graph["suhmo.metrics.sanity"]
+    for mod in ("suhmo.metrics.landmark", "suhmo.models.space"):
+        defined = {n.name for n in ast.parse(_module_files()[mod].read_text()).body if isinstance(n, ast.FunctionDef)}
+        assert not defined & {"centre_scale", "align_shapes", "mean_shape_gpa", "face_radius", "rotate_t"}, mod

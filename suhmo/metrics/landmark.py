@@ -68,6 +68,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from suhmo.geometry import align_shapes, centre_scale, mean_shape_gpa
 from suhmo.metrics.frechet import feature_stats, frechet_distance
 from suhmo.metrics.raster import frame_weights
 
@@ -83,39 +84,7 @@ FD_KEYS = ("fd_frame",) + tuple(f"fd_clip{L}" for L in CLIP_LENGTHS) + ("fd_moti
 KEYS = FD_KEYS + ("apd", "drift", "motion_energy", "motion_energy_err", "fd_clip40_dyn")
 
 
-# ------------------------------------------------------------------------ Procrustes + PCA
-def centre_scale(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    c = x.mean(axis=-2)
-    xc = x - c[..., None, :]
-    s = np.sqrt((xc**2).sum(-1).mean(-1))
-    s = np.maximum(s, 1e-9)
-    return c, s, xc / s[..., None, None]
-
-
-def align_shapes(xn: np.ndarray, mean_shape: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rotate unit-scale centred shapes onto ``mean_shape``; returns (aligned, roll angle)."""
-    dot = (xn * mean_shape).sum((-1, -2))
-    cross = (xn[..., 0] * mean_shape[..., 1] - xn[..., 1] * mean_shape[..., 0]).sum(-1)
-    th = np.arctan2(cross, dot)  # rotation that maps xn onto the mean shape
-    c, s = np.cos(th)[..., None], np.sin(th)[..., None]
-    x, y = xn[..., 0], xn[..., 1]
-    aligned = np.stack([c * x - s * y, s * x + c * y], axis=-1)
-    return aligned, -th
-
-
-def mean_shape_gpa(frames: np.ndarray, iters: int = 4) -> np.ndarray:
-    """Generalised Procrustes mean of ``frames [M, 68, 2]``: centred, unit RMS radius."""
-    _, _, xn = centre_scale(np.asarray(frames, np.float64))
-    m = xn.mean(0)
-    for _ in range(iters):
-        m = m - m.mean(0)
-        m = m / np.sqrt((m**2).sum(-1).mean())
-        aligned, _ = align_shapes(xn, m)
-        m = aligned.mean(0)
-    m = m - m.mean(0)
-    return m / np.sqrt((m**2).sum(-1).mean())
-
-
+# -------------------------------------------------------------------------------- PCA
 @dataclass
 class LandmarkBasis:
     """Fixed map from a frame ``[68, 2]`` to its 17-d state (see module docstring)."""

@@ -36,6 +36,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from suhmo.geometry import face_radius
 from suhmo.metrics import landmark as lm
 
 DEGRADATIONS = ("frozen", "shuffled", "jitter", "drift", "collapse", "fast", "slow")
@@ -107,8 +108,7 @@ def balanced_person_split(clips: list[np.ndarray], persons: list[str],
 
 
 def _face_radius(w: np.ndarray) -> np.ndarray:
-    c = w.mean(-2, keepdims=True)
-    return np.sqrt(((w - c) ** 2).sum(-1).mean(-1))[..., None, None]
+    return face_radius(w)[..., None, None]
 
 
 def _pingpong(clip: np.ndarray, n: int) -> np.ndarray:

@@ -21,9 +21,10 @@ from suhmo.models.discriminators import (
     RNNSeqDiscriminator,
     TransformerSeqDiscriminator,
 )
-from suhmo.models.generators import GenOutput, Generator, RNNGenerator, TransformerGenerator
+from suhmo.models.generators import GenOutput, Generator, TransformerGenerator
 from suhmo.models.hitdvae import HitDVAEGenerator
 from suhmo.models.layers import batch_pool, feature_dim, pair_pool, pair_swap
+from suhmo.models.rnn import RNNGenerator
 from suhmo.models.windows import (
     WindowPlan,
     WindowSampler,

@@ -103,11 +103,8 @@ class ActorCore(nn.Module):
 
 
 class ActorGenerator(VAEGenerator):
-    """ACTOR-style CVAE with the platform's generator interface (``model.variant=actor``)."""
+    """ACTOR-style CVAE with the platform's generator interface (``model.variant=actor``); its sizes
+    and loss weights are the ``actor`` config section's (``suhmo.config.ActorConfig``)."""
 
     core_cls = ActorCore
     section = "actor"
-
-    def __init__(self, latent: int = 256, width: int = 256, ff: int = 1024, layers: int = 8, heads: int = 4, *,
-                 beta: float = 1e-5, w_vel: float = 1.0, vel_scale: float = 25.0):
-        super().__init__(latent, width, ff, layers, heads, beta=beta, w_vel=w_vel, vel_scale=vel_scale)

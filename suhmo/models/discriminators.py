@@ -24,8 +24,10 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from suhmo.models import kernels
 from suhmo.models.kernels import WindowLSTM, amp_dtype
-from suhmo.models.layers import FEATURE_DIM, MLP, feature_dim, MultiHeadAttention, pair_pool, sinusoidal_encoding
+from suhmo.models.layers import (FEATURE_DIM, MLP, feature_dim, lstm_cell, MultiHeadAttention, pair_pool,
+                                 sinusoidal_encoding)
 from suhmo.models.windows import window_batch
 
 
@@ -140,6 +142,9 @@ def lstm_window_states(xp: Tensor, w_hh: Tensor, tracks: WindowTracks) -> Tensor
     single = w_hh.dim() == 2
     if single:
         xp, w_hh = xp.unsqueeze(0), w_hh.unsqueeze(0)
+    if not kernels.fast_enabled():
+        h = reference_window_states(xp, w_hh, tracks)
+        return h[0] if single else h
     lowp = amp_dtype(xp)
     with torch.autocast(xp.device.type, enabled=False):  # train.amp: bf16 products, the recurrence in w_hh's type
         h = WindowLSTM.apply(xp.to(w_hh.dtype), w_hh, tracks, None, None, None, lowp)
@@ -154,9 +159,29 @@ def projected_window_states(x: Tensor, w_ih: Tensor, bias: Tensor, w_hh: Tensor,
     out (``kernels.linear``), where an autograd ``baddbmm`` over the streams ran MKL's. Under
     bf16 autocast (``train.amp``) every product of the node, the projection's and the steps', takes
     bf16 operands (``WindowLSTM``'s ``lowp``); its states and gradient buffers stay fp32."""
+    if not kernels.fast_enabled():
+        U, B, F = x.shape
+        xp = torch.baddbmm(bias.unsqueeze(1), x.reshape(1, U * B, F).expand(w_ih.shape[0], -1, -1),
+                           w_ih.transpose(1, 2))
+        return reference_window_states(xp.view(w_ih.shape[0], U, B, -1), w_hh, tracks)
     lowp = amp_dtype(x)
     with torch.autocast(x.device.type, enabled=False):
         return WindowLSTM.apply(None, w_hh, tracks, x.to(w_ih.dtype), w_ih, bias, lowp)
+
+
+def reference_window_states(xp: Tensor, w_hh: Tensor, tracks: WindowTracks) -> Tensor:
+    """The reference of ``WindowLSTM``, recorded by autograd: the streams' LSTMs (``xp [S, T, B, 4H]``,
+    ``w_hh [S, 4H, H]``) over the tracks of a plan, step after step, the tracks still running
+    at step k being the first ``active[k]`` -> ``[S, n_windows, B, H]`` in plan order."""
+    S, _, B, G4 = xp.shape
+    h = c = xp.new_zeros(S, tracks.active[0] * B, G4 // 4)  # the zero initial state
+    outs: list = [None] * sum(len(e) for e in tracks.ends)
+    for k, n_tr in enumerate(tracks.active):
+        g = xp[:, [t + k for t in tracks.starts[:n_tr]]].reshape(S, n_tr * B, G4)
+        h, c = lstm_cell(g + torch.bmm(h[:, :n_tr * B], w_hh.transpose(1, 2)), c[:, :n_tr * B])
+        for w, tr in tracks.ends[k]:
+            outs[w] = h[:, tr * B:(tr + 1) * B]
+    return torch.stack(outs, 1)
 
 
 class RNNSeqDiscriminator(nn.Module):

@@ -10,60 +10,27 @@ Each generator wraps a TorchScript-compatible *core* (``forward(obs, init_vel, n
 use_buffers) -> (future, recon)``): the same code runs training (autograd), ``generate``
 (no grad; the Transformer writes its attention caches into preallocated buffers) and the
 exported module (``export_module``: a fresh core without spectral norm, loaded with the
-folded weights ``W / sigma(W)``, scripted; the generator itself is left untouched). The RNN
-core's training pass is the same recurrence as one autograd node with its backward written out
-(``RNNCore._rollout_fused``, ``kernels.RNNRollout``; where that does not apply, with fewer
-autograd nodes, ``RNNCore._rollout_autograd``), equal within float rounding.
+folded weights ``W / sigma(W)``, scripted; the generator itself is left untouched).
 
-Input scale: the velocity half of every step input is multiplied by ``model.vel_scale``
-(see ``suhmo.config.ModelConfig``) so that it has about the spread of the positions; the
-predicted velocity and the Euler integration (eq. 4) stay in position units.
-
-Deviation from the authors' code, on purpose: the velocity heads' *output* layer is a plain
-Linear initialised 100x smaller than PyTorch's default (the hidden layers keep spectral norm
-when ``model.spectral_norm``). A spectrally normalised output layer after LayerNorm starts
-with velocities of order 1 per frame on a [0, 1] face, ~1000x real head motion, and Adam at
-lr 2e-5 needs tens of thousands of steps to shrink them.
+Here: the interface every generator has (:class:`Generator`, its checks, its export) and the
+Transformer variant; the RNN variant is ``suhmo.models.rnn``; the parts of a step that both
+share (its input, the velocity head, the integrator of eq. 4) are ``suhmo.models.step``.
 """
 
 
+import contextlib
 import copy
-import math
-from typing import List, NamedTuple, Optional, Tuple
+from typing import Iterator, List, NamedTuple, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from suhmo.models.kernels import CachedAttention, RNNRollout, amp_dtype
-from suhmo.models.layers import (FRAME_DIM, MLP, BatchCrossAttention, MultiHeadAttention, batch_pool,
-                                  causal_mask)
+from suhmo.models.kernels import CachedAttention
+from suhmo.models.layers import FRAME_DIM, BatchCrossAttention, MultiHeadAttention, causal_mask
 from suhmo.models.space import build_space
+from suhmo.models.step import Integrator, integrate, stack_frames, step_input, step_width, velocity_head
 from suhmo.utils import SuhmoError
-
-STEP_DIM = 2 * FRAME_DIM  # 272: per-frame generator input [pos | vel] (or [pos - x0 | x0] for delta)
-_OUT_GAIN = 0.01
-
-
-def step_width(centred: bool, frame_dim: int = FRAME_DIM) -> int:
-    """Width of :func:`step_input` for states of ``frame_dim`` values: ``2 * frame_dim`` (272 for
-    landmarks; also the delta baseline's input), 274 for centred landmarks."""
-    return 2 * frame_dim + (2 if centred else 0)
-
-
-def step_input(pos: Tensor, vel: Tensor, vel_scale: float, centred: bool) -> Tensor:
-    """One generator step input from ``pos``, ``vel`` ``[..., 136]`` (x, y interleaved).
-
-    ``[pos | vel_scale * vel]`` (272, the paper's), or with ``centred`` (``model.g_centred``)
-    ``[pos - centroid | vel_scale * vel | centroid - 0.5]`` (274): the same information, with
-    the face's shape separated from where the face is, as the discriminators see it
-    (``suhmo.losses.sequence_features``)."""
-    if not centred:
-        return torch.cat([pos, vel * vel_scale], -1)
-    cx = pos[..., 0::2].mean(-1, keepdim=True)
-    cy = pos[..., 1::2].mean(-1, keepdim=True)
-    rel = torch.stack([pos[..., 0::2] - cx, pos[..., 1::2] - cy], -1).flatten(-2)
-    return torch.cat([rel, vel * vel_scale, cx - 0.5, cy - 0.5], -1)
 
 
 class GenOutput(NamedTuple):
@@ -115,13 +82,8 @@ class Generator(nn.Module):
     def generate(self, obs: Tensor, n_future: int, init_vel: Optional[Tensor] = None) -> GenOutput:
         """Inference: no grad, eval-mode spectral norm (no power-iteration side effect), O(T) work."""
         v0 = self._inputs(obs, n_future, init_vel)
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.no_grad():
-                future, recon = run_in_space(self.space, self.core, obs, v0, int(n_future), True)
-        finally:
-            self.train(was_training)
+        with evaluating(self):
+            future, recon = run_in_space(self.space, self.core, obs, v0, int(n_future), True)
         return GenOutput(future, recon)
 
     def export_module(self) -> nn.Module:
@@ -143,20 +105,28 @@ def folded_state_dict(module: nn.Module) -> dict:
     """``module.state_dict()`` with every parametrized tensor replaced by its value as ``generate``
     sees it (eval mode: spectral norm divides by sigma from the stored power-iteration vectors,
     no update), under the plain name (``net.0.weight``); the parametrization entries are dropped."""
+    with evaluating(module):
+        state = {k: v.detach().clone() for k, v in module.state_dict().items()
+                 if ".parametrizations." not in f".{k}"}
+        for name, sub in module.named_modules():
+            if parametrize.is_parametrized(sub):
+                for tensor_name in sub.parametrizations.keys():
+                    key = f"{name}.{tensor_name}" if name else tensor_name
+                    state[key] = getattr(sub, tensor_name).detach().clone()
+    return state
+
+
+@contextlib.contextmanager
+def evaluating(module: nn.Module) -> Iterator[nn.Module]:
+    """Inside: ``module`` in eval mode (spectral norm without its power-iteration update) and no
+    autograd; its mode restored after."""
     was_training = module.training
     module.eval()
     try:
         with torch.no_grad():
-            state = {k: v.detach().clone() for k, v in module.state_dict().items()
-                     if ".parametrizations." not in f".{k}"}
-            for name, sub in module.named_modules():
-                if parametrize.is_parametrized(sub):
-                    for tensor_name in sub.parametrizations.keys():
-                        key = f"{name}.{tensor_name}" if name else tensor_name
-                        state[key] = getattr(sub, tensor_name).detach().clone()
+            yield module
     finally:
         module.train(was_training)
-    return state
 
 
 def run_in_space(space: nn.Module, core: nn.Module, obs: Tensor, init_vel: Tensor, n_future: int,
@@ -186,280 +156,13 @@ class ExportedGenerator(nn.Module):
         return self.space.decode(future)
 
 
-def _stack_frames(frames: List[Tensor], like: Tensor) -> Tensor:
-    """List of ``[B, D]`` -> ``[B, n, D]`` (n may be 0)."""
-    if len(frames) == 0:
-        return like.new_zeros(like.shape[0], 0, like.shape[-1])
-    return torch.stack(frames, 1)
-
-
-class Integrator(nn.Module):
-    """Eq. 4, ``x_t = x_{t-1} + v_t``: the one place where a predicted velocity moves the state.
-
-    With ``revert`` (``model.revert``, off = the paper) the step also pulls the state back
-    towards the reference frame's, ``x_t = x_{t-1} + v_t - k * (x_{t-1} - x_0)``, with one
-    learned rate ``k = sigmoid(logit)`` in (0, 1) per state dimension (initialised from the
-    training data by :meth:`fit_rates`, else 0.01). Real faces are stationary: their shape and
-    pose wander a little about the person's rest state and come back (experiments/README.md,
-    "natural motion": the distance to frame 0 of real shapes saturates by frame 40, a free
-    integrator's keeps growing), and G only ever sees 45-frame windows in training, too short
-    to learn by itself to come back. With k = 0 this is exactly eq. 4."""
-
-    revert: torch.jit.Final[bool]
-
-    def __init__(self, dim: int, revert: bool = False):
-        super().__init__()
-        self.revert = bool(revert)
-        if self.revert:
-            self.logit = nn.Parameter(torch.full((dim,), -4.6))  # sigmoid = 0.01
-        else:
-            self.register_buffer("logit", torch.zeros(0), persistent=False)
-
-    def forward(self, pos: Tensor, vel: Tensor, x0: Tensor) -> Tensor:
-        if self.revert:
-            return pos + vel - torch.sigmoid(self.logit) * (pos - x0)
-        return pos + vel
-
-    @torch.jit.unused
-    @torch.no_grad()
-    def fit_rates(self, windows: Tensor, lo: float = 1e-3, hi: float = 0.3, lag: int = 10) -> None:
-        """Reversion rate per dimension of real state windows ``[M, T, D]``, by least squares
-        over ``lag`` frames: ``z_{t+L} - z_t ~ -(1 - (1 - k)^L) (z_t - z_0)``, clamped to [lo, hi].
-
-        Not over one frame: real motion has momentum (a head that has turned away is still
-        turning), so the one-step change correlates with the displacement that produced it and
-        the one-step fit sets the rates of the pose near 0 (measured on the dev set's train
-        persons: roll 0.003, x 0.0001; over 10 frames 0.014 and 0.017; experiments/README.md,
-        "Natural head motion"). ``L = min(lag, T // 4)``; for a first-order walk both agree."""
-        if not self.revert:
-            return
-        L = max(1, min(int(lag), windows.shape[1] // 4))
-        z = windows.double()
-        dev = z[:, :-L] - z[:, :1]
-        step = z[:, L:] - z[:, :-L]
-        b = (-(dev * step).sum((0, 1)) / dev.pow(2).sum((0, 1)).clamp_min(1e-12)).clamp(0.0, 0.999)
-        k = (1 - (1 - b) ** (1.0 / L)).clamp(lo, hi).to(self.logit)
-        self.logit.copy_(torch.log(k / (1 - k)))
-
-
-def _space_or_landmarks(space: Optional[nn.Module], centred: bool) -> nn.Module:
+def space_or_landmarks(space: Optional[nn.Module], centred: bool) -> nn.Module:
     from suhmo.models.space import LandmarkSpace
 
     space = LandmarkSpace() if space is None else space
     if centred and int(space.dim) != FRAME_DIM:
         raise SuhmoError("model.g_centred=true needs model.space=landmarks (a semantic state has no landmark centroid)")
     return space
-
-
-# ---------------------------------------------------------------------------------- RNN
-class RNNCore(nn.Module):
-    """One LSTMCell stepped over time; BP (eq. 13-14) of the previous hidden state joins the input."""
-
-    pair: torch.jit.Final[bool]
-    delta: torch.jit.Final[bool]
-    centred: torch.jit.Final[bool]
-    noise: torch.jit.Final[int]
-    rho: torch.jit.Final[float]
-
-    def __init__(self, hidden: int, mlp: int, *, pair: bool, delta: bool, spectral: bool, vel_scale: float = 1.0,
-                 centred: bool = False, frame_dim: int = FRAME_DIM, noise: int = 0, revert: bool = False,
-                 rho: float = 0.0):
-        super().__init__()
-        self.noise = int(noise)
-        # model.noise_rho: the noise inputs' correlation from one step to the next. Fresh noise
-        # per step (0) reaches the velocity head directly and comes out as frame-to-frame jitter
-        # (experiments/README.md, "Natural head motion"); correlated noise varies smoothly.
-        self.rho = float(rho)
-        self.integrate = Integrator(frame_dim, revert and not delta)
-        self.pair = pair
-        self.delta = delta
-        self.centred = centred and not delta  # the delta baseline's input has no centred form
-        self.vel_scale = float(vel_scale)
-        step = step_width(self.centred, frame_dim)
-        # learned initial state (h0, c0) from the first frame's (pos, vel)
-        self.init_mlp = nn.Sequential(nn.Linear(step, 2 * hidden), nn.ReLU(), nn.Linear(2 * hidden, 2 * hidden))
-        self.cell = nn.LSTMCell(step + self.noise + (hidden if pair else 0), hidden)
-        # deep output on [h_t, pos_t, vel_t(, noise_t)] -> velocity
-        self.head = MLP(hidden + step + self.noise, mlp, frame_dim, depth=2, norm=True, spectral=spectral,
-                        spectral_out=False, out_gain=_OUT_GAIN)
-
-    def _start(self, x0: Tensor, vel: Tensor) -> Tuple[Tensor, Tensor]:
-        """The LSTM's initial ``(h, c)`` from the reference state and initial velocity."""
-        h, c = self.init_mlp(step_input(x0, vel, self.vel_scale, self.centred)).chunk(2, -1)
-        return h.contiguous(), c.contiguous()
-
-    def _next_noise(self, n: Tensor, i: int) -> Tensor:
-        """Step ``i``'s noise inputs: fresh N(0, 1), or with ``rho`` a stationary AR(1) (unit variance
-        at every step) continuing ``n``."""
-        e = torch.randn(n.shape[0], self.noise, dtype=n.dtype, device=n.device)
-        if self.rho > 0.0 and i > 0:
-            return self.rho * n + math.sqrt(1.0 - self.rho * self.rho) * e
-        return e
-
-    def forward(self, obs: Tensor, init_vel: Tensor, n_future: int, use_buffers: bool) -> Tuple[Tensor, Tensor]:
-        if not use_buffers:  # training (autograd): the same recurrence, one autograd node (or fewer nodes)
-            fused = self._rollout_fused(obs, init_vel, n_future)
-            return fused if fused is not None else self._rollout_autograd(obs, init_vel, n_future)
-        O = obs.shape[1]
-        x = obs  # [B, O, D] states (D = 136 in the landmark space)
-        x0 = x[:, 0]
-        vel = init_vel
-        h, c = self._start(x0, vel)
-        pos = x0
-        recon: List[Tensor] = []
-        future: List[Tensor] = []
-        n = x0.new_zeros(x.shape[0], self.noise)
-        for i in range(O + n_future - 1):
-            if i < O:  # teacher forcing
-                pos = x[:, i]
-                if i > 0:
-                    vel = x[:, i] - x[:, i - 1]
-            if self.delta:
-                feat = torch.cat([pos - x0, x0], -1)
-            else:
-                feat = step_input(pos, vel, self.vel_scale, self.centred)
-            if self.noise > 0:
-                n = self._next_noise(n, i)
-                feat = torch.cat([feat, n], -1)
-            if self.pair:
-                h, c = self.cell(torch.cat([feat, batch_pool(h)], -1), (h, c))
-            else:
-                h, c = self.cell(feat, (h, c))
-            out = self.head(torch.cat([h, feat], -1))
-            if self.delta:  # delta baseline: displacement from x_0
-                nxt = x0 + out
-                vel = nxt - pos
-            else:  # eq. 4, Euler integration of the predicted velocity
-                nxt = self.integrate(pos, out, x0)
-                vel = nxt - pos if self.integrate.revert else out
-            pos = nxt
-            if i < O - 1:
-                recon.append(nxt)
-            else:
-                future.append(nxt)
-        return _stack_frames(future, obs), _stack_frames(recon, obs)
-
-    @torch.jit.unused
-    def _rollout_fused(self, obs: Tensor, init_vel: Tensor, n_future: int) -> Optional[Tuple[Tensor, Tensor]]:
-        """``forward`` for training as one autograd node (``kernels.RNNRollout``: the loop run without
-        recording, backpropagation through time written out, each weight's gradient one product
-        over all steps): the same recurrence, equal within float rounding. None where it does not
-        apply (the delta baseline, centred inputs, another head, gradients wanted for the
-        observations), and ``_rollout_autograd`` runs instead. Under autocast (``train.amp``) the
-        node runs with autocast off and the cell's products in autocast's type (``RNNRollout``'s ``lowp``)."""
-        net = list(self.head.net)
-        if (self.delta or self.centred or obs.requires_grad or init_vel.requires_grad or n_future <= 0
-                or len(net) != 7
-                or not all(isinstance(m, k) for m, k in zip(net, (nn.Linear, nn.LayerNorm, nn.LeakyReLU) * 2 + (nn.Linear,)))
-                or net[1].weight is None or net[4].weight is None or net[2].negative_slope != net[5].negative_slope):
-            return None
-        x0 = obs[:, 0]
-        h, c = self._start(x0, init_vel)
-        cell = self.cell
-        w = torch.cat([cell.weight_ih, cell.weight_hh], 1).t()  # [in + H, 4H]
-        b = cell.bias_ih + cell.bias_hh
-        rate = torch.sigmoid(self.integrate.logit) if self.integrate.revert else None
-        l1, n1, a1, l2, n2, _, l3 = net
-        dev = obs.device.type
-        lowp = amp_dtype(obs)
-        meta = (int(n_future), self.vel_scale, self.pair, self._next_noise, self.noise, n1.eps, n2.eps,
-                float(a1.negative_slope), lowp)
-        with torch.autocast(dev, enabled=False):  # its recurrence in the weights' precision, h0 and c0 included
-            states = RNNRollout.apply(obs, init_vel, h.to(w.dtype), c.to(w.dtype), rate, w, b, l1.weight, l1.bias,
-                                      n1.weight, n1.bias, l2.weight, l2.bias, n2.weight, n2.bias, l3.weight, l3.bias, meta)
-        O = obs.shape[1]
-        return states[:, O - 1:], states[:, :O - 1]
-
-    @torch.jit.unused
-    def _rollout_autograd(self, obs: Tensor, init_vel: Tensor, n_future: int) -> Tuple[Tensor, Tensor]:
-        """``forward`` for training: the loop above with fewer operations per step, each of which
-        autograd records and runs backward: the cell's two products and bias sum as one product,
-        ``cat([input, BP(h), h]) @ [W_ih | W_hh]^T + (b_ih + b_hh)`` (weights joined once per
-        pass), the step input and the noise in one concatenation, BP expanded into it without
-        a copy, the integrator's rate formed once. A Python ``autograd.Function`` for the cell's
-        pointwise part was measured slower than the plain expressions at this size. The same
-        noise draws; equal to the loop within float rounding (the sums are ordered differently;
-        tests/test_step_equivalence.py)."""
-        O = obs.shape[1]
-        x = obs
-        x0 = x[:, 0]
-        vel = init_vel
-        h, c = self._start(x0, vel)
-        cell = self.cell
-        w = torch.cat([cell.weight_ih, cell.weight_hh], 1).t()  # [in + H, 4H]
-        b = cell.bias_ih + cell.bias_hh
-        rate = torch.sigmoid(self.integrate.logit) if self.integrate.revert and not self.delta else None
-        pos = x0
-        recon: List[Tensor] = []
-        future: List[Tensor] = []
-        n = x0.new_zeros(x.shape[0], self.noise)
-        for i in range(O + n_future - 1):
-            if i < O:  # teacher forcing
-                pos = x[:, i]
-                if i > 0:
-                    vel = x[:, i] - x[:, i - 1]
-            if self.noise > 0:
-                n = self._next_noise(n, i)
-            if self.delta:
-                parts = [pos - x0, x0]
-            elif self.centred:
-                parts = [step_input(pos, vel, self.vel_scale, True)]
-            else:  # step_input's [pos | vel_scale * vel], written into the one concatenation
-                parts = [pos, vel * self.vel_scale]
-            if self.noise > 0:
-                parts.append(n)
-            feat = torch.cat(parts, -1) if len(parts) > 1 else parts[0]
-            if self.pair:  # [feat | BP(h) | h] per pair of rows, BP broadcast over the pair (eq. 13-14)
-                hp = h.view(-1, 2, h.shape[-1])
-                inp = torch.cat([feat.view(hp.shape[0], 2, -1), hp.amax(1, keepdim=True).expand_as(hp), hp],
-                                -1).view(h.shape[0], -1)
-            else:
-                inp = torch.cat([feat, h], -1)
-            i_, f_, g_, o_ = torch.addmm(b, inp, w).chunk(4, 1)  # nn.LSTMCell's gate order
-            c = torch.sigmoid(f_) * c + torch.sigmoid(i_) * torch.tanh(g_)
-            h = torch.sigmoid(o_) * torch.tanh(c)
-            out = self.head(torch.cat([h, feat], -1))
-            if self.delta:
-                nxt = x0 + out
-                vel = nxt - pos
-            elif rate is not None:  # eq. 4 with reversion (Integrator)
-                nxt = pos + out - rate * (pos - x0)
-                vel = nxt - pos
-            else:  # eq. 4
-                nxt = pos + out
-                vel = out
-            pos = nxt
-            if i < O - 1:
-                recon.append(nxt)
-            else:
-                future.append(nxt)
-        return _stack_frames(future, obs), _stack_frames(recon, obs)
-
-
-class RNNGenerator(Generator):
-    """SUHMo-RNN generator: LSTMCell (hidden_g) + BP + deep-output MLP (mlp_g)."""
-
-    def __init__(self, hidden: int = 1024, mlp: int = 1024, *, pair: bool = True, delta: bool = False,
-                 spectral: bool = True, vel_scale: float = 1.0, centred: bool = False, space: Optional[nn.Module] = None,
-                 noise: int = 0, revert: bool = False, noise_rho: float = 0.0):
-        super().__init__()
-        self.space = _space_or_landmarks(space, centred)
-        self._args = dict(hidden=hidden, mlp=mlp, pair=pair, delta=delta, vel_scale=vel_scale, centred=centred,
-                          frame_dim=int(self.space.dim), noise=noise, revert=revert, noise_rho=noise_rho)
-        self.core = self._build_core(spectral)
-
-    def _build_core(self, spectral: bool) -> nn.Module:
-        a = self._args
-        return RNNCore(a["hidden"], a["mlp"], pair=a["pair"], delta=a["delta"], spectral=spectral,
-                       vel_scale=a["vel_scale"], centred=a["centred"], frame_dim=a["frame_dim"], noise=a["noise"],
-                       revert=a["revert"], rho=a.get("noise_rho", 0.0))
-
-    @classmethod
-    def from_config(cls, cfg) -> "RNNGenerator":
-        m = cfg.model
-        return cls(m.hidden_g, m.mlp_g, pair=m.pair_g, delta=m.delta, spectral=m.spectral_norm,
-                   vel_scale=m.vel_scale, centred=m.g_centred, space=build_space(cfg), noise=m.noise_g,
-                   revert=m.revert, noise_rho=m.noise_rho)
 
 
 # -------------------------------------------------------------------------- Transformer
@@ -565,7 +268,7 @@ class TransformerCore(nn.Module):
         self.frame_dim = frame_dim
         self.embed = nn.Linear(step_width(self.centred, frame_dim) + self.noise, emb)
         self.blocks = nn.ModuleList([GBlock(emb, heads, ff, pair, window) for _ in range(blocks)])
-        self.head = MLP(emb, ff, frame_dim, depth=1, norm=True, spectral=False, out_gain=_OUT_GAIN)
+        self.head = velocity_head(emb, ff, frame_dim, 1, False)
 
     def _run(self, tokens: Tensor, caches: List[List[Tensor]], past: int, use_buffers: bool,
              mask: Optional[Tensor]) -> Tuple[Tensor, List[List[Tensor]]]:
@@ -600,10 +303,10 @@ class TransformerCore(nn.Module):
             feat = step_input(x, vel, self.vel_scale, self.centred)
         mask: Optional[Tensor] = causal_mask(O, 0, obs.device, self.window) if O > 1 else None
         out, caches = self._run(feat, caches, 0, use_buffers, mask)
-        nxt = x0 + out if self.delta else self.integrate(x, out, x0)  # eq. 4 (or delta baseline)
+        nxt, moved = integrate(x, out, x0, self.integrate.rate(), self.delta)  # eq. 4 at every observed step
         recon = nxt[:, :O - 1]
         pos = nxt[:, O - 1]
-        step_vel = nxt[:, O - 1] - x[:, O - 1] if self.delta or self.integrate.revert else out[:, O - 1]
+        step_vel = moved[:, O - 1]
         future: List[Tensor] = [pos]
         # free running: one token per step against the caches, O(T) projections in total
         for t in range(O, total):
@@ -612,16 +315,9 @@ class TransformerCore(nn.Module):
             else:
                 tok = step_input(pos, step_vel, self.vel_scale, self.centred)
             out, caches = self._run(tok.unsqueeze(1), caches, t, use_buffers, None)
-            o = out[:, 0]
-            if self.delta:
-                new = x0[:, 0] + o
-                step_vel = new - pos
-            else:
-                new = self.integrate(pos, o, x0[:, 0])
-                step_vel = new - pos if self.integrate.revert else o
-            pos = new
+            pos, step_vel = integrate(pos, out[:, 0], x0[:, 0], self.integrate.rate(), self.delta)
             future.append(pos)
-        return _stack_frames(future, obs), recon
+        return stack_frames(future, obs), recon
 
 
 class TransformerGenerator(Generator):
@@ -635,7 +331,7 @@ class TransformerGenerator(Generator):
         super().__init__()
         if window is not None and window < 1:
             raise SuhmoError(f"attention window {window}: must be a positive number of tokens or None")
-        self.space = _space_or_landmarks(space, centred)
+        self.space = space_or_landmarks(space, centred)
         self._args = dict(emb=emb, heads=heads, blocks=blocks, ff=ff, pair=pair, delta=delta, vel_scale=vel_scale,
                           window=window, centred=centred, frame_dim=int(self.space.dim), noise=noise,
                           revert=revert)

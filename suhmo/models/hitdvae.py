@@ -32,7 +32,7 @@ from typing import List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from suhmo.models.generators import Integrator
+from suhmo.models.step import Integrator
 from suhmo.models.vae import (FRAME_DIM, Block, VAEGenerator, kl_normal, reconstruction, reparameterise,
                               small_head)
 
@@ -154,14 +154,11 @@ class HitDVAECore(nn.Module):
 
 
 class HitDVAEGenerator(VAEGenerator):
-    """HiT-DVAE-style dynamical VAE with the platform's generator interface (``model.variant=hitdvae``)."""
+    """HiT-DVAE-style dynamical VAE with the platform's generator interface (``model.variant=hitdvae``);
+    its sizes and loss weights are the ``hitdvae`` config section's (``suhmo.config.HitDVAEConfig``)."""
 
     core_cls = HitDVAECore
     section = "hitdvae"
-
-    def __init__(self, latent: int = 32, width: int = 256, ff: int = 512, layers: int = 4, heads: int = 4, *,
-                 beta: float = 1e-5, w_vel: float = 1.0, vel_scale: float = 25.0):
-        super().__init__(latent, width, ff, layers, heads, beta=beta, w_vel=w_vel, vel_scale=vel_scale)
 
 
 __all__ = ["HitDVAECore", "HitDVAEGenerator", "anti_causal_mask"]

@@ -41,6 +41,14 @@ def batch_pool(x: Tensor) -> Tensor:
     return pooled.expand(-1, 2, -1).reshape(shape)
 
 
+def lstm_cell(gates: Tensor, c: Tensor) -> Tuple[Tensor, Tensor]:
+    """The pointwise part of one LSTM step, ``nn.LSTMCell``'s (gate order i, f, g, o): the gates'
+    pre-activations ``[..., 4H]`` and the cell state ``c_{k-1} [..., H]`` -> ``(h_k, c_k)``."""
+    i, f, g, o = gates.chunk(4, -1)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c), c
+
+
 def pair_pool(x: Tensor) -> Tensor:
     """BP keeping one row per pair: ``[B, ...] -> [B/2, ...]`` (the joint D scores each pair once)."""
     shape = x.shape

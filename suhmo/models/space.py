@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from suhmo.models.kernels import CentreScale
+from suhmo.geometry import align_shapes, centre_scale, centre_scale_t, mean_shape_gpa, place_t
 from suhmo.models.layers import FRAME_DIM, LANDMARKS, POSE_DIM
 from suhmo.registry import SPACES
 from suhmo.utils import SuhmoError
@@ -60,31 +60,6 @@ class LandmarkSpace(nn.Module):
     def decode(self, z: Tensor) -> Tensor:
         """``[..., 136] -> [..., 68, 2]``."""
         return z.unflatten(-1, (68, 2))
-
-
-def _centre_scale_t(x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-    """``x [..., 68, 2]`` -> centroid ``[..., 2]``, RMS radius ``[...]``, unit shape ``[..., 68, 2]``.
-    In eager mode (float32/64) ``kernels.CentreScale``: the same, with fewer and faster operations."""
-    if not torch.jit.is_scripting():
-        if x.dtype == torch.float32 or x.dtype == torch.float64:
-            return _centre_scale_fast(x)
-    c = x.mean(-2)
-    xc = x - c.unsqueeze(-2)
-    s = xc.pow(2).sum(-1).mean(-1).sqrt().clamp_min(1e-9)
-    return c, s, xc / s.unsqueeze(-1).unsqueeze(-1)
-
-
-@torch.jit.unused
-def _centre_scale_fast(x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-    return CentreScale.apply(x)
-
-
-def _rotate(x: Tensor, angle: Tensor) -> Tensor:
-    """Rotate ``x [..., 68, 2]`` by ``angle [...]`` (radians, counter-clockwise in x-right/y-down axes)."""
-    co = torch.cos(angle).unsqueeze(-1)
-    si = torch.sin(angle).unsqueeze(-1)
-    px, py = x[..., 0], x[..., 1]
-    return torch.stack([co * px - si * py, si * px + co * py], -1)
 
 
 class SemanticSpace(nn.Module):
@@ -117,7 +92,7 @@ class SemanticSpace(nn.Module):
         both halves of the coefficients: a few operations on ``[..., 68, 2]`` instead of a
         dozen (``model.d_semantic`` encodes every training batch; benchmarks/train_step.py
         --phases). Equal to the rotate-then-project form within float rounding (tests/test_space.py)."""
-        c, s, xn = _centre_scale_t(x)
+        c, s, xn = centre_scale_t(x)
         m = self.mean_shape.reshape(-1, 1)  # [136, 1], x and y interleaved
         cols = torch.cat([m, self.basis], 1)  # [136, 1 + K]
         perp = torch.stack([cols[1::2], -cols[0::2]], 1).reshape(cols.shape)  # a -> a_perp, row pairs
@@ -132,8 +107,7 @@ class SemanticSpace(nn.Module):
     def from_raw(self, r: Tensor) -> Tensor:
         """Inverse of :meth:`raw` up to the PCA residual: ``[..., 4 + K] -> [..., 68, 2]``."""
         shape = self.mean_shape + (r[..., 4:] @ self.basis.t()).unflatten(-1, (68, 2))
-        face = _rotate(shape, r[..., 3]) * r[..., 2].exp().unsqueeze(-1).unsqueeze(-1)
-        return face + r[..., :2].unsqueeze(-2)
+        return place_t(shape, r[..., :2], r[..., 2], r[..., 3])
 
     def encode_velocity(self, x: Tensor, v: Tensor) -> Tensor:
         """The state change of a frame ``x`` that moved by ``v`` (both ``[..., 68, 2]``)."""
@@ -155,8 +129,6 @@ class SemanticSpace(nn.Module):
         windows, so that the pose ranges are those G sees). ``scale_d = std of the per-frame
         change of raw dimension d * vel_scale``. Returns ``encode(windows)`` ``[M, T, 4 + K]``
         from the raw states computed here (the same values; the reversion rates need them)."""
-        from suhmo.metrics.landmark import align_shapes, centre_scale, mean_shape_gpa
-
         frames = np.asarray(frames, np.float64).reshape(-1, LANDMARKS, 2)
         if len(frames) < self.k + 1:
             raise SuhmoError(f"semantic space: {len(frames)} training frames cannot fit {self.k} shape components")

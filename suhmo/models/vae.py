@@ -24,7 +24,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from suhmo.models.generators import GenOutput, check_inputs
+from suhmo.models.generators import GenOutput, check_inputs, evaluating
 from suhmo.utils import SuhmoError
 
 FRAME_DIM = 136  # 68 landmarks x (x, y)
@@ -181,13 +181,8 @@ class VAEGenerator(nn.Module):
     def generate(self, obs: Tensor, n_future: int, init_vel: Optional[Tensor] = None) -> GenOutput:
         """Inference: no grad, eval mode; latents from the prior (torch's global RNG)."""
         v0 = self._inputs(obs, n_future, init_vel)
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.no_grad():
-                future, recon = self.core(obs, v0, int(n_future))
-        finally:
-            self.train(was_training)
+        with evaluating(self):
+            future, recon = self.core(obs, v0, int(n_future))
         return GenOutput(future, recon)
 
     def elbo(self, seq: Tensor) -> Tuple[Tensor, dict]:
