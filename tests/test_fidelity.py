@@ -17,7 +17,9 @@ from suhmo.metrics import landmark as lm
 
 def _mean_face() -> np.ndarray:
     clips = synthesize(4, 2.0, 0).clips
-    return lm.mean_shape_gpa(np.concatenate(clips))
+    from suhmo.geometry import mean_shape_gpa
+
+    return mean_shape_gpa(np.concatenate(clips))
 
 
 def _rotate(x, deg):

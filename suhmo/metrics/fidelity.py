@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from suhmo.geometry import align_shapes, centre_scale
 from suhmo.metrics import landmark as lm
 
 VERSION = "fidelity-v1"
@@ -97,8 +98,8 @@ def mean_shapes(seqs: np.ndarray, mean_shape: np.ndarray) -> tuple[np.ndarray, n
     """Procrustes-aligned mean shape of the first and of the last ``WINDOW`` frames of each
     sequence: ``([N, 68, 2], [N, 68, 2])``."""
     def aligned(x):
-        _, _, xn = lm.centre_scale(np.asarray(x, np.float64))
-        return lm.align_shapes(xn, mean_shape)[0].mean(1)
+        _, _, xn = centre_scale(np.asarray(x, np.float64))
+        return align_shapes(xn, mean_shape)[0].mean(1)
 
     return aligned(seqs[:, :WINDOW]), aligned(seqs[:, -WINDOW:])
 
