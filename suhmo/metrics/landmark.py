@@ -371,12 +371,19 @@ def landmark_metrics(seqs: np.ndarray, ref: LandmarkReference, frames: int | Non
 def real_windows(clips, length: int = SCORED_FRAMES + 1, stride: int = 5) -> np.ndarray:
     """Overlapping windows ``[N, length, 68, 2]`` of real clips (clips shorter than
     ``length`` contribute none)."""
+    from suhmo.utils import check_memory
+
+    step = max(1, int(stride))
+    count = sum((len(c) - length) // step + 1 for c in clips if len(c) >= length)
+    # the windows, stacked per clip and then concatenated
+    check_memory(2 * count * length * 68 * 2 * 4, f"{count} real windows of {length} frames every {step} frames",
+                 "raise --stride")
     out = []
     for c in clips:
         c = np.asarray(c, np.float32)
         if len(c) < length:
             continue
-        starts = np.arange(0, len(c) - length + 1, max(1, int(stride)))
+        starts = np.arange(0, len(c) - length + 1, step)
         out.append(np.stack([c[s:s + length] for s in starts]))
     if not out:
         return np.zeros((0, length, 68, 2), np.float32)
