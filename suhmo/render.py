@@ -286,21 +286,42 @@ def preview_image(clips: Sequence[np.ndarray], *, size: int = 256, max_samples: 
     return img
 
 
+def _mp4_complete(path: str) -> bool:
+    """Whether the file is a whole MP4: its top-level boxes end exactly at the end of the file
+    and one is the ``moov`` index (the muxer writes it last, so a write cut short lacks it)."""
+    import struct
+
+    size = os.path.getsize(path)
+    pos, seen = 0, set()
+    with open(path, "rb") as f:
+        while pos < size:
+            f.seek(pos)
+            head = f.read(16)
+            if len(head) < 8:
+                return False
+            n, kind = struct.unpack(">I4s", head[:8])
+            if n == 1 and len(head) == 16:
+                n = struct.unpack(">Q", head[8:16])[0]
+            elif n == 0:
+                n = size - pos
+            if n < 8:
+                return False
+            seen.add(kind)
+            pos += n
+    return pos == size and b"moov" in seen
+
+
 def _check_video(tmp: str, path: Path, n_frames: int) -> None:
-    """OpenCV reports no failed write: read the video back, and call a short one what it is
+    """OpenCV reports no failed write: a video cut short is found here, and called what it is
     (a full disk when the filesystem has no room left, else OpenCV's failure)."""
-    cap = cv2.VideoCapture(tmp)
-    try:
-        got = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
-    finally:
-        cap.release()
-    if got >= n_frames:
+    if _mp4_complete(tmp):
         return
     written = os.path.getsize(tmp)
     free = free_bytes(tmp)
     if free is not None and free < max(1 << 20, written // 10):
-        raise DiskFullError(path, needed=written + 1, at_least=True, free=free)
-    raise SuhmoError(f"{path}: OpenCV wrote {got} of {n_frames} frames; try .gif")
+        # the free space once the partial file is gone
+        raise DiskFullError(path, needed=written + 1, at_least=True, free=free + written)
+    raise SuhmoError(f"{path}: OpenCV could not write the {n_frames}-frame video; try .gif")
 
 
 def render_png(clips: Sequence[np.ndarray], path: str | Path, *, size: int = 256, max_samples: int = 4) -> Path:

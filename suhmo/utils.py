@@ -84,8 +84,8 @@ class DiskFullError(SuhmoError):
             have = "over the file-size limit, ulimit -f"
         need = "" if needed is None else f", {'at least ' if at_least else ''}{format_bytes(needed)} needed"
         super().__init__(f"disk full: cannot write {what + ' ' if what else ''}{self.path} ({have}{need}); "
-                         f"the files written before are intact: free some space and run the same command "
-                         f"again (it continues where it stopped)")
+                         f"the files written before are intact: free some space, then resume (suhmo train "
+                         f"--resume, suhmo-search resume) or run the command again")
 
     @classmethod
     def check(cls, exc: BaseException, path, needed: int | None = None, *, at_least: bool = False,
