@@ -205,3 +205,51 @@ def test_export_on_a_full_disk_names_the_file(small_disk):
     disk.grow(64 * MiB)
     write_export(disk.dir / "export", state, cfg)
     assert np.isclose(sum(1 for _ in (disk.dir / "export").iterdir()), 2)
+
+
+def test_mlflow_artifacts_on_a_full_disk_wait_in_the_outbox(small_disk, tmp_path):
+    """The MLflow store (sqlite database and artifacts) on a small disk: an evaluation whose
+    checkpoint does not fit there is recorded at once (the trial does not wait), the replay's
+    failure is a disk-full line in the outbox's status, and once there is room every step is
+    logged exactly once, also when the replay runs again."""
+    from mlflow import MlflowClient
+
+    import tracking
+    from tracking.outbox import Outbox, OutboxLogger, replay
+
+    disk = small_disk(2 * MiB)
+    if not disk.mounted:
+        pytest.skip("needs a tmpfs (root with mount allowed): MLflow runs in this process")
+    disk.grow(16 * MiB)  # room for the database's migrations; shrunk again below
+    uri = f"sqlite:///{(disk.dir / 'mlflow.db').as_posix()}"
+    exp = tracking.setup_experiment(uri, "full")
+    parent = tracking.start_search_run(uri, exp, space_file=None, cli_options={}, study_seed=0, run_name="full",
+                                       objectives=[["fd", "min"]])
+    used = sum(p.stat().st_size for p in disk.dir.rglob("*") if p.is_file())
+    disk.grow(used + 3 * MiB)
+    ckpt = tmp_path / "last.pt"
+    ckpt.write_bytes(os.urandom(4 * MiB))  # more than the store has room for
+    box_dir = tmp_path / "outbox" / "t0"
+    logger = OutboxLogger(box_dir, tracking_uri=uri, experiment_id=exp, parent_run_id=parent, trial_id="t0",
+                          trial_name="t0", config={"model.variant": "rnn"}, seed=0, objectives=[["fd", "min"]],
+                          retry_s=(0.5,))
+    logger.log_eval(1, {"fd": 2.0}, ckpt)
+    logger.log_eval(2, {"fd": 3.0}, ckpt)  # not an improvement: no checkpoint staged
+    logger.close("FINISHED", wait_s=0)
+    box = Outbox(box_dir)
+    with pytest.raises(Exception) as e:
+        replay(box, uri, exp, parent, wait_s=60)
+    from tracking.outbox import describe_error
+
+    assert "disk full" in describe_error(e.value), describe_error(e.value)
+    assert box.waiting(uri, parent) >= 2
+    disk.grow(64 * MiB)
+    assert replay(box, uri, exp, parent, wait_s=60) == 0
+    assert replay(box, uri, exp, parent, wait_s=60) == 0  # nothing left, nothing doubled
+    client = MlflowClient(uri)
+    run_id = box.load_state(uri, parent)["run_id"]
+    assert [m.step for m in client.get_metric_history(run_id, "fd")] == [1, 2]
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    arts = [a.path for a in client.list_artifacts(run_id, "checkpoints/step_1")]
+    assert arts == ["checkpoints/step_1/last.pt"], arts
