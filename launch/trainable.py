@@ -5,8 +5,9 @@ One call = one trial. The trial's config holds the sampled dotted keys (``optim.
 search (preset, fixed base values, objectives, MLflow ids). The trainer's hooks are wired
 to Tune:
 
-* ``report(step, metrics, last.pt)`` -> :class:`TuneReport`: the evaluation goes to MLflow
-  (:class:`TrialRun`, the tracking hook), then ``tune.report(metrics, checkpoint=...)`` with
+* ``report(step, metrics, last.pt)`` -> :class:`TuneReport`: the evaluation goes to the trial's
+  tracking outbox (:class:`TrialRun`, the tracking hook; a background thread sends it to MLflow,
+  so training never waits on the server), then ``tune.report(metrics, checkpoint=...)`` with
   a checkpoint folder holding ``last.pt`` (+ ``best.pt``, ``config.yaml``,
   ``metrics.jsonl``, ``trial.json``); a trial the scheduler (ASHA) stops ends there;
 * ``should_stop()`` -> :class:`StopFlag`: the driver ended the search (time budget), so

@@ -603,7 +603,9 @@ class TrialLogger:
     def _reopen(self) -> None:
         try:
             run = self.client.get_run(self.run_id)
-        except MlflowException:
+        except MlflowException as e:
+            if e.error_code != "RESOURCE_DOES_NOT_EXIST":  # the store did not answer: not a verdict on the run
+                raise
             raise SuhmoError(f"trial run {self.run_id} not found at {self.tracking_uri}") from None
         if run.data.tags.get(PARENT_TAG) != self.parent_run_id:
             raise SuhmoError(f"run {self.run_id} is not a child of search run {self.parent_run_id}")

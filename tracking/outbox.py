@@ -43,6 +43,7 @@ from suhmo.selection import Objective
 from suhmo.utils import append_line, atomic_write_text, make_dirs
 
 OUTBOX_DIR = "tracking-outbox"
+HANG_S = 30.0  # a replay attempt without an answer for this long counts as the store being unreachable
 RECORDS = "records.jsonl"
 STATUS = "status.json"
 
@@ -363,6 +364,10 @@ class OutboxLogger:
         failures = 0
         while True:
             stopping = self._stop.is_set()
+            if self.waiting():
+                # an attempt can hang in MLflow's own HTTP retries for minutes: say since when
+                st = self.box.status()
+                self.box.write_status(**{**st, "time": time.time(), "attempt_since": time.time()})
             try:
                 left = replay(self.box, self.tracking_uri, self.experiment_id, self.parent_run_id)
                 if left >= 0:
@@ -397,12 +402,15 @@ def summary(exp_dir: str | Path, tracking_uri: Optional[str], parent_run_id: Opt
     waiting = unreachable = 0
     error = None
     boxes = trial_outboxes(exp_dir)
+    now = time.time()
     for box in boxes:
-        waiting += box.waiting(tracking_uri, parent_run_id)
+        n = box.waiting(tracking_uri, parent_run_id)
+        waiting += n
         st = box.status()
-        if st and not st.get("ok", True) and box.waiting(tracking_uri, parent_run_id):
+        hanging = now - float(st.get("attempt_since") or now)
+        if n and st and (not st.get("ok", True) or hanging > HANG_S):
             unreachable += 1
-            error = error or st.get("error")
+            error = error or (st.get("error") if not st.get("ok", True) else f"no answer for {hanging:.0f} s")
     return {"trials": len(boxes), "waiting": waiting, "unreachable": unreachable, "error": error}
 
 
@@ -425,11 +433,12 @@ def replay_search(exp_dir: str | Path, tracking_uri: str, experiment_id: str, pa
                 box.write_status(ok=True, error=None, waiting=0)
             elif left < 0:
                 errors.append(f"{box.dir.name}: another process is replaying it")
-        except Exception as e:  # noqa: BLE001 - keep going with the other trials; say what failed
+        except Exception as e:  # noqa: BLE001 - the store failed: the other trials would wait on it too
             msg = describe_error(e)
             box.write_status(ok=False, error=msg, waiting=box.waiting(tracking_uri, parent_run_id),
                              since=box.status().get("since") or time.time())
             errors.append(f"{box.dir.name}: {msg}")
+            break
     out = summary(exp_dir, tracking_uri, parent_run_id)
     out.update(replayed=done, errors=errors)
     return out
