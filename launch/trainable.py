@@ -360,6 +360,8 @@ def outbox_dir(meta: dict, trial_id: str) -> Path:
     driver find it there), else (a trial run outside a search) a fresh temporary folder."""
     from tracking.outbox import outbox_root
 
+    if meta.get("outbox_root"):
+        return Path(meta["outbox_root"]) / str(trial_id)
     if meta.get("storage") and meta.get("experiment"):
         return outbox_root(Path(meta["storage"]) / meta["experiment"]) / str(trial_id)
     return Path(tempfile.mkdtemp(prefix=f"suhmo-outbox-{trial_id}-"))
