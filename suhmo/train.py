@@ -406,7 +406,9 @@ def check_training_memory(cfg: Config) -> None:
     per_frame = 4 * (4 * 410 + 8 * width * (1 + int(cfg.windows.num_windows)))
     check_memory(int(cfg.train.batch_size) * frames * per_frame,
                  f"a batch of train.batch_size={cfg.train.batch_size} x {frames} frames "
-                 f"(data.obs_len + data.seq_len)", "lower train.batch_size or data.seq_len")
+                 f"(data.obs_len + data.seq_len) through networks {width} wide with "
+                 f"windows.num_windows={cfg.windows.num_windows}",
+                 "lower train.batch_size, data.seq_len, windows.num_windows or the widths")
     check_generation_size(cfg, 2 * int(cfg.eval.samples), int(cfg.eval.frames),
                           f"an evaluation of eval.samples={cfg.eval.samples} x eval.frames={cfg.eval.frames}")
 

@@ -368,6 +368,8 @@ def cases(f: dict[str, str], d: Path) -> list[tuple[str, str, list[str], str]]:
                                     "--set", "windows.tau_max=10", "--out", str(out / "i")], "data.seq_len"),
         ("train-width", "suhmo", ["train", *tiny, "--set", "model.hidden_g=100000000", "--out", str(out / "j")],
          "model.hidden_g"),
+        ("train-num-windows", "suhmo", ["train", *tiny, "--set", "windows.num_windows=1000000000",
+                                        "--out", str(out / "n")], "windows.num_windows=1000000000"),
         ("train-eval-samples", "suhmo", ["train", *tiny, "--set", "eval.samples=1000000000",
                                          "--out", str(out / "k")], "eval.samples"),
         ("train-eval-frames", "suhmo", ["train", *tiny, "--set", "eval.frames=1000000000",
