@@ -4,6 +4,7 @@
     suhmo-search run --space rnn --num-samples 32 --address auto
     suhmo-search validate search_spaces/transformer.yaml
     suhmo-search status NAME ; suhmo-search resume NAME ; suhmo-search ui
+    suhmo-search sync NAME                # log what a tracking outage left waiting
     suhmo-search repeat NAME --top 3 --seeds 3 ; suhmo-search results NAME   # seeds x repeats
 """
 
@@ -163,6 +164,25 @@ def run(space_name: str, num_samples, max_concurrent, cpus_per_trial, gpus_per_t
     outcome = _driver(lambda: run_search(plan, echo=click.echo, cli_options=cli_options), plan.experiment,
                       plan.exp_dir)
     render_report(outcome, echo=click.echo)
+    _fail_without_results(outcome)
+
+
+def _fail_without_results(outcome) -> None:
+    """A search in which no trial finished (or was stopped early by the scheduler, a normal
+    end) ends with one ``Error:`` line and a non-zero exit, not as a success."""
+    from launch.plan import storage_opt
+    from suhmo.utils import SuhmoError
+
+    rows = outcome.rows
+    if outcome.interrupted or any(r.state in ("finished", "stopped") for r in rows):
+        return
+    if outcome.budget_hit and any(r.evaluations > 0 and r.state != "error" for r in rows):
+        return  # the time budget ended trials that had evaluated: results, as the report says
+    plan = outcome.plan
+    errored = sum(r.state == "error" for r in rows)
+    raise SuhmoError(f"search {plan.experiment}: no trial finished ({len(rows)} of {plan.num_samples} started, "
+                     f"{errored} errored; reasons above); after fixing the cause, `suhmo-search resume "
+                     f"{plan.experiment}{storage_opt(plan)}` retries them")
 
 
 def _driver(call, experiment: str, exp_dir):
@@ -203,6 +223,7 @@ def resume(experiment: str, storage, address, retry_errored: bool) -> None:
     outcome = _driver(lambda: resume_search(exp_dir, address=address, retry_errored=retry_errored,
                                             echo=click.echo), exp_dir.name, exp_dir)
     render_report(outcome, echo=click.echo)
+    _fail_without_results(outcome)
 
 
 @cli.command()
@@ -225,10 +246,46 @@ def status(experiment: str, storage) -> None:
                + (", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "none started"))
     if rows:
         click.echo(format_table(rows, plan.objectives, param_columns(space)))
+    click.echo(_tracking_status(plan))
     open_ = sum(counts.get(k, 0) for k in ("running", "pending", "interrupted"))
     if open_ or len(rows) < plan.num_samples:
         click.echo(f"unfinished: `suhmo-search resume {plan.experiment}{storage_opt(plan)}` continues it "
                    "(if it is not running right now)")
+
+
+def _tracking_status(plan) -> str:
+    """``tracking: ...`` line of `status`: where the trials log, and what waits in their outboxes."""
+    from launch.plan import storage_opt
+    from tracking.outbox import summary
+
+    s = summary(plan.exp_dir, plan.tracking_uri, plan.parent_run_id)
+    sync = f"`suhmo-search sync {plan.experiment}{storage_opt(plan)}`"
+    if not plan.tracking_uri:
+        return (f"tracking: off (--tracking-uri none); {s['waiting']} record(s) of {s['trials']} trial(s) kept: "
+                f"{sync} --tracking-uri URI logs them")
+    if not s["waiting"]:
+        return f"tracking: every record of {s['trials']} trial(s) logged to {plan.tracking_uri}"
+    state = (f"unreachable at the last attempt ({s['error']})" if s["unreachable"] else "being logged")
+    return (f"tracking: {s['waiting']} record(s) of {s['trials']} trial(s) wait for {plan.tracking_uri}, {state}; "
+            f"the trials replay them, or {sync} once the search has ended")
+
+
+@cli.command()
+@click.argument("experiment")
+@click.option("--storage", default=None, help="Folder of the Tune experiments (default: $SUHMO_HOME/search).")
+@click.option("--tracking-uri", default=None,
+              help="MLflow store to log into (default: the search's; for a search run with "
+                   "--tracking-uri none, the default sqlite store).")
+def sync(experiment: str, storage, tracking_uri) -> None:
+    """Log what a search's trials recorded into MLflow: the records a tracking outage left
+    waiting, or a whole search run without tracking. Replays are idempotent: nothing is logged twice."""
+    from launch.plan import SearchPlan, find_experiment
+    from launch.sync import sync_search
+
+    exp_dir = find_experiment(experiment, storage)
+    plan = SearchPlan.load(exp_dir)
+    for line in sync_search(plan, tracking_uri):
+        click.echo(line)
 
 
 @cli.command()

@@ -27,7 +27,9 @@ class Progress(Callback):
     """
 
     def __init__(self, objectives: list[list[str]], echo: Callable[[str], None] = print, *,
-                 budget: int | None = None, stream=None, interval_s: float | None = None):
+                 budget: int | None = None, stream=None, interval_s: float | None = None,
+                 tracking: tuple | None = None):
+        self.tracking = tracking  # (experiment folder, tracking URI, parent run id): the trials' outboxes
         self.objectives = [tuple(o) for o in objectives]
         self.echo = echo
         self.budget = budget
@@ -60,6 +62,26 @@ class Progress(Callback):
             stream.flush()
             self._status_shown = False
 
+    def tracking_note(self, every_s: float = 10.0) -> str | None:
+        """``tracking unreachable (...): 12 record(s) of 2 trial(s) wait ...`` while records wait
+        for the tracking store (read from the trials' outboxes at most every ``every_s``)."""
+        tr = getattr(self, "tracking", None)
+        if not tr or not tr[1]:
+            return None
+        now = time.time()
+        if now - getattr(self, "_tracking_at", 0.0) >= every_s:
+            from tracking.outbox import describe, summary
+
+            self._tracking_at = now
+            s = summary(tr[0], tr[1], tr[2])
+            self._tracking_note = describe(s, tr[1]) if s["unreachable"] or s["waiting"] > 2 * max(1, s["trials"]) \
+                else None
+            unreachable = bool(s["unreachable"])
+            if unreachable != getattr(self, "_unreachable", False):  # say it once when it changes
+                self._unreachable = unreachable
+                self._line(self._tracking_note or "tracking reachable again: the waiting records are being logged")
+        return getattr(self, "_tracking_note", None)
+
     def status_line(self, trials) -> str:
         """``progress 3/8 trials done, 2 running, 1m05s, best fd_clip40 9180 (trial_ab12)``."""
         done = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
@@ -75,9 +97,13 @@ class Progress(Callback):
                 v, tid = best
                 name = next((trial_name(t) for t in trials if t.trial_id == tid), tid)
                 text += f", best {m} {v:.4g} ({name})"
+        note = self.tracking_note()
+        if note:
+            text += "; " + note
         return text
 
     def on_step_end(self, iteration, trials, **info):
+        self.tracking_note()  # prints a line when the tracking store stops or starts answering
         live = self._live()
         interval = getattr(self, "interval_s", None) or (1.0 if live else 60.0)
         now = time.time()

@@ -257,7 +257,8 @@ def run_repeat(rp: RepeatPlan, *, address: Optional[str] = None, cpus_per_trial:
     meta = {"preset": space.preset, "base": dict(space.base), "objectives": rp.objectives,
             "study_seed": rp.study_seed, "threads": max(1, int(cpus_per_trial)),
             "tracking_uri": rp.tracking_uri, "experiment_id": rp.experiment_id,
-            "parent_run_id": rp.parent_run_id, "experiment": rp.search, "repeat": rp.name}
+            "parent_run_id": rp.parent_run_id, "experiment": rp.search, "repeat": rp.name,
+            "outbox_root": str(rp.exp_dir / "tracking-outbox")}
     if rp.tracking_uri:
 
         search_runs(rp.tracking_uri, rp.search, rp.parent_run_id)  # the parent must exist in this store
@@ -295,7 +296,14 @@ def run_repeat(rp: RepeatPlan, *, address: Optional[str] = None, cpus_per_trial:
                             "metrics": metrics if res.error is None else {}})
     finally:
         if rp.tracking_uri:
+            from tracking.outbox import replay_search
 
+            left = replay_search(rp.exp_dir, rp.tracking_uri, rp.experiment_id, rp.parent_run_id, keep_files=False,
+                                 budget_s=300.0)
+            if left["waiting"]:
+                echo(f"tracking: {left['waiting']} record(s) of the repeat could not be logged to {rp.tracking_uri} "
+                     f"({left['errors'][0] if left['errors'] else 'time is up'}); they are kept in "
+                     f"{rp.exp_dir / 'tracking-outbox'}")
             close_unfinished(rp.tracking_uri, rp.experiment_id, rp.parent_run_id, rp.name)
         if shutdown:
             import ray
@@ -321,7 +329,7 @@ def summarize(rp: RepeatPlan, results: list[dict], wall_s: float) -> dict:
         by_key.setdefault(r["config_key"], []).append(r)
     skip = {"step", "iterations", "scored_step", "training_iteration", "time_this_iter_s", "time_total_s",
             "timestamp", "pid", "time_since_restore", "iterations_since_restore", "done", "trial_seed",
-            "study_seed", "time_setup_s", "time_trainer_first_s", "time_report_s"}
+            "study_seed", "time_setup_s", "time_trainer_first_s", "time_report_s", "tracking_waiting"}
     keys = sorted({k for r in results for k in r["metrics"] if k not in skip and not k.startswith("time_")})
     configs = []
     for c in rp.configs:

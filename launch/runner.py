@@ -89,10 +89,11 @@ def build_tuner(plan: SearchPlan, space: SearchSpace, resources: dict, callbacks
                  run_config=run_config)
 
 
-def _make_progress_callback(objectives: list[list[str]], echo: Callable[[str], None], budget: Optional[int] = None):
+def _make_progress_callback(objectives: list[list[str]], echo: Callable[[str], None], budget: Optional[int] = None,
+                            tracking: Optional[tuple] = None):
     from launch.progress import Progress
 
-    return Progress(objectives, echo, budget=budget)
+    return Progress(objectives, echo, budget=budget, tracking=tracking)
 
 
 def _setup_tracking(plan: SearchPlan, cli_options: dict, echo) -> None:
@@ -106,11 +107,25 @@ def _setup_tracking(plan: SearchPlan, cli_options: dict, echo) -> None:
         study_seed=plan.seed, run_name=plan.experiment, objectives=plan.objectives)
 
 
+# how long the driver replays the trials' outboxes at the end of a search (the rest waits for
+# `suhmo-search sync`)
+FINAL_REPLAY_S = 300.0
+
+
 def _finish_tracking(plan: SearchPlan, outcome: SearchOutcome, status: str, echo) -> None:
     if not plan.tracking_uri or not plan.parent_run_id:
         return
     import tracking
+    from tracking.outbox import replay_search
 
+    # what the trials recorded and have not replayed yet (the server was down, or a trial ended first)
+    left = replay_search(plan.exp_dir, plan.tracking_uri, plan.experiment_id, plan.parent_run_id,
+                         keep_files=False, budget_s=FINAL_REPLAY_S)
+    if left["waiting"]:
+        echo(f"tracking: {left['waiting']} record(s) of {left['trials']} trial(s) could not be logged to "
+             f"{plan.tracking_uri} ({left['errors'][0] if left['errors'] else 'time is up'}); they are kept: "
+             f"`suhmo-search sync {plan.experiment}{storage_opt(plan)}` logs them later")
+        return
     counts = summary_counts(outcome.rows)
     summary = {"wall_s": round(outcome.wall_s, 1), "num_samples": plan.num_samples,
                "interrupted": outcome.interrupted, "storage": str(plan.exp_dir), **{f"n_{k}": v for k, v in counts.items()}}
@@ -136,7 +151,8 @@ def run_search(plan: SearchPlan, *, echo: Callable[[str], None] = print, cli_opt
         _setup_tracking(plan, cli_options or {}, echo)
         plan.exp_dir.mkdir(parents=True, exist_ok=True)
         plan.save()
-        progress = _make_progress_callback(plan.objectives, echo, plan.num_samples)
+        progress = _make_progress_callback(plan.objectives, echo, plan.num_samples,
+                                           (str(plan.exp_dir), plan.tracking_uri, plan.parent_run_id))
         tuner = build_tuner(plan, space, resources, [progress])
         echo(f"search {plan.experiment}: {plan.num_samples} trials, {plan.max_concurrent} at a time, "
              f"{_res_text(resources)} per trial, {plan.scheduler['type']} on "

@@ -5,8 +5,9 @@ One call = one trial. The trial's config holds the sampled dotted keys (``optim.
 search (preset, fixed base values, objectives, MLflow ids). The trainer's hooks are wired
 to Tune:
 
-* ``report(step, metrics, last.pt)`` -> :class:`TuneReport`: the evaluation goes to MLflow
-  (:class:`TrialRun`, the tracking hook), then ``tune.report(metrics, checkpoint=...)`` with
+* ``report(step, metrics, last.pt)`` -> :class:`TuneReport`: the evaluation goes to the trial's
+  tracking outbox (:class:`TrialRun`, the tracking hook; a background thread sends it to MLflow,
+  so training never waits on the server), then ``tune.report(metrics, checkpoint=...)`` with
   a checkpoint folder holding ``last.pt`` (+ ``best.pt``, ``config.yaml``,
   ``metrics.jsonl``, ``trial.json``); a trial the scheduler (ASHA) stops ends there;
 * ``should_stop()`` -> :class:`StopFlag`: the driver ended the search (time budget), so
@@ -252,7 +253,8 @@ class TuneReport:
         check_objectives(values, self.objectives, step)
         self.run.log_eval(step, values, checkpoint_path)
         extra = {"step": int(step), "iterations": int(self.cfg.train.iterations), "trial_seed": int(self.cfg.train.seed),
-                 "study_seed": int(self.meta.get("study_seed", 0)), "node_ip": self.node_ip}
+                 "study_seed": int(self.meta.get("study_seed", 0)), "node_ip": self.node_ip,
+                 "tracking_waiting": self.run.tracking_waiting()}
         if self.t_fit is None:
             self.t_fit = self.run.t_fit
             extra.update(time_setup_s=self.t_fit - self.clock.t_entry, time_trainer_first_s=t_report - self.t_fit,
@@ -295,30 +297,35 @@ class TrialRun:
     """
 
     def __init__(self, meta: dict, cfg, trial_id: str, trial_name: str, run_id: Optional[str] = None):
+        from tracking.outbox import OutboxLogger
+
         self.cfg, self.trial_id = cfg, trial_id
         self.trainer, self.refs, self.t_fit = None, None, time.time()
-        self.logger = None
-        if meta.get("tracking_uri"):
-            from tracking import TrialLogger
-
-            self.logger = TrialLogger(meta["tracking_uri"], meta["experiment_id"], meta["parent_run_id"],
-                                      trial_id=trial_id, trial_name=trial_name, config=cfg.flat(),
-                                      seed=int(cfg.train.seed), objectives=meta["objectives"], run_id=run_id)
+        # every trial records into its outbox, also without tracking (`suhmo-search sync` replays it);
+        # the run id lives in the outbox's replay state (``run_id`` of an older checkpoint is not needed)
+        folder = outbox_dir(meta, trial_id)
+        self.logger = OutboxLogger(folder, tracking_uri=meta.get("tracking_uri"),
+                                   experiment_id=meta.get("experiment_id"), parent_run_id=meta.get("parent_run_id"),
+                                   trial_id=trial_id, trial_name=trial_name, config=cfg.flat(),
+                                   seed=int(cfg.train.seed), objectives=meta["objectives"])
+        self.tracks = bool(meta.get("tracking_uri"))
 
     @property
     def run_id(self) -> Optional[str]:
-        return self.logger.run_id if self.logger is not None else None
+        return self.logger.run_id
+
+    def tracking_waiting(self) -> int:
+        """Records of this trial not yet in the tracking store."""
+        return self.logger.waiting() if self.tracks else 0
 
     def watch(self, trainer, eval_set) -> None:
         """Training starts: samples of a new best come from this trainer and eval set."""
         self.trainer = trainer
-        if self.logger is not None and eval_set is not None and len(eval_set.clips):
+        if eval_set is not None and len(eval_set.clips):
             self.refs = sample_refs(eval_set, k=4, seed=self.cfg.eval.seed)
         self.t_fit = time.time()
 
     def log_eval(self, step: int, values: dict[str, float], checkpoint_path: Optional[Path]) -> None:
-        if self.logger is None:
-            return
         samples = None
         if self.refs is not None:
             trainer, refs, ev = self.trainer, self.refs, self.cfg.eval
@@ -337,16 +344,27 @@ class TrialRun:
                 ("KILLED", f"stopped early at iteration {step} (scheduler or interrupted search)")
         elif exc_type is not None and issubclass(exc_type, StopIteration):
             reason = f"StopIteration escaped from training: {exc!r}"
-        if self.logger is not None:
-            try:
-                self.logger.close(status, reason)
-            except Exception as e:  # noqa: BLE001 - the driver closes runs left open
-                print(f"[suhmo] could not close MLflow run of trial {self.trial_id}: {e}", file=sys.stderr)
+        try:
+            self.logger.close(status, reason)
+        except Exception as e:  # noqa: BLE001 - the driver closes runs left open
+            print(f"[suhmo] could not record the end of trial {self.trial_id}: {e}", file=sys.stderr)
         if exc_type is not None and issubclass(exc_type, StopIteration):
             # Tune's runner thread takes StopIteration for a clean exit and the error would be
             # lost ("Should not have reached here"): turn it into a real error
             raise SuhmoError(f"trial failed: {reason}") from exc
         return False
+
+
+def outbox_dir(meta: dict, trial_id: str) -> Path:
+    """The trial's tracking outbox: in the search's storage folder (``suhmo-search sync`` and the
+    driver find it there), else (a trial run outside a search) a fresh temporary folder."""
+    from tracking.outbox import outbox_root
+
+    if meta.get("outbox_root"):
+        return Path(meta["outbox_root"]) / str(trial_id)
+    if meta.get("storage") and meta.get("experiment"):
+        return outbox_root(Path(meta["storage"]) / meta["experiment"]) / str(trial_id)
+    return Path(tempfile.mkdtemp(prefix=f"suhmo-outbox-{trial_id}-"))
 
 
 def sample_refs(eval_set, k: int, seed: int):

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from suhmo.utils import SuhmoError, atomic_save, atomic_write_text
+from suhmo.utils import SuhmoError, atomic_save, atomic_write_stream, atomic_write_text
 
 FORMAT = "suhmo-checkpoint"
 VERSION = 1
@@ -93,14 +93,14 @@ def save_checkpoint(path: str | Path, payload: dict) -> Path:
     """Write ``payload`` (see the module docstring) atomically; returns the path."""
     path = Path(path)
     payload = {"format": FORMAT, "version": VERSION, **encode_state(payload)}
-    atomic_save(path, lambda tmp: torch.save(payload, tmp))
+    atomic_write_stream(path, lambda f: torch.save(payload, f))
     return path
 
 
 def copy_checkpoint(src: str | Path, dst: str | Path) -> Path:
     """Atomic file copy (``best.pt`` from the ``last.pt`` just written)."""
     dst = Path(dst)
-    atomic_save(dst, lambda tmp: shutil.copyfile(src, tmp))
+    atomic_save(dst, lambda tmp: shutil.copyfile(src, tmp), needed=Path(src).stat().st_size)
     return dst
 
 
@@ -144,6 +144,6 @@ def write_export(out_dir: str | Path, generator_state: dict, cfg) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in generator_state.items()}
-    atomic_save(out_dir / "generator.pt", lambda tmp: torch.save(state, tmp))
+    atomic_write_stream(out_dir / "generator.pt", lambda f: torch.save(state, f))
     atomic_write_text(out_dir / "config.yaml", cfg.to_yaml())
     return out_dir

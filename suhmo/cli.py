@@ -77,7 +77,7 @@ TORCH_HINT = ("this environment has no torch: install it pinned, pip install tor
 def run_cli(group: click.Group, argv: list[str] | None = None) -> int:
     """Run a click group turning user-facing errors into one-line messages (exit 2)."""
     from suhmo.config import ConfigError
-    from suhmo.utils import SuhmoError
+    from suhmo.utils import DiskFullError, SuhmoError, disk_full_cause
 
     try:
         group.main(args=argv, standalone_mode=False)
@@ -102,6 +102,12 @@ def run_cli(group: click.Group, argv: list[str] | None = None) -> int:
             click.echo(f"Error: {e}", err=True)
             return 2
         raise
+    except Exception as e:  # a full disk met by a write that does not say it itself
+        full = disk_full_cause(e)
+        if full is None:
+            raise
+        click.echo(f"Error: {DiskFullError(full.filename or '.')}", err=True)
+        return 2
     return 0
 
 

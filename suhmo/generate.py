@@ -32,7 +32,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
     """
     from suhmo.checkpoint import generator_state, load_checkpoint
     from suhmo.config import Config, load_yaml
-    from suhmo.models import build_generator
+    from suhmo.models import build_generator, check_model_memory
 
     path = Path(path)
     if not path.exists():
@@ -54,6 +54,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
         ck = load_checkpoint(path)
         cfg = Config.from_dict(ck["config"], where=f"{path} (config)")
         state, where = generator_state(ck), path
+    check_model_memory(cfg, str(where), training=False)
     G = build_generator(cfg)
     try:
         G.load_state_dict(state)
@@ -90,21 +91,49 @@ def check_refs(refs: np.ndarray, where: str = "reference") -> np.ndarray:
 
 
 @torch.no_grad()
+def generation_bytes(cfg, samples: int, frames: int, chunk: int = 256) -> int:
+    """Memory :func:`sample` needs for ``samples`` sequences of ``frames`` frames under
+    ``cfg``'s model, computed without allocating: the output, the pair rows of one chunk
+    (future, the concatenation), a Transformer's key/value cache and a VAE decoder's attention."""
+    K, F = int(samples), int(frames)
+    frame = NUM_POINTS * 2 * 4
+    rows = 2 * min(K, chunk)
+    n = K * (F + 1) * frame + 3 * rows * (F + 1) * frame
+    m = cfg.model
+    if m.variant == "transformer":
+        seen = min(F + 1, int(m.attn_window_g)) if m.attn_window_g else F + 1
+        n += rows * (F + 1) * int(m.emb_g) * 4 * 2 * int(m.blocks_g) + rows * seen * 4 * int(m.heads_g)
+    elif m.variant in ("actor", "hitdvae"):
+        v = getattr(cfg, m.variant)
+        n += rows * (F + 1) * int(v.width) * 4 * 4 * int(v.layers) + rows * int(v.heads) * (F + 1) ** 2 * 4
+    return int(n)
+
+
+def check_generation_size(cfg, samples: int, frames: int, what: str) -> None:
+    """SuhmoError naming ``what`` (the flags or config fields) when :func:`generation_bytes`
+    exceeds the memory this machine allows; checked before anything is allocated."""
+    from suhmo.utils import check_memory
+
+    check_memory(generation_bytes(cfg, samples, frames), what, "generate fewer or shorter sequences")
+
+
 def sample(G, refs: np.ndarray, frames: int, seed: int, *, init_vel: float = 0.01,
-           device: Optional[str | torch.device] = None, chunk: int = 256) -> np.ndarray:
+           device: Optional[str | torch.device] = None, chunk: int = 256, cfg=None) -> np.ndarray:
     """Generate ``frames`` frames after each reference pose -> ``[K, frames + 1, 68, 2]``.
 
     Frame 0 of each output is its reference. Each reference ``refs[k]`` ([K, 68, 2], the
     normalised [0, 1] frame) is paired with ``test_partner`` (row 2k+1); only the real
     reference rows are returned. ``init_vel`` is the range r of the random initial
     translation velocity (0 = start at rest). Deterministic given ``seed``; references are
-    processed ``chunk`` at a time.
+    processed ``chunk`` at a time. With G's ``cfg`` the memory it needs is checked first.
     """
     from suhmo.data import test_partner
 
     refs = check_refs(refs)
     if int(frames) < 1:
         raise SuhmoError(f"frames={frames}: must be >= 1")
+    if cfg is not None:
+        check_generation_size(cfg, len(refs), int(frames), f"{int(frames)} frames x {len(refs)} samples")
     if device is None:
         device = next(G.parameters()).device
     device = torch.device(device)
@@ -142,7 +171,7 @@ def make_sample_fn(G, cfg, device: Optional[str | torch.device] = None):
     """The trainer's ``sample_fn(refs, frames, seed)`` bound to ``G`` and ``cfg.eval.init_vel``."""
 
     def sample_fn(refs: np.ndarray, frames: int, seed: int) -> np.ndarray:
-        return sample(G, refs, frames, seed, init_vel=cfg.eval.init_vel, device=device)
+        return sample(G, refs, frames, seed, init_vel=cfg.eval.init_vel, device=device, cfg=cfg)
 
     return sample_fn
 

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from suhmo.metrics.raster import frame_weights  # one definition of the motion-map weights
-from suhmo.utils import SuhmoError, atomic_write_bytes
+from suhmo.utils import DiskFullError, SuhmoError, atomic_write_bytes, check_memory, free_bytes
 
 # part name -> (landmark indices of one polyline, closed, RGB colour); iBUG 68-point layout
 PARTS: list[tuple[str, list[int], bool, tuple[int, int, int]]] = [
@@ -121,9 +121,16 @@ def compose_frames(clips: Sequence[np.ndarray], *, size: int = 256, grid: int = 
         raise SuhmoError(f"render: --size {size} is too small (need >= 16)")
     size += size % 2  # video codecs want even dimensions
     shown = list(clips[: max(1, grid)])
-    px = to_pixels(shown, size)
     n_frames = max(len(c) for c in shown)
     rows = 2 if with_motion_map else 1
+    # the video, plus while a clip is drawn its frames (and, float32, its motion map), plus a
+    # GIF's palette-index frames
+    tile = n_frames * size * size * 3
+    check_memory(n_frames * rows * size * len(shown) * size * 4 + tile * (1 + 4 * (rows - 1)),
+                 f"render: {len(shown)} clip(s) of {n_frames} frames at {size} px"
+                 + (" with motion maps" if with_motion_map else ""),
+                 "render fewer frames, a smaller --size or a smaller --grid")
+    px = to_pixels(shown, size)
     video = np.full((n_frames, rows * size, len(shown) * size, 3), BACKGROUND, np.uint8)
     for j, clip in enumerate(px):
         drawn = np.stack([draw_frame(clip[min(t, len(clip) - 1)], size) for t in range(n_frames)])
@@ -173,9 +180,17 @@ def write_video(frames: np.ndarray, path: str | Path, fps: float = 25.0) -> Path
             writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (w, h))
             if not writer.isOpened():
                 raise SuhmoError(f"{path}: OpenCV could not open an mp4v video writer here; try .gif")
-            for f in frames:
-                writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
-            writer.release()
+            level = cv2.utils.logging.getLogLevel()
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # no warning per failed frame
+            try:
+                for f in frames:
+                    writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+                writer.release()
+            finally:
+                cv2.utils.logging.setLogLevel(level)
+            _check_video(tmp, path, len(frames))
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
@@ -256,6 +271,11 @@ def preview_image(clips: Sequence[np.ndarray], *, size: int = 256, max_samples: 
     if not len(clips):
         raise SuhmoError("render: no clips to draw")
     shown = list(clips[:max_samples])
+    longest = max(len(c) for c in shown)
+    # a motion map draws every frame of its clip, in float64
+    check_memory(longest * size * size * 3 * 9 + len(shown) * size * 3 * size * 3,
+                 f"render: a motion map of {longest} frames at {size} px",
+                 "render fewer frames or a smaller --size")
     px = to_pixels(shown, size)
     img = np.full((len(shown) * size, 3 * size, 3), BACKGROUND, np.uint8)
     for i, clip in enumerate(px):
@@ -264,6 +284,44 @@ def preview_image(clips: Sequence[np.ndarray], *, size: int = 256, max_samples: 
             img[i * size:(i + 1) * size, j * size:(j + 1) * size] = tile
     _separate(img, size, 3, len(shown))
     return img
+
+
+def _mp4_complete(path: str) -> bool:
+    """Whether the file is a whole MP4: its top-level boxes end exactly at the end of the file
+    and one is the ``moov`` index (the muxer writes it last, so a write cut short lacks it)."""
+    import struct
+
+    size = os.path.getsize(path)
+    pos, seen = 0, set()
+    with open(path, "rb") as f:
+        while pos < size:
+            f.seek(pos)
+            head = f.read(16)
+            if len(head) < 8:
+                return False
+            n, kind = struct.unpack(">I4s", head[:8])
+            if n == 1 and len(head) == 16:
+                n = struct.unpack(">Q", head[8:16])[0]
+            elif n == 0:
+                n = size - pos
+            if n < 8:
+                return False
+            seen.add(kind)
+            pos += n
+    return pos == size and b"moov" in seen
+
+
+def _check_video(tmp: str, path: Path, n_frames: int) -> None:
+    """OpenCV reports no failed write: a video cut short is found here, and called what it is
+    (a full disk when the filesystem has no room left, else OpenCV's failure)."""
+    if _mp4_complete(tmp):
+        return
+    written = os.path.getsize(tmp)
+    free = free_bytes(tmp)
+    if free is not None and free < max(1 << 20, written // 10):
+        # the free space once the partial file is gone
+        raise DiskFullError(path, needed=written + 1, at_least=True, free=free + written)
+    raise SuhmoError(f"{path}: OpenCV could not write the {n_frames}-frame video; try .gif")
 
 
 def render_png(clips: Sequence[np.ndarray], path: str | Path, *, size: int = 256, max_samples: int = 4) -> Path:

@@ -68,6 +68,7 @@ class Trainer:
         from suhmo.objectives import build_objective
 
         self.cfg = cfg.validate()
+        check_training_memory(cfg)  # before any data or model is made
         self.out_dir = Path(out_dir)
         self.report, self.should_stop = report, should_stop
         tc = cfg.train
@@ -387,6 +388,31 @@ class Trainer:
 
 
 # ---------------------------------------------------------------------- helpers
+def check_training_memory(cfg: Config) -> None:
+    """SuhmoError, before anything is built, when the config's sizes need more memory than this
+    machine allows: the models (``model.*`` widths), a training batch (``train.batch_size`` x
+    ``data.obs_len + data.seq_len`` frames through G and D: per frame the features and, for the
+    backward pass, a few activations of each network's width and of every D window) and one
+    evaluation (``eval.samples`` x ``eval.frames`` generated frames)."""
+    from suhmo.generate import check_generation_size
+    from suhmo.models import check_model_memory
+    from suhmo.utils import check_memory
+
+    check_model_memory(cfg, "config", training=True)
+    m, d = cfg.model, cfg.data
+    frames = int(d.obs_len) + int(d.seq_len)
+    width = max(int(m.hidden_g), int(m.emb_g), int(m.mlp_g), int(m.hidden_d), int(m.emb_d),
+                int(m.frame_d_hidden))
+    per_frame = 4 * (4 * 410 + 8 * width * (1 + int(cfg.windows.num_windows)))
+    check_memory(int(cfg.train.batch_size) * frames * per_frame,
+                 f"a batch of train.batch_size={cfg.train.batch_size} x {frames} frames "
+                 f"(data.obs_len + data.seq_len) through networks {width} wide with "
+                 f"windows.num_windows={cfg.windows.num_windows}",
+                 "lower train.batch_size, data.seq_len, windows.num_windows or the widths")
+    check_generation_size(cfg, 2 * int(cfg.eval.samples), int(cfg.eval.frames),
+                          f"an evaluation of eval.samples={cfg.eval.samples} x eval.frames={cfg.eval.frames}")
+
+
 def _all_finite(tensors: list) -> bool:
     """Whether every entry of ``tensors`` is finite, in a few operations for all of them: ``x * 0``
     is 0 for a finite ``x`` and NaN for inf or NaN, so the sums of the products are all finite

@@ -238,6 +238,18 @@ def build_files(d: Path) -> dict[str, str]:
     f["sp_budget"] = space_file("sp_budget.yaml", budget={"num_samples": -2})
     (d / "a_file").write_text("I am a file")
     f["a_file"] = str(d / "a_file")
+
+    # sizes the code computes from a file: a frame rate that resamples each frame into
+    # thousands, a long (valid) clip that renders to terabytes, a checkpoint whose config
+    # asks for a model of 10^17 parameters
+    f["fps_tiny"] = _savez(d / "fps_tiny.npz", **_with(good, fps=np.float32(1e-4)))
+    long_clip = np.tile(good["flat"][: good["offsets"][1]], (20000 // int(good["offsets"][1]) + 1, 1, 1))[:20000]
+    f["long"] = _savez(d / "long.npz", flat=long_clip, offsets=np.array([0, len(long_clip)], np.int64),
+                       fps=np.float32(25))
+    wide = make_config("tiny", overrides={"model.hidden_g": 10 ** 8})
+    torch.save({"format": "suhmo-checkpoint", "version": 1, "step": 0, "config": wide.to_dict(), "G": {}},
+               d / "wide.pt")
+    f["ck_wide"] = str(d / "wide.pt")
     return f
 
 
@@ -342,6 +354,44 @@ def cases(f: dict[str, str], d: Path) -> list[tuple[str, str, list[str], str]]:
         ("generate-real-out-under-file", "suhmo", [*gen, "--checkpoint", f["ck_real"], "--reference", f["pose"],
                                                   "--out", f["a_file"] + "/t.npz"], "a_file"),
     ]
+    # sizes computed from files and flags, refused before anything is allocated
+    c += [
+        ("data-check-fps-tiny", "suhmo", ["data", "check", f["fps_tiny"]], "fps_tiny.npz"),
+        ("data-check-target-fps", "suhmo", ["data", "check", f["good"], "--fps", "1e7"], "good.npz"),
+        ("data-synth-huge", "suhmo", ["data", "synth", "--clips", "1000000", "--seconds", "100000",
+                                      "--out", str(out / "synth.npz")], "1000000 clips"),
+        ("train-data-fps-tiny", "suhmo", ["train", *tiny, "--data", f["fps_tiny"], "--out", str(out / "g")],
+         "fps_tiny.npz"),
+        ("train-batch-size", "suhmo", ["train", *tiny, "--set", "train.batch_size=100000000",
+                                       "--out", str(out / "h")], "train.batch_size"),
+        ("train-seq-len", "suhmo", ["train", *tiny, "--set", "data.seq_len=1000000000",
+                                    "--set", "windows.tau_max=10", "--out", str(out / "i")], "data.seq_len"),
+        ("train-width", "suhmo", ["train", *tiny, "--set", "model.hidden_g=100000000", "--out", str(out / "j")],
+         "model.hidden_g"),
+        ("train-num-windows", "suhmo", ["train", *tiny, "--set", "windows.num_windows=1000000000",
+                                        "--out", str(out / "n")], "windows.num_windows=1000000000"),
+        ("train-eval-samples", "suhmo", ["train", *tiny, "--set", "eval.samples=1000000000",
+                                         "--out", str(out / "k")], "eval.samples"),
+        ("train-eval-frames", "suhmo", ["train", *tiny, "--set", "eval.frames=1000000000",
+                                        "--out", str(out / "l")], "eval.frames"),
+        ("train-synth-seconds", "suhmo", ["train", *tiny, "--set", "data.synth_seconds=1000000000",
+                                          "--out", str(out / "m")], "synthetic data"),
+        ("generate-frames-samples", "suhmo", ["generate", "--frames", "100000000", "--samples", "64",
+                                              "--checkpoint", f["ck_real"], "--reference", f["pose"],
+                                              "--out", str(out / "u.npz")], "--frames 100000000"),
+        ("generate-samples-huge", "suhmo", ["generate", "--frames", "4", "--samples", "10000000000",
+                                            "--checkpoint", f["ck_real"], "--reference", f["pose"],
+                                            "--out", str(out / "v.npz")], "--samples 10000000000"),
+        ("generate-ck-wide", "suhmo", [*gen, "--checkpoint", f["ck_wide"], *ck_ok_ref], "model.hidden_g"),
+        ("evaluate-samples-huge", "suhmo", ["evaluate", "--checkpoint", f["ck_real"], "--samples", "1000000000",
+                                            "--out", str(out / "e.jsonl")], "--samples 1000000000"),
+        ("evaluate-ck-wide", "suhmo", ["evaluate", "--checkpoint", f["ck_wide"], "--out", str(out / "w.jsonl")],
+         "model.hidden_g"),
+        ("render-long-size", "suhmo", ["render", f["long"], "--size", "2048", "--out", str(out / "long.gif")],
+         "20000 frames"),
+        ("render-long-png", "suhmo", ["render", f["long"], "--size", "2048", "--out", str(out / "long.png")],
+         "20000 frames"),
+    ]
     store = ["--storage", str(d / "store")]
     c += [
         ("search-validate-unknown", "suhmo-search", ["validate", f["sp_unknown_field"]], "optim.lr_gg"),
@@ -419,7 +469,7 @@ _FILE_KEYS = ("good", "folder", "fifo", "fifo_yaml", "fifo_npy", "fifo_pt", "emp
               "pose_obj", "ck_bare", "ck_garbage", "ck_future", "ck_no_weights", "ck_bad_config", "ck_str_step",
               "ck_evil", "ck_list", "export_bad", "empty_dir", "run_bare", "cfg_tag", "cfg_list", "cfg_bad_yaml",
               "cfg_unknown", "cfg_binary", "sp_unknown_field", "sp_threads", "sp_select", "sp_range", "sp_dist",
-              "sp_metric", "sp_tag", "sp_budget", "a_file", "ck_real")
+              "sp_metric", "sp_tag", "sp_budget", "a_file", "ck_real", "fps_tiny", "long", "ck_wide")
 
 
 def test_catalogue_is_large():

@@ -3,7 +3,8 @@
 * Ray's GCS killed under a running search: the driver is terminated by Ray's C++ core, and the
   supervisor still ends with exactly one ``Error:`` line naming the search and the resume command;
 * trial workers killed by Ray's memory monitor (threshold set to 2 % of the node's memory):
-  each trial errors with a one-line reason, no traceback, and the report says how to retry;
+  each trial errors with a one-line reason, no traceback, the report says how to retry, and
+  the search, in which no trial finished, exits non-zero with one ``Error:`` line;
 * a time budget far shorter than a first evaluation: the search still ends with every started
   trial evaluated, and the report offers the export;
 * the driver killed (SIGKILL) right after trials reported: ``suhmo-search resume`` continues each
@@ -177,8 +178,9 @@ def test_memory_monitor_kills_are_one_line_per_trial_with_a_resume_hint(tmp_path
                RAY_memory_usage_threshold="0.02", RAY_memory_monitor_refresh_ms="100")
     rc = s.wait(timeout=420)
     out = s.text()
-    assert rc == 0, out
+    assert rc != 0, out  # no trial finished: a failed search for scripts, in one Error line
     assert "Traceback" not in out, out
+    assert len(_errors(out)) == 1 and "no trial finished" in _errors(out)[0], out
     errored = [ln for ln in out.splitlines() if " ERROR " in f" {ln} "]
     assert len(errored) == 2 and all("OutOfMemoryError: killed by Ray's memory monitor" in ln for ln in errored), out
     assert all(len(ln) < 400 for ln in errored), out

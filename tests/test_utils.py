@@ -38,3 +38,34 @@ def test_a_failing_writer_leaves_the_old_file_and_no_temporary(tmp_path):
         atomic_save(p, half_write)
     assert p.read_text() == "good"
     assert os.listdir(tmp_path) == ["ck.pt"]
+
+
+def test_disk_full_is_found_through_wrapping_errors(tmp_path):
+    """torch and MLflow wrap the OSError of a full disk: the chain is searched for it."""
+    import errno
+
+    from suhmo.utils import DiskFullError, disk_full_cause
+
+    full = OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "last.pt"))
+    try:
+        try:
+            raise full
+        except OSError as e:
+            raise RuntimeError("unexpected pos 704 vs 598") from e
+    except RuntimeError as wrapped:
+        assert disk_full_cause(wrapped) is full
+        err = DiskFullError.check(wrapped, tmp_path / "last.pt", 3 << 20)
+    assert err is not None and "last.pt" in str(err) and "3.0 MiB needed" in str(err) and "free" in str(err)
+    assert disk_full_cause(RuntimeError("other")) is None
+    assert DiskFullError.check(OSError(errno.EACCES, "denied"), tmp_path) is None
+
+
+def test_check_memory_names_the_input_and_the_bound(monkeypatch):
+    from suhmo.utils import SuhmoError, check_memory, format_bytes
+
+    monkeypatch.setenv("SUHMO_MAX_ALLOC_BYTES", str(1 << 20))
+    check_memory(1 << 19, "small")
+    with pytest.raises(SuhmoError, match=r"--frames 9 needs 2.0 MiB of memory, over the 1.0 MiB allowed here "
+                                         r"\(SUHMO_MAX_ALLOC_BYTES"):
+        check_memory(2 << 20, "--frames 9", "fewer frames")
+    assert format_bytes(3.5 * 2**40) == "3.5 TiB" and format_bytes(512) == "512 B"

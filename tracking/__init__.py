@@ -15,6 +15,8 @@ Public API (the contract with ``launch/``)::
         .log_eval(step, metrics, checkpoint_path, samples) ; .close(status, reason)
         used as a context manager: closes FINISHED / KILLED / FAILED on exit
     close_run(tracking_uri, run_id, status, reason=None)             # driver-side safety net
+    tracking.outbox.OutboxLogger(folder, tracking_uri=..., ...)      # inside the trial: records to
+        disk, replayed by a thread (TrialLogger), the driver, `suhmo-search sync` (replay_search)
     export_best(...) / select_best(...)                              # see tracking.export
     UIServer(tracking_uri, port)                                      # see tracking.ui
 

@@ -36,7 +36,7 @@ import numpy as np
 from mlflow.exceptions import MlflowException
 
 from suhmo.selection import Objective, mode_of, pareto_front
-from suhmo.utils import SuhmoError, atomic_write_bytes, atomic_write_text
+from suhmo.utils import SuhmoError, atomic_write_bytes, atomic_write_stream, atomic_write_text
 
 from tracking.mlflow_log import (
     CKPT_DIR,
@@ -220,7 +220,7 @@ def _torchscript(G, G_export, out: Path, refs: np.ndarray, seed: int) -> float:
 
     module = G_export.export_module().eval()
     scripted = torch.jit.script(module)
-    scripted.save(str(out))
+    atomic_write_stream(out, lambda f: torch.jit.save(scripted, f))
     rng = np.random.default_rng(seed)
     pairs = np.stack([refs, test_partner(refs, rng)], 1).reshape(-1, 68, 2)
     obs = torch.from_numpy(pairs[:, None].copy())

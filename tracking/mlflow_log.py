@@ -603,7 +603,9 @@ class TrialLogger:
     def _reopen(self) -> None:
         try:
             run = self.client.get_run(self.run_id)
-        except MlflowException:
+        except MlflowException as e:
+            if e.error_code != "RESOURCE_DOES_NOT_EXIST":  # the store did not answer: not a verdict on the run
+                raise
             raise SuhmoError(f"trial run {self.run_id} not found at {self.tracking_uri}") from None
         if run.data.tags.get(PARENT_TAG) != self.parent_run_id:
             raise SuhmoError(f"run {self.run_id} is not a child of search run {self.parent_run_id}")
@@ -642,15 +644,17 @@ class TrialLogger:
 
     # -------------------------------------------------------------- evaluation
     def log_eval(self, step: int, metrics: dict[str, float], checkpoint_path: str | Path | None = None,
-                 samples: np.ndarray | Callable[[], np.ndarray] | None = None) -> dict[str, tuple[float, int]]:
+                 samples: np.ndarray | Callable[[], np.ndarray] | None = None,
+                 timestamp_ms: int | None = None) -> dict[str, tuple[float, int]]:
         """Log one evaluation: metrics at ``step``, best-so-far per objective, artifacts.
 
         ``samples`` are generated sequences ``[K, T, 68, 2]`` in the [0, 1] frame (a GIF and
         a motion map are rendered from the first ``render_samples``), or a function that
         generates them, called only when this step improved the first objective (the
         samples of each new best checkpoint); ``checkpoint_path`` is
-        the trainer's checkpoint file (or folder) of this step. Returns the best-so-far
-        ``{metric: (value, step)}``.
+        the trainer's checkpoint file (or folder) of this step. ``timestamp_ms``: when the
+        evaluation happened (a replayed record logs the same metric rows again, which MLflow
+        keeps once). Returns the best-so-far ``{metric: (value, step)}``.
         """
         if self.closed:
             raise SuhmoError(f"trial run {self.run_id} is closed; cannot log step {step}")
@@ -659,7 +663,7 @@ class TrialLogger:
             # a resumed trial that re-evaluates a step it had logged before the interruption
             # (its checkpoint was older than its last report): MLflow keeps one value per step
             return dict(self.best)
-        ts = _now_ms()
+        ts = int(timestamp_ms) if timestamp_ms is not None else _now_ms()
         values = {str(k): float(v) for k, v in metrics.items()
                   if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)}
         batch = [Metric(k, v, ts, step) for k, v in values.items()]

@@ -49,6 +49,8 @@ def evaluate(checkpoint, data_path, split, names, frames, horizon, samples, runs
     names = expand_names(names)  # fail on a typo before loading anything
     dev = pick_device(device)
     G, cfg = gen.load_model(checkpoint, dev)
+    # each run generates SAMPLES sequences; the metrics hold their motion features beside them
+    gen.check_generation_size(cfg, 4 * samples, int(frames), f"--samples {samples} x --frames {frames}")
     if data_path is not None:
         cfg.data.path = str(data_path)
     ls = load_dataset(cfg)

@@ -36,7 +36,7 @@ def generate(checkpoint, model_dir, reference, reference_from, image, frames, sa
 
     from suhmo import generate as gen
     from suhmo.data import LandmarkSet, save_landmarks
-    from suhmo.utils import SuhmoError, check_output_path, pick_device
+    from suhmo.utils import SuhmoError, check_memory, check_output_path, pick_device
 
     if (checkpoint is None) == (model_dir is None):
         raise SuhmoError("give exactly one of --checkpoint CK or --model DIR")
@@ -48,6 +48,9 @@ def generate(checkpoint, model_dir, reference, reference_from, image, frames, sa
         raise SuhmoError(f"--out {out_path}: the output is a landmark .npz file")
     check_output_path(out_path, "--out")  # before loading and generating, not after
     dev = pick_device(device)
+    # the output alone, before anything is loaded (the model's own needs are checked with it)
+    check_memory(samples * (frames + 1) * 68 * 2 * 4 * 2, f"--frames {frames} x --samples {samples}",
+                 "generate fewer or shorter sequences")
     G, cfg = gen.load_model(checkpoint if checkpoint is not None else model_dir, dev)
     if reference is not None:
         ref = gen.reference_from_pose_file(reference, cfg)
@@ -58,9 +61,10 @@ def generate(checkpoint, model_dir, reference, reference_from, image, frames, sa
     else:
         ref = gen.reference_from_image(image, cfg)
         source = str(image)
+    gen.check_generation_size(cfg, samples, frames, f"--frames {frames} x --samples {samples}")
     refs = np.repeat(ref[None], samples, axis=0)
     r = cfg.eval.init_vel if init_vel is None else init_vel
-    seqs = gen.sample(G, refs, frames, seed, init_vel=r, device=dev)
+    seqs = gen.sample(G, refs, frames, seed, init_vel=r, device=dev, cfg=cfg)
     ls = LandmarkSet(
         clips=[s for s in seqs], fps=cfg.data.fps,
         meta={"sample": np.arange(samples, dtype=np.int64), "person": np.array(["generated"] * samples),

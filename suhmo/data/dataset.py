@@ -24,7 +24,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from suhmo.utils import check_regular_file
+from suhmo.utils import check_memory, check_regular_file
 
 NUM_POINTS = 68
 
@@ -171,6 +171,33 @@ class LandmarkSet:
 
 
 # ---------------------------------------------------------------------------------- resampling
+FRAME_BYTES = 68 * 2 * 4  # one float32 frame of landmarks
+
+
+def resampled_length(n_frames: int, src_fps: float, dst_fps: float) -> int:
+    """Frames :func:`resample_clip` makes of ``n_frames`` (computed in floats: no allocation)."""
+    if src_fps == dst_fps or n_frames < 2:
+        return int(n_frames)
+    return int(np.floor((n_frames - 1) / float(src_fps) * dst_fps + 1e-6)) + 1
+
+
+def check_resampled_size(lengths: Sequence[int], src_fps: Sequence[float], dst_fps: float, name: str) -> None:
+    """Refuse, before any frame is made, a resampling whose output exceeds the limit on a
+    landmark set (``SUHMO_MAX_DATA_BYTES``) or the memory here: a file whose ``fps`` is tiny
+    turns each stored frame into thousands."""
+    out = sum(resampled_length(int(n), float(f), float(dst_fps)) for n, f in zip(lengths, src_fps))
+    nbytes = out * FRAME_BYTES
+    limit = max_data_bytes()
+    rates = ", ".join(f"{f:g}" for f in np.unique(np.asarray(src_fps, np.float64)))
+    what = f"{name}: resampling {int(sum(lengths))} frames from {rates} fps to {dst_fps:g} fps"
+    if nbytes > limit:
+        raise DataError(f"{what} makes {out} frames ({_gib(nbytes)}), over the {_gib(limit)} limit on a "
+                        f"landmark set (SUHMO_MAX_DATA_BYTES); check the file's fps")
+    # the output, plus per clip its interpolation temporaries (float64 times, indices, weights)
+    longest = max((resampled_length(int(n), float(f), float(dst_fps)) for n, f in zip(lengths, src_fps)), default=0)
+    check_memory(nbytes + longest * (3 * FRAME_BYTES + 32), what, "check the file's fps", error=DataError)
+
+
 def resample_clip(clip: np.ndarray, src_fps: float, dst_fps: float) -> np.ndarray:
     """Linear interpolation of ``[T, ...]`` frames from ``src_fps`` to ``dst_fps``.
 
@@ -179,8 +206,7 @@ def resample_clip(clip: np.ndarray, src_fps: float, dst_fps: float) -> np.ndarra
     clip = np.asarray(clip, dtype=np.float32)
     if src_fps == dst_fps or len(clip) < 2:
         return clip.copy()
-    t_src = np.arange(len(clip)) / float(src_fps)
-    n_out = int(np.floor(t_src[-1] * dst_fps + 1e-6)) + 1
+    n_out = resampled_length(len(clip), src_fps, dst_fps)
     t_dst = np.arange(n_out) / float(dst_fps)
     pos = t_dst * src_fps
     i0 = np.clip(np.floor(pos).astype(np.int64), 0, len(clip) - 2)
@@ -456,6 +482,7 @@ def load_npz(path: str | Path, *, fps: float = 25.0, min_len: Optional[int] = No
         else:
             attrs[k] = v
     if np.any(np.abs(src_fps - fps) > 1e-6):
+        check_resampled_size([len(c) for c in clips], src_fps, float(fps), name)
         clips = [resample_clip(c, float(f), float(fps)) for c, f in zip(clips, src_fps)]
         rates = ", ".join(f"{f:g}" for f in np.unique(src_fps))
         msg = f"{name}: resampled {n_clips} clip(s) from {rates} fps to {fps:g} fps (linear interpolation)"

@@ -237,22 +237,12 @@ def _write_all(fd: int, data: bytes, offset: Optional[int], path: Path) -> None:
             if offset is not None:
                 offset += n
     except OSError as e:
-        import errno
+        from suhmo.utils import DiskFullError
 
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            free = _free_bytes(path.parent)
-            raise DataError(f"{path}: disk full ({format_size(free)} free, {format_size(len(data))} needed for this "
-                            f"clip); free space and rerun the same command: it continues after the "
-                            f"last committed clip") from None
+        full = DiskFullError.check(e, path, len(data), what="landmark shard or index")
+        if full is not None:  # the uncommitted tail is cut off when the folder is opened again
+            raise full from None
         raise DataError(f"{path}: cannot write ({e.strerror})") from None
-
-
-def _free_bytes(path: Path) -> int:
-    try:
-        st = os.statvfs(path)
-        return int(st.f_bavail * st.f_frsize)
-    except OSError:
-        return 0
 
 
 def _repair(root: Path, dataset_id: str) -> list[dict]:

@@ -41,7 +41,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from suhmo.data.dataset import DataError, LandmarkSet, resample_clip
+from suhmo.data.dataset import DataError, LandmarkSet, check_resampled_size, resample_clip
 
 # iBUG/300-W 68-point (0-based) <- MediaPipe Face Mesh vertex (midpoint when two).
 LAYOUT_68: tuple[tuple[int, ...], ...] = (
@@ -197,6 +197,7 @@ def track_to_clips(track: np.ndarray, src_fps: float, *, fps: float = 25.0, min_
         parts = split_at_cuts(seg, jump=cut_jump, share=cut_share)
         n_cuts += len(parts) - 1
         for p in parts:
+            check_resampled_size([len(p)], [src_fps], fps, "video track")
             r = resample_clip(p, src_fps, fps)
             longest = max(longest, len(r))
             if len(r) >= min_len:

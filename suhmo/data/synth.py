@@ -33,7 +33,8 @@ from importlib import resources
 
 import numpy as np
 
-from suhmo.data.dataset import LandmarkSet
+from suhmo.data.dataset import FRAME_BYTES, DataError, LandmarkSet
+from suhmo.utils import check_memory
 
 FRAME_WH = (640, 480)
 _JAW_DROP = np.clip(1 - np.abs(np.arange(17) - 8) / 7.0, 0, 1) ** 1.3  # chin 1, ears 0
@@ -234,6 +235,10 @@ def synthesize(clips: int, seconds: float, seed: int, fps: float = 25.0) -> Land
     n = int(round(seconds * fps))
     if n < 3:
         raise ValueError(f"synthesize: seconds={seconds} gives {n} frames at {fps} fps; need >= 3")
+    # the clips and, per clip, a few float64 frames of the same length while it is drawn
+    check_memory(clips * n * FRAME_BYTES + 4 * n * 2 * FRAME_BYTES,
+                 f"synthetic data of {clips} clips x {seconds:g} s at {fps:g} fps ({clips * n} frames)",
+                 "use fewer or shorter clips", error=DataError)
     out, person, group = [], [], []
     for conv in range((clips + 1) // 2):
         rng = np.random.default_rng(np.random.SeedSequence([int(seed), conv]))

@@ -417,5 +417,9 @@ def real_windows(clips, length: int = SCORED_FRAMES + 1, stride: int = 5,
     ``length`` contribute none); with ``max_windows``, a seeded sample of at most that many
     (``suhmo.data.windows.WindowSet``, which reads them lazily, is what the metric stack uses)."""
     from suhmo.data.windows import WindowSet
+    from suhmo.utils import check_memory
 
-    return WindowSet(clips, length, stride, max_windows)[:]
+    ws = WindowSet(clips, length, stride, max_windows)
+    check_memory(len(ws) * length * 68 * 2 * 4, f"{len(ws)} real windows of {length} frames every "
+                 f"{max(1, int(stride))} frames", "raise --stride")
+    return ws[:]

@@ -61,6 +61,48 @@ def build_discriminator(cfg) -> Discriminator:
     return Discriminator(frame, make(cfg, False), make(cfg, True) if cfg.model.joint_d else None)
 
 
+def estimated_parameters(cfg) -> int:
+    """An upper estimate of the parameters of G and D from ``cfg``'s widths, computed without
+    building anything (each width w of a block costs at most ~8 w^2: an LSTM's four gates over
+    input and state, a Transformer block's attention and feed-forward), so that a width from a
+    config, a search space or a checkpoint is checked before torch allocates it."""
+    m = cfg.model
+    io = 410  # per-frame features / landmark state
+
+    def block(width: int, blocks: int = 1) -> int:
+        return 8 * int(width) * (int(width) + io) * max(1, int(blocks))
+
+    if m.variant == "actor":
+        a = cfg.actor
+        g = 2 * int(a.layers) * (4 * a.width * a.width + 2 * a.width * a.ff) + block(a.latent)
+    elif m.variant == "hitdvae":
+        h = cfg.hitdvae
+        g = 2 * int(h.layers) * (4 * h.width * h.width + 2 * h.width * h.ff) + block(h.latent)
+    else:
+        g = block(m.hidden_g, m.blocks_g) + block(m.mlp_g) + block(m.emb_g, m.blocks_g)
+    d = block(m.hidden_d, m.blocks_d) * 2 + block(m.emb_d, m.blocks_d) * 2 + block(m.frame_d_hidden)
+    return int(g + d)
+
+
+def check_model_memory(cfg, where: str, *, training: bool) -> None:
+    """SuhmoError before building a model whose widths need more memory than this machine has:
+    4 bytes a parameter, x4 when training (weights, gradients, Adam's two moments). The
+    message names the widest field."""
+    from suhmo.utils import check_memory
+
+    n = estimated_parameters(cfg)
+    m = cfg.model
+    fields = {f"model.{k}": getattr(m, k) for k in ("hidden_g", "mlp_g", "emb_g", "hidden_d", "emb_d",
+                                                     "frame_d_hidden")}
+    if m.variant in ("actor", "hitdvae"):
+        v = getattr(cfg, m.variant)
+        fields.update({f"{m.variant}.{k}": getattr(v, k) for k in ("width", "ff", "latent")})
+    widest = max(fields, key=lambda k: int(fields[k]))
+    check_memory(n * 4 * (4 if training else 1),
+                 f"{where}: a model of up to {n:.3g} parameters ({widest}={fields[widest]})",
+                 f"lower {widest}")
+
+
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
