@@ -252,3 +252,29 @@ def test_mlflow_artifacts_on_a_full_disk_wait_in_the_outbox(small_disk, tmp_path
     assert run.info.status == "FINISHED"
     arts = [a.path for a in client.list_artifacts(run_id, "checkpoints/step_1")]
     assert arts == ["checkpoints/step_1/last.pt"], arts
+
+
+@pytest.mark.slow
+def test_data_pack_on_a_full_disk_is_one_line_and_continues(small_disk, tmp_path):
+    """``suhmo data pack`` into a folder that fills up: one line naming the shard or the index,
+    the committed clips intact, and the same command finishes the pack once there is room."""
+    import numpy as np
+
+    from suhmo.data import save_landmarks, synthesize
+    from suhmo.data.packed import PackedDataset
+
+    ls = synthesize(40, 20.0, 0)  # 20 k frames, 10.9 MB as float32
+    src = tmp_path / "src.npz"
+    save_landmarks(src, ls)
+    disk = small_disk(4 * MiB)
+    out = disk.dir / "packed"
+    r = disk.run("suhmo.cli", "data", "pack", str(src), "--out", str(out), "--no-progress", "--shard-mb", "2")
+    one_error(r, str(out))
+    done = len(PackedDataset(out)) if (out / "clips.jsonl").exists() else 0
+    assert done < len(ls)
+    disk.grow(64 * MiB)
+    r = disk.run("suhmo.cli", "data", "pack", str(src), "--out", str(out), "--no-progress", "--shard-mb", "2")
+    assert r.returncode == 0, r.stdout + r.stderr
+    ds = PackedDataset(out)
+    assert len(ds) == len(ls) and list(ds.meta["source_clip"]) == list(range(len(ls)))
+    assert all(np.array_equal(np.asarray(ds.raw(i)), ls.clips[i]) for i in (0, len(ls) // 2, len(ls) - 1))
