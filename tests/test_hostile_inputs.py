@@ -250,7 +250,36 @@ def build_files(d: Path) -> dict[str, str]:
     torch.save({"format": "suhmo-checkpoint", "version": 1, "step": 0, "config": wide.to_dict(), "G": {}},
                d / "wide.pt")
     f["ck_wide"] = str(d / "wide.pt")
+    _packed_files(d, f)
     return f
+
+
+def _packed_files(d: Path, f: dict[str, str]) -> None:
+    """Packed dataset folders (suhmo.data.packed) damaged the ways a copy or an edit damages
+    them: a truncated shard, an index that points past its shard, a shard of another dataset."""
+    import shutil
+
+    from suhmo.data import synthesize
+    from suhmo.data.packed import CLIPS_FILE, HEADER_BYTES, PackWriter, shard_name
+
+    ls = synthesize(4, 3.0, 0)
+
+    def pack(name: str) -> Path:
+        with PackWriter(d / name, fps=25.0, shard_bytes=HEADER_BYTES + 150 * 544) as w:
+            for i, c in enumerate(ls.clips):
+                w.add(c, {"person": f"p{i}"})
+        f[name] = str(d / name)
+        return d / name
+
+    with open(pack("pk_truncated") / shard_name(1), "rb+") as fh:
+        fh.truncate(HEADER_BYTES + 544 * 10)
+    index = pack("pk_index") / CLIPS_FILE
+    lines = index.read_text().splitlines()
+    rec = json.loads(lines[-1])
+    rec["frames"] += 100_000
+    index.write_text("\n".join(lines[:-1] + [json.dumps(rec)]) + "\n")
+    other = pack("pk_other_source")
+    shutil.copy(other / shard_name(1), pack("pk_foreign") / shard_name(1))
 
 
 class _Evil:
@@ -273,6 +302,10 @@ def cases(f: dict[str, str], d: Path) -> list[tuple[str, str, list[str], str]]:
                 "single_npy"):
         data_check(key)
     c.append(("data-check-missing", "suhmo", ["data", "check", str(d / "missing.npz")], "missing.npz"))
+    for key in ("pk_truncated", "pk_index", "pk_foreign"):  # packed folders: the shard is named
+        data_check(key, "shard-00001.f32" if key != "pk_index" else "shard-0000")
+    c.append(("train-pk_truncated", "suhmo", ["train", "--preset", "tiny", "--data", f["pk_truncated"],
+                                              "--iterations", "1", "--out", str(out / "pk")], "shard-00001.f32"))
     # clip named for content errors
     c += [("data-check-zeros-clip", "suhmo", ["data", "check", f["zeros"]], "clip 0"),
           ("data-check-line-clip", "suhmo", ["data", "check", f["line"]], "clip 1"),
@@ -469,7 +502,8 @@ _FILE_KEYS = ("good", "folder", "fifo", "fifo_yaml", "fifo_npy", "fifo_pt", "emp
               "pose_obj", "ck_bare", "ck_garbage", "ck_future", "ck_no_weights", "ck_bad_config", "ck_str_step",
               "ck_evil", "ck_list", "export_bad", "empty_dir", "run_bare", "cfg_tag", "cfg_list", "cfg_bad_yaml",
               "cfg_unknown", "cfg_binary", "sp_unknown_field", "sp_threads", "sp_select", "sp_range", "sp_dist",
-              "sp_metric", "sp_tag", "sp_budget", "a_file", "ck_real", "fps_tiny", "long", "ck_wide")
+              "sp_metric", "sp_tag", "sp_budget", "a_file", "ck_real", "fps_tiny", "long", "ck_wide",
+              "pk_truncated", "pk_index", "pk_foreign", "pk_other_source")
 
 
 def test_catalogue_is_large():
