@@ -10,7 +10,8 @@ triangle by triangle, over a Delaunay triangulation of control points:
     a halo of 16 points         around the head follows up to half of that similarity motion
                                 (less towards the neck), so that the background near the head
                                 bends smoothly and the body stays;
-    points on the image border  stay where they are: the border never moves.
+    points on the image border  stay where they are, and so do points on a rectangle inset
+    and on a frame inside it    by 4% of the image: the band along the border never moves.
 
 Every output pixel is mapped back to the photo by the affine map of the triangle it falls in
 (one ``cv2.remap`` per frame). Each eye moves as a whole (its shape kept, so it never
@@ -39,7 +40,7 @@ INNER_LIPS = np.arange(60, 68)
 EYES = (np.arange(36, 42), np.arange(42, 48))
 MAX_DEFORM = 0.15  # largest non-rigid move of a landmark, in face heights (chin to brows)
 N_HALO = 16
-BORDER_PER_SIDE = 4
+FRAME_INSET = 0.04  # the still band along the image border, in image sizes
 MOUTH_RGB = np.array([52, 18, 24], np.float32)  # the dark red of an open mouth's interior
 
 
@@ -151,6 +152,15 @@ class Controls:
         return slice(68 + self.n_forehead, 68 + self.n_forehead + self.n_halo)
 
 
+def _rectangle(x0: float, y0: float, x1: float, y1: float, spacing: float) -> np.ndarray:
+    """Points along a rectangle at most ``spacing`` apart, corners included once."""
+    W, H = x1 - x0, y1 - y0
+    tw = np.linspace(0, 1, max(2, int(np.ceil(W / spacing))) + 1)[:-1]
+    th = np.linspace(0, 1, max(2, int(np.ceil(H / spacing))) + 1)[:-1]
+    return np.concatenate([np.stack([x0 + tw * W, y0 + 0 * tw], 1), np.stack([x1 + 0 * th, y0 + th * H], 1),
+                           np.stack([x1 - tw * W, y1 + 0 * tw], 1), np.stack([x0 + 0 * th, y1 - th * H], 1)])
+
+
 def control_points(landmarks: np.ndarray, w: int, h: int) -> Controls:
     lm = np.asarray(landmarks, np.float64)
     up = lm[27] - lm[8]  # chin -> top of the nose bridge
@@ -162,13 +172,14 @@ def control_points(landmarks: np.ndarray, w: int, h: int) -> Controls:
     half = (head.max(0) - head.min(0)) / 2
     ang = np.arange(N_HALO) * (2 * np.pi / N_HALO)
     halo = c + np.stack([np.cos(ang) * half[0] * 1.45, np.sin(ang) * half[1] * 1.35], 1)
-    margin = 3.0
-    halo = np.clip(halo, margin, [w - 1 - margin, h - 1 - margin])
-    t = np.linspace(0, 1, BORDER_PER_SIDE + 1)[:-1]
-    W, H = w - 1, h - 1
-    border = np.concatenate([np.stack([t * W, 0 * t], 1), np.stack([W + 0 * t, t * H], 1),
-                             np.stack([W - t * W, H + 0 * t], 1), np.stack([0 * t, H - t * H], 1)])
-    pts = np.vstack([lm, forehead, halo, border])
+    # two fixed frames: the image border and one inset by FRAME_INSET; the band between them
+    # is triangulated by fixed points only, so it stays exactly as in the photo
+    inset = max(2.0, FRAME_INSET * min(w, h))
+    halo = np.clip(halo, inset + 3, [w - 1 - inset - 3, h - 1 - inset - 3])
+    # points closer together than the band is wide: no triangle reaches across the band
+    spacing = 1.5 * inset
+    pts = np.vstack([lm, forehead, halo, _rectangle(0, 0, w - 1, h - 1, spacing),
+                     _rectangle(inset, inset, w - 1 - inset, h - 1 - inset, spacing)])
     # points that coincide would break the triangulation: nudge duplicates apart
     _, first = np.unique(np.round(pts, 2), axis=0, return_index=True)
     dup = np.setdiff1d(np.arange(len(pts)), first)
@@ -203,9 +214,10 @@ class PortraitWarper:
         src, ctrl = self.src, self.ctrl
         lm0 = src[:68]
         lm_t = np.array(lm_t, np.float64)
-        for eye in EYES:  # each eye keeps its shape, so that it never smears
-            lm_t[eye] = apply(similarity(lm0[eye], lm_t[eye]), lm0[eye])
         M = similarity(lm0, lm_t)
+        for eye in EYES:  # each eye keeps its shape (turned and scaled with the head): it never smears
+            e = apply(M, lm0[eye])
+            lm_t[eye] = e + (lm_t[eye].mean(0) - e.mean(0))
         rigid = apply(M, lm0)
         residual = lm_t - rigid  # the face's own deformation, at most MAX_DEFORM of its height
         norm = np.linalg.norm(residual, axis=1, keepdims=True)
