@@ -317,13 +317,45 @@ def animate(image: np.ndarray, landmarks: np.ndarray, motion_px: np.ndarray, *,
     return np.stack([warper.warp(m) for m in motion_px])
 
 
-def generate_portrait_motion(G, cfg, landmarks: np.ndarray, frames: int, seed: int,
-                             init_vel: float | None = None) -> np.ndarray:
-    """Motion of the photo's landmarks ``[68, 2]`` (pixels) by generator ``G`` -> ``[frames + 1, 68, 2]``
-    pixels, frame 0 the photo's own landmarks (the same motion as ``suhmo generate`` from them)."""
-    from suhmo.generate import as_normalised, sample
+def portrait_motion(sample_fn, cfg, landmarks: np.ndarray, frames: int, seed: int) -> np.ndarray:
+    """Motion of the photo's landmarks ``[68, 2]`` (pixels) -> ``[frames + 1, 68, 2]`` pixels, frame 0
+    the photo's own landmarks. ``sample_fn(refs [K, 68, 2], frames, seed) -> [K, frames + 1, 68, 2]``
+    samples in the model's frame (``suhmo.generate.sample`` bound to a generator, or a trainer's)."""
+    from suhmo.generate import as_normalised
 
     ref = as_normalised(np.asarray(landmarks, np.float32)[None], cfg)[0]
-    r = cfg.eval.init_vel if init_vel is None else init_vel
-    motion = sample(G, ref[None], int(frames), int(seed), init_vel=r)[0]
+    motion = np.asarray(sample_fn(ref[None], int(frames), int(seed)))[0]
     return motion_to_pixels(motion, landmarks, cfg)
+
+
+def generate_portrait_motion(G, cfg, landmarks: np.ndarray, frames: int, seed: int,
+                             init_vel: float | None = None) -> np.ndarray:
+    """:func:`portrait_motion` by generator ``G`` (the same motion as ``suhmo generate`` from
+    these landmarks with the same seed)."""
+    from suhmo.generate import sample
+
+    r = cfg.eval.init_vel if init_vel is None else init_vel
+    return portrait_motion(lambda refs, n, s: sample(G, refs, n, s, init_vel=r), cfg, landmarks, frames, seed)
+
+
+def crop_to_face(image: np.ndarray, landmarks: np.ndarray, scale: float = 2.6) -> tuple[np.ndarray, np.ndarray]:
+    """A square crop about the face, ``scale`` times its larger extent (inside the image),
+    and the landmarks in the crop's pixels."""
+    lm = np.asarray(landmarks, np.float32)
+    h, w = image.shape[:2]
+    side = int(min(h, w, round(scale * float((lm.max(0) - lm.min(0)).max()))))
+    cx, cy = (lm.max(0) + lm.min(0)) / 2
+    x0 = int(np.clip(round(cx - side / 2), 0, w - side))
+    y0 = int(np.clip(round(cy - side / 2 - 0.1 * side), 0, h - side))  # a little more room above: hair
+    return image[y0:y0 + side, x0:x0 + side].copy(), lm - np.array([x0, y0], np.float32)
+
+
+def animate_portrait(sample_fn, cfg, *, frames: int = 40, seed: int = 0, size: int = 160,
+                     crop: bool = True) -> np.ndarray:
+    """The bundled portrait (cropped about the face unless ``crop`` is off) moved by
+    ``sample_fn`` (see :func:`portrait_motion`) -> RGB frames ``[frames + 1, size, size, 3]``."""
+    image, lm = bundled_portrait()
+    if crop:
+        image, lm = crop_to_face(image, lm)
+    motion = portrait_motion(sample_fn, cfg, lm, frames, seed)
+    return animate(image, lm, motion, size=size)

@@ -642,15 +642,19 @@ class TrialLogger:
 
     # -------------------------------------------------------------- evaluation
     def log_eval(self, step: int, metrics: dict[str, float], checkpoint_path: str | Path | None = None,
-                 samples: np.ndarray | Callable[[], np.ndarray] | None = None) -> dict[str, tuple[float, int]]:
+                 samples: np.ndarray | Callable[[], np.ndarray] | None = None,
+                 portrait: Callable[[], np.ndarray] | None = None) -> dict[str, tuple[float, int]]:
         """Log one evaluation: metrics at ``step``, best-so-far per objective, artifacts.
 
         ``samples`` are generated sequences ``[K, T, 68, 2]`` in the [0, 1] frame (a GIF and
         a motion map are rendered from the first ``render_samples``), or a function that
         generates them, called only when this step improved the first objective (the
         samples of each new best checkpoint); ``checkpoint_path`` is
-        the trainer's checkpoint file (or folder) of this step. Returns the best-so-far
-        ``{metric: (value, step)}``.
+        the trainer's checkpoint file (or folder) of this step. ``portrait`` returns RGB
+        frames ``[T, H, W, 3]`` of a face animated by the model (``suhmo.animate``); like
+        ``samples`` it is called on a new best only, and written as ``portrait.gif`` beside
+        ``samples.gif`` and at the top of the run (the portrait of the best checkpoint so far).
+        Returns the best-so-far ``{metric: (value, step)}``.
         """
         if self.closed:
             raise SuhmoError(f"trial run {self.run_id} is closed; cannot log step {step}")
@@ -689,7 +693,14 @@ class TrialLogger:
                                   json.dumps({"step": step, "path": str(Path(checkpoint_path).resolve())}))
             if samples is not None and self.render_samples > 0:
                 self._render(np.asarray(samples), d)
+            new_best = not self.objectives or self.objectives[0][0] in improved
+            if portrait is not None and new_best:
+                from suhmo.render import write_video
+
+                write_video(np.asarray(portrait()), d / "portrait.gif", fps=self.fps)
             self.client.log_artifacts(self.run_id, str(d), f"{EVAL_DIR}/step_{step}")
+            if (d / "portrait.gif").is_file():
+                self.client.log_artifact(self.run_id, str(d / "portrait.gif"))
 
         keep = self.keep_checkpoints == "all" or bool(improved) or not self.objectives
         if checkpoint_path is not None and keep:
