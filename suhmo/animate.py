@@ -206,8 +206,6 @@ class PortraitWarper:
         # the body does not turn with the head) none of it
         below = (self.src[self.ctrl.halo, 1] - self.src[:68, 1].mean()) / max(np.ptp(self.src[:68, 1]), 1.0)
         self.halo_weight = 0.5 * np.clip(0.3 - 2 * below, 0.0, 1.0)
-        ys, xs = np.mgrid[0:self.h, 0:self.w]
-        self.grid = np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)], 0).astype(np.float32)  # [3, H*W]
 
     def targets(self, lm_t: np.ndarray) -> np.ndarray:
         """All control points for landmarks at ``lm_t`` (pixels), with no triangle folded over."""
@@ -252,19 +250,28 @@ class PortraitWarper:
     def warp(self, lm_t: np.ndarray) -> np.ndarray:
         """The photo with its landmarks moved to ``lm_t [68, 2]`` -> RGB ``[H, W, 3]`` uint8."""
         dst = self.targets(lm_t)
-        tri_id = np.full((self.h, self.w), -1, np.int32)
-        for k, t in enumerate(self.tris):
-            cv2.fillConvexPoly(tri_id, np.round(dst[t]).astype(np.int32), int(k))
-        # per triangle, the affine map from output pixels back to the photo
-        A = np.zeros((len(self.tris) + 1, 2, 3), np.float32)
-        A[-1] = [[1, 0, 0], [0, 1, 0]]  # pixels outside every triangle: identity
-        for k, t in enumerate(self.tris):
-            A[k] = cv2.getAffineTransform(dst[t].astype(np.float32), self.src[t].astype(np.float32))
-        a = A[tri_id.ravel()]  # [H*W, 2, 3]; index -1 is the identity row
-        g = self.grid
-        map_x = (a[:, 0, 0] * g[0] + a[:, 0, 1] * g[1] + a[:, 0, 2]).reshape(self.h, self.w)
-        map_y = (a[:, 1, 0] * g[0] + a[:, 1, 1] * g[1] + a[:, 1, 2]).reshape(self.h, self.w)
-        out = cv2.remap(self.image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        moving = np.abs(dst - self.src).max(1) > 1e-3
+        tris = self.tris[moving[self.tris].any(1)]  # the others map every pixel to itself
+        out = self.image.copy()
+        if len(tris):
+            # only the box around the triangles that move is remapped
+            corners = np.vstack([dst[tris.ravel()], self.src[tris.ravel()]])
+            x0, y0 = np.maximum(np.floor(corners.min(0)).astype(int) - 1, 0)
+            x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int) + 2, [self.w, self.h])
+            tri_id = np.full((y1 - y0, x1 - x0), len(tris), np.int32)
+            for k, t in enumerate(tris):
+                cv2.fillConvexPoly(tri_id, np.round(dst[t] - [x0, y0]).astype(np.int32), int(k))
+            # per triangle, the affine map from output pixels back to the photo
+            A = np.zeros((len(tris) + 1, 2, 3), np.float32)
+            A[-1] = [[1, 0, 0], [0, 1, 0]]  # pixels of no moving triangle: identity
+            for k, t in enumerate(tris):
+                A[k] = cv2.getAffineTransform(dst[t].astype(np.float32), self.src[t].astype(np.float32))
+            a = A[tri_id.ravel()]  # [h * w, 2, 3]
+            ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+            xs, ys = xs.ravel(), ys.ravel()
+            map_x = (a[:, 0, 0] * xs + a[:, 0, 1] * ys + a[:, 0, 2]).reshape(tri_id.shape)
+            map_y = (a[:, 1, 0] * xs + a[:, 1, 1] * ys + a[:, 1, 2]).reshape(tri_id.shape)
+            out[y0:y1, x0:x1] = cv2.remap(self.image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         return self._mouth(out, dst[INNER_LIPS])
 
     def _mouth(self, frame: np.ndarray, inner: np.ndarray) -> np.ndarray:
