@@ -345,7 +345,7 @@ def generate_portrait_motion(G, cfg, landmarks: np.ndarray, frames: int, seed: i
     return portrait_motion(lambda refs, n, s: sample(G, refs, n, s, init_vel=r), cfg, landmarks, frames, seed)
 
 
-def crop_to_face(image: np.ndarray, landmarks: np.ndarray, scale: float = 2.6) -> tuple[np.ndarray, np.ndarray]:
+def crop_to_face(image: np.ndarray, landmarks: np.ndarray, scale: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
     """A square crop about the face, ``scale`` times its larger extent (inside the image),
     and the landmarks in the crop's pixels."""
     lm = np.asarray(landmarks, np.float32)

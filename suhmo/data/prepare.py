@@ -6,7 +6,7 @@ OpenCV, so it lives in a separate virtual environment (README, "Real videos")::
 
     python3 -m venv .venv-video
     .venv-video/bin/pip install torch==2.13.0
-    .venv-video/bin/pip install "mediapipe==0.10.21" "numpy<2" click pyyaml tqdm pillow
+    .venv-video/bin/pip install "mediapipe==0.10.21" "numpy<2" click pyyaml tqdm pillow pydantic
     .venv-video/bin/pip install --no-deps -e .
     .venv-video/bin/suhmo data prepare VIDEO_DIR --out landmarks.npz
     .venv-video/bin/suhmo generate --model best-model --image FACE.jpg --out motion.npz
@@ -54,7 +54,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 VIDEO_VENV_STEPS = (
     "python3 -m venv .venv-video",
     ".venv-video/bin/pip install torch==2.13.0",
-    '.venv-video/bin/pip install "mediapipe==0.10.21" "numpy<2" click pyyaml tqdm pillow',
+    '.venv-video/bin/pip install "mediapipe==0.10.21" "numpy<2" click pyyaml tqdm pillow pydantic',
     ".venv-video/bin/pip install --no-deps -e .",
 )
 INSTALL_HINT = ("install it in a separate venv (README, 'Real videos'): " + " && ".join(VIDEO_VENV_STEPS)
