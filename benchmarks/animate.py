@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -72,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
                "generate_s": t2 - t1, "warp_s": t3 - t2, "warp_ms_per_frame": 1000 * (t3 - t2) / len(video),
                "mp4_write_s": t4 - t3, "mp4_mb": (tmp / "face.mp4").stat().st_size / 2 ** 20,
                "total_mp4_s": t4 - t0, "gif_write_s": t5 - t4, "gif_mb": (tmp / "face.gif").stat().st_size / 2 ** 20}
-    print(f"suhmo animate, bundled portrait {res['size']}, {res['frames']} frames, {args.threads} threads")
+    res["load_average"] = os.getloadavg()[0]
+    print(f"suhmo animate, bundled portrait {res['size']}, {res['frames']} frames, {args.threads} threads "
+          f"(load average {res['load_average']:.1f} on {os.cpu_count()} cores)")
     print(f"  load model {res['load_s']:.2f} s | generate {res['generate_s']:.2f} s | warp {res['warp_s']:.2f} s "
           f"({res['warp_ms_per_frame']:.1f} ms/frame) | write mp4 {res['mp4_write_s']:.2f} s")
     print(f"  total to MP4: {res['total_mp4_s']:.2f} s (target <= 10 s); MP4 {res['mp4_mb']:.2f} MB (target <= 2 MB)")

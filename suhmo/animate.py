@@ -201,6 +201,7 @@ class PortraitWarper:
         keep = np.abs(self.src_area) > 1e-6
         self.tris, self.src_area = self.tris[keep], self.src_area[keep]
         self.mouth_area = polygon_area(self.src[INNER_LIPS])
+        self.ys, self.xs = np.indices((self.h, self.w), np.float32)
         self.face_h = float(np.linalg.norm(self.src[8] - self.src[BROWS].mean(0)))
         # the halo above the head follows half of its motion, the halo below (neck, shoulders:
         # the body does not turn with the head) none of it
@@ -266,11 +267,10 @@ class PortraitWarper:
             A[-1] = [[1, 0, 0], [0, 1, 0]]  # pixels of no moving triangle: identity
             for k, t in enumerate(tris):
                 A[k] = cv2.getAffineTransform(dst[t].astype(np.float32), self.src[t].astype(np.float32))
-            a = A[tri_id.ravel()]  # [h * w, 2, 3]
-            ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
-            xs, ys = xs.ravel(), ys.ravel()
-            map_x = (a[:, 0, 0] * xs + a[:, 0, 1] * ys + a[:, 0, 2]).reshape(tri_id.shape)
-            map_y = (a[:, 1, 0] * xs + a[:, 1, 1] * ys + a[:, 1, 2]).reshape(tri_id.shape)
+            c = A.reshape(-1, 6).T.copy()  # the six coefficients, each [triangles + 1]
+            xs, ys = self.xs[y0:y1, x0:x1], self.ys[y0:y1, x0:x1]
+            map_x = c[0][tri_id] * xs + c[1][tri_id] * ys + c[2][tri_id]
+            map_y = c[3][tri_id] * xs + c[4][tri_id] * ys + c[5][tri_id]
             out[y0:y1, x0:x1] = cv2.remap(self.image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         return self._mouth(out, dst[INNER_LIPS])
 
