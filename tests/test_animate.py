@@ -162,6 +162,7 @@ def test_animate_a_photo_with_given_landmarks(run_dir, portrait, tmp_path):
     (["photo.png", "--landmarks", "bad.npy", "--out", "x.gif"], "[68, 2]"),
     (["photo.png", "--landmarks", "far.npy", "--out", "x.gif"], "outside the 64x64 photo"),
     (["photo.png", "--landmarks", "nope.npy", "--out", "x.gif"], "nope.npy"),
+    (["photo.png", "--out", "x.gif"], "--landmarks LM.npy"),  # no MediaPipe here, or no face in the photo
 ])
 def test_animate_user_mistakes_are_one_line(run_dir, tmp_path, monkeypatch, capsys, args, says):
     monkeypatch.chdir(tmp_path)

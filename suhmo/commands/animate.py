@@ -52,9 +52,12 @@ def animate(photo, model_path, landmarks, frames, seed, init_vel, size, fps, out
         if landmarks is not None:
             lm = an.load_landmarks_px(landmarks)
         else:
-            from suhmo.data import landmarks_from_image
+            from suhmo.data import DataError, landmarks_from_image
 
-            lm = landmarks_from_image(photo)
+            try:
+                lm = landmarks_from_image(photo)
+            except DataError as e:
+                raise SuhmoError(f"{e} (or give the photo's 68 landmarks in pixels: --landmarks LM.npy)") from None
         source = str(photo)
     an.check_landmarks_in(lm, image.shape, str(landmarks or photo or an.PORTRAIT_LANDMARKS))
     G, cfg = load_model(model_path, "cpu")
