@@ -241,6 +241,9 @@ def test_mlflow_model_from_the_registry_moves_like_the_cli(search, exported, flu
     assert m.predict({"reference": norm[None]}).shape == (4, 121, 68, 2)
     np.testing.assert_array_equal(m.predict({"reference": norm[None]}, params={"frames": 7, "seed": 3}),
                                   m.predict({"reference": norm[None]}, params={"frames": 7, "seed": 3}))
+    for bad, says in (({"frames": 0}, "frames=0"), ({"frames": 10000, "samples": 200}, "frames in all")):
+        with pytest.raises(Exception, match=says):
+            m.predict({"reference": norm[None]}, params=bad)
 
     # the LoggedModel: linked to the trial run and the metrics of the selected step, card as note
     c = _client(uri)

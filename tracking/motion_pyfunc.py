@@ -27,6 +27,7 @@ from mlflow.pyfunc import PythonModel
 
 MAX_FRAMES = 10000
 MAX_SEQUENCES = 4096
+MAX_TOTAL_FRAMES = 1_000_000  # sequences x frames of one request: ~0.5 GB of output
 
 
 def normalise(pose: np.ndarray, mode: str, scale: float) -> np.ndarray:
@@ -86,9 +87,11 @@ class MotionModel(PythonModel):
             raise ValueError(f"reference: expected [K, 68, 2] poses, got {list(refs.shape)}")
         if not np.isfinite(refs).all():
             raise ValueError("reference: poses contain NaN or inf")
-        if not 1 <= frames <= MAX_FRAMES or samples < 1 or len(refs) * samples > MAX_SEQUENCES:
+        n = len(refs) * samples
+        if not 1 <= frames <= MAX_FRAMES or samples < 1 or n > MAX_SEQUENCES or n * (frames + 1) > MAX_TOTAL_FRAMES:
             raise ValueError(f"frames={frames}, samples={samples} for {len(refs)} reference(s): need "
-                             f"1 <= frames <= {MAX_FRAMES}, samples >= 1 and at most {MAX_SEQUENCES} sequences")
+                             f"1 <= frames <= {MAX_FRAMES}, samples >= 1, at most {MAX_SEQUENCES} sequences "
+                             f"and {MAX_TOTAL_FRAMES} frames in all")
         s = self.sampling
         refs = np.stack([normalise(r, s["normalize"], s["bbox_scale"]) for r in refs])
         return self.sample(np.repeat(refs, samples, axis=0), frames, seed)
