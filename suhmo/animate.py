@@ -17,8 +17,9 @@ Every output pixel is mapped back to the photo by the affine map of the triangle
 (one ``cv2.remap`` per frame). Each eye moves as a whole (its shape kept, so it never
 smears), a landmark's own deformation beyond the head's similarity motion is capped at
 ``MAX_DEFORM`` face heights, and a frame whose target triangles would still fold over has
-the offending landmarks' deformation shrunk until no triangle flips. When the mouth opens wider than in the photo, the gap between the
-inner lips is darkened in proportion to the extra opening, as a mouth's interior is.
+the offending landmarks' deformation shrunk until no triangle flips. When the mouth opens
+wider than in the photo, the gap between the inner lips turns dark, as a mouth's interior is,
+and the photo's own mouth interior (its teeth) is carried unstretched by the upper lip.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ PORTRAIT_LANDMARKS = PORTRAIT_DIR / "astronaut_landmarks.csv"
 
 BROWS = np.arange(17, 27)
 INNER_LIPS = np.arange(60, 68)
+UPPER_INNER_LIP = np.arange(60, 65)  # corners and upper inner lip: what the upper teeth follow
 EYES = (np.arange(36, 42), np.arange(42, 48))
 MAX_DEFORM = 0.15  # largest non-rigid move of a landmark, in face heights (chin to brows)
 N_HALO = 16
@@ -275,22 +277,35 @@ class PortraitWarper:
         return self._mouth(out, dst[INNER_LIPS])
 
     def _mouth(self, frame: np.ndarray, inner: np.ndarray) -> np.ndarray:
-        """Darken the gap between the inner lips by how much wider it is than in the photo."""
+        """A mouth opened wider than in the photo: the gap between the inner lips is dark, with
+        the photo's own mouth interior (the teeth, when it shows them) carried unstretched by the
+        upper lip, as upper teeth are; faded in with the extra opening."""
         area = polygon_area(inner)
         extra = (area - self.mouth_area) / max(area, 1e-6)
         if area < 4.0 or extra <= 0.05:
             return frame
-        alpha = min(0.95, 1.6 * extra)
+        alpha = min(1.0, 3.0 * (extra - 0.05))
         x0, y0 = np.floor(inner.min(0)).astype(int) - 2
         x1, y1 = np.ceil(inner.max(0)).astype(int) + 3
         x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, self.w), min(y1, self.h)
         if x1 <= x0 or y1 <= y0:
             return frame
-        mask = np.zeros((y1 - y0, x1 - x0), np.float32)
-        cv2.fillPoly(mask, [np.round((inner - [x0, y0]) * 4).astype(np.int32)], 1.0, cv2.LINE_AA, shift=2)
-        mask = cv2.GaussianBlur(mask, (3, 3), 0)[..., None] * alpha
+        size, off = (x1 - x0, y1 - y0), np.array([x0, y0], np.float64)
+
+        def polygon_mask(pts: np.ndarray) -> np.ndarray:
+            m = np.zeros((y1 - y0, x1 - x0), np.float32)
+            cv2.fillPoly(m, [np.round((pts - off) * 4).astype(np.int32)], 1.0, cv2.LINE_AA, shift=2)
+            return m
+
+        M = similarity(self.src[UPPER_INNER_LIP], inner[UPPER_INNER_LIP - INNER_LIPS[0]])
+        M_box = M.copy()
+        M_box[:, 2] -= off
+        teeth = cv2.warpAffine(self.image, M_box, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        carried = polygon_mask(apply(M, self.src[INNER_LIPS]))[..., None]
+        interior = MOUTH_RGB * (1 - carried) + teeth.astype(np.float32) * carried
+        mask = cv2.GaussianBlur(polygon_mask(inner), (3, 3), 0)[..., None] * alpha
         roi = frame[y0:y1, x0:x1].astype(np.float32)
-        frame[y0:y1, x0:x1] = (roi * (1 - mask) + MOUTH_RGB * mask).round().astype(np.uint8)
+        frame[y0:y1, x0:x1] = (roi * (1 - mask) + interior * mask).round().clip(0, 255).astype(np.uint8)
         return frame
 
 

@@ -85,8 +85,8 @@ def test_warp_moves_the_face_keeps_the_border_and_never_folds(portrait):
         np.testing.assert_allclose(np.ptp(dst[e], 0), np.ptp(lm[e], 0), atol=0.5)
 
 
-def test_an_open_mouth_is_dark_inside(portrait):
-    from suhmo.animate import INNER_LIPS, PortraitWarper
+def test_an_open_mouth_is_dark_inside_below_the_upper_teeth(portrait):
+    from suhmo.animate import INNER_LIPS, UPPER_INNER_LIP, PortraitWarper, apply, similarity
 
     img, lm = portrait
     w = PortraitWarper(img, lm)
@@ -94,11 +94,19 @@ def test_an_open_mouth_is_dark_inside(portrait):
     opened[[56, 57, 58, 65, 66, 67], 1] += 9
     opened[5:12, 1] += 7
     out = w.warp(opened)
-    mask = np.zeros(img.shape[:2], np.uint8)
-    cv2.fillPoly(mask, [np.round(w.targets(opened)[INNER_LIPS]).astype(np.int32)], 1)
-    inside = mask.astype(bool)
-    assert inside.sum() > 50
-    assert out[inside].mean() < 0.6 * img[inside].mean()  # the photo shows teeth there: now a dark gap
+    dst = w.targets(opened)
+
+    def mask(pts):
+        m = np.zeros(img.shape[:2], np.uint8)
+        cv2.fillPoly(m, [np.round(pts).astype(np.int32)], 1)
+        return cv2.erode(m, np.ones((3, 3), np.uint8)).astype(bool)  # away from the soft edges
+
+    gap = mask(dst[INNER_LIPS])
+    teeth = mask(apply(similarity(w.src[UPPER_INNER_LIP], dst[UPPER_INNER_LIP]), w.src[INNER_LIPS]))
+    assert (gap & ~teeth).sum() > 50 and (gap & teeth).sum() > 50
+    below = gap & ~teeth
+    assert out[below].mean() < min(80, 0.5 * img[below].mean())  # below the teeth: the dark of an open mouth
+    assert out[gap & teeth].mean() > 0.8 * img[mask(lm[INNER_LIPS])].mean()  # the photo's teeth, not darkened
 
 
 def test_motion_to_pixels_keeps_frame_zero(portrait, run_dir):
