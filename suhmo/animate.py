@@ -347,6 +347,8 @@ def portrait_motion(sample_fn, cfg, landmarks: np.ndarray, frames: int, seed: in
 
     ref = as_normalised(np.asarray(landmarks, np.float32)[None], cfg)[0]
     motion = np.asarray(sample_fn(ref[None], int(frames), int(seed)))[0]
+    if not np.isfinite(motion).all():
+        raise SuhmoError("the model generated non-finite landmarks (NaN or inf): nothing to animate")
     return motion_to_pixels(motion, landmarks, cfg)
 
 

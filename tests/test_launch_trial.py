@@ -142,3 +142,14 @@ def test_import_for_the_trial_loads_what_the_trial_loads_later(tmp_path):
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_a_portrait_that_cannot_be_drawn_does_not_fail_the_trial(search, capsys):
+    run = _run(search, "nan_portrait", 10)
+    run.trainer = SimpleNamespace(step=10, sample_fn=lambda refs, frames, seed:
+                                  np.full((len(refs), frames + 1, 68, 2), np.nan, np.float32))
+    with run:
+        run.log_eval(10, {"fd": 1.0, "apd": 0.1}, None)
+    assert _status(search, run.run_id) == ("FINISHED", "")
+    assert "no portrait at step 10" in capsys.readouterr().err
+    assert not any(a.path == "portrait.gif" for a in MlflowClient(search["tracking_uri"]).list_artifacts(run.run_id))

@@ -25,6 +25,7 @@ import json
 import math
 import re
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -695,9 +696,14 @@ class TrialLogger:
                 self._render(np.asarray(samples), d)
             new_best = not self.objectives or self.objectives[0][0] in improved
             if portrait is not None and new_best:
+                import cv2
+
                 from suhmo.render import write_video
 
-                write_video(np.asarray(portrait()), d / "portrait.gif", fps=self.fps)
+                try:
+                    write_video(np.asarray(portrait()), d / "portrait.gif", fps=self.fps)
+                except (SuhmoError, ValueError, cv2.error) as e:  # a picture, not worth the trial
+                    print(f"[suhmo] trial run {self.run_id}: no portrait at step {step}: {e}", file=sys.stderr)
             self.client.log_artifacts(self.run_id, str(d), f"{EVAL_DIR}/step_{step}")
             if (d / "portrait.gif").is_file():
                 self.client.log_artifact(self.run_id, str(d / "portrait.gif"))

@@ -91,6 +91,7 @@ def log_model(sel, export_dir: Path, cfg, card: str, *, register: str | None = N
     run; with ``register``, a registry version of it (plus ``alias``). Returns what was made."""
     import mlflow
     from mlflow.entities import LoggedModelOutput, Metric
+
     b = sel.best
     client = mlflow_client(sel.tracking_uri)
     reference = np.load(export_dir / "reference.npy").astype(np.float32)[None]
