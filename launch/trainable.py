@@ -326,11 +326,14 @@ class TrialRun:
         self.t_fit = time.time()
 
     def log_eval(self, step: int, values: dict[str, float], checkpoint_path: Optional[Path]) -> None:
-        samples = None
+        samples = portrait = None
         if self.refs is not None:
             trainer, refs, ev = self.trainer, self.refs, self.cfg.eval
             samples = lambda: trainer.sample_fn(refs, int(ev.frames), ev.seed)  # noqa: E731 - rendered on a new best only
-        self.logger.log_eval(step, values, checkpoint_path, samples)
+        if self.trainer is not None:
+            trainer, cfg = self.trainer, self.cfg
+            portrait = lambda: trial_portrait(trainer, cfg)  # noqa: E731 - likewise
+        self.logger.log_eval(step, values, checkpoint_path, samples, portrait)
 
     def __enter__(self) -> "TrialRun":
         return self
@@ -365,6 +368,17 @@ def outbox_dir(meta: dict, trial_id: str) -> Path:
     if meta.get("storage") and meta.get("experiment"):
         return outbox_root(Path(meta["storage"]) / meta["experiment"]) / str(trial_id)
     return Path(tempfile.mkdtemp(prefix=f"suhmo-outbox-{trial_id}-"))
+
+
+PORTRAIT_FRAMES, PORTRAIT_SIZE = 32, 128  # the trial's portrait GIF: small and cheap (~0.2 MB, ~1 s)
+
+
+def trial_portrait(trainer, cfg):
+    """The bundled portrait moved by the trainer's current generator (its samples' G)."""
+    from suhmo.animate import animate_portrait
+
+    return animate_portrait(trainer.sample_fn, cfg, frames=PORTRAIT_FRAMES, seed=cfg.eval.seed,
+                            size=PORTRAIT_SIZE)
 
 
 def sample_refs(eval_set, k: int, seed: int):

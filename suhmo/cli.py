@@ -1,4 +1,4 @@
-"""The ``suhmo`` command: train, generate, render, evaluate, data, metrics, best-export.
+"""The ``suhmo`` command: train, generate, render, animate, evaluate, data, metrics, best-export.
 
 Subcommands are imported lazily so that ``suhmo --help`` is fast and each command only
 pays for what it uses. Commands that live outside ``suhmo/`` (``best-export`` needs
@@ -19,6 +19,7 @@ _BUILTIN = {
     "train": "suhmo.commands.train:train",
     "generate": "suhmo.commands.generate:generate",
     "render": "suhmo.commands.render:render",
+    "animate": "suhmo.commands.animate:animate",
     "evaluate": "suhmo.commands.evaluate:evaluate",
     "data": "suhmo.commands.data:data",
     "metrics": "suhmo.commands.metrics:metrics",

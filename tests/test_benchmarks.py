@@ -120,3 +120,12 @@ def test_old_new_alternates_workers_and_times_train_amp(tmp_path):
     assert row["amp_on"] is amp_supported(torch.device("cpu"))  # off (and said) where bf16 is not native
     assert row["amp_speedup_cpu"] == pytest.approx(row["new_cpu_s"] / row["new_amp_cpu_s"], rel=0.02)
     assert row["speedup_wall"] == pytest.approx(row["old_wall_s"] / row["new_wall_s"], rel=0.02)
+
+
+def test_animate_benchmark_rows(capsys):
+    import animate
+
+    assert animate.main(["--frames", "6", "--threads", "1", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["frames"] == 7 and res["size"] == "512x512"
+    assert res["warp_s"] > 0 and 0 < res["mp4_mb"] < 2 and res["total_mp4_s"] >= res["warp_s"]

@@ -1,10 +1,11 @@
 """The trial's tracking hook (launch.trainable.TrialRun) on real MLflow (sqlite in a temp dir):
 the run's final status from how the training ended, StopIteration turned into a real error,
-samples rendered only for a new best of the first objective. No Ray: the hook is driven
+samples and the animated portrait rendered only for a new best of the first objective. No Ray: the hook is driven
 directly, as suhmo_trial drives it."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 from mlflow import MlflowClient
 
 import tracking
-from launch.trainable import SetupClock, TrialRun
+from launch.trainable import PORTRAIT_SIZE, SetupClock, TrialRun
 from suhmo.config import make_config
 from suhmo.utils import SuhmoError
 
@@ -74,9 +75,19 @@ def test_samples_are_made_for_a_new_best_of_the_first_objective_only(search, tmp
         run.log_eval(1, {"fd": 5.0, "apd": 0.1}, None)  # first value: a new best
         run.log_eval(2, {"fd": 6.0, "apd": 0.9}, None)  # apd improved, fd (the first objective) did not
         run.log_eval(3, {"fd": 4.0, "apd": 0.0}, None)
-    assert len(calls) == 2
-    arts = {a.path for a in MlflowClient(search["tracking_uri"]).list_artifacts(run.run_id, "evals/step_1")}
+    assert len(calls) == 4  # the samples and the portrait of each new best
+    c = MlflowClient(search["tracking_uri"])
+    arts = {a.path for a in c.list_artifacts(run.run_id, "evals/step_1")}
     assert any(p.endswith("samples.gif") for p in arts), arts
+    # the bundled portrait moved by the new best, beside the landmark GIF and at the top of the run
+    assert "evals/step_1/portrait.gif" in arts and "evals/step_3/portrait.gif" in {
+        a.path for a in c.list_artifacts(run.run_id, "evals/step_3")}
+    assert not any(a.path.endswith("portrait.gif") for a in c.list_artifacts(run.run_id, "evals/step_2"))
+    gif = Path(c.download_artifacts(run.run_id, "portrait.gif", str(tmp_path)))
+    from PIL import Image
+
+    with Image.open(gif) as im:
+        assert im.format == "GIF" and im.size == (PORTRAIT_SIZE, PORTRAIT_SIZE)
 
 
 def test_setup_clock_adds_up_its_phases(monkeypatch):
@@ -131,3 +142,14 @@ def test_import_for_the_trial_loads_what_the_trial_loads_later(tmp_path):
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_a_portrait_that_cannot_be_drawn_does_not_fail_the_trial(search, capsys):
+    run = _run(search, "nan_portrait", 10)
+    run.trainer = SimpleNamespace(step=10, sample_fn=lambda refs, frames, seed:
+                                  np.full((len(refs), frames + 1, 68, 2), np.nan, np.float32))
+    with run:
+        run.log_eval(10, {"fd": 1.0, "apd": 0.1}, None)
+    assert _status(search, run.run_id) == ("FINISHED", "")
+    assert "no portrait at step 10" in capsys.readouterr().err
+    assert not any(a.path == "portrait.gif" for a in MlflowClient(search["tracking_uri"]).list_artifacts(run.run_id))

@@ -60,7 +60,8 @@ def test_make_test_names_the_slow_tests():
 
 @pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git").exists(), reason="not a git checkout")
 def test_example_outputs_are_ignored():
-    paths = ["best-model/", "motion.npz", "motion.gif", "motion.mp4", ".venv-video/", "mlruns/", "suhmo-runs/"]
+    paths = ["best-model/", "motion.npz", "motion.gif", "motion.mp4", "face.mp4", ".venv-video/", "mlruns/",
+             "suhmo-runs/"]
     r = subprocess.run(["git", "check-ignore", "--no-index", *paths], capture_output=True, text=True, cwd=ROOT)
     assert sorted(r.stdout.split()) == sorted(paths), r.stdout
 

@@ -183,3 +183,44 @@ def test_leaderboard_shows_the_scale_and_runnable_hints(searched):
     assert f"fd_frame {scale['frozen face']['fd_frame']:.4g} / {scale['real data']['fd_frame']:.4g}" in text, text
     assert f"  {hints.suhmo()} render motion.npz --grid 4 --motion-map --out motion.gif" in lines, text
     assert any(ln.startswith(f"  {hints.suhmo_search()} ui") for ln in lines), text
+
+
+def test_trial_portrait_on_the_artifact_page_in_a_real_browser(searched):
+    """Each trial run holds the bundled portrait moved by its best checkpoint (portrait.gif, a
+    moving face inside a still border); MLflow's artifact page shows it, as headless Chromium
+    renders it."""
+    import cv2
+    from PIL import Image, ImageSequence
+
+    from browser_util import find_chromium, rendered_dom, screenshot
+    from tracking.ui import UIServer, free_port
+
+    uri, outcome, tmp = searched
+    plan = outcome.plan
+    c = _client(uri)
+    children = c.search_runs([plan.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{plan.parent_run_id}'")
+    with_portrait = [r for r in children if any(a.path == "portrait.gif" for a in c.list_artifacts(r.info.run_id))]
+    assert with_portrait, "no trial run has portrait.gif"
+    run = with_portrait[0]
+    step = int(run.data.metrics["best_fd_clip40_step"])
+    assert c.list_artifacts(run.info.run_id, f"evals/step_{step}")  # beside samples.gif of the best step
+    assert f"evals/step_{step}/portrait.gif" in {a.path for a in c.list_artifacts(run.info.run_id, f"evals/step_{step}")}
+    gif = Path(c.download_artifacts(run.info.run_id, "portrait.gif", str(tmp / "portrait")))
+    with Image.open(gif) as im:
+        frames = [np.asarray(f.convert("RGB")).astype(int) for f in ImageSequence.Iterator(im)]
+    assert len(frames) >= 2
+    ring = lambda f: np.concatenate([f[:2].ravel(), f[-2:].ravel(), f[:, :2].ravel(), f[:, -2:].ravel()])  # noqa: E731
+    assert all(np.array_equal(ring(f), ring(frames[0])) for f in frames)  # a still border ...
+    assert max(np.abs(f - frames[0]).max() for f in frames) > 40  # ... around a moving face
+
+    if find_chromium() is None:
+        pytest.skip("chromium is not installed (apt-get install chromium): the browser check is skipped")
+    with UIServer(uri, free_port(), log_path=tmp / "ui-portrait.log") as server:
+        url = f"{server.url}/#/experiments/{plan.experiment_id}/runs/{run.info.run_id}/artifactPath/portrait.gif"
+        dom = rendered_dom(url)
+        shot = screenshot(url, tmp / "portrait-page.png")
+    assert '<img alt="portrait.gif"' in dom, dom[-3000:]
+    # the face is on the page: the GIF's first frame found in the screenshot
+    page = cv2.cvtColor(cv2.imread(str(shot)), cv2.COLOR_BGR2RGB).astype(np.float32)
+    score = cv2.matchTemplate(page, frames[0].astype(np.float32), cv2.TM_CCOEFF_NORMED).max()
+    assert score > 0.7, score

@@ -127,10 +127,10 @@ def test_best_export_picks_the_best_checkpoint(search, exported):
     assert m["step"] == prov["step"] and m["metrics"][metric] == pytest.approx(prov["value"])
     card = (exported / "README.md").read_text()
     assert top.info.run_id in card and "sample.gif" in card
-    # registry: a version whose source is the logged export, reachable by its alias
+    # registry: a version of the logged MLflow model, reachable by its alias
     c = _client(uri)
     mv = c.get_model_version_by_alias("suhmo_gen", "champion")
-    assert mv.run_id == top.info.run_id and mv.source.endswith(f"exports/step_{prov['step']}")
+    assert mv.run_id == top.info.run_id and mv.source == prov["mlflow_model"]["model_uri"]
     assert prov["registry"]["version"] == str(mv.version)
     got = Path(c.download_artifacts(top.info.run_id, f"exports/step_{prov['step']}/generator.ts",
                                     str(exported.parent / "dl")))
@@ -188,3 +188,131 @@ def test_best_export_unknown_metric_lists_known(search, capsys):
     rc = run_cli(cli, ["best-export", "--tracking-uri", uri, "--metric", "fid_video"])
     err = capsys.readouterr().err
     assert rc == 2 and "unknown metric 'fid_video'" in err and "known:" in err and err.count("\n") == 1
+
+
+# ---------------------------------------------------------------------- the MLflow model
+@pytest.fixture
+def fluent(search):
+    """MLflow's fluent API pointed at the test store (put back afterwards)."""
+    from tracking.mlflow_model import fluent_uri
+
+    uri, *_ = search
+    with fluent_uri(uri):
+        yield uri
+
+
+def _pixel_reference(exported, tmp_path) -> tuple[np.ndarray, Path]:
+    """The export's reference pose in pixels (as a photo gives it), saved as POSE.npy."""
+    pix = (np.load(exported / "reference.npy") * 380 + 60).astype(np.float32)
+    path = tmp_path / "pose_px.npy"
+    np.save(path, pix)
+    return pix, path
+
+
+def test_mlflow_model_from_the_registry_moves_like_the_cli(search, exported, fluent, tmp_path):
+    import mlflow
+
+    from suhmo.cli import cli, run_cli
+    from suhmo.data import load_landmarks
+    from suhmo.generate import as_normalised, load_model
+
+    uri, exp, pid, ids, (metric, _), _ = search
+    prov = json.loads((exported / "provenance.json").read_text())
+    m = mlflow.pyfunc.load_model("models:/suhmo_gen@champion")
+    sig = m.metadata.signature
+    assert sig.inputs.input_names() == ["reference"] and sig.inputs.inputs[0].shape == (-1, 68, 2)
+    assert {p.name: p.default for p in sig.params.params} == {"frames": 120, "samples": 4, "seed": 0}
+    pix, pose = _pixel_reference(exported, tmp_path)
+    got = m.predict({"reference": pix[None]}, params={"frames": 40, "samples": 2, "seed": 1})
+    assert isinstance(got, np.ndarray) and got.dtype == np.float32 and got.shape == (2, 41, 68, 2)
+    out = tmp_path / "cli.npz"
+    assert run_cli(cli, ["generate", "--model", str(exported), "--reference", str(pose), "--frames", "40",
+                         "--samples", "2", "--seed", "1", "--out", str(out)]) == 0
+    cli_motion = np.stack(load_landmarks(out).clips)
+    np.testing.assert_allclose(got, cli_motion, atol=1e-5)  # TorchScript vs eager: same motion
+    assert not np.allclose(got[:, -1], got[:, 0], atol=1e-4)  # and it moves
+    # normalised input, several references (each repeated `samples` times in a row), defaults
+    _, cfg = load_model(exported)
+    norm = as_normalised(pix[None], cfg)[0]
+    two = m.predict({"reference": np.stack([pix, norm * 0.9 + 0.05])}, params={"frames": 5, "samples": 3, "seed": 2})
+    assert two.shape == (6, 6, 68, 2)
+    np.testing.assert_allclose(two[:3, 0], np.broadcast_to(norm, (3, 68, 2)), atol=1e-6)
+    np.testing.assert_allclose(two[3:, 0], np.broadcast_to(norm * 0.9 + 0.05, (3, 68, 2)), atol=1e-6)
+    assert m.predict({"reference": norm[None]}).shape == (4, 121, 68, 2)
+    np.testing.assert_array_equal(m.predict({"reference": norm[None]}, params={"frames": 7, "seed": 3}),
+                                  m.predict({"reference": norm[None]}, params={"frames": 7, "seed": 3}))
+    for bad, says in (({"frames": 0}, "frames=0"), ({"frames": 10000, "samples": 200}, "frames in all")):
+        with pytest.raises(Exception, match=says):
+            m.predict({"reference": norm[None]}, params=bad)
+
+    # the LoggedModel: linked to the trial run and the metrics of the selected step, card as note
+    c = _client(uri)
+    model_id = prov["mlflow_model"]["model_id"]
+    lm = c.get_logged_model(model_id)
+    assert lm.source_run_id == prov["run_id"] and str(lm.status) in ("READY", "LoggedModelStatus.READY")
+    at_step = {x.key: x for x in lm.metrics}
+    assert at_step[metric].value == pytest.approx(prov["value"]) and at_step[metric].step == prov["step"]
+    assert at_step[metric].run_id == prov["run_id"]
+    card = (exported / "README.md").read_text()
+    assert lm.tags["mlflow.note.content"] == card
+    outputs = c.get_run(prov["run_id"]).outputs.model_outputs
+    assert any(o.model_id == model_id and o.step == prov["step"] for o in outputs)
+    mv = c.get_model_version_by_alias("suhmo_gen", "champion")
+    assert mv.source == f"models:/{model_id}" and mv.description == card
+    assert {"name": "suhmo_gen", "version": mv.version} in json.loads(
+        c.get_logged_model(model_id).tags["mlflow.modelVersions"])
+    local = Path(mlflow.artifacts.download_artifacts(f"models:/{model_id}", dst_path=str(tmp_path / "m")))
+    assert (local / "MLmodel").is_file() and (local / "serving_input_example.json").is_file()
+    assert "torch==" in (local / "requirements.txt").read_text()
+
+
+def test_mlflow_model_loads_with_torch_and_numpy_only(search, exported):
+    """In a fresh interpreter where suhmo and tracking cannot be imported."""
+    uri, *_ = search
+    code = ("import sys; sys.modules['suhmo'] = None; sys.modules['tracking'] = None\n"
+            "import numpy as np, mlflow\n"
+            f"mlflow.set_tracking_uri({uri!r}); mlflow.set_registry_uri({uri!r})\n"
+            "m = mlflow.pyfunc.load_model('models:/suhmo_gen@champion')\n"
+            f"ref = np.load({str(exported / 'reference.npy')!r})[None]\n"
+            "y = m.predict({'reference': ref}, params={'frames': 9, 'samples': 2, 'seed': 0})\n"
+            "assert y.shape == (2, 10, 68, 2) and np.isfinite(y).all(), y.shape\n"
+            "print('ok')\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=exported.parent,
+                       timeout=300)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_served_model_answers_invocations_like_the_cli(search, exported, tmp_path):
+    """A real `mlflow models serve -m models:/suhmo_gen@champion --env-manager local` on loopback."""
+    from suhmo.cli import cli, run_cli
+    from suhmo.data import load_landmarks
+    from tracking.ui import ModelServer, free_port
+
+    uri, *_ = search
+    pix, pose = _pixel_reference(exported, tmp_path)
+    server = ModelServer("models:/suhmo_gen@champion", uri, free_port(), log_path=tmp_path / "serve.log")
+    try:
+        server.start(timeout_s=300)
+        body = {"inputs": {"reference": pix[None].tolist()}, "params": {"frames": 40, "samples": 2, "seed": 1}}
+        served = np.asarray(server.invoke(body)["predictions"], np.float32)
+        bad = urllib_error(server, {"inputs": {"reference": [[1.0, 2.0]]}})
+    finally:
+        server.stop()
+    assert served.shape == (2, 41, 68, 2)
+    out = tmp_path / "cli.npz"
+    assert run_cli(cli, ["generate", "--model", str(exported), "--reference", str(pose), "--frames", "40",
+                         "--samples", "2", "--seed", "1", "--out", str(out)]) == 0
+    np.testing.assert_allclose(served, np.stack(load_landmarks(out).clips), atol=1e-5)
+    assert bad is not None and 400 <= bad[0] < 600 and "68" in bad[1], bad
+
+
+def urllib_error(server, payload):
+    """(status, body) of a request the server refuses, or None if it answered 200."""
+    import urllib.error
+
+    try:
+        server.invoke(payload)
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(errors="replace")
+    return None

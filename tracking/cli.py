@@ -44,7 +44,9 @@ def best_export(experiment, tracking_uri, search_run, metric, mode, pareto, mean
     The best checkpoint is chosen by the metric AT the checkpoint (best_<metric>, not the
     last value) over all trials of the latest search. The folder holds generator.pt,
     config.yaml, generator.ts (TorchScript), metrics.json, provenance.json, a model card
-    README.md and a rendered sample; `suhmo generate --model DIR` works from it alone.
+    README.md and a rendered sample; `suhmo generate --model DIR` works from it alone. The
+    winner is also logged as an MLflow pyfunc model linked to its trial run (loadable and
+    servable with torch and numpy only); --register makes it a Model Registry version.
     """
     from suhmo import hints
     from suhmo.paths import home
@@ -69,6 +71,7 @@ def best_export(experiment, tracking_uri, search_run, metric, mode, pareto, mean
         v, frozen, real = sel.best.value, scale["frozen face"][sel.metric], scale["real data"][sel.metric]
         click.echo(f"  {sel.metric} {v:.4g}: frozen face {frozen:.4g}, real data {real:.4g}"
                    + ("  (worse than a frozen face: see README.md)" if v >= frozen else ""))
+    click.echo(f"MLflow model: {prov['mlflow_model']['model_uri']} (pyfunc; linked to run {sel.best.run_name})")
     if register:
         r = prov["registry"]
         at = f" @{r['alias']}" if r.get("alias") else ""

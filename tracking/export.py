@@ -19,6 +19,10 @@ The export folder::
     metrics.json     the metrics at that checkpoint
     provenance.json  run id, parent (search) run id, experiment, step, selection rule
     sample.gif, sample.png, README.md (model card), reference.npy (the sample's reference pose)
+    sampling.json    how the MLflow model samples (tracking.mlflow_model.sampling_settings)
+
+The winner is also logged as an MLflow 3 model (tracking.mlflow_model): a pyfunc LoggedModel
+linked to its trial run, loadable and servable with torch and numpy only.
 """
 
 from __future__ import annotations
@@ -292,9 +296,22 @@ G = torch.jit.load("{out_name}/generator.ts")
 future = G(obs, init_vel, 100)
 ```
 
+As an MLflow model (torch and numpy only; `models:/NAME@champion` after `--register NAME`,
+else the `model_uri` in `provenance.json`):
+
+```python
+import mlflow
+m = mlflow.pyfunc.load_model("models:/NAME@champion")
+motion = m.predict({{"reference": ref}}, params={{"frames": 40, "samples": 2, "seed": 1}})
+# ref [K, 68, 2] float32, pixels or [0, 1] -> [K * samples, frames + 1, 68, 2] in [0, 1]
+```
+
+`mlflow models serve -m models:/NAME@champion --env-manager local` answers
+`POST /invocations` with `{{"inputs": {{"reference": ...}}, "params": {{...}}}}`.
+
 Files: `generator.pt` (state dict), `config.yaml` (full config), `generator.ts`
 (TorchScript), `metrics.json`, `provenance.json` (MLflow run, search, step),
-`reference.npy` (the reference pose of the sample).
+`reference.npy` (the reference pose of the sample), `sampling.json`.
 """
 
 
@@ -302,7 +319,8 @@ def export_best(sel: Selection, out_dir: str | Path, *, register: str | None = N
                 alias: str | None = "champion", sample_frames: int = 50, seed: int = 0) -> dict:
     """Write the self-contained export of ``sel.best`` to ``out_dir``; returns the provenance.
 
-    With ``register``, the export is logged to the trial run (``exports/step_<k>``) and
+    The winner is logged as an MLflow pyfunc model linked to its trial run. With ``register``,
+    the export folder is also logged to the trial run (``exports/step_<k>``) and the model
     becomes a new version of registered model ``register`` with alias ``alias``.
     """
     import torch
@@ -389,9 +407,15 @@ def export_best(sel: Selection, out_dir: str | Path, *, register: str | None = N
                         scale_section=scale_section)
     atomic_write_text(out / "README.md", card)
 
+    from tracking.mlflow_model import log_model
+
+    if register:  # the export folder beside the model, for downloads from the run's artifacts
+        client.log_artifacts(b.run_id, str(out), f"exports/step_{b.step}")
+    logged = log_model(sel, out, cfg, card, register=register, alias=alias)
+    prov["mlflow_model"] = {k: logged[k] for k in ("model_id", "model_uri", "linked_metrics")}
     if register:
-        prov["registry"] = register_export(sel, out, register, alias)
-        atomic_write_text(out / "provenance.json", json.dumps(prov, indent=2, default=str))
+        prov["registry"] = logged["registry"]
+    atomic_write_text(out / "provenance.json", json.dumps(prov, indent=2, default=str))
     prov["export_s"] = time.perf_counter() - t0
     return prov
 
@@ -427,32 +451,6 @@ def _scale_section(cfg, metrics: dict) -> tuple[str, dict | None]:
             "Persons differ in face shape, so on `fd_frame` real data of other persons may score above a "
             "frozen face; the clip and motion distances are about motion.")
     return text, scale
-
-
-def register_export(sel: Selection, out: Path, name: str, alias: str | None) -> dict:
-    """Log ``out`` to the trial run and create a Model Registry version of it (plus alias).
-
-    ``mlflow.register_model`` needs an MLflow-format model; an export folder is a plain
-    artifact folder, so the version is created from its artifact URI directly.
-    """
-    b = sel.best
-    client = mlflow_client(sel.tracking_uri)
-    path = f"exports/step_{b.step}"
-    client.log_artifacts(b.run_id, str(out), path)
-    source = f"{client.get_run(b.run_id).info.artifact_uri}/{path}"
-    try:
-        client.get_registered_model(name)
-    except MlflowException:
-        client.create_registered_model(
-            name, description="SUHMo head-motion generators exported by suhmo best-export")
-    mv = client.create_model_version(
-        name, source=source, run_id=b.run_id,
-        tags={"metric": sel.metric, "value": f"{b.value:.6g}", "step": str(b.step),
-              "search_run_id": sel.parent_run_id},
-        description=f"{sel.metric}={b.value:.5g} ({sel.mode}) at step {b.step} of {b.run_name}")
-    if alias:
-        client.set_registered_model_alias(name, alias, mv.version)
-    return {"name": name, "version": str(mv.version), "alias": alias, "source": source}
 
 
 def selection_dict(sel: Selection) -> dict:

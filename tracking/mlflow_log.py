@@ -25,6 +25,7 @@ import json
 import math
 import re
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -645,6 +646,7 @@ class TrialLogger:
     # -------------------------------------------------------------- evaluation
     def log_eval(self, step: int, metrics: dict[str, float], checkpoint_path: str | Path | None = None,
                  samples: np.ndarray | Callable[[], np.ndarray] | None = None,
+                 portrait: np.ndarray | Callable[[], np.ndarray] | None = None,
                  timestamp_ms: int | None = None) -> dict[str, tuple[float, int]]:
         """Log one evaluation: metrics at ``step``, best-so-far per objective, artifacts.
 
@@ -652,9 +654,12 @@ class TrialLogger:
         a motion map are rendered from the first ``render_samples``), or a function that
         generates them, called only when this step improved the first objective (the
         samples of each new best checkpoint); ``checkpoint_path`` is
-        the trainer's checkpoint file (or folder) of this step. ``timestamp_ms``: when the
-        evaluation happened (a replayed record logs the same metric rows again, which MLflow
-        keeps once). Returns the best-so-far ``{metric: (value, step)}``.
+        the trainer's checkpoint file (or folder) of this step. ``portrait`` is RGB frames
+        ``[T, H, W, 3]`` of a face animated by the model (``suhmo.animate``), or a function making
+        them; like ``samples`` it is used on a new best only, and written as ``portrait.gif`` beside
+        ``samples.gif`` and at the top of the run (the portrait of the best checkpoint so far).
+        ``timestamp_ms``: when the evaluation happened (a replayed record logs the same metric rows
+        again, which MLflow keeps once). Returns the best-so-far ``{metric: (value, step)}``.
         """
         if self.closed:
             raise SuhmoError(f"trial run {self.run_id} is closed; cannot log step {step}")
@@ -693,7 +698,20 @@ class TrialLogger:
                                   json.dumps({"step": step, "path": str(Path(checkpoint_path).resolve())}))
             if samples is not None and self.render_samples > 0:
                 self._render(np.asarray(samples), d)
+            new_best = not self.objectives or self.objectives[0][0] in improved
+            if portrait is not None and new_best:
+                import cv2
+
+                from suhmo.render import write_video
+
+                try:
+                    frames = portrait() if callable(portrait) else portrait
+                    write_video(np.asarray(frames), d / "portrait.gif", fps=self.fps)
+                except (SuhmoError, ValueError, cv2.error) as e:  # a picture, not worth the trial
+                    print(f"[suhmo] trial run {self.run_id}: no portrait at step {step}: {e}", file=sys.stderr)
             self.client.log_artifacts(self.run_id, str(d), f"{EVAL_DIR}/step_{step}")
+            if (d / "portrait.gif").is_file():
+                self.client.log_artifact(self.run_id, str(d / "portrait.gif"))
 
         keep = self.keep_checkpoints == "all" or bool(improved) or not self.objectives
         if checkpoint_path is not None and keep:

@@ -103,17 +103,21 @@ class Outbox:
         return self.dir / "files" / str(seq)
 
     def append(self, record: dict, *, samples: Optional[np.ndarray] = None,
-               checkpoint: Optional[Path] = None) -> int:
+               checkpoint: Optional[Path] = None, portrait: Optional[np.ndarray] = None) -> int:
         """Stage the record's files, then append the record (the line is the commit point)."""
         make_dirs(self.dir)
         seq = self.last_seq() + 1
         rec = {"seq": seq, **record}
-        if samples is not None or checkpoint is not None:
+        if samples is not None or checkpoint is not None or portrait is not None:
             d = make_dirs(self.files_dir(seq))
             if samples is not None:
                 with open(d / "samples.npy", "wb") as f:
                     np.save(f, np.asarray(samples, np.float32))
                 rec["samples"] = "samples.npy"
+            if portrait is not None:
+                with open(d / "portrait.npy", "wb") as f:
+                    np.save(f, np.asarray(portrait, np.uint8))
+                rec["portrait"] = "portrait.npy"
             if checkpoint is not None:
                 target = d / checkpoint.name
                 target.unlink(missing_ok=True)
@@ -241,13 +245,15 @@ def _apply(box: Outbox, rec: dict, state: dict, logger, tracking_uri: str, exper
         logger.closed = False
         d = box.files_dir(rec["seq"])
         samples = np.load(d / rec["samples"]) if rec.get("samples") and (d / rec["samples"]).is_file() else None
+        portrait = np.load(d / rec["portrait"]) if rec.get("portrait") and (d / rec["portrait"]).is_file() else None
         ckpt = d / rec["checkpoint"] if rec.get("checkpoint") and (d / rec["checkpoint"]).is_file() else None
         logger.keep_checkpoints = "all"  # the trial staged a checkpoint only where one is kept
         # what counts as logged is what this state says was replayed completely: a record cut
         # short (its artifacts failed after its metrics) is logged again in full (the same
         # metric rows, the same artifact paths)
         logger.last_logged_step = int(state.get("last_step", -1))
-        logger.log_eval(int(rec["step"]), rec.get("metrics") or {}, ckpt, samples, timestamp_ms=rec.get("time_ms"))
+        logger.log_eval(int(rec["step"]), rec.get("metrics") or {}, ckpt, samples, portrait=portrait,
+                        timestamp_ms=rec.get("time_ms"))
         state["last_step"] = max(int(state.get("last_step", -1)), int(rec["step"]))
     elif op == "close":
         logger.closed = False
@@ -313,7 +319,7 @@ class OutboxLogger:
                 improved.append(metric)
         return improved
 
-    def log_eval(self, step: int, metrics: dict, checkpoint_path=None, samples=None) -> dict:
+    def log_eval(self, step: int, metrics: dict, checkpoint_path=None, samples=None, portrait=None) -> dict:
         step = int(step)
         if self.closed or step <= self.last_step:
             return dict(self.best)  # a restarted trial re-evaluating a recorded step
@@ -323,11 +329,13 @@ class OutboxLogger:
         first = bool(self.objectives) and self.objectives[0][0] in improved
         if callable(samples):
             samples = samples() if first else None
+        if callable(portrait):
+            portrait = _portrait_frames(portrait, step) if first or not self.objectives else None
         keep = self.keep_checkpoints == "all" or bool(improved) or not self.objectives
         ckpt = Path(checkpoint_path) if checkpoint_path is not None and keep and Path(checkpoint_path).is_file() \
             else None
         self.box.append({"op": "eval", "step": step, "metrics": values, "time_ms": int(time.time() * 1000)},
-                        samples=samples, checkpoint=ckpt)
+                        samples=samples, checkpoint=ckpt, portrait=portrait)
         self.last_step = step
         self._wake.set()
         return dict(self.best)
@@ -459,3 +467,15 @@ __all__ = ["Outbox", "OutboxLogger", "replay", "replay_search", "summary", "desc
            "outbox_root", "OUTBOX_DIR"]
 
 
+
+
+def _portrait_frames(make, step: int) -> Optional[np.ndarray]:
+    """The trial's portrait frames, or None (one line on stderr) when they cannot be drawn:
+    a picture is not worth the trial."""
+    import sys
+
+    try:
+        return np.asarray(make(), np.uint8)
+    except Exception as e:  # noqa: BLE001 - any failure of the drawing
+        print(f"[suhmo] no portrait at step {step}: {type(e).__name__}: {e}", file=sys.stderr)
+        return None

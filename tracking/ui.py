@@ -69,6 +69,11 @@ class UIServer:
         self.proc: subprocess.Popen | None = None
         self._log = None
 
+    what = "mlflow ui"
+
+    def extra_env(self) -> dict[str, str]:
+        return {}
+
     def command(self) -> list[str]:
         cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", self.tracking_uri,
                "--host", HOST, "--port", str(self.port), "--workers", "1"]
@@ -81,7 +86,7 @@ class UIServer:
         if not _port_free(self.port):
             raise SuhmoError(f"port {self.port} on {HOST} is in use; pass --port with a free port")
         env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
-                   MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="true")
+                   MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="true", **self.extra_env())
         if self.log_path:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             self._log = open(self.log_path, "ab")
@@ -93,7 +98,7 @@ class UIServer:
             if self.proc.poll() is not None:
                 self.stop()
                 hint = f"; see {self.log_path}" if self.log_path else ""
-                raise SuhmoError(f"mlflow ui exited with code {self.proc.returncode} during start-up{hint}")
+                raise SuhmoError(f"{self.what} exited with code {self.proc.returncode} during start-up{hint}")
             try:
                 with urllib.request.urlopen(self.url + "/health", timeout=2) as r:
                     if r.status == 200:
@@ -102,7 +107,7 @@ class UIServer:
                 pass
             time.sleep(0.25)
         self.stop()
-        raise SuhmoError(f"mlflow ui did not answer on {self.url} within {timeout_s:.0f} s")
+        raise SuhmoError(f"{self.what} did not answer on {self.url} within {timeout_s:.0f} s")
 
     def stop(self, grace_s: float = 10.0) -> None:
         """Terminate the server's whole process group; idempotent."""
@@ -145,3 +150,30 @@ class UIServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class ModelServer(UIServer):
+    """``mlflow models serve -m MODEL_URI --env-manager local`` on ``127.0.0.1:port`` (one
+    worker), resolving ``models:/`` URIs in ``tracking_uri``; ``invoke`` posts to
+    ``/invocations``."""
+
+    what = "mlflow models serve"
+
+    def __init__(self, model_uri: str, tracking_uri: str | None = None, port: int = 5001, **kw):
+        super().__init__(tracking_uri, port, **kw)
+        self.model_uri = model_uri
+
+    def extra_env(self) -> dict[str, str]:
+        # mlflow runs `uvicorn` by name: this interpreter's scripts folder first on the PATH
+        path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+        return {"MLFLOW_TRACKING_URI": self.tracking_uri, "MLFLOW_REGISTRY_URI": self.tracking_uri, "PATH": path}
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "mlflow", "models", "serve", "-m", self.model_uri, "--env-manager",
+                "local", "--host", HOST, "--port", str(self.port), "--workers", "1"]
+
+    def invoke(self, payload: dict, timeout_s: float = 120.0) -> dict:
+        req = urllib.request.Request(self.url + "/invocations", data=json.dumps(payload).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+        with urllib.request.urlopen(req, timeout=timeout_s) as r:
+            return json.loads(r.read().decode())
