@@ -10,7 +10,8 @@ with ``suhmo data pack`` (timed). For each set it measures, from a cold ``$SUHMO
 - the same for ``suhmo data check``;
 - on the smallest set, the same training command on the ``.npz`` (today's in-memory path);
 - training iterations per second on packed data against the in-memory ``.npz``, side by side
-  (rounds alternate), on the smallest set;
+  (rounds alternate), on the smallest set, and the milliseconds per batch of the sampler alone
+  (the only part of an iteration that differs);
 - with ``--search``, a 2-trial search (2 concurrent, local Ray) on the 2 M set, whole tree.
 
     python benchmarks/data_scale.py                       # 0.25, 2, 8 M frames; ~30 min
@@ -93,6 +94,23 @@ def time_iterations(data: str, iterations: int) -> float:
         shutil.rmtree(out, ignore_errors=True)
 
 
+def sampler_ms(data: str, batches: int = 200) -> float:
+    """Milliseconds per training batch of the cpu preset's sampler on ``data`` (the only part of
+    an iteration that differs between an .npz and a packed set)."""
+    from suhmo.config import make_config
+    from suhmo.data import load_dataset
+    from suhmo.data.loading import make_sampler
+
+    cfg = make_config("cpu", overrides={"data.path": data})
+    train, _ = load_dataset(cfg).split_by_person(cfg.data.test_fraction, seed=0)
+    sampler = make_sampler(train, cfg, seed=0)
+    sampler.next()
+    t0 = time.perf_counter()
+    for _ in range(batches):
+        sampler.next()
+    return (time.perf_counter() - t0) / batches * 1e3
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="0.25,2,8", help="millions of frames")
@@ -147,6 +165,14 @@ def main() -> None:
                                               "--iterations", "30"], capture_output=True, text=True, check=True,
                                              env=cold_env(work))
                         its[kind].append(json.loads(out.stdout.strip().splitlines()[-1])["its"])
+                ms = {"npz": [], "packed": []}
+                for _ in range(a.rounds):
+                    for kind, data in (("npz", npz), ("packed", packed)):
+                        ms[kind].append(sampler_ms(str(data)))
+                r["batch_ms_npz"] = round(statistics.median(ms["npz"]), 2)
+                r["batch_ms_packed"] = round(statistics.median(ms["packed"]), 2)
+                print(f"  sampler ms/batch (median of {a.rounds})     npz {r['batch_ms_npz']:.2f}   packed "
+                      f"{r['batch_ms_packed']:.2f}", flush=True)
                 r["its_npz"] = round(statistics.median(its["npz"]), 3)
                 r["its_packed"] = round(statistics.median(its["packed"]), 3)
                 print(f"  iterations/s (median of {a.rounds})      npz {r['its_npz']:.2f}   packed "
