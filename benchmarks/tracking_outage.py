@@ -28,6 +28,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -91,6 +92,17 @@ def main() -> None:
     evals: dict[str, list[tuple[float, int]]] = {}
     t_down = t_up = None
     lines = []
+    restarted = threading.Event()
+
+    def restart_later() -> None:  # the outage ends on time, whatever the search prints meanwhile
+        nonlocal server, t_up
+        if not search_done.wait(a.outage):
+            server = _server(tmp / "srv", port)
+            t_up = time.time()
+            print(f"server started again after {t_up - t_down:.0f} s", flush=True)
+        restarted.set()
+
+    search_done = threading.Event()
     for line in search.stdout:
         now = time.time()
         lines.append(line.rstrip())
@@ -101,13 +113,15 @@ def main() -> None:
                 _stop(server)
                 t_down = now
                 print(f"server stopped after the first evaluation ({m.group(1)} it {m.group(2)})", flush=True)
+                threading.Thread(target=restart_later, daemon=True).start()
         if "tracking" in line:
             print(line.rstrip(), flush=True)
-        if t_down is not None and t_up is None and now - t_down >= a.outage:
-            server = _server(tmp / "srv", port)
-            t_up = time.time()
-            print(f"server started again after {t_up - t_down:.0f} s", flush=True)
     rc = search.wait()
+    if t_down is None:
+        raise SystemExit("the search ended before its first evaluation:\n" + "\n".join(lines[-20:]))
+    if t_up is None:
+        search_done.set()
+    restarted.wait()
     if t_up is None:  # the search ended first: wait out the outage
         time.sleep(max(0.0, a.outage - (time.time() - t_down)))
         server = _server(tmp / "srv", port)
