@@ -14,8 +14,8 @@ Measured on 2 shared cores (other jobs running), tiny trials, 2 at a time:
 
 * ``--outage 300 --iterations 200 --every 20``: the server was down 401 s (the search ended
   first); both trials trained all their iterations after the first evaluation (180 and 200 of
-  200) meanwhile, at most 11.5 s between
-  evaluations; the search exited 0 naming `suhmo-search sync`, which logged every step
+  200) meanwhile, at most 11.5 s between evaluations; the search exited 0 naming
+  `suhmo-search sync`, which logged every step
   (10 per trial) exactly once. (MLflow's default HTTP retries; before the /health probe the
   driver's final replay hung ~4 min in them.)
 * ``--outage 90 --iterations 400``: down 101 s; 380 and 400 iterations trained during it, at
