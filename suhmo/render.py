@@ -318,6 +318,11 @@ def _check_video(tmp: str, path: Path, n_frames: int) -> None:
         return
     written = os.path.getsize(tmp)
     free = free_bytes(tmp)
+    import resource
+
+    fsize = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if fsize != resource.RLIM_INFINITY and written >= fsize:  # the file reached the file-size limit
+        raise DiskFullError(path, needed=written + 1, at_least=True, file_size_limit=True)
     if free is not None and free < max(1 << 20, written // 10):
         # the free space once the partial file is gone
         raise DiskFullError(path, needed=written + 1, at_least=True, free=free + written)

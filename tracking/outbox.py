@@ -68,6 +68,23 @@ def describe_error(e: BaseException) -> str:
     return _one_line(f"{type(e).__name__}: {e}")
 
 
+def answers(tracking_uri: str, timeout_s: float = 5.0) -> bool:
+    """Whether a tracking server answers at all (any HTTP status; a local store always does):
+    probed before a replay, so that a server that is down costs seconds, not MLflow's retries."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return True
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(tracking_uri.rstrip("/") + "/health", timeout=timeout_s):
+            return True
+    except urllib.error.HTTPError:
+        return True  # it answered (e.g. 401 behind a proxy)
+    except (OSError, ValueError):
+        return False
+
+
 def _state_key(tracking_uri: str, parent_run_id: str) -> str:
     return hashlib.sha1(f"{tracking_uri}\n{parent_run_id}".encode()).hexdigest()[:12]
 
@@ -204,6 +221,8 @@ def replay(box: Outbox, tracking_uri: str, experiment_id: str, parent_run_id: st
             return -1
         state = box.load_state(tracking_uri, parent_run_id)
         pending = [r for r in box.records() if r["seq"] > int(state.get("applied", -1))]
+        if pending and not answers(tracking_uri):
+            raise ConnectionError(f"no answer from {tracking_uri}")
         t0 = time.monotonic()
         logger = None
         for i, rec in enumerate(pending):
