@@ -356,6 +356,8 @@ def cases(f: dict[str, str], d: Path) -> list[tuple[str, str, list[str], str]]:
     ]
     c += [
         ("render-missing", "suhmo", ["render", str(d / "absent.npz"), "--out", str(out / "r.gif")], "absent.npz"),
+        ("animate-frames-x-size", "suhmo", ["animate", "--model", f["ck_real"], "--frames", "5000", "--size", "2048",
+                                            "--out", str(out / "a.mp4")], "--frames 5000 at 2048 px"),
         ("render-bmp", "suhmo", ["render", f["good"], "--out", str(out / "x.bmp")], ".png"),
         ("render-out-under-file", "suhmo", ["render", f["good"], "--out", f["a_file"] + "/x.gif"], "a_file"),
         ("render-zeros", "suhmo", ["render", f["zeros"], "--out", str(out / "z.gif")], "zeros.npz"),

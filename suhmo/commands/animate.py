@@ -35,7 +35,7 @@ def animate(photo, model_path, landmarks, frames, seed, init_vel, size, fps, out
     from suhmo import animate as an
     from suhmo.generate import load_model
     from suhmo.render import write_video
-    from suhmo.utils import SuhmoError, check_output_path
+    from suhmo.utils import SuhmoError, check_memory, check_output_path
 
     ext = Path(out_path).suffix.lower()
     if ext not in (".mp4", ".gif"):
@@ -60,9 +60,13 @@ def animate(photo, model_path, landmarks, frames, seed, init_vel, size, fps, out
                 raise SuhmoError(f"{e} (or give the photo's 68 landmarks in pixels: --landmarks LM.npy)") from None
         source = str(photo)
     an.check_landmarks_in(lm, image.shape, str(landmarks or photo or an.PORTRAIT_LANDMARKS))
+    out_size = size if size is not None else min(512, max(image.shape[:2]))
+    scale = out_size / max(image.shape[:2])
+    # the frames are held until written (and the GIF writer converts them once more)
+    check_memory(2 * (frames + 1) * 3 * round(image.shape[0] * scale) * round(image.shape[1] * scale),
+                 f"--frames {frames} at {out_size} px", "lower --frames or --size")
     G, cfg = load_model(model_path, "cpu")
     motion = an.generate_portrait_motion(G, cfg, lm, frames, seed, init_vel)
-    out_size = size if size is not None else min(512, max(image.shape[:2]))
     video = an.animate(image, lm, motion, size=out_size)
     write_video(video, out_path, fps=fps or cfg.data.fps)
     mb = Path(out_path).stat().st_size / 2 ** 20
