@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from suhmo.data import DataError, LandmarkSet, load_landmarks, normalize_clip, save_landmarks, synthesize
-from suhmo.data.packed import (CLIPS_FILE, HEADER_BYTES, PackedClips, PackedDataset, PackWriter, pack_npz,
+from suhmo.data.packed import (CLIPS_FILE, HEADER_BYTES, PackedDataset, PackWriter, pack_npz,
                                shard_name)
 from suhmo.data.windows import WindowSet, window_starts
 

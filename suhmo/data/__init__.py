@@ -30,5 +30,5 @@ __all__ = [
     "DataError", "LandmarkSet", "ResampleNotice", "load_landmarks", "save_landmarks", "resample_clip",
     "NormParams", "normalize_clip", "denormalize_clip", "normalize_set",
     "FLIP_PERM", "BatchSampler", "augment", "hflip", "motion_features", "smooth_positions",
-    "test_partner", "synthesize", "load_dataset", "landmarks_from_image", "prepare_videos",
+    "test_partner", "synthesize", "load_dataset", "check_data_path", "landmarks_from_image", "prepare_videos",
 ]

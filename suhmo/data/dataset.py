@@ -191,7 +191,7 @@ def check_resampled_size(lengths: Sequence[int], src_fps: Sequence[float], dst_f
     rates = ", ".join(f"{f:g}" for f in np.unique(np.asarray(src_fps, np.float64)))
     what = f"{name}: resampling {int(sum(lengths))} frames from {rates} fps to {dst_fps:g} fps"
     if nbytes > limit:
-        raise DataError(f"{what} makes {out} frames ({_gib(nbytes)}), over the {_gib(limit)} limit on a "
+        raise DataError(f"{what} makes {out} frames ({format_size(nbytes)}), over the {format_size(limit)} limit on a "
                         f"landmark set (SUHMO_MAX_DATA_BYTES); check the file's fps")
     # the output, plus per clip its interpolation temporaries (float64 times, indices, weights)
     longest = max((resampled_length(int(n), float(f), float(dst_fps)) for n, f in zip(lengths, src_fps)), default=0)

@@ -28,7 +28,6 @@ checkpoint and export, scripted with the exported generator (no second file).
 """
 
 
-from typing import Tuple
 
 import numpy as np
 import torch
