@@ -9,19 +9,7 @@ import pytest
 
 from suhmo.cli import cli, run_cli
 
-TINY = {"data.seq_len": 16, "windows.tau_max": 16, "data.synth_clips": 8, "data.synth_seconds": 3.0,
-        "train.iterations": 3, "train.eval_every": 3, "eval.samples": 4, "eval.frames": 40,
-        "train.device": "cpu"}
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    from suhmo.config import make_config
-    from suhmo.train import Trainer
-
-    out = tmp_path_factory.mktemp("anim") / "run"
-    Trainer(make_config("tiny", overrides=TINY), out).fit()
-    return out
+from test_generate import run_dir  # noqa: F401 - the tiny trained model, a module fixture
 
 
 @pytest.fixture(scope="module")

@@ -89,17 +89,12 @@ def test_broken_faces_and_divergence_are_caught(reference):
 
 
 def test_evaluate_prints_fidelity_beside_frozen_face_and_real_data(tmp_path):
-    from suhmo.cli import cli
-    from suhmo.config import make_config
-    from suhmo.metrics.scale import ROWS
-    from suhmo.train import Trainer
+    from test_scale import train_tiny
 
-    cfg = make_config("tiny", overrides={"data.seq_len": 16, "windows.tau_max": 16, "data.synth_clips": 8,
-                                         "data.synth_seconds": 6.0, "train.iterations": 2,
-                                         "train.eval_every": 2, "eval.samples": 8, "eval.frames": 16,
-                                         "train.device": "cpu"})
-    out = tmp_path / "run"
-    Trainer(cfg, out).fit()
+    from suhmo.cli import cli
+    from suhmo.metrics.scale import ROWS
+
+    out = train_tiny(tmp_path / "run", seconds=6.0)
     args = ["evaluate", "--checkpoint", str(out / "last.pt"), "--samples", "8", "--device", "cpu",
             "--metrics", "landmark,fidelity", "--horizon", "90"]
     r = CliRunner().invoke(cli, args)

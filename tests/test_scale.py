@@ -57,17 +57,23 @@ def test_verdict_and_table():
     assert lines[1].split()[-2] == "12"
 
 
-def test_evaluate_prints_frozen_face_and_real_data_rows(tmp_path):
-    from suhmo.cli import cli
+def train_tiny(out, seconds: float = 4.0):
+    """A 2-iteration tiny model on 8 synthetic clips of ``seconds`` s, trained into ``out``."""
     from suhmo.config import make_config
     from suhmo.train import Trainer
 
     cfg = make_config("tiny", overrides={"data.seq_len": 16, "windows.tau_max": 16, "data.synth_clips": 8,
-                                         "data.synth_seconds": 4.0, "train.iterations": 2,
+                                         "data.synth_seconds": seconds, "train.iterations": 2,
                                          "train.eval_every": 2, "eval.samples": 8, "eval.frames": 16,
                                          "train.device": "cpu"})
-    out = tmp_path / "run"
     Trainer(cfg, out).fit()
+    return out
+
+
+def test_evaluate_prints_frozen_face_and_real_data_rows(tmp_path):
+    from suhmo.cli import cli
+
+    out = train_tiny(tmp_path / "run")
     args = ["evaluate", "--checkpoint", str(out / "last.pt"), "--samples", "8", "--device", "cpu"]
     r = CliRunner().invoke(cli, args)
     assert r.exit_code == 0, r.output
