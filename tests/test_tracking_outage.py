@@ -114,7 +114,7 @@ def test_a_tracking_outage_costs_nothing(tmp_path):
     root.mkdir()
     server = Server(root, free_port())
     server.start()
-    iterations, every = 40, 4
+    iterations, every = 200, 10  # long enough for the live line on a fast machine too
     sp = tmp_path / "space.yaml"
     sp.write_text(yaml.safe_dump(space(**{"train.iterations": iterations, "train.eval_every": every})))
     store, home = tmp_path / "store", tmp_path / "home"
@@ -122,10 +122,11 @@ def test_a_tracking_outage_costs_nothing(tmp_path):
     search = Search(["run", "--space", str(sp), "--experiment", "outage", "--storage", str(store),
                      "--tracking-uri", server.url], home, **FAST_FAIL)
     try:
-        search.wait_for(lambda ln: " eval " in f" {ln} " and "it 4/" in ln, timeout=600)
+        search.wait_for(lambda ln: " eval " in f" {ln} " and f"it {every}/" in ln, timeout=600)
         t_down = time.time()
         server.stop()
-        search.wait_for(lambda ln: "tracking unreachable" in ln, timeout=300)
+        # the live line; a search that ends first says it in its closing line instead
+        search.wait_for(lambda ln: "tracking unreachable" in ln or "could not be logged" in ln, timeout=300)
         status = cli(home, "status", "outage", "--storage", str(store), env=env)
         assert status.returncode == 0, status.stdout + status.stderr
         assert "wait for" in status.stdout, status.stdout
