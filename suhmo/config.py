@@ -119,8 +119,8 @@ class ModelConfig:
     acc_scale: float = 25.0  # x acceleration in the D features (same reason)
     d_centred: bool = True  # D sees each frame's shape about its centroid plus the centroid (410); False = the paper's raw 408
     g_centred: bool = False  # G reads positions about the centroid plus the centroid (generators.step_input)
-    space: Annotated[str, OneOf(registry=SPACES)] = "landmarks"  # landmarks (paper: G integrates 136 coordinates) | semantic (head pose + PCA shape, models.space)
-    semantic_k: Annotated[int, _at_least(ge=1, le=132, note="(68 x 2 coordinates less 4 pose values)")] = 16  # shape components of the semantic space
+    space: Annotated[str, OneOf(registry=SPACES)] = "landmarks"  # landmarks (paper: G integrates 136 coordinates) | semantic (head pose + PCA shape, models.space) | pose3d (3-D head pose + expression on the reference's fixed shape, models.pose3d)
+    semantic_k: Annotated[int, _at_least(ge=1, le=132, note="(68 x 2 coordinates less 4 pose values)")] = 16  # shape components of the semantic space (expression components of pose3d)
     noise_g: Annotated[int, _at_least(ge=0, note="(0 = no noise input)")] = 0  # Gaussian inputs per generator step (0 = the paper's deterministic G; diversity then comes only from the pair)
     noise_rho: Annotated[float, _at_least(ge=0.0, lt=1.0, note="(the noise's correlation from one frame to the next)")] = 0.0  # RNN G: noise inputs follow n_t = rho n_{t-1} + sqrt(1 - rho^2) e_t (0 = fresh per frame; generators.RNNCore)
     revert: bool = False  # G's integrator pulls the state back towards frame 0 at a learned rate per dimension (generators.Integrator); False = eq. 4
@@ -305,7 +305,7 @@ class Config:
                 if value != default:
                     raise ConfigError(f"{key}={value!r}: the SUHMo generators' option, not the "
                                       f"{c.model.variant} VAE's; leave it at {default!r}")
-        if c.model.space == "semantic" and c.model.g_centred:
+        if c.model.space != "landmarks" and c.model.g_centred:
             raise ConfigError("model.g_centred=true with model.space=semantic: the semantic state already "
                               "separates pose from shape; set model.g_centred=false")
         if c.model.noise_rho > 0 and (c.model.variant != "rnn" or c.model.noise_g == 0):
@@ -319,14 +319,14 @@ class Config:
             raise ConfigError(f"loss.motion_lag_long={c.loss.motion_lag_long}: must be shorter than the training "
                               f"windows (data.seq_len={c.data.seq_len})")
         if (c.loss.w_motion > 0 or c.loss.w_motion_mean > 0) and c.loss.motion_dims == "pose" \
-                and c.model.space != "semantic":
-            raise ConfigError(f"loss.motion_dims=pose with model.space={c.model.space!r}: only a semantic state has "
-                              "head-pose dimensions; set model.space=semantic or loss.motion_dims=all")
+                and c.model.space == "landmarks":
+            raise ConfigError(f"loss.motion_dims=pose with model.space={c.model.space!r}: only a semantic or pose3d "
+                              "state has head-pose dimensions; set model.space=semantic or loss.motion_dims=all")
         if c.model.d_anchor and not c.model.d_semantic:
             raise ConfigError("model.d_anchor=true with model.d_semantic=false: the discriminators see the state "
                               "relative to the first frame only beside the state itself; set model.d_semantic=true "
                               "(and model.space=semantic) or model.d_anchor=false")
-        if c.model.d_semantic and c.model.space != "semantic":
+        if c.model.d_semantic and c.model.space == "landmarks":
             raise ConfigError(f"model.d_semantic=true with model.space={c.model.space!r}: the discriminators can "
                               "only see a semantic state G has; set model.space=semantic or model.d_semantic=false")
         if not c.data.aug_scale_low <= c.data.aug_scale_high:

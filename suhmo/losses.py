@@ -269,7 +269,7 @@ def _motion_states(fake_seq: Tensor, real_seq: Tensor, n_future: int, space, pos
         else:
             x = x[:, -(n + 1):]
             z = space.encode(x) if space is not None else x.flatten(-2)
-        return z[..., :POSE_DIM] if pose_only else z
+        return z[..., :int(getattr(space, "pose_dim", POSE_DIM))] if pose_only else z
     return state(fake_seq, fake_z), state(real_seq.detach(), real_z).detach(), n
 
 

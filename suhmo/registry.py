@@ -74,4 +74,5 @@ TAU_FAMILIES = Registry("window length distribution", {
 SPACES = Registry("motion space", {
     "landmarks": "suhmo.models.space:landmark_space",
     "semantic": "suhmo.models.space:semantic_space",
+    "pose3d": "suhmo.models.pose3d:pose3d_space",
 })

@@ -137,7 +137,8 @@ def test_landmark_space_is_the_identity():
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 @pytest.mark.parametrize("variant", ["rnn", "transformer"])
 @pytest.mark.parametrize("space,noise,revert", [("landmarks", 0, False), ("landmarks", 3, True),
-                                                ("semantic", 0, False), ("semantic", 3, True)])
+                                                ("semantic", 0, False), ("semantic", 3, True),
+                                                ("pose3d", 3, True)])
 def test_exported_torchscript_agrees_with_the_checkpoint(split, tmp_path, variant, space, noise, revert):
     from suhmo.train import fit_space
 

@@ -132,11 +132,13 @@ def evaluating(module: nn.Module) -> Iterator[nn.Module]:
 def run_in_space(space: nn.Module, core: nn.Module, obs: Tensor, init_vel: Tensor, n_future: int,
                  use_buffers: bool) -> Tuple[Tensor, Tensor]:
     """Encode ``obs [B,O,68,2]`` and ``init_vel [B,68,2]`` into the space, run the core there,
-    decode its ``(future [B,n,D], recon [B,O-1,D])`` to landmarks."""
+    decode its ``(future [B,n,D], recon [B,O-1,D])`` to landmarks (on the sequence's context: the
+    pose3d space's reference shape, empty in the others)."""
     z = space.encode(obs)
     v = space.encode_velocity(obs[:, 0], init_vel)
+    ctx = space.context(obs)
     future, recon = core(z, v, n_future, use_buffers)
-    return space.decode(future), space.decode(recon)
+    return space.decode(future, ctx), space.decode(recon, ctx)
 
 
 class ExportedGenerator(nn.Module):
@@ -152,8 +154,9 @@ class ExportedGenerator(nn.Module):
         with torch.no_grad():  # run_in_space, written out: TorchScript functions take no modules
             z = self.space.encode(obs)
             v = self.space.encode_velocity(obs[:, 0], init_vel)
+            ctx = self.space.context(obs)
             future, _ = self.core(z, v, n_future, True)
-        return self.space.decode(future)
+        return self.space.decode(future, ctx)
 
 
 def space_or_landmarks(space: Optional[nn.Module], centred: bool) -> nn.Module:

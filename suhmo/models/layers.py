@@ -19,6 +19,12 @@ FRAME_DIM = LANDMARKS * 2  # 136: one flattened frame of positions (or velocitie
 FEATURE_DIM = LANDMARKS * 6 + 2  # 410: one frame of [pos | vel | acc | centroid] as seen by the discriminators
 PAPER_FEATURE_DIM = LANDMARKS * 6  # 408: the paper's [pos | vel | acc] (model.d_centred = false)
 POSE_DIM = 4  # the semantic space's head pose: centroid x, y, log scale, roll (models.space)
+POSE3D_DIM = 6  # the pose3d space's head pose: centroid x, y, log scale, yaw, pitch, roll (models.pose3d)
+
+
+def pose_dim(space: str) -> int:
+    """The head-pose dimensions that lead the state of the space named ``space`` (0: landmarks)."""
+    return {"semantic": POSE_DIM, "pose3d": POSE3D_DIM}.get(space, 0)
 
 
 def feature_dim(cfg) -> int:
@@ -26,7 +32,7 @@ def feature_dim(cfg) -> int:
     plus ``2 (4 + K)`` with ``model.d_semantic`` (the semantic state and its velocity) and
     ``4 + K`` more with ``model.d_anchor`` (the state relative to the sequence's first frame)."""
     base = FEATURE_DIM if cfg.model.d_centred else PAPER_FEATURE_DIM
-    z = POSE_DIM + cfg.model.semantic_k
+    z = pose_dim(cfg.model.space) + cfg.model.semantic_k
     return base + (2 * z if cfg.model.d_semantic else 0) + (z if cfg.model.d_anchor else 0)
 
 

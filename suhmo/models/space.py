@@ -7,6 +7,8 @@ CPU scale (``experiments/README.md``). A *space* is the fixed map between a fram
 ``[..., 68, 2]`` and the state ``[..., D]`` in which the generator's core runs and integrates:
 
 ``landmarks`` (the paper's)  the flattened coordinates, D = 136, identity map.
+``pose3d``                   D = 6 + K: 3-D head pose and K expression coefficients on the
+                             reference's fixed face shape (``models.pose3d``).
 ``semantic``                 D = 4 + K: head pose (centroid x, y, log scale, in-plane roll) and
                              K coefficients on the principal components of the
                              Procrustes-aligned training shapes (expressions and the shape
@@ -28,6 +30,8 @@ checkpoint and export, scripted with the exported generator (no second file).
 """
 
 
+
+from typing import Optional
 
 import numpy as np
 import torch
@@ -56,8 +60,12 @@ class LandmarkSpace(nn.Module):
         """``v [..., 68, 2] -> [..., 136]`` (``x`` unused: the map is linear)."""
         return v.flatten(-2)
 
-    def decode(self, z: Tensor) -> Tensor:
-        """``[..., 136] -> [..., 68, 2]``."""
+    def context(self, obs: Tensor) -> Tensor:
+        """What decoding takes from the observed frames: nothing (see ``models.pose3d``)."""
+        return obs.new_zeros(0)
+
+    def decode(self, z: Tensor, ctx: Optional[Tensor] = None) -> Tensor:
+        """``[..., 136] -> [..., 68, 2]`` (``ctx`` unused)."""
         return z.unflatten(-1, (68, 2))
 
 
@@ -116,8 +124,12 @@ class SemanticSpace(nn.Module):
         """Landmarks ``[..., 68, 2]`` -> scaled state ``[..., 4 + K]``."""
         return (self.raw(x) - self.offset) / self.scale
 
-    def decode(self, z: Tensor) -> Tensor:
-        """Scaled state ``[..., 4 + K]`` -> landmarks ``[..., 68, 2]`` (differentiable)."""
+    def context(self, obs: Tensor) -> Tensor:
+        """What decoding takes from the observed frames: nothing (see ``models.pose3d``)."""
+        return obs.new_zeros(0)
+
+    def decode(self, z: Tensor, ctx: Optional[Tensor] = None) -> Tensor:
+        """Scaled state ``[..., 4 + K]`` -> landmarks ``[..., 68, 2]`` (differentiable; ``ctx`` unused)."""
         return self.from_raw(z * self.scale + self.offset)
 
     # ----------------------------------------------------------------------- fitting
