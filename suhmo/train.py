@@ -347,8 +347,7 @@ class Trainer:
             raise SuhmoError(f"{where}: cannot resume: the checkpoint lacks {', '.join(missing)} "
                              f"(not written by suhmo train); use another --out folder")
         _check_same_data(ck["config"].get("data", {}), self.cfg.to_dict()["data"], where)
-        # model fields added after a checkpoint was written take the value that reproduces it
-        saved = {**MODEL_FIELDS_BEFORE, **ck["config"].get("model", {})}
+        saved = ck["config"].get("model", {})  # fields it lacked are filled in (checkpoint.migrate)
         current = self.cfg.to_dict()["model"]
         diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
         if diff:
@@ -455,12 +454,6 @@ def _check_same_data(saved: dict, current: dict, where) -> None:
         raise SuhmoError(f"{where}: cannot resume on other data: the run used data.{k}={saved[k]!r}, "
                          f"now data.{k}={current[k]!r}; resume without --data/data.* changes (the run's "
                          f"own data is used), or use another --out folder")
-
-
-# Values of model fields added after the first checkpoints were written, as those runs had them.
-MODEL_FIELDS_BEFORE = {"d_centred": False, "g_centred": False, "attn_window_g": None, "space": "landmarks",
-                       "semantic_k": 16, "noise_g": 0, "revert": False, "d_semantic": False, "noise_rho": 0.0,
-                       "d_anchor": False}
 
 
 def fit_space(G: torch.nn.Module, train_set, cfg: Config, windows: int = 2048) -> None:
