@@ -36,7 +36,7 @@ import contextlib
 import copy
 import time
 import warnings
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -150,37 +150,24 @@ def _uncompile(mods: list[nn.Module]) -> None:
         m._compiled_call_impl = None
 
 
-def compile_for_training(G: nn.Module, D: nn.Module, cfg, device: torch.device, amp: bool = False) -> Optional[float]:
-    """Compile :func:`step_modules` in place and force their compilation by one probe iteration.
+def compile_for_training(G: nn.Module, D: Optional[nn.Module], probe: Callable[[], None],
+                         device: torch.device) -> Optional[float]:
+    """Compile :func:`step_modules` in place and force their compilation by ``probe()``, one
+    training iteration's forward and backward passes (the trainer's); the weights, gradients and
+    RNG states are as before afterwards.
 
     Returns the seconds spent (compilation of the forward and backward graphs at the training
     shapes), or None when compiling failed and the modules run eagerly (one warning)."""
-    from suhmo import losses
     from suhmo.checkpoint import rng_state, set_rng_state
-    from suhmo.models import WindowSampler, num_feature_frames
 
     mods = step_modules(G, D)
+    nets = [net for net in (G, D) if net is not None]
     t0 = time.perf_counter()
-    saved = (copy.deepcopy(G.state_dict()), copy.deepcopy(D.state_dict()), rng_state())
+    saved = ([copy.deepcopy(net.state_dict()) for net in nets], rng_state())
     try:
         for m in mods:
             m.compile(backend=BACKEND)
-        B, O, S = cfg.train.batch_size, cfg.data.obs_len, cfg.data.seq_len
-        gen = torch.Generator().manual_seed(0)
-        real = (0.3 + 0.4 * torch.rand(B, O + S, 68, 2, generator=gen)).to(device)
-        with autocast(device, amp):
-            out = G(real[:, :O], S)
-            fake = torch.cat([real[:, :O], out.future], 1)
-            plan = WindowSampler(cfg.windows, S).sample(num_feature_frames(O + S), gen)
-            use_d = losses.needs_discriminator(cfg)
-            space = getattr(G, "space", None)  # read by the D features with model.d_semantic
-            if use_d:
-                loss_d, _ = losses.discriminator_loss(D, real, fake.detach(), plan, cfg, space)
-        if use_d:
-            loss_d.backward()
-        with autocast(device, amp):
-            loss_g, _ = losses.generator_loss(D, fake, real, out, plan, cfg, 0.01, space)
-        loss_g.backward()
+        probe()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - t0
@@ -194,10 +181,9 @@ def compile_for_training(G: nn.Module, D: nn.Module, cfg, device: torch.device, 
                       f"uncompiled", stacklevel=2)
         seconds = None
     finally:
-        for net in (G, D):
+        for net, state in zip(nets, saved[0]):
             for p in net.parameters():
                 p.grad = None
-        G.load_state_dict(saved[0])
-        D.load_state_dict(saved[1])
-        set_rng_state(saved[2])
+            net.load_state_dict(state)
+        set_rng_state(saved[1])
     return seconds
