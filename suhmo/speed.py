@@ -4,12 +4,12 @@
   autoregressive step calls (the RNN generator's velocity head, the Transformer generator's
   feed-forward layers and head) and of D_F. (The RNN generator's training pass reads its LSTM
   cell's and head's weights directly, ``RNNCore._rollout_fused``, not the modules: for the RNN
-  only D_F's compilation acts in training. Measured 2026-12-02 at the cpu preset, 1 thread:
-  16.7 s of compiling, then 0.97x the eager iteration rate: it does not pay, see
+  only D_F's compilation acts in training. Measured at the cpu preset, 1 thread: 16.7 s of
+  compiling, then 0.97x the eager iteration rate: it does not pay, see
   benchmarks/results/cpu_preset_speed_2026-12-02b.txt.) Compiled in place
   (``nn.Module.compile``), so state dicts, checkpoints and the moving average of G are
-  unchanged. Compilation is lazy in torch; here it is forced at once by a *probe*, one
-  forward and backward of the real losses at the real shapes, after which every weight,
+  unchanged. Compilation is lazy in torch; here it is forced at once by a *probe*, the
+  trainer's one forward and backward of the real losses at the real shapes, after which every weight,
   buffer, gradient and RNG state is restored: the run is the one it would be uncompiled. When
   the probe fails (no C compiler, an unsupported op), the modules are returned to eager mode
   and the run continues uncompiled after one warning.
@@ -67,7 +67,7 @@ def reuse_freed_memory(limit_bytes: int = REUSE_LIMIT_BYTES) -> bool:
     iteration), 3718 -> 0 in the Trainer loop (``benchmarks/old_new.py``), ~12 ms of system time
     per iteration gone; peak resident memory +3-5 % (424 -> 445 MiB); the effect on the CPU
     time per iteration was within the noise of the loaded machine it was measured on (0.99-1.09x,
-    with the other changes of issue 17). Process-wide; returns False where this is not glibc
+    measured with other speed changes). Process-wide; returns False where this is not glibc
     (nothing changed)."""
     global _reuse_done
     if _reuse_done is not None:

@@ -37,13 +37,11 @@ from suhmo.checkpoint import (copy_checkpoint, generator_state, load_checkpoint,
                               set_rng_state)
 from suhmo import speed
 from suhmo.config import Config
+from suhmo.data import SPLIT_SEED  # the person split's seed, re-exported here
 from suhmo.selection import Objective
 from suhmo.utils import (SuhmoError, append_line, atomic_write_text, make_dirs, pick_device, remove_stale_tmp,
                          seed_everything)
 
-# The held-out persons must not change with train.seed, so that runs with different seeds
-# (and every trial of a search) are scored on the same evaluation set.
-SPLIT_SEED = 0
 
 MetricsFn = Callable[[Callable, int], dict]
 
@@ -534,7 +532,7 @@ def mean_speed(seqs: np.ndarray) -> float:
 
 
 def motion_stats_metrics(cfg: Config, eval_set) -> MetricsFn:
-    """Simple motion statistics, used until the metric stack exists.
+    """Simple motion statistics: the trainer's metrics where the metric stack is not installed.
 
     ``cfg.eval.samples`` real windows of ``eval.frames + 1`` frames are drawn (seeded by
     ``eval.seed``) from ``eval_set``; their first frames are the references. Keys:
