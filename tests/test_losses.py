@@ -307,3 +307,23 @@ def test_discriminator_features_are_invariant_to_translation_but_keep_the_centro
     pos0 = (g0 - f0).reshape(2, 6, 68, 6)
     torch.testing.assert_close(pos0[..., :2], shift.expand(2, 6, 68, 2), atol=1e-5, rtol=0)
     torch.testing.assert_close(pos0[..., 2:], torch.zeros(2, 6, 68, 4), atol=1e-5, rtol=0)
+
+
+def test_the_discriminator_scores_and_the_losses_are_functions_of_scores():
+    """Discriminator.forward returns each stream's raw scores; the D and G losses take scores and
+    the loss section only: weights from loss.w_*, streams of weight 0 left out."""
+    cfg, G, D, real, out, fake, plan = setup(**{"loss.w_joint": 0.0, "loss.w_frame": 2.0})
+    D.eval()
+    S = cfg.data.seq_len
+    feats = losses.sequence_features(torch.cat([real, fake.detach()]), cfg.model)
+    scores = D(feats, plan, S, losses.stream_weights(cfg.loss))
+    assert list(scores) == ["seq", "frame"] and scores["seq"].shape == (8,) and scores["frame"].shape == (8, S)
+    assert torch.allclose(scores["seq"], multiscale_score(D.seq, feats, plan), atol=1e-6)
+    assert torch.equal(scores["frame"], D.frame(feats)[:, -S:])
+    made = {"seq": torch.tensor([2.0, 0.5, -2.0, 0.0]), "frame": torch.tensor([[1.0], [1.0], [-1.0], [-1.0]])}
+    loss, logs = losses.discriminator_loss(made, 2, cfg.loss, torch.zeros(()))
+    expect = losses.hinge_d(made["seq"][:2], made["seq"][2:]) + 2.0 * losses.hinge_d(made["frame"][:2], made["frame"][2:])
+    assert torch.allclose(loss, expect) and set(logs) >= {"d_seq", "d_frame", "d_loss"}
+    g, g_logs = losses.generator_loss({"seq": made["seq"][2:]}, fake, real, out, cfg.loss, lam=0.0)
+    assert math.isclose(g_logs["g_adv_seq"], -float(made["seq"][2:].mean()), rel_tol=1e-6)
+    assert math.isclose(float(g), g_logs["g_adv_seq"], rel_tol=1e-5)
