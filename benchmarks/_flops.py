@@ -57,7 +57,7 @@ def _seq_input(cfg, batch: int, n_feat: int) -> int:
     """A sequence D's layer that reads the features, once per frame: the LSTM's input projection
     (``[410, 4H]``) or the Transformer's embedding (``[410, E]``)."""
     width = 4 * cfg.model.hidden_d if cfg.d_form == "rnn" else cfg.model.emb_d
-    return batch * n_feat * 2 * feature_dim(cfg) * width
+    return batch * n_feat * 2 * feature_dim(cfg.model) * width
 
 
 def _seq_d(cfg, batch: int, plan, joint: bool, n_feat: int) -> int:
@@ -95,7 +95,7 @@ def discriminator_forward(cfg, batch: int, n_frames_pos: int, plan, *, n_future:
     total = 0
     if w.w_frame > 0:
         n_frame = min(n_future, n_frames_pos - 2)
-        total += batch * n_frame * _mlp(feature_dim(cfg), m.frame_d_hidden, 1, 2)
+        total += batch * n_frame * _mlp(feature_dim(cfg.model), m.frame_d_hidden, 1, 2)
     if w.w_seq > 0:
         total += _seq_d(cfg, batch, plan, joint=False, n_feat=n_frames_pos - 2)
     if m.joint_d and w.w_joint > 0:
@@ -107,7 +107,7 @@ def _input_layers(cfg, batch: int, n_frames_pos: int, plan, *, n_future: int) ->
     """The part of ``discriminator_forward`` done by the layers that read the per-frame features."""
     w, m = cfg.loss, cfg.model
     n_feat = n_frames_pos - 2
-    total = batch * min(n_future, n_feat) * 2 * feature_dim(cfg) * m.frame_d_hidden if w.w_frame > 0 else 0
+    total = batch * min(n_future, n_feat) * 2 * feature_dim(cfg.model) * m.frame_d_hidden if w.w_frame > 0 else 0
     streams = int(w.w_seq > 0) + int(m.joint_d and w.w_joint > 0)
     if cfg.d_form == "rnn":  # the RNN D projects the frames its windows cover (used_frames)
         frames, _ = used_frames(plan, n_feat)

@@ -62,7 +62,7 @@ def probe(cfg, train_set, steps: int, amount: float, every: int) -> list[float]:
     curve = []
     for step in range(steps + 1):
         real = torch.from_numpy(sampler.next())
-        feats = sequence_features(torch.cat([real, warp(real, amount, gen)]), cfg)[:, -cfg.data.seq_len:]
+        feats = sequence_features(torch.cat([real, warp(real, amount, gen)]), cfg.model)[:, -cfg.data.seq_len:]
         scores = d_f(feats)
         loss = hinge_d(scores[:n], scores[n:])
         opt.zero_grad(set_to_none=True)

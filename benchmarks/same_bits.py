@@ -104,8 +104,12 @@ def _loss_case(cfg, out: dict, batch) -> None:
     o = G(batch[:, :O], batch.shape[1] - O)
     fake = torch.cat([batch[:, :O], o.future], 1)
     plan = WindowSampler(cfg.windows, fake.shape[1] - 2).sample(fake.shape[1] - 2, torch.Generator().manual_seed(5))
-    ld, _ = losses.discriminator_loss(D, batch, fake, plan, cfg, space)
-    lg, _ = losses.generator_loss(D, fake, batch, o, plan, cfg, 0.5, space)
+    try:  # the D and the G step's losses: the objective's since D scores and the losses take scores
+        from suhmo.objectives import d_step_loss, g_step_loss
+    except ImportError:
+        d_step_loss, g_step_loss = losses.discriminator_loss, losses.generator_loss
+    ld, _ = d_step_loss(D, batch, fake, plan, cfg, space)
+    lg, _ = g_step_loss(D, fake, batch, o, plan, cfg, 0.5, space)
     out["loss.d"], out["loss.g"] = ld.detach(), lg.detach()
     out.update({f"loss.d.grad.{k}": g for k, g in _grads(D, ld).items()})
     out.update({f"loss.g.grad.{k}": g for k, g in _grads(G, lg).items()})

@@ -110,7 +110,7 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _flops  # noqa: E402
 
-from suhmo import losses  # noqa: E402
+from suhmo import losses, objectives  # noqa: E402
 from suhmo.config import make_config  # noqa: E402
 from suhmo.models import WindowSampler, build_discriminator, build_generator, num_feature_frames  # noqa: E402
 
@@ -279,13 +279,13 @@ def build_iteration(cfg, seed: int = 0, amp: bool = False):
         fake = torch.cat([real[:, :O], out.future], 1)
         t1 = time.perf_counter()
         with cast():
-            d_loss, _ = losses.discriminator_loss(D, real, fake, plan, cfg)
+            d_loss, _ = objectives.d_step_loss(D, real, fake, plan, cfg)
         opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
         opt_d.step()
         t2 = time.perf_counter()
         with cast():
-            g_loss, _ = losses.generator_loss(D, fake, real, out, plan, cfg, losses.lambda_at(cfg.loss, it))
+            g_loss, _ = objectives.g_step_loss(D, fake, real, out, plan, cfg, losses.lambda_at(cfg.loss, it))
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         opt_g.step()
@@ -342,25 +342,27 @@ def run_row(variant: str, size: str, mode: str, iters: int, warmup: int, decompo
 # phases add up to the iteration. Backward passes run inside the two optimiser updates.
 def _phase_targets(tr) -> list:
     from suhmo import losses as L
+    from suhmo import objectives as O
 
     return [
         ("data batch", tr.sampler, "next"),
         ("window plan", tr.windows, "sample"),
         ("G rollout (fwd)", tr.G, "forward"),
-        ("D loss (fwd)", L, "discriminator_loss"),
-        ("G loss (fwd)", L, "generator_loss"),
+        ("D loss (fwd)", O, "d_step_loss"),
+        ("G loss (fwd)", O, "g_step_loss"),
         ("D features", L, "sequence_features"),
         ("motion features", L, "motion_features"),
         ("space encode", tr.G.space, "encode"),
         ("space decode", tr.G.space, "decode"),
         ("R1 penalty", L, "frame_gradient_penalty"),
-        ("EMA", tr, "_update_ema"),
+        ("EMA", O, "ema_update"),
     ]
 
 
 def phase_breakdown(preset: str, overrides: dict, iters: int, warmup: int = 2) -> dict:
     """Exclusive CPU seconds per phase of ``iters`` iterations of the real Trainer on ``preset``;
-    the two ``_update`` calls (backward + clip + Adam) are split into D and G by their module."""
+    the two ``objectives.optimiser_step`` calls (backward + clip + Adam) are split into D and G by
+    their module."""
     import resource
     import tempfile
 
@@ -396,13 +398,16 @@ def phase_breakdown(preset: str, overrides: dict, iters: int, warmup: int = 2) -
                         stack[-1][1] += spent
             return wrapper
 
-        update = tr._update
-        targets = _phase_targets(tr) + [("_update", tr, "_update")]
+        from suhmo import objectives as O
+
+        update = O.optimiser_step
+        targets = _phase_targets(tr) + [("_update", O, "optimiser_step")]
+        patched = [(obj, attr, getattr(obj, attr)) for _, obj, attr in targets]
         for name, obj, attr in targets:
             fn = getattr(obj, attr)
             if name == "_update":  # D or G by the module it updates
-                def fn(net, opt, loss, _u=update):
-                    return timed("D backward+Adam" if net is tr.D else "G backward+Adam", _u)(net, opt, loss)
+                def fn(net, opt, loss, clip, _u=update):
+                    return timed("D backward+Adam" if net is tr.D else "G backward+Adam", _u)(net, opt, loss, clip)
                 setattr(obj, attr, fn)
             else:
                 setattr(obj, attr, timed(name, fn))
@@ -414,6 +419,8 @@ def phase_breakdown(preset: str, overrides: dict, iters: int, warmup: int = 2) -
         tr.fit()
         total = cpu() - c0
         n = iters + 1
+        for obj, attr, fn in patched:  # the module functions as they were
+            setattr(obj, attr, fn)
     phases = {k: v / n for k, v in totals.items()}
     phases["other (loop, losses' rest)"] = total / n - sum(phases.values())
     return {"preset": preset, "overrides": overrides, "iters": n, "cpu_s_per_iter": total / n, "phases": phases}

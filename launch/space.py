@@ -42,13 +42,13 @@ from typing import Any, Optional
 
 from typing import Annotated, Literal, Union
 
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StrictStr, TypeAdapter,
-                      ValidationError, model_validator)
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StrictStr, model_validator
 
 from launch.samplers import DEFAULT as DEFAULT_SAMPLER
 from launch.samplers import SAMPLERS
 from suhmo.config import (PRESETS, ConfigError, all_keys, base_type, coerce, field_type, load_yaml, make_config,
                           suggest)
+from suhmo.config_errors import validate as _validate
 from suhmo.selection import METRIC_MODES, Objective  # noqa: F401 - re-exported: launch.space.Objective
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -437,55 +437,6 @@ class SpaceFile(_Strict):
 
 
 TOP_LEVEL = tuple(SpaceFile.model_fields)
-
-
-def _validate(schema: Any, data: Any, where: str, what: str = "key", sep: str = ".") -> Any:
-    """``data`` checked against ``schema`` (a model or an annotated union), or a one-line ConfigError;
-    a key is named ``where + sep + key``."""
-    try:
-        return TypeAdapter(schema).validate_python(data)
-    except ValidationError as e:
-        raise ConfigError(_error(e.errors(include_url=False)[0], schema, where, what, sep)) from None
-
-
-def _error(err: dict, schema: Any, where: str, what: str, sep: str) -> str:
-    kind, loc, ctx, value = err["type"], err["loc"], err.get("ctx") or {}, err.get("input")
-    members = {m.model_fields["type"].annotation.__args__[0]: m
-               for m in typing.get_args(typing.get_args(schema)[0])} if typing.get_origin(schema) else {}
-    model, tag = schema, None
-    if members and kind not in ("union_tag_invalid", "union_tag_not_found"):
-        tag, loc = loc[0], loc[1:]
-        model = members[tag]
-    name = str(loc[0]) if loc else ""
-    at = f"{where}{sep}{name}" if name else where
-    if kind in ("union_tag_invalid", "union_tag_not_found"):
-        got = ctx.get("tag")
-        return f"{where}: unknown {what} {got!r}{suggest(str(got), list(members))} (use {', '.join(members)})"
-    if kind == "extra_forbidden":
-        known = list(model.model_fields)
-        if tag is not None:
-            return f"{where}: {name!r} does not apply to type {tag}{suggest(name, known)}"
-        return f"{where}: unknown {what} {name!r}{suggest(name, known)} ({what}s: {', '.join(known)})"
-    if kind == "missing":
-        return f"{where}: {tag} needs '{name}'"
-    if kind == "value_error":
-        return f"{at}: {ctx.get('error')}" + (f", got {value!r}" if name else "")
-    if kind in ("too_short", "list_type"):
-        return f"{at}: expected a non-empty list, got {value!r}"
-    if kind in ("dict_type", "model_type"):
-        return f"{at}: expected a mapping, got {value!r}"
-    info = model.model_fields.get(name) if isinstance(model, type) else None
-    bound = next(((op, ctx[k]) for k, op in (("ge", ">="), ("gt", ">")) if k in ctx), None) or next(
-        ((op, getattr(c, k)) for c in (info.metadata if info else ()) for k, op in (("ge", ">="), ("gt", ">"))
-         if hasattr(c, k)), None)
-    number = "an integer" if info is not None and int in (info.annotation, *typing.get_args(info.annotation)) \
-        else "a number"
-    why = f" ({info.description})" if info is not None and info.description else ""
-    if bound:
-        return f"{at}: expected {number} {bound[0]} {bound[1]}{why}, got {value!r}"
-    if kind == "finite_number":
-        return f"{at}: expected a finite number, got {value!r}"
-    return f"{at}: expected {'text' if kind == 'string_type' else number}, got {value!r}"
 
 
 # ---------------------------------------------------------------------- loading

@@ -3,7 +3,8 @@
 A checkpoint is one ``torch.save`` file holding only tensors and plain Python values, so it
 loads with ``torch.load(..., weights_only=True)`` (no arbitrary code runs on load):
 
-``format``/``version``  ``"suhmo-checkpoint"`` / 1
+``format``/``version``  ``"suhmo-checkpoint"`` / ``VERSION``; an older version is brought up to
+                        date on load by :func:`migrate`
 ``step``                completed training iterations
 ``config``              the resolved ``Config.to_dict()``
 ``seed``                ``train.seed`` of the run
@@ -33,8 +34,38 @@ import torch
 from suhmo.utils import SuhmoError, atomic_save, atomic_write_stream, atomic_write_text
 
 FORMAT = "suhmo-checkpoint"
-VERSION = 1
+VERSION = 2
 _NDARRAY = "__ndarray__"
+
+# Values of model fields that version 1 checkpoints may lack (the fields came later), as the runs
+# that wrote those checkpoints had them.
+MODEL_FIELDS_V1 = {"d_centred": False, "g_centred": False, "attn_window_g": None, "space": "landmarks",
+                   "semantic_k": 16, "noise_g": 0, "revert": False, "d_semantic": False, "noise_rho": 0.0,
+                   "d_anchor": False}
+
+
+# ---------------------------------------------------------------------- versions
+def migrate(state: dict, from_version: int) -> dict:
+    """A checkpoint's ``state`` written in format ``from_version``, brought up to ``VERSION`` one
+    version at a time (each step below); its ``version`` entry says so afterwards.
+
+    - 0 -> 1: none (version 0 is a file without a ``version`` entry; the layout is the same);
+    - 1 -> 2: ``config.model`` gets every model field it lacks, at the value that reproduces the
+      run (``MODEL_FIELDS_V1``; the defaults of some differ, e.g. ``d_centred``)."""
+    for version in range(int(from_version), VERSION):
+        state = _STEPS[version](state)
+    state["version"] = VERSION
+    return state
+
+
+def _v1_model_fields(state: dict) -> dict:
+    model = state.get("config", {}).get("model") if isinstance(state.get("config"), dict) else None
+    if isinstance(model, dict):
+        state["config"]["model"] = {**MODEL_FIELDS_V1, **model}
+    return state
+
+
+_STEPS = {0: lambda state: state, 1: _v1_model_fields}  # _STEPS[v]: format v -> v + 1
 
 
 # ---------------------------------------------------------------------- encoding of plain state
@@ -130,7 +161,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         k = wrong[0]
         raise SuhmoError(f"{path}: corrupt suhmo checkpoint: {k!r} is a {type(ck[k]).__name__}, "
                          f"expected a {kinds[k].__name__}")
-    return decode_state(ck)
+    return migrate(decode_state(ck), version)
 
 
 def generator_state(ck: dict) -> dict:

@@ -6,14 +6,13 @@ centroid, see ``suhmo.losses.sequence_features``) and ``model.vel_scale``/``acc_
 names are addressed with dots (``optim.lr_g``, ``windows.family``) by ``--set key=value``, YAML files and the search spaces. Unknown keys are errors that
 name the key and suggest the closest known one.
 
-Presets: ``paper`` (the defaults), ``small`` (CPU-sized experiments), ``cpu`` (the recipe
+Presets (``suhmo/presets/NAME.yaml``): ``paper`` (the defaults), ``small`` (CPU-sized experiments), ``cpu`` (the recipe
 for a 2-core CPU and ~30 minutes, experiments/README.md) and ``tiny`` (smoke runs and tests).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
 import json
 import typing
@@ -23,11 +22,9 @@ from typing import Annotated, Any, Literal, Optional
 
 import pydantic
 
+from suhmo.config_errors import ConfigError, Field, base_hint as _base_hint, error_line, suggest
+from suhmo import presets as _presets
 from suhmo.registry import GENERATORS, SEQ_DISCRIMINATORS, SPACES, TAU_FAMILIES, Registry
-
-
-class ConfigError(ValueError):
-    """A configuration mistake; the message says which key and why."""
 
 
 # Every field's type, range and allowed values are declared on its annotation (``Annotated``) and
@@ -118,12 +115,12 @@ class ModelConfig:
     vel_scale: float = 25.0  # x velocity in G inputs and D features (std ~ positions; losses.scale_features)
     acc_scale: float = 25.0  # x acceleration in the D features (same reason)
     d_centred: bool = True  # D sees each frame's shape about its centroid plus the centroid (410); False = the paper's raw 408
-    g_centred: bool = False  # G reads positions about the centroid plus the centroid (generators.step_input)
+    g_centred: bool = False  # G reads positions about the centroid plus the centroid (models.step.step_input)
     space: Annotated[str, OneOf(registry=SPACES)] = "landmarks"  # landmarks (paper: G integrates 136 coordinates) | semantic (head pose + PCA shape, models.space) | pose3d (3-D head pose + expression on the reference's fixed shape, models.pose3d)
     semantic_k: Annotated[int, _at_least(ge=1, le=132, note="(68 x 2 coordinates less 4 pose values)")] = 16  # shape components of the semantic space (expression components of pose3d)
     noise_g: Annotated[int, _at_least(ge=0, note="(0 = no noise input)")] = 0  # Gaussian inputs per generator step (0 = the paper's deterministic G; diversity then comes only from the pair)
-    noise_rho: Annotated[float, _at_least(ge=0.0, lt=1.0, note="(the noise's correlation from one frame to the next)")] = 0.0  # RNN G: noise inputs follow n_t = rho n_{t-1} + sqrt(1 - rho^2) e_t (0 = fresh per frame; generators.RNNCore)
-    revert: bool = False  # G's integrator pulls the state back towards frame 0 at a learned rate per dimension (generators.Integrator); False = eq. 4
+    noise_rho: Annotated[float, _at_least(ge=0.0, lt=1.0, note="(the noise's correlation from one frame to the next)")] = 0.0  # RNN G: noise inputs follow n_t = rho n_{t-1} + sqrt(1 - rho^2) e_t (0 = fresh per frame; models.rnn.RNNCore)
+    revert: bool = False  # G's integrator pulls the state back towards frame 0 at a learned rate per dimension (models.step.Integrator); False = eq. 4
     d_semantic: bool = False  # the discriminators also see G's semantic state and its velocity per frame (2 x (4 + semantic_k) more features; needs model.space=semantic)
     d_anchor: bool = False  # the discriminators also see each frame's semantic state relative to the sequence's first frame, z_t - z_0 (4 + semantic_k more features; needs model.d_semantic): a face that turns into another face, every sample the same way, is otherwise seen by no D stream
     revert_lag: Annotated[int, _at_least(ge=1, note="(frames over which the reversion rates are fitted)")] = 10  # frames over which the initial reversion rates are fitted to the data (1 = one-step least squares, biased to 0 by momentum)
@@ -367,58 +364,6 @@ class Config:
         return self
 
 
-PRESETS: dict[str, dict[str, Any]] = {
-    "paper": {},
-    "small": {
-        "model.hidden_g": 128, "model.mlp_g": 128, "model.emb_g": 128, "model.hidden_d": 128,
-        "model.emb_d": 64, "model.frame_d_hidden": 128,
-        "train.batch_size": 32, "train.iterations": 3000, "train.eval_every": 250,
-        "optim.lr_g": 1e-4, "optim.lr_d": 5e-5, "optim.lr_decay_iter": None,
-        "eval.samples": 128,
-        "actor.latent": 64, "actor.width": 128, "actor.ff": 256, "actor.layers": 2, "actor.heads": 4,
-        "hitdvae.latent": 16, "hitdvae.width": 128, "hitdvae.ff": 256, "hitdvae.layers": 2, "hitdvae.heads": 4,
-    },
-    # The recipe for a 2-core CPU and about 30 minutes of training: the best trial of the
-    # natural-motion search (experiments/README.md, "Natural head motion"; trial_162a9f8a):
-    # 64-wide RNN in a 24-component semantic space with the reverting integrator and 16 noise
-    # inputs, 64-frame windows, best.pt on the dynamics-aware score over 80 generated frames.
-    # On real data that trial also mixed in the synthetic speakers: --set data.synth_mix=0.25.
-    # Its reversion rates came from the one-step fit; the preset fits them over 10 frames
-    # (model.revert_lag, default). Since session 7 the discriminators also see the semantic state
-    # (model.d_semantic: drift 0.33 -> 0.08) and G matches real motion statistics
-    # (loss.w_motion). The weight is a dial between speed and drift: 0.5 gave speed 0.64 and
-    # drift 0.09 over 6 runs, 1.0 gave 0.90 and 0.28; at 0.7, 3 seeds on unseen persons met all
-    # six targets of the natural-motion issue on their mean (speed 0.73, drift 0.18, both at the
-    # edge; experiments/README.md, "Matching the motion statistics"), but over nine runs the drift
-    # was about 0.24: every sample pushed the same way, which no discriminator stream could see.
-    # Since session 10 they also see each frame's state beside the reference (model.d_anchor;
-    # experiments/README.md, "Every head moves alike; the push no discriminator sees").
-    "cpu": {
-        "model.space": "semantic", "model.semantic_k": 24, "model.revert": True, "model.noise_g": 16,
-        "model.d_semantic": True, "model.d_anchor": True, "loss.w_motion": 0.7,
-        "model.hidden_g": 64, "model.mlp_g": 64, "model.emb_g": 64, "model.hidden_d": 64,
-        "model.emb_d": 32, "model.frame_d_hidden": 64,
-        "data.seq_len": 64, "windows.family": "texp", "windows.texp_mean": 14.2,
-        "loss.w_frame": 1.07, "loss.w_seq": 1.07, "loss.w_joint": 0.678, "loss.lam": 3e-4,
-        "optim.grad_clip": 1.0, "optim.ema_g": 0.999,
-        "optim.lr_g": 3.1e-4, "optim.lr_d": 3.15e-4, "optim.lr_decay_iter": None,
-        "train.batch_size": 32, "train.iterations": 2000, "train.eval_every": 250,
-        "train.select_metric": "fd_clip40_dyn",
-        "eval.samples": 128, "eval.frames": 80,
-    },
-    "tiny": {
-        "model.hidden_g": 32, "model.mlp_g": 32, "model.emb_g": 32, "model.hidden_d": 32,
-        "model.emb_d": 16, "model.frame_d_hidden": 32,
-        "data.synth_clips": 12, "data.synth_seconds": 4.0,
-        "train.batch_size": 8, "train.iterations": 20, "train.eval_every": 10, "train.progress": False,
-        "optim.lr_g": 1e-4, "optim.lr_d": 5e-5, "optim.lr_decay_iter": None,
-        "eval.samples": 16,
-        "actor.latent": 16, "actor.width": 32, "actor.ff": 64, "actor.layers": 1, "actor.heads": 2,
-        "hitdvae.latent": 8, "hitdvae.width": 32, "hitdvae.ff": 64, "hitdvae.layers": 1, "hitdvae.heads": 2,
-    },
-}
-
-
 def make_config(preset: str = "paper", *, yaml_path: str | Path | None = None,
                 overrides: list[str] | dict | None = None, validate: bool = True) -> Config:
     """Preset, then YAML file, then ``key=value`` overrides; validated (unless ``validate=False``,
@@ -468,6 +413,9 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
+PRESETS = _presets.Presets(load_yaml)  # name -> values, from suhmo/presets/NAME.yaml
+
+
 def all_keys() -> list[str]:
     return list(Config().flat())
 
@@ -488,16 +436,6 @@ def _field_types(cls: type) -> dict[str, Any]:
     annotations builds their pydantic metadata."""
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
-
-
-def suggest(name: str, candidates: list[str]) -> str:
-    close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.5)
-    if not close:
-        # also try on the last dotted component
-        tail = {c.split(".")[-1]: c for c in candidates}
-        hit = difflib.get_close_matches(name.split(".")[-1], list(tail), n=1, cutoff=0.6)
-        close = [tail[hit[0]]] if hit else []
-    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def _resolve(dotted: str, where: str) -> tuple[str, str]:
@@ -543,8 +481,9 @@ def coerce(value: Any, ftype: Any, where: str) -> Any:
         value = list(value)
     try:
         return _adapter(ftype, finite=False).validate_python(value)
-    except pydantic.ValidationError:
-        raise ConfigError(f"{where}: expected {getattr(base, '__name__', base)}, got {value!r}") from None
+    except pydantic.ValidationError as e:
+        raise ConfigError(error_line(e.errors()[0], field=Field(where, value, getattr(base, "__name__", str(base)))))\
+            from None
 
 
 def base_type(ftype: Any) -> Any:
@@ -570,39 +509,11 @@ def _check_declared(section: str, obj: Any) -> None:
         try:
             _adapter(hint).validate_python(value)
         except pydantic.ValidationError as e:
-            err = e.errors()[0]
-            if one_of is not None and err["type"] == "literal_error":
-                raise ConfigError(f"{key}={value!r}: choose one of {', '.join(choices)}"
-                                  f"{suggest(str(value), list(choices))}") from None
-            if err["type"] in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
-                raise ConfigError(f"{key}={value}: must be {_bounds_text(hint)}") from None
-            if err["type"] == "finite_number":
-                raise ConfigError(f"{key}={value}: must be a finite number") from None
             tname = getattr(base_type(plain[f.name]), "__name__", plain[f.name])
-            raise ConfigError(f"{key}: expected {tname}, got {value!r}") from None
+            spec = Field(key, value, str(tname), hint, choices if one_of is not None else None)
+            raise ConfigError(error_line(e.errors()[0], field=spec)) from None
 
 
 @functools.lru_cache(maxsize=None)
 def _declared_types(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls, include_extras=True)
-
-
-def _base_hint(hint: Any) -> Any:
-    """``Optional[X]`` -> X."""
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    return args[0] if typing.get_origin(hint) is typing.Union and len(args) == 1 else hint
-
-
-def _bounds_text(hint: Any) -> str:
-    """The declared range of a number field in words: ``>= 1``, ``in [0, 1)``, ``a positive number``."""
-    info = next(m for m in _base_hint(hint).__metadata__ if isinstance(m, pydantic.fields.FieldInfo))
-    b = {k: getattr(c, k) for c in info.metadata for k in ("ge", "gt", "le", "lt") if hasattr(c, k)}
-    lo = ("[", b["ge"]) if "ge" in b else ("(", b["gt"]) if "gt" in b else None
-    hi = (b["le"], "]") if "le" in b else (b["lt"], ")") if "lt" in b else None
-    if lo and hi:
-        text = f"in {lo[0]}{lo[1]}, {hi[0]}{hi[1]}"
-    elif lo:
-        text = "a positive number" if lo == ("(", 0) else f"{'>=' if lo[0] == '[' else '>'} {lo[1]}"
-    else:
-        text = f"{'<=' if hi[1] == ']' else '<'} {hi[0]}"
-    return f"{text} {info.description}" if info.description else text

@@ -68,6 +68,19 @@ def mean_shape_gpa(frames: np.ndarray, iters: int = 4) -> np.ndarray:
     return m / np.sqrt((m**2).sum(-1).mean())
 
 
+def shape_pca(frames: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Procrustes PCA of ``frames [N, P, 2]`` (float64): ``(m, d, vt)``, the generalised Procrustes
+    mean ``m [P, 2]``, each frame's unit shape aligned to it less ``m``, flat, ``d [N, 2P]``, and
+    the principal directions of ``d`` (about its mean) as the rows of ``vt [min(N, 2P), 2P]``,
+    largest first. The shape basis of the semantic space and of the landmark metrics."""
+    m = mean_shape_gpa(frames)
+    _, _, xn = centre_scale(frames)
+    aligned, _ = align_shapes(xn, m)
+    d = (aligned - m).reshape(len(frames), -1)
+    _, _, vt = np.linalg.svd(d - d.mean(0), full_matrices=False)
+    return m, d, vt
+
+
 # ---------------------------------------------------------------------------------- torch
 def centroid_t(x: Tensor) -> Tensor:
     """``x [..., P, 2]`` -> centroid ``[..., 2]``."""

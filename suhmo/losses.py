@@ -9,7 +9,9 @@ taken about the frame's centroid and the centroid appended (``model.d_centred``,
 410 values per frame, else the paper's 408), T = O+S-2 frames, the same for real and fake;
 the sequence Ds score the
 windows of ``plan`` (the same plan for real and fake, see ``suhmo.models.windows``), and D_F
-scores the frames that involve generated positions (the last S feature frames).
+scores the frames that involve generated positions (the last S feature frames). The scoring is
+the discriminator's (``Discriminator.forward``); the losses here are functions of its scores and
+read the ``loss`` section of the config; the features read the ``model`` section.
 
 Supervision (eq. 11): L2 on [pos|vel|acc] of the S future frames, as the authors' code does:
 squared Euclidean distance per 2-D point (positions, velocities and accelerations alike),
@@ -22,32 +24,23 @@ teacher forcing a position error there equals the velocity error).
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.nn.utils import parametrize
 
 from suhmo.config import ConfigError, LossConfig
 from suhmo.data import motion_features
 from suhmo.geometry import centroid_t
 from suhmo.models import kernels
-from suhmo.models.discriminators import rnn_window_scores_together
 from suhmo.models.kernels import MotionL2, SequenceFeatures
 from suhmo.models.layers import POSE_DIM
-from suhmo.models.windows import multiscale_score, plan_mean
 
 
 def hinge_d(real_scores: Tensor, fake_scores: Tensor) -> Tensor:
     """Hinge discriminator loss, eq. 12: ``E[max(0, 1 + D(fake))] + E[max(0, 1 - D(real))]``."""
     return F.relu(1.0 + fake_scores).mean() + F.relu(1.0 - real_scores).mean()
-
-
-def needs_discriminator(cfg) -> bool:
-    """False for the MLE baseline (``loss.adversarial: false``): no D step, G trained on L2 only."""
-    return bool(cfg.loss.adversarial)
 
 
 def lambda_at(loss_cfg: LossConfig, step: int) -> float:
@@ -90,8 +83,9 @@ def scale_features(f: Tensor, vel_scale: float, acc_scale: float) -> Tensor:
     return f * scale
 
 
-def sequence_features(seq: Tensor, cfg, motion: Tensor | None = None, space=None, z: Tensor | None = None) -> Tensor:
-    """``[B, T, 68, 2]`` positions -> ``[B, T-2, F]`` discriminator features (F = ``feature_dim(cfg)``).
+def sequence_features(seq: Tensor, m, motion: Tensor | None = None, space=None, z: Tensor | None = None) -> Tensor:
+    """``[B, T, 68, 2]`` positions -> ``[B, T-2, F]`` discriminator features (F = ``feature_dim(m)``)
+    as the model section ``m`` (``cfg.model``) asks for them.
 
     With ``model.d_centred`` (default), per frame ``[pos - centroid | vel_scale * vel |
     acc_scale * acc]`` (68 x 6, ``scale_features``) followed by ``centroid - 0.5`` (2): F = 410,
@@ -118,14 +112,14 @@ def sequence_features(seq: Tensor, cfg, motion: Tensor | None = None, space=None
     every sample the same way, is invisible to all three (experiments/README.md, "Every head
     moves alike; the push no discriminator sees").
     """
-    if cfg.model.d_semantic and z is None:
-        z = _semantic_parts(seq, cfg, space, None, z_only=True)
-    if cfg.model.d_centred and motion is None and seq.dim() == 4 and seq.shape[-2:] == (68, 2) and kernels.fast_enabled():
+    if m.d_semantic and z is None:
+        z = _semantic_parts(seq, m, space, None, z_only=True)
+    if m.d_centred and motion is None and seq.dim() == 4 and seq.shape[-2:] == (68, 2) and kernels.fast_enabled():
         # one buffer written in place, the backward written out (kernels.SequenceFeatures)
-        f = SequenceFeatures.apply(seq, z if cfg.model.d_semantic else None, float(cfg.model.vel_scale),
-                                   float(cfg.model.acc_scale))
-        return torch.cat([f, _anchored(z)], -1) if cfg.model.d_anchor else f
-    if cfg.model.d_centred:
+        f = SequenceFeatures.apply(seq, z if m.d_semantic else None, float(m.vel_scale),
+                                   float(m.acc_scale))
+        return torch.cat([f, _anchored(z)], -1) if m.d_anchor else f
+    if m.d_centred:
         # one [68, 6] concatenation of [pos - centroid | vel_scale * vel | acc_scale * acc]
         # instead of three full-size copies forward and backward (benchmarks/train_step.py --phases)
         if motion is None:
@@ -134,14 +128,14 @@ def sequence_features(seq: Tensor, cfg, motion: Tensor | None = None, space=None
         else:
             pos, vel, acc = motion[..., :2], motion[..., 2:4], motion[..., 4:]
         centroid = centroid_t(pos)  # [B, T-2, 2]
-        f = torch.cat([pos - centroid.unsqueeze(-2), vel * cfg.model.vel_scale, acc * cfg.model.acc_scale], -1)
+        f = torch.cat([pos - centroid.unsqueeze(-2), vel * m.vel_scale, acc * m.acc_scale], -1)
         parts = [f.reshape(f.shape[0], f.shape[1], -1), centroid - 0.5]
     else:
         motion = motion_features(seq) if motion is None else motion
-        f = scale_features(motion, cfg.model.vel_scale, cfg.model.acc_scale)  # [B, T-2, 68, 6]
+        f = scale_features(motion, m.vel_scale, m.acc_scale)  # [B, T-2, 68, 6]
         parts = [f.reshape(f.shape[0], f.shape[1], -1)]
-    parts += _semantic_parts(seq, cfg, space, z)
-    if cfg.model.d_anchor:
+    parts += _semantic_parts(seq, m, space, z)
+    if m.d_anchor:
         parts.append(_anchored(z))
     return torch.cat(parts, -1) if len(parts) > 1 else parts[0]  # the frame's features in one concatenation
 
@@ -152,10 +146,10 @@ def _anchored(z: Tensor) -> Tensor:
     return z[:, 2:] - z[:, :1]
 
 
-def _semantic_parts(seq: Tensor, cfg, space, z: Tensor | None = None, z_only: bool = False):
+def _semantic_parts(seq: Tensor, m, space, z: Tensor | None = None, z_only: bool = False):
     """With ``model.d_semantic``, ``[z_t, vel_scale * (z_t - z_{t-1})]`` (each ``[B, T-2, 4 + K]``), else ``[]``;
     ``z_only``: ``z`` itself (``space.encode(seq)`` when not given)."""
-    if not cfg.model.d_semantic:
+    if not m.d_semantic:
         return []
     if z is None:
         if space is None:
@@ -163,77 +157,37 @@ def _semantic_parts(seq: Tensor, cfg, space, z: Tensor | None = None, z_only: bo
         z = space.encode(seq)  # [B, T, 4 + K]
     if z_only:
         return z
-    return [z[:, 2:], cfg.model.vel_scale * (z[:, 2:] - z[:, 1:-1])]
+    return [z[:, 2:], m.vel_scale * (z[:, 2:] - z[:, 1:-1])]
 
 
-def _frame_count(cfg, n_positions: int) -> int:
-    """Feature frames that involve generated positions: the last S = T_pos - obs_len."""
-    return max(0, min(n_positions - int(cfg.data.obs_len), n_positions - 2))
+def stream_weights(loss_cfg: LossConfig) -> dict[str, float]:
+    """The weight of each discriminator stream that takes part (weight > 0): ``seq`` (D_s,
+    ``loss.w_seq``), ``joint`` (D_s^j, ``loss.w_joint``), ``frame`` (D_F, ``loss.w_frame``)."""
+    w = {"seq": loss_cfg.w_seq, "joint": loss_cfg.w_joint, "frame": loss_cfg.w_frame}
+    return {name: float(wt) for name, wt in w.items() if wt > 0}
 
 
-def _scores(D, feats: Tensor, plan, n_frame: int, cfg) -> dict[str, tuple[Tensor, float]]:
-    """Raw scores per stream: seq [B], joint [B/2], frame [B, n_frame], with their weights."""
-    w = cfg.loss
-    out: dict[str, tuple[Tensor, float]] = {}
-    seqs = {name: (net, float(wt)) for name, net, wt in (("seq", D.seq, w.w_seq), ("joint", D.joint, w.w_joint))
-            if net is not None and wt > 0}
-    # the RNN D_s and D_s^j read the same windows of the same features: one recurrence for both
-    together = rnn_window_scores_together([net for net, _ in seqs.values()], feats, plan)
-    for j, (name, (net, wt)) in enumerate(seqs.items()):
-        out[name] = (plan_mean(together[j], plan) if together is not None else multiscale_score(net, feats, plan), wt)
-    if w.w_frame > 0 and n_frame > 0:
-        # D_F scores every frame, the last n_frame kept: a slice of the scores, not of the features
-        # (which would be copied, and in the G step zero-filled and copied back by its backward)
-        out["frame"] = (D.frame(feats)[:, -n_frame:], float(w.w_frame))
-    return out
+def discriminator_loss(scores: dict[str, Tensor], n_real: int, loss_cfg: LossConfig, zero: Tensor,
+                       r1: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
+    """Weighted sum over D_s, D_s^j and D_F of the hinge losses (eq. 12), plus ``loss.r1_frame / 2``
+    times the R1 penalty ``r1`` (``frame_gradient_penalty``) when given.
 
-
-@contextlib.contextmanager
-def _frozen(module):
-    """No weight gradients for ``module`` inside (they are decided when the graph is built)."""
-    params = [p for p in module.parameters() if p.requires_grad]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p in params:
-            p.requires_grad_(True)
-
-
-def discriminator_loss(D, real_seq: Tensor, fake_seq: Tensor, plan, cfg, space=None,
-                       fake_feats: Tensor | None = None, real_z: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
-    """Weighted sum over D_s, D_s^j and D_F of the hinge losses (eq. 12).
-
-    ``fake_seq`` is detached here. Real and fake go through D in one batched call ([2B, ...]):
-    D has no batch statistics, so this equals two calls, at lower cost. ``space``: G's space,
-    read only with ``model.d_semantic`` (sequence_features). ``fake_feats``:
-    ``sequence_features(fake_seq)`` when the caller has them (the training step computes them
-    once for the D and the G step); detached here. ``real_z``: ``space.encode(real_seq)`` when
-    the caller has it.
-    """
-    B = real_seq.shape[0]
-    if fake_feats is None:
-        feats = sequence_features(torch.cat([real_seq, fake_seq.detach()], 0), cfg, space=space)
-    else:
-        feats = torch.cat([sequence_features(real_seq, cfg, space=space, z=real_z), fake_feats.detach()], 0)
-    n_frame = _frame_count(cfg, real_seq.shape[1])
-    with parametrize.cached():  # one spectral-norm power iteration per D step, R1 included
-        scores = _scores(D, feats, plan, n_frame, cfg)
-        r1 = (frame_gradient_penalty(D, feats[:B, -n_frame:])
-              if cfg.loss.r1_frame > 0 and n_frame > 0 and "frame" in scores else None)
-    loss = feats.new_zeros(())
+    ``scores``: ``Discriminator.forward`` of the real rows followed by the fake ones, per stream
+    (``n_real`` real rows; the joint stream has one row per pair); ``zero``: the sum's start (its
+    type and device: those of the features)."""
+    weights = stream_weights(loss_cfg)
+    loss = zero
     logs: dict[str, float] = {}
-    for name, (s, w) in scores.items():
-        half = B // 2 if name == "joint" else B
+    for name, s in scores.items():
+        half = n_real // 2 if name == "joint" else n_real
         real_s, fake_s = s[:half], s[half:]
         term = hinge_d(real_s, fake_s)
-        loss = loss + w * term
+        loss = loss + weights[name] * term
         logs[f"d_{name}"] = float(term.detach())
         logs[f"d_real_{name}"] = float(real_s.detach().mean())
         logs[f"d_fake_{name}"] = float(fake_s.detach().mean())
     if r1 is not None:
-        loss = loss + 0.5 * float(cfg.loss.r1_frame) * r1
+        loss = loss + 0.5 * float(loss_cfg.r1_frame) * r1
         logs["d_r1_frame"] = float(r1.detach())
     logs["d_loss"] = float(loss.detach())
     return loss, logs
@@ -351,28 +305,27 @@ def motion_bias_loss(fake_seq: Tensor, real_seq: Tensor, n_future: int, space=No
     return ((df.mean(0) - dr.mean(0)).pow(2) / (unit + 1e-12)).mean()
 
 
-def uses_motion_state(cfg) -> bool:
+def uses_motion_state(loss_cfg: LossConfig) -> bool:
     """Whether the G loss reads the states of the windows (``loss.w_motion`` or ``loss.w_motion_mean``)."""
-    return cfg.loss.w_motion > 0 or cfg.loss.w_motion_mean > 0
+    return loss_cfg.w_motion > 0 or loss_cfg.w_motion_mean > 0
 
 
-def generator_loss(D, fake_seq: Tensor, real_seq: Tensor, out, plan, cfg, lam: float,
-                   space=None, fake_feats: Tensor | None = None, fake_z: Tensor | None = None,
+def generator_loss(scores: dict[str, Tensor] | None, fake_seq: Tensor, real_seq: Tensor, out, loss_cfg: LossConfig,
+                   lam: float, space=None, fake_z: Tensor | None = None,
                    real_z: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
-    """G loss, eq. 11: adversarial terms (eq. 8-10, weights w_seq, w_joint, w_frame) + lam * L2
-    (+ ``loss.reco`` * reconstruction). D's weights get no gradient from this loss.
-    ``fake_feats``: ``sequence_features(fake_seq)`` (with its graph) when the caller has them;
+    """G loss, eq. 11: adversarial terms (eq. 8-10) of D's ``scores`` of the fakes (weights
+    ``loss.w_seq``, ``w_joint``, ``w_frame``; None or empty: the MLE baseline) + lam * L2
+    (+ ``loss.reco`` * reconstruction, + the motion-statistics terms).
     ``fake_z``, ``real_z``: ``space.encode`` of the two sequences (the motion statistics')."""
+    c = loss_cfg
     n_future = out.future.shape[1]
     loss = fake_seq.new_zeros(())
     logs: dict[str, float] = {}
-    if needs_discriminator(cfg) and D is not None:
-        feats = sequence_features(fake_seq, cfg, space=space) if fake_feats is None else fake_feats
-        with _frozen(D), parametrize.cached():
-            scores = _scores(D, feats, plan, _frame_count(cfg, fake_seq.shape[1]), cfg)
-        for name, (s, w) in scores.items():
+    if scores:
+        weights = stream_weights(c)
+        for name, s in scores.items():
             adv = -s.mean()  # eq. 8 (joint), 9 (marginal), 10 (frame: mean over frames)
-            loss = loss + w * adv
+            loss = loss + weights[name] * adv
             logs[f"g_adv_{name}"] = float(adv.detach())
     # motion_features is linear: [pos|vel|acc] of fake minus real = [pos|vel|acc] of (fake - real),
     # over the last n feature frames (n + 2 positions): one difference, one set of features
@@ -385,21 +338,21 @@ def generator_loss(D, fake_seq: Tensor, real_seq: Tensor, out, plan, cfg, lam: f
     loss = loss + lam * l2
     logs["g_l2"] = float(l2.detach())
     logs["lam"] = float(lam)
-    if cfg.loss.w_motion > 0:
-        ms = motion_stats_loss(fake_seq, real_seq, n_future, cfg.loss.motion_lag, space,
-                               pose_only=cfg.loss.motion_dims == "pose", fake_z=fake_z, real_z=real_z,
-                               lag_long=cfg.loss.motion_lag_long, stat=cfg.loss.motion_stat)
-        loss = loss + float(cfg.loss.w_motion) * ms
+    if c.w_motion > 0:
+        ms = motion_stats_loss(fake_seq, real_seq, n_future, c.motion_lag, space,
+                               pose_only=c.motion_dims == "pose", fake_z=fake_z, real_z=real_z,
+                               lag_long=c.motion_lag_long, stat=c.motion_stat)
+        loss = loss + float(c.w_motion) * ms
         logs["g_motion"] = float(ms.detach())
-    if cfg.loss.w_motion_mean > 0:
-        mb = motion_bias_loss(fake_seq, real_seq, n_future, space, pose_only=cfg.loss.motion_dims == "pose",
-                              fake_z=fake_z, real_z=real_z, scale=cfg.loss.motion_mean_scale)
-        loss = loss + float(cfg.loss.w_motion_mean) * mb
+    if c.w_motion_mean > 0:
+        mb = motion_bias_loss(fake_seq, real_seq, n_future, space, pose_only=c.motion_dims == "pose",
+                              fake_z=fake_z, real_z=real_z, scale=c.motion_mean_scale)
+        loss = loss + float(c.w_motion_mean) * mb
         logs["g_motion_mean"] = float(mb.detach())
-    if cfg.loss.reco > 0 and out.recon.shape[1] > 0:
+    if c.reco > 0 and out.recon.shape[1] > 0:
         n_obs = out.recon.shape[1] + 1
         reco = _point_sq(out.recon, real_seq[:, 1:n_obs].detach())
-        loss = loss + cfg.loss.reco * reco
+        loss = loss + c.reco * reco
         logs["g_reco"] = float(reco.detach())
     logs["g_loss"] = float(loss.detach())
     return loss, logs

@@ -4,12 +4,12 @@
   autoregressive step calls (the RNN generator's velocity head, the Transformer generator's
   feed-forward layers and head) and of D_F. (The RNN generator's training pass reads its LSTM
   cell's and head's weights directly, ``RNNCore._rollout_fused``, not the modules: for the RNN
-  only D_F's compilation acts in training. Measured 2026-12-02 at the cpu preset, 1 thread:
-  16.7 s of compiling, then 0.97x the eager iteration rate: it does not pay, see
+  only D_F's compilation acts in training. Measured at the cpu preset, 1 thread: 16.7 s of
+  compiling, then 0.97x the eager iteration rate: it does not pay, see
   benchmarks/results/cpu_preset_speed_2026-12-02b.txt.) Compiled in place
   (``nn.Module.compile``), so state dicts, checkpoints and the moving average of G are
-  unchanged. Compilation is lazy in torch; here it is forced at once by a *probe*, one
-  forward and backward of the real losses at the real shapes, after which every weight,
+  unchanged. Compilation is lazy in torch; here it is forced at once by a *probe*, the
+  trainer's one forward and backward of the real losses at the real shapes, after which every weight,
   buffer, gradient and RNG state is restored: the run is the one it would be uncompiled. When
   the probe fails (no C compiler, an unsupported op), the modules are returned to eager mode
   and the run continues uncompiled after one warning.
@@ -36,7 +36,7 @@ import contextlib
 import copy
 import time
 import warnings
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -67,7 +67,7 @@ def reuse_freed_memory(limit_bytes: int = REUSE_LIMIT_BYTES) -> bool:
     iteration), 3718 -> 0 in the Trainer loop (``benchmarks/old_new.py``), ~12 ms of system time
     per iteration gone; peak resident memory +3-5 % (424 -> 445 MiB); the effect on the CPU
     time per iteration was within the noise of the loaded machine it was measured on (0.99-1.09x,
-    with the other changes of issue 17). Process-wide; returns False where this is not glibc
+    measured with other speed changes). Process-wide; returns False where this is not glibc
     (nothing changed)."""
     global _reuse_done
     if _reuse_done is not None:
@@ -150,37 +150,24 @@ def _uncompile(mods: list[nn.Module]) -> None:
         m._compiled_call_impl = None
 
 
-def compile_for_training(G: nn.Module, D: nn.Module, cfg, device: torch.device, amp: bool = False) -> Optional[float]:
-    """Compile :func:`step_modules` in place and force their compilation by one probe iteration.
+def compile_for_training(G: nn.Module, D: Optional[nn.Module], probe: Callable[[], None],
+                         device: torch.device) -> Optional[float]:
+    """Compile :func:`step_modules` in place and force their compilation by ``probe()``, one
+    training iteration's forward and backward passes (the trainer's); the weights, gradients and
+    RNG states are as before afterwards.
 
     Returns the seconds spent (compilation of the forward and backward graphs at the training
     shapes), or None when compiling failed and the modules run eagerly (one warning)."""
-    from suhmo import losses
     from suhmo.checkpoint import rng_state, set_rng_state
-    from suhmo.models import WindowSampler, num_feature_frames
 
     mods = step_modules(G, D)
+    nets = [net for net in (G, D) if net is not None]
     t0 = time.perf_counter()
-    saved = (copy.deepcopy(G.state_dict()), copy.deepcopy(D.state_dict()), rng_state())
+    saved = ([copy.deepcopy(net.state_dict()) for net in nets], rng_state())
     try:
         for m in mods:
             m.compile(backend=BACKEND)
-        B, O, S = cfg.train.batch_size, cfg.data.obs_len, cfg.data.seq_len
-        gen = torch.Generator().manual_seed(0)
-        real = (0.3 + 0.4 * torch.rand(B, O + S, 68, 2, generator=gen)).to(device)
-        with autocast(device, amp):
-            out = G(real[:, :O], S)
-            fake = torch.cat([real[:, :O], out.future], 1)
-            plan = WindowSampler(cfg.windows, S).sample(num_feature_frames(O + S), gen)
-            use_d = losses.needs_discriminator(cfg)
-            space = getattr(G, "space", None)  # read by the D features with model.d_semantic
-            if use_d:
-                loss_d, _ = losses.discriminator_loss(D, real, fake.detach(), plan, cfg, space)
-        if use_d:
-            loss_d.backward()
-        with autocast(device, amp):
-            loss_g, _ = losses.generator_loss(D, fake, real, out, plan, cfg, 0.01, space)
-        loss_g.backward()
+        probe()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - t0
@@ -194,10 +181,9 @@ def compile_for_training(G: nn.Module, D: nn.Module, cfg, device: torch.device, 
                       f"uncompiled", stacklevel=2)
         seconds = None
     finally:
-        for net in (G, D):
+        for net, state in zip(nets, saved[0]):
             for p in net.parameters():
                 p.grad = None
-        G.load_state_dict(saved[0])
-        D.load_state_dict(saved[1])
-        set_rng_state(saved[2])
+            net.load_state_dict(state)
+        set_rng_state(saved[1])
     return seconds

@@ -37,13 +37,11 @@ from suhmo.checkpoint import (copy_checkpoint, generator_state, load_checkpoint,
                               set_rng_state)
 from suhmo import speed
 from suhmo.config import Config
+from suhmo.data import SPLIT_SEED  # the person split's seed, re-exported here
 from suhmo.selection import Objective
 from suhmo.utils import (SuhmoError, append_line, atomic_write_text, make_dirs, pick_device, remove_stale_tmp,
                          seed_everything)
 
-# The held-out persons must not change with train.seed, so that runs with different seeds
-# (and every trial of a search) are scored on the same evaluation set.
-SPLIT_SEED = 0
 
 MetricsFn = Callable[[Callable, int], dict]
 
@@ -65,7 +63,7 @@ class Trainer:
         from suhmo.data import load_dataset
         from suhmo.data.loading import make_sampler
         from suhmo.models import WindowSampler, build_discriminator, build_generator
-        from suhmo.objectives import build_objective
+        from suhmo.objectives import build_objective, objective_class
 
         self.cfg = cfg.validate()
         check_training_memory(cfg)  # before any data or model is made
@@ -85,12 +83,12 @@ class Trainer:
         self.train_set = train_set
         self.eval_set = eval_set if eval_set is not None else train_set
 
-        self.objective = build_objective(cfg)  # what one iteration does: GAN, MLE or VAE
+        uses_d = objective_class(cfg).uses_d  # a D for the GAN objective only
         self.G = build_generator(cfg)
         if not (resume and self.last_path.is_file()):  # a resumed run loads its space from the checkpoint
             fit_space(self.G, self.train_set, cfg)
         self.G = self.G.to(self.device)
-        self.D = build_discriminator(cfg).to(self.device) if self.objective.uses_d else None
+        self.D = build_discriminator(cfg).to(self.device) if uses_d else None
         o = cfg.optim
         self.opt_g = _adam(self.G.parameters(), o.lr_g, o, self.device)
         self.opt_d = _adam(self.D.parameters(), o.lr_d, o, self.device) if self.D is not None else None
@@ -117,8 +115,12 @@ class Trainer:
             self._repair_metrics_log()
         self.amp = speed.check_amp(self.device, tc.amp)  # train.amp as it runs here
         # seconds spent compiling (train.compile), None when off or failed (then one warning)
-        self.compile_seconds = (speed.compile_for_training(self.G, self.D, cfg, self.device, self.amp)
+        self.compile_seconds = (speed.compile_for_training(self.G, self.D, self._compile_probe, self.device)
                                 if tc.compile else None)
+        # what one iteration does (GAN, MLE or VAE), with the nets, optimisers and window RNG it updates
+        self.objective = build_objective(cfg, G=self.G, opt_g=self.opt_g, D=self.D, opt_d=self.opt_d,
+                                         G_ema=self.G_ema, rng=self.window_rng, windows=self.windows,
+                                         device=self.device, amp=self.amp)
 
     # ------------------------------------------------------------------ paths
     @property
@@ -148,7 +150,7 @@ class Trainer:
                 it = self.step  # 0-based index of this iteration
                 # --- data
                 batch = speed.to_device(self.sampler.next(), self.device)  # [B, O+S, 68, 2]
-                logs = self.objective.step(self, batch, it)  # suhmo.objectives: GAN, MLE or VAE
+                logs = self.objective.step(batch, it)  # suhmo.objectives: GAN, MLE or VAE
                 self._check_finite(it, logs)
 
                 # --- schedule
@@ -171,27 +173,30 @@ class Trainer:
         return dict(self.metrics)
 
     # ------------------------------------------------------------------ pieces of the loop
-    def _update(self, net: torch.nn.Module, opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
-        """One optimiser step of ``net`` on ``loss``, with optional gradient clipping."""
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.cfg.optim.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(net.parameters(), self.cfg.optim.grad_clip)
-        opt.step()
+    def _compile_probe(self) -> None:
+        """One training iteration's forward and backward passes on a made-up batch, its window plan
+        drawn from a generator of its own (``train.compile``: ``speed.compile_for_training``
+        compiles on it, then restores the weights and the RNG states)."""
+        from suhmo.models import WindowSampler, num_feature_frames
+        from suhmo.objectives import d_step_loss, g_step_loss, needs_discriminator
 
-    @torch.no_grad()
-    def _update_ema(self) -> None:
-        """``G_ema <- d * G_ema + (1 - d) * G`` for the parameters; buffers are copied.
-
-        ``d = min(optim.ema_g, (1 + step) / (10 + step))``: a warm-up, so that early in a run the
-        average is not mostly the initial weights (0.999 ** 1000 = 0.37 of them otherwise)."""
-        if self.G_ema is None:
-            return
-        d = min(float(self.cfg.optim.ema_g), (1.0 + self.step) / (10.0 + self.step))
-        ema_p = list(self.G_ema.parameters())
-        torch._foreach_lerp_(ema_p, [p.detach() for p in self.G.parameters()], 1.0 - d)
-        for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
-            b_ema.copy_(b)
+        cfg, G, D, device = self.cfg, self.G, self.D, self.device
+        B, O, S = cfg.train.batch_size, cfg.data.obs_len, cfg.data.seq_len
+        gen = torch.Generator().manual_seed(0)
+        real = (0.3 + 0.4 * torch.rand(B, O + S, 68, 2, generator=gen)).to(device)
+        with speed.autocast(device, self.amp):
+            out = G(real[:, :O], S)
+            fake = torch.cat([real[:, :O], out.future], 1)
+            plan = WindowSampler(cfg.windows, S).sample(num_feature_frames(O + S), gen)
+            use_d = needs_discriminator(cfg) and D is not None
+            space = getattr(G, "space", None)  # read by the D features with model.d_semantic
+            if use_d:
+                loss_d, _ = d_step_loss(D, real, fake.detach(), plan, cfg, space)
+        if use_d:
+            loss_d.backward()
+        with speed.autocast(device, self.amp):
+            loss_g, _ = g_step_loss(D, fake, real, out, plan, cfg, 0.01, space)
+        loss_g.backward()
 
     @property
     def G_eval(self) -> torch.nn.Module:
@@ -347,8 +352,7 @@ class Trainer:
             raise SuhmoError(f"{where}: cannot resume: the checkpoint lacks {', '.join(missing)} "
                              f"(not written by suhmo train); use another --out folder")
         _check_same_data(ck["config"].get("data", {}), self.cfg.to_dict()["data"], where)
-        # model fields added after a checkpoint was written take the value that reproduces it
-        saved = {**MODEL_FIELDS_BEFORE, **ck["config"].get("model", {})}
+        saved = ck["config"].get("model", {})  # fields it lacked are filled in (checkpoint.migrate)
         current = self.cfg.to_dict()["model"]
         diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
         if diff:
@@ -457,12 +461,6 @@ def _check_same_data(saved: dict, current: dict, where) -> None:
                          f"own data is used), or use another --out folder")
 
 
-# Values of model fields added after the first checkpoints were written, as those runs had them.
-MODEL_FIELDS_BEFORE = {"d_centred": False, "g_centred": False, "attn_window_g": None, "space": "landmarks",
-                       "semantic_k": 16, "noise_g": 0, "revert": False, "d_semantic": False, "noise_rho": 0.0,
-                       "d_anchor": False}
-
-
 def fit_space(G: torch.nn.Module, train_set, cfg: Config, windows: int = 2048) -> None:
     """Fit what G takes from the data before training: ``G.space`` (when it has a ``fit``: the
     semantic space), its shape basis on every training frame and its flip, its state scaling on
@@ -534,7 +532,7 @@ def mean_speed(seqs: np.ndarray) -> float:
 
 
 def motion_stats_metrics(cfg: Config, eval_set) -> MetricsFn:
-    """Simple motion statistics, used until the metric stack exists.
+    """Simple motion statistics: the trainer's metrics where the metric stack is not installed.
 
     ``cfg.eval.samples`` real windows of ``eval.frames + 1`` frames are drawn (seeded by
     ``eval.seed``) from ``eval_set``; their first frames are the references. Keys:

@@ -81,3 +81,15 @@ def test_generator_state_prefers_the_moving_average():
     g, avg = {"w": torch.zeros(2)}, {"w": torch.ones(2)}
     assert generator_state({"G": g}) is g
     assert generator_state({"G": g, "G_ema": avg}) is avg
+
+
+def test_migrate_steps_an_old_checkpoint_up_to_the_current_version():
+    from suhmo.checkpoint import MODEL_FIELDS_V1, VERSION, migrate
+
+    old = {"step": 3, "config": {"model": {"variant": "rnn", "d_centred": True}}, "G": {}}
+    new = migrate(dict(old), 0)
+    assert new["version"] == VERSION
+    assert new["config"]["model"] == {**MODEL_FIELDS_V1, "variant": "rnn", "d_centred": True}
+    assert migrate({"config": {"model": 5}}, 1)["config"] == {"model": 5}  # malformed: left to the checks
+    current = {"config": {"model": {"d_centred": True}}}
+    assert migrate(dict(current), VERSION)["config"] == current["config"]  # nothing to do

@@ -104,3 +104,24 @@ def test_registry_choices_are_read_from_the_registries_without_torch():
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_presets_equal_their_values_before_the_yaml_files():
+    """Every preset, read from suhmo/presets/NAME.yaml, resolves to the config it resolved to when
+    the presets were a dict in config.py (dumped at commit 0cea087)."""
+    import json
+    from pathlib import Path
+
+    from suhmo.config import PRESETS, make_config
+
+    old = json.loads((Path(__file__).parent / "fixtures" / "presets_0cea087.json").read_text())
+    assert list(PRESETS) == ["paper", "small", "cpu", "tiny"]
+    assert {p: make_config(p).to_dict() for p in PRESETS} == old
+
+
+def test_each_preset_file_opens_with_its_two_line_rationale():
+    from suhmo.presets import HERE
+
+    for path in sorted(HERE.glob("*.yaml")):
+        lines = path.read_text().splitlines()
+        assert lines[0].startswith("# ") and lines[1].startswith("# ") and not lines[2].startswith("#"), path

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from suhmo import losses
+from suhmo import losses, objectives
 from suhmo.config import ConfigError, LossConfig, make_config
 from suhmo.models import WindowSampler, build_discriminator, build_generator, multiscale_score, num_feature_frames
 
@@ -47,8 +47,8 @@ def setup(**over):
 def test_discriminator_loss_equals_separate_real_and_fake_passes():
     cfg, G, D, real, out, fake, plan = setup()
     D.eval()  # fixed spectral-norm state so that the two computations see the same weights
-    loss, logs = losses.discriminator_loss(D, real, fake, plan, cfg)
-    fr, ff = losses.sequence_features(real, cfg), losses.sequence_features(fake.detach(), cfg)
+    loss, logs = objectives.d_step_loss(D, real, fake, plan, cfg)
+    fr, ff = losses.sequence_features(real, cfg.model), losses.sequence_features(fake.detach(), cfg.model)
     S = cfg.data.seq_len
     ref = (losses.hinge_d(multiscale_score(D.seq, fr, plan), multiscale_score(D.seq, ff, plan))
            + losses.hinge_d(multiscale_score(D.joint, fr, plan), multiscale_score(D.joint, ff, plan))
@@ -63,8 +63,8 @@ def test_r1_penalty_on_the_frame_discriminator():
     """``loss.r1_frame``: gamma / 2 x mean |grad D_F|^2 at the real frames joins the D loss."""
     cfg, G, D, real, out, fake, plan = setup(**{"loss.r1_frame": 4.0})
     D.eval()
-    loss, logs = losses.discriminator_loss(D, real, fake, plan, cfg)
-    base, base_logs = losses.discriminator_loss(D, real, fake, plan, setup()[0])
+    loss, logs = objectives.d_step_loss(D, real, fake, plan, cfg)
+    base, base_logs = objectives.d_step_loss(D, real, fake, plan, setup()[0])
     assert "d_r1_frame" in logs and "d_r1_frame" not in base_logs and logs["d_r1_frame"] > 0
     assert math.isclose(float(loss) - float(base), 2.0 * logs["d_r1_frame"], rel_tol=1e-4)
     # the penalty trains D_F (second-order gradient): D_F's gradients differ from the unpenalised ones
@@ -75,7 +75,7 @@ def test_r1_penalty_on_the_frame_discriminator():
         grads.append([p.grad.clone() for p in D.frame.parameters()])
     assert any(not torch.allclose(a, b) for a, b in zip(*grads))
     # by hand: the squared input gradient of D_F's summed score over the real frames
-    x = losses.sequence_features(real, cfg)[:, -cfg.data.seq_len:].detach().requires_grad_(True)
+    x = losses.sequence_features(real, cfg.model)[:, -cfg.data.seq_len:].detach().requires_grad_(True)
     (g,) = torch.autograd.grad(D.frame(x).sum(), x)
     assert math.isclose(logs["d_r1_frame"], float(g.pow(2).sum(-1).mean()), rel_tol=1e-4)
     assert all(p.grad is None for p in G.parameters()), "the D loss must not reach G"
@@ -83,7 +83,7 @@ def test_r1_penalty_on_the_frame_discriminator():
 
 def test_generator_loss_reaches_g_not_d_and_weights_streams():
     cfg, G, D, real, out, fake, plan = setup(**{"loss.w_joint": 0.0, "loss.w_frame": 2.0})
-    loss, logs = losses.generator_loss(D, fake, real, out, plan, cfg, lam=0.5)
+    loss, logs = objectives.g_step_loss(D, fake, real, out, plan, cfg, lam=0.5)
     assert "g_adv_joint" not in logs and "g_adv_frame" in logs
     expected = logs["g_adv_seq"] + 2.0 * logs["g_adv_frame"] + 0.5 * logs["g_l2"]
     assert math.isclose(float(loss.detach()), expected, rel_tol=1e-5, abs_tol=1e-6)
@@ -97,19 +97,19 @@ def test_l2_is_zero_on_the_truth_and_positive_otherwise():
     cfg, G, D, real, out, fake, plan = setup(**{"loss.adversarial": False, "loss.reco": 1.0})
     S = cfg.data.seq_len
     perfect = out._replace(future=real[:, -S:], recon=real[:, 1:cfg.data.obs_len])
-    loss, logs = losses.generator_loss(None, real, real, perfect, plan, cfg, lam=1.0)
+    loss, logs = objectives.g_step_loss(None, real, real, perfect, plan, cfg, lam=1.0)
     assert float(loss.detach()) == 0.0 and logs["g_l2"] == 0.0 and logs["g_reco"] == 0.0
     shifted = real.clone()
     shifted[:, -1] += 0.1  # one frame 0.1 off in x and y: pos, vel and acc all change
-    _, logs = losses.generator_loss(None, shifted, real, perfect, plan, cfg, lam=1.0)
+    _, logs = objectives.g_step_loss(None, shifted, real, perfect, plan, cfg, lam=1.0)
     # last frame: pos error 0.02, vel error 0.02, acc error 0.02 (squared 2-D distances), over 3*S terms
     assert math.isclose(logs["g_l2"], 3 * 0.02 / (3 * S), rel_tol=1e-4)
 
 
 def test_mle_baseline_needs_no_discriminator():
     cfg, G, D, real, out, fake, plan = setup(**{"loss.adversarial": False})
-    assert not losses.needs_discriminator(cfg)
-    loss, logs = losses.generator_loss(None, fake, real, out, plan, cfg, lam=1e-2)
+    assert not objectives.needs_discriminator(cfg)
+    loss, logs = objectives.g_step_loss(None, fake, real, out, plan, cfg, lam=1e-2)
     assert not any(k.startswith("g_adv") for k in logs)
     assert math.isclose(float(loss.detach()), 1e-2 * logs["g_l2"], rel_tol=1e-6)
 
@@ -214,7 +214,7 @@ def test_motion_bias_sees_a_batch_that_moves_one_way_together():
 
 def test_motion_bias_term_is_weighted_into_the_generator_loss():
     cfg, G, D, real, out, fake, plan = setup(**{"loss.w_motion_mean": 0.5})
-    loss, logs = losses.generator_loss(D, fake, real, out, plan, cfg, lam=0.5)
+    loss, logs = objectives.g_step_loss(D, fake, real, out, plan, cfg, lam=0.5)
     expected = (logs["g_adv_seq"] + logs["g_adv_joint"] + logs["g_adv_frame"] + 0.5 * logs["g_l2"]
                 + 0.5 * logs["g_motion_mean"])
     assert "g_motion" not in logs
@@ -225,7 +225,7 @@ def test_motion_bias_term_is_weighted_into_the_generator_loss():
 
 def test_motion_statistics_term_is_weighted_into_the_generator_loss():
     cfg, G, D, real, out, fake, plan = setup(**{"loss.w_motion": 0.25})
-    loss, logs = losses.generator_loss(D, fake, real, out, plan, cfg, lam=0.5)
+    loss, logs = objectives.g_step_loss(D, fake, real, out, plan, cfg, lam=0.5)
     expected = logs["g_adv_seq"] + logs["g_adv_joint"] + logs["g_adv_frame"] + 0.5 * logs["g_l2"] + 0.25 * logs["g_motion"]
     assert logs["g_motion"] > 0 and math.isclose(float(loss.detach()), expected, rel_tol=1e-5, abs_tol=1e-6)
     with pytest.raises(ConfigError, match="loss.motion_lag"):
@@ -271,8 +271,8 @@ def test_feature_scale_is_applied_to_real_and_fake_alike_and_not_to_l2():
         return torch.cat([f.reshape(seq.shape[0], -1, 408), c - 0.5], -1)[:, -S:]
 
     seen, handle = _frame_inputs(D)
-    losses.discriminator_loss(D, real, fake, plan, cfg)
-    losses.generator_loss(D, fake, real, out, plan, cfg, lam=1.0)
+    objectives.d_step_loss(D, real, fake, plan, cfg)
+    objectives.g_step_loss(D, fake, real, out, plan, cfg, lam=1.0)
     handle.remove()
     d_in, g_in = seen  # D_F scores every feature frame; the losses keep the last S frames' scores
     d_in, g_in = d_in[:, -S:], g_in[:, -S:]
@@ -282,12 +282,12 @@ def test_feature_scale_is_applied_to_real_and_fake_alike_and_not_to_l2():
     vel = d_in[:4, -1, :408].reshape(4, 68, 6)[..., 2:4]
     assert torch.allclose(vel, 3.0 * (real[:, -1] - real[:, -2]), atol=1e-6)
     # the sequence Ds see the same scaled features: the D loss matches a reference built on them
-    feats = losses.sequence_features(real, cfg)
+    feats = losses.sequence_features(real, cfg.model)
     assert torch.allclose(feats[:, -S:], expected(real), atol=1e-6)
     # L2 (eq. 11) stays in position units: independent of the scales
     cfg1, *_ = setup()
-    l2 = losses.generator_loss(None, fake, real, out, plan, cfg, lam=1.0)[1]["g_l2"]
-    l2_1 = losses.generator_loss(None, fake, real, out, plan, cfg1, lam=1.0)[1]["g_l2"]
+    l2 = objectives.g_step_loss(None, fake, real, out, plan, cfg, lam=1.0)[1]["g_l2"]
+    l2_1 = objectives.g_step_loss(None, fake, real, out, plan, cfg1, lam=1.0)[1]["g_l2"]
     assert l2 == l2_1
 
 
@@ -297,13 +297,33 @@ def test_discriminator_features_are_invariant_to_translation_but_keep_the_centro
     cfg, *_ = setup()
     seq = 0.3 + 0.4 * torch.rand(2, 8, 68, 2)
     shift = torch.tensor([0.05, -0.02])
-    f, g = losses.sequence_features(seq, cfg), losses.sequence_features(seq + shift, cfg)
+    f, g = losses.sequence_features(seq, cfg.model), losses.sequence_features(seq + shift, cfg.model)
     assert f.shape == (2, 6, 410)
     torch.testing.assert_close(g[..., :408], f[..., :408], atol=1e-5, rtol=0)
     torch.testing.assert_close(g[..., 408:] - f[..., 408:], shift.expand(2, 6, 2), atol=1e-6, rtol=0)
     raw = setup(**{"model.d_centred": False})[0]
-    f0, g0 = losses.sequence_features(seq, raw), losses.sequence_features(seq + shift, raw)
+    f0, g0 = losses.sequence_features(seq, raw.model), losses.sequence_features(seq + shift, raw.model)
     assert f0.shape == (2, 6, 408)  # the paper's [pos | vel | acc], nothing appended
     pos0 = (g0 - f0).reshape(2, 6, 68, 6)
     torch.testing.assert_close(pos0[..., :2], shift.expand(2, 6, 68, 2), atol=1e-5, rtol=0)
     torch.testing.assert_close(pos0[..., 2:], torch.zeros(2, 6, 68, 4), atol=1e-5, rtol=0)
+
+
+def test_the_discriminator_scores_and_the_losses_are_functions_of_scores():
+    """Discriminator.forward returns each stream's raw scores; the D and G losses take scores and
+    the loss section only: weights from loss.w_*, streams of weight 0 left out."""
+    cfg, G, D, real, out, fake, plan = setup(**{"loss.w_joint": 0.0, "loss.w_frame": 2.0})
+    D.eval()
+    S = cfg.data.seq_len
+    feats = losses.sequence_features(torch.cat([real, fake.detach()]), cfg.model)
+    scores = D(feats, plan, S, losses.stream_weights(cfg.loss))
+    assert list(scores) == ["seq", "frame"] and scores["seq"].shape == (8,) and scores["frame"].shape == (8, S)
+    assert torch.allclose(scores["seq"], multiscale_score(D.seq, feats, plan), atol=1e-6)
+    assert torch.equal(scores["frame"], D.frame(feats)[:, -S:])
+    made = {"seq": torch.tensor([2.0, 0.5, -2.0, 0.0]), "frame": torch.tensor([[1.0], [1.0], [-1.0], [-1.0]])}
+    loss, logs = losses.discriminator_loss(made, 2, cfg.loss, torch.zeros(()))
+    expect = losses.hinge_d(made["seq"][:2], made["seq"][2:]) + 2.0 * losses.hinge_d(made["frame"][:2], made["frame"][2:])
+    assert torch.allclose(loss, expect) and set(logs) >= {"d_seq", "d_frame", "d_loss"}
+    g, g_logs = losses.generator_loss({"seq": made["seq"][2:]}, fake, real, out, cfg.loss, lam=0.0)
+    assert math.isclose(g_logs["g_adv_seq"], -float(made["seq"][2:].mean()), rel_tol=1e-6)
+    assert math.isclose(float(g), g_logs["g_adv_seq"], rel_tol=1e-5)

@@ -349,7 +349,7 @@ SWITCHES = [
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("switch", SWITCHES, ids=lambda s: ",".join(f"{k}={v}" for k, v in s.items()) or "default")
 def test_switch_trains_one_step(variant, switch):
-    from suhmo import losses
+    from suhmo import losses, objectives
 
     over = {"model.variant": variant, "data.seq_len": 20, "windows.tau_max": 20, **switch}
     cfg = make_config("tiny", overrides=over)
@@ -363,22 +363,22 @@ def test_switch_trains_one_step(variant, switch):
     out = G(real[:, :O], S)
     fake = torch.cat([real[:, :O], out.future], 1)
     d_before = [p.detach().clone() for p in D.parameters()]
-    if losses.needs_discriminator(cfg):
-        ld, dlogs = losses.discriminator_loss(D, real, fake, plan, cfg)
+    if objectives.needs_discriminator(cfg):
+        ld, dlogs = objectives.d_step_loss(D, real, fake, plan, cfg)
         opt_d.zero_grad()
         ld.backward()
         opt_d.step()
         assert torch.isfinite(ld) and "d_loss" in dlogs
         assert any(not torch.equal(a, b) for a, b in zip(d_before, D.parameters()))
     g_before = [p.detach().clone() for p in G.parameters()]
-    lg, glogs = losses.generator_loss(D, fake, real, out, plan, cfg, losses.lambda_at(cfg.loss, 0))
+    lg, glogs = objectives.g_step_loss(D, fake, real, out, plan, cfg, losses.lambda_at(cfg.loss, 0))
     opt_g.zero_grad()
     lg.backward()
-    assert all(p.grad is None for p in D.parameters() if not losses.needs_discriminator(cfg))
+    assert all(p.grad is None for p in D.parameters() if not objectives.needs_discriminator(cfg))
     opt_g.step()
     assert torch.isfinite(lg)
     assert any(not torch.equal(a, b) for a, b in zip(g_before, G.parameters()))
-    assert ("g_adv_seq" in glogs) == losses.needs_discriminator(cfg)
+    assert ("g_adv_seq" in glogs) == objectives.needs_discriminator(cfg)
 
 
 # ------------------------------------------------------------------ fused window LSTM (RNN sequence D)

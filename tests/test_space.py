@@ -258,9 +258,9 @@ def test_discriminators_can_see_the_semantic_state(split, tmp_path):
 
     g, cfg = fitted_generator(split, **{"model.d_semantic": True})
     seq = torch.as_tensor(np.stack([c[:12] for c in split[0].clips[:4]]))
-    f = losses.sequence_features(seq, cfg, space=g.space)
+    f = losses.sequence_features(seq, cfg.model, space=g.space)
     k = g.space.dim
-    assert f.shape == (4, 10, feature_dim(cfg)) and feature_dim(cfg) == 410 + 2 * k
+    assert f.shape == (4, 10, feature_dim(cfg.model)) and feature_dim(cfg.model) == 410 + 2 * k
     z = g.space.encode(seq)
     assert torch.allclose(f[..., -2 * k:-k], z[:, 2:])
     assert torch.allclose(f[..., -k:], cfg.model.vel_scale * z.diff(dim=1)[:, 1:], atol=1e-5)
@@ -268,11 +268,11 @@ def test_discriminators_can_see_the_semantic_state(split, tmp_path):
     radius = (seq - seq.mean(-2, keepdim=True)).pow(2).sum(-1).mean(-1).sqrt()[..., None]
     moved = seq.clone()
     moved[..., 57:60, 1] += 0.01 * radius
-    d_sem = (losses.sequence_features(moved, cfg, space=g.space) - f)[..., -2 * k:-k].abs().max()
-    d_pos = (losses.sequence_features(moved, cfg, space=g.space) - f)[..., :136].abs().max()
+    d_sem = (losses.sequence_features(moved, cfg.model, space=g.space) - f)[..., -2 * k:-k].abs().max()
+    d_pos = (losses.sequence_features(moved, cfg.model, space=g.space) - f)[..., :136].abs().max()
     assert d_sem > 10 * d_pos
     with pytest.raises(ValueError, match="space"):
-        losses.sequence_features(seq, cfg)
+        losses.sequence_features(seq, cfg.model)
     with pytest.raises(ConfigError, match="d_semantic"):
         tiny_cfg(**{"model.d_semantic": True})  # landmark space
     tr, ev = split
@@ -293,19 +293,19 @@ def test_discriminators_can_see_the_state_beside_the_reference(split, tmp_path):
 
     g, cfg = fitted_generator(split, **{"model.d_semantic": True, "model.d_anchor": True})
     seq = torch.as_tensor(np.stack([c[:12] for c in split[0].clips[:4]]))
-    f = losses.sequence_features(seq, cfg, space=g.space)
+    f = losses.sequence_features(seq, cfg.model, space=g.space)
     k = g.space.dim
-    assert f.shape == (4, 10, feature_dim(cfg)) and feature_dim(cfg) == 410 + 3 * k
+    assert f.shape == (4, 10, feature_dim(cfg.model)) and feature_dim(cfg.model) == 410 + 3 * k
     z = g.space.encode(seq)
     assert torch.allclose(f[..., -k:], z[:, 2:] - z[:, :1])
     assert torch.allclose(f[..., -3 * k:-2 * k], z[:, 2:])  # d_semantic's parts, unchanged before it
     # the autograd path (motion given) builds the same features
-    assert torch.allclose(losses.sequence_features(seq, cfg, motion=losses.motion_features(seq), space=g.space), f,
+    assert torch.allclose(losses.sequence_features(seq, cfg.model, motion=losses.motion_features(seq), space=g.space), f,
                           atol=1e-6)
     # another start: frame 0 moved; the later frames' own features are the same, their anchored part is not
     other = seq.clone()
     other[:, 0] = seq[:, 0] + 0.02 * torch.randn(4, 68, 2)
-    f2 = losses.sequence_features(other, cfg, space=g.space)
+    f2 = losses.sequence_features(other, cfg.model, space=g.space)
     assert torch.allclose(f2[:, 1:, :-k], f[:, 1:, :-k]) and (f2[..., -k:] - f[..., -k:]).abs().max() > 0.1
     with pytest.raises(ConfigError, match="d_anchor"):
         tiny_cfg(**{"model.space": "semantic", "model.d_anchor": True})

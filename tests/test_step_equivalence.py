@@ -17,30 +17,30 @@ RECIPE = {  # the cpu preset's recipe at the tiny size
 }
 
 
-def earlier_step(self, trainer, batch, it):
+def earlier_step(self, batch, it):
     """``AdversarialObjective.step`` before the fakes' features were shared between the D and the
     G step, and before ``sequence_features`` built the landmark features in one concatenation."""
-    cfg, G, D = trainer.cfg, trainer.G, trainer.D
+    cfg, G, D = self.cfg, self.G, self.D
     obs_len, seq_len = cfg.data.obs_len, cfg.data.seq_len
     space = getattr(G, "space", None)
     k = obs_len
     if cfg.data.random_obs and obs_len > 1:
-        k = int(torch.randint(1, obs_len + 1, (1,), generator=trainer.window_rng))
+        k = int(torch.randint(1, obs_len + 1, (1,), generator=self.rng))
     obs = batch[:, :k]
     out = G(obs, obs_len + seq_len - k)
     fake = torch.cat([obs, out.future], dim=1)
-    plan = trainer.windows.sample(fake.shape[1] - 2, trainer.window_rng)
+    plan = self.windows.sample(fake.shape[1] - 2, self.rng)
     real_m = losses.motion_features(batch)
     fake_m = losses.motion_features(fake.detach())
     both = torch.cat([batch, fake.detach()], 0)
-    feats = losses.sequence_features(both, cfg, torch.cat([real_m, fake_m], 0), space)
-    loss_d, _ = losses.discriminator_loss(D, batch, fake.detach(), plan, cfg, space, feats[batch.shape[0]:])
-    trainer._update(D, trainer.opt_d, loss_d)
-    fake_feats = losses.sequence_features(fake, cfg, losses.motion_features(fake), space)
-    loss_g, _ = losses.generator_loss(D, fake, batch, out, plan, cfg, losses.lambda_at(cfg.loss, it), space,
-                                      fake_feats)
-    trainer._update(G, trainer.opt_g, loss_g)
-    trainer._update_ema()
+    feats = losses.sequence_features(both, cfg.model, torch.cat([real_m, fake_m], 0), space)
+    loss_d, _ = objectives.d_step_loss(D, batch, fake.detach(), plan, cfg, space, feats[batch.shape[0]:])
+    objectives.optimiser_step(D, self.opt_d, loss_d, cfg.optim.grad_clip)
+    fake_feats = losses.sequence_features(fake, cfg.model, losses.motion_features(fake), space)
+    loss_g, _ = objectives.g_step_loss(D, fake, batch, out, plan, cfg, losses.lambda_at(cfg.loss, it), space,
+                                       fake_feats)
+    objectives.optimiser_step(G, self.opt_g, loss_g, cfg.optim.grad_clip)
+    objectives.ema_update(self.G_ema, G, cfg.optim.ema_g, it)
     return {"loss_d": float(loss_d.detach()), "loss_g": float(loss_g.detach())}
 
 
@@ -129,8 +129,8 @@ def test_training_unchanged_against_the_earlier_step_and_rollout(tmp_path, monke
 def test_sequence_features_one_concatenation_equals_motion_features_path():
     cfg = make_config("tiny")
     seq = (0.5 + 0.05 * torch.randn(4, 9, 68, 2)).requires_grad_(True)
-    new = losses.sequence_features(seq, cfg)
-    ref = losses.sequence_features(seq, cfg, losses.motion_features(seq))
+    new = losses.sequence_features(seq, cfg.model)
+    ref = losses.sequence_features(seq, cfg.model, losses.motion_features(seq))
     assert torch.equal(new, ref)
     w = torch.randn_like(ref)
     (g_new,) = torch.autograd.grad((new * w).sum(), seq)
@@ -188,7 +188,7 @@ def test_l2_of_the_difference_equals_l2_of_the_features():
     real = 0.5 + 0.05 * torch.randn(4, 9, 68, 2)
     fake = (real + 0.01 * torch.randn_like(real)).requires_grad_(True)
     out = GenOutput(fake[:, 3:], fake[:, 1:3])
-    loss, logs = losses.generator_loss(None, fake, real, out, None, cfg, lam=1.0)
+    loss, logs = objectives.g_step_loss(None, fake, real, out, None, cfg, lam=1.0)
     n = 6
     d = losses.motion_features(fake)[:, -n:] - losses.motion_features(real)[:, -n:]
     ref = d.reshape(4, n, 68, 3, 2).pow(2).sum(-1).mean()

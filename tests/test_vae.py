@@ -216,14 +216,16 @@ def test_vae_training_resumes_bit_identically(tmp_path):
 
 
 def test_objective_is_chosen_by_config():
-    from suhmo.objectives import OBJECTIVES, AdversarialObjective, VAEObjective, build_objective, objective_name
+    from suhmo.objectives import (OBJECTIVES, AdversarialObjective, MLEObjective, VAEObjective, objective_class,
+                                  objective_name)
 
     assert set(OBJECTIVES) == {"gan", "mle", "vae"}
     assert objective_name(make_config("tiny")) == "gan"
     assert objective_name(make_config("tiny", overrides={"loss.adversarial": False})) == "mle"
-    assert isinstance(build_objective(make_config("tiny", overrides={"model.variant": "actor"})), VAEObjective)
-    assert isinstance(build_objective(make_config("tiny", overrides={"model.variant": "transformer"})),
-                      AdversarialObjective)
+    assert objective_class(make_config("tiny", overrides={"model.variant": "actor"})) is VAEObjective
+    assert objective_class(make_config("tiny", overrides={"model.variant": "transformer"})) is AdversarialObjective
+    assert objective_class(make_config("tiny", overrides={"loss.adversarial": False})) is MLEObjective
+    assert [c.uses_d for c in (AdversarialObjective, MLEObjective, VAEObjective)] == [True, False, False]
 
 
 def test_vae_config_errors_name_the_field():

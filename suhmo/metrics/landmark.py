@@ -68,7 +68,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from suhmo.geometry import align_shapes, centre_scale, mean_shape_gpa
+from suhmo.geometry import align_shapes, centre_scale, mean_shape_gpa, shape_pca  # noqa: F401 - mean_shape_gpa re-exported
 from suhmo.metrics.frechet import feature_stats, frechet_distance
 from suhmo.metrics.raster import frame_weights
 
@@ -102,11 +102,7 @@ class LandmarkBasis:
         frames = np.asarray(frames, np.float64).reshape(-1, 68, 2)
         if len(frames) > max_frames:
             frames = frames[np.random.default_rng(seed).choice(len(frames), max_frames, replace=False)]
-        m = mean_shape_gpa(frames)
-        _, _, xn = centre_scale(frames)
-        aligned, _ = align_shapes(xn, m)
-        d = (aligned - m).reshape(len(frames), -1)
-        _, sv, vt = np.linalg.svd(d - d.mean(0), full_matrices=False)
+        m, d, vt = shape_pca(frames)
         basis = vt[:SHAPE_PCS].T  # [136, k]
         coef = d @ basis
         resid = np.sqrt(((d - coef @ basis.T) ** 2).sum(-1))

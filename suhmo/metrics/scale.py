@@ -99,7 +99,7 @@ def scale_for_config(cfg) -> dict[str, dict[str, float]]:
     persons as the reference, its training persons as ``real data``."""
     from suhmo.data import load_dataset
     from suhmo.metrics import options_from_config
-    from suhmo.train import SPLIT_SEED
+    from suhmo.data import SPLIT_SEED
 
     train_set, eval_set = load_dataset(cfg).split_by_person(cfg.data.test_fraction, seed=SPLIT_SEED)
     return scale_rows(options_from_config(cfg, eval_set), train_set.clips, float(train_set.fps))

@@ -41,7 +41,7 @@ def register_generator(name: str, factory: Callable) -> None:
 
 
 def register_seq_discriminator(name: str, factory: Callable) -> None:
-    """``factory(cfg, joint: bool) -> nn.Module`` scoring windows ``[N, tau, 410] -> [N]`` (joint: ``[N/2]``)."""
+    """``factory(cfg.model, joint: bool) -> nn.Module`` scoring windows ``[N, tau, 410] -> [N]`` (joint: ``[N/2]``)."""
     SEQ_DISCRIMINATORS.register(name, factory)
 
 
@@ -56,9 +56,9 @@ def build_discriminator(cfg) -> Discriminator:
     form = cfg.d_form
     if form not in SEQ_DISCRIMINATORS:
         raise ConfigError(f"model.d_form={form!r}: choose one of auto, {', '.join(SEQ_DISCRIMINATORS)}")
-    make = SEQ_DISCRIMINATORS[form]
-    frame = FrameDiscriminator(cfg.model.frame_d_hidden, spectral=cfg.model.spectral_norm, in_dim=feature_dim(cfg))
-    return Discriminator(frame, make(cfg, False), make(cfg, True) if cfg.model.joint_d else None)
+    make, m = SEQ_DISCRIMINATORS[form], cfg.model
+    frame = FrameDiscriminator(m.frame_d_hidden, spectral=m.spectral_norm, in_dim=feature_dim(m))
+    return Discriminator(frame, make(m, False), make(m, True) if m.joint_d else None)
 
 
 def estimated_parameters(cfg) -> int:

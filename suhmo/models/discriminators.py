@@ -28,7 +28,7 @@ from suhmo.models import kernels
 from suhmo.models.kernels import WindowLSTM, amp_dtype
 from suhmo.models.layers import (FEATURE_DIM, MLP, feature_dim, lstm_cell, MultiHeadAttention, pair_pool,
                                  sinusoidal_encoding)
-from suhmo.models.windows import window_batch
+from suhmo.models.windows import multiscale_score, plan_mean, window_batch
 
 
 class FrameDiscriminator(nn.Module):
@@ -316,6 +316,9 @@ class TransformerSeqDiscriminator(nn.Module):
         return self.head(h[:, 0]).squeeze(-1)
 
 
+STREAMS = ("seq", "joint", "frame")  # the score streams of a Discriminator, in the order it returns them
+
+
 class Discriminator(nn.Module):
     """Holds D_F (``frame``), D_s (``seq``) and D_s^j (``joint``, None for the one-sample-D ablation)."""
 
@@ -325,14 +328,29 @@ class Discriminator(nn.Module):
         self.seq = seq
         self.joint = joint
 
+    def forward(self, feats: Tensor, plan, n_frame: int, streams=STREAMS) -> dict[str, Tensor]:
+        """Raw scores of ``feats [B, T, F]`` per stream named in ``streams`` (a D it lacks, or D_F
+        with ``n_frame`` 0, is left out), in ``STREAMS`` order: ``seq [B]`` and ``joint [B/2]``, the
+        windows of ``plan`` (eq. 5), and ``frame [B, n_frame]``, D_F on the last ``n_frame`` frames."""
+        seqs = {name: net for name, net in (("seq", self.seq), ("joint", self.joint))
+                if net is not None and name in streams}
+        # the RNN D_s and D_s^j read the same windows of the same features: one recurrence for both
+        together = rnn_window_scores_together(list(seqs.values()), feats, plan)
+        out = {name: plan_mean(together[j], plan) if together is not None else multiscale_score(net, feats, plan)
+               for j, (name, net) in enumerate(seqs.items())}
+        if "frame" in streams and n_frame > 0:
+            # D_F scores every frame, the last n_frame kept: a slice of the scores, not of the features
+            # (which would be copied, and in the G step zero-filled and copied back by its backward)
+            out["frame"] = self.frame(feats)[:, -n_frame:]
+        return out
 
-def rnn_seq_discriminator(cfg, joint: bool) -> nn.Module:
-    return RNNSeqDiscriminator(cfg.model.hidden_d, joint=joint, spectral=cfg.model.spectral_norm,
-                               in_dim=feature_dim(cfg))
+
+def rnn_seq_discriminator(m, joint: bool) -> nn.Module:
+    """The RNN D_s (D_s^j with ``joint``) of the model section ``m`` (``cfg.model``)."""
+    return RNNSeqDiscriminator(m.hidden_d, joint=joint, spectral=m.spectral_norm, in_dim=feature_dim(m))
 
 
-def transformer_seq_discriminator(cfg, joint: bool) -> nn.Module:
-    m = cfg.model
+def transformer_seq_discriminator(m, joint: bool) -> nn.Module:
+    """The Transformer D_s (D_s^j with ``joint``) of the model section ``m`` (``cfg.model``)."""
     return TransformerSeqDiscriminator(m.emb_d, m.heads_d, m.blocks_d, m.hidden_d, joint=joint,
-                                       spectral=m.spectral_norm, pos_enc=getattr(m, "pos_enc_d", True),
-                                       in_dim=feature_dim(cfg))
+                                       spectral=m.spectral_norm, pos_enc=m.pos_enc_d, in_dim=feature_dim(m))

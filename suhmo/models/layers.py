@@ -27,13 +27,14 @@ def pose_dim(space: str) -> int:
     return {"semantic": POSE_DIM, "pose3d": POSE3D_DIM}.get(space, 0)
 
 
-def feature_dim(cfg) -> int:
-    """Per-frame discriminator input width of ``cfg``: 410 with ``model.d_centred``, else 408;
-    plus ``2 (4 + K)`` with ``model.d_semantic`` (the semantic state and its velocity) and
-    ``4 + K`` more with ``model.d_anchor`` (the state relative to the sequence's first frame)."""
-    base = FEATURE_DIM if cfg.model.d_centred else PAPER_FEATURE_DIM
-    z = pose_dim(cfg.model.space) + cfg.model.semantic_k
-    return base + (2 * z if cfg.model.d_semantic else 0) + (z if cfg.model.d_anchor else 0)
+def feature_dim(m) -> int:
+    """Per-frame discriminator input width of the model section ``m`` (``cfg.model``): 410 with
+    ``model.d_centred``, else 408; plus ``2 (4 + K)`` with ``model.d_semantic`` (the semantic state
+    and its velocity) and ``4 + K`` more with ``model.d_anchor`` (the state relative to the
+    sequence's first frame)."""
+    base = FEATURE_DIM if m.d_centred else PAPER_FEATURE_DIM
+    z = pose_dim(m.space) + m.semantic_k
+    return base + (2 * z if m.d_semantic else 0) + (z if m.d_anchor else 0)
 
 
 def batch_pool(x: Tensor) -> Tensor:

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from suhmo.geometry import align_shapes, centre_scale, centre_scale_t, mean_shape_gpa, place_t
+from suhmo.geometry import centre_scale_t, place_t, shape_pca
 from suhmo.models.layers import FRAME_DIM, LANDMARKS, POSE_DIM
 from suhmo.registry import SPACES
 from suhmo.utils import SuhmoError
@@ -143,11 +143,7 @@ class SemanticSpace(nn.Module):
         frames = np.asarray(frames, np.float64).reshape(-1, LANDMARKS, 2)
         if len(frames) < self.k + 1:
             raise SuhmoError(f"semantic space: {len(frames)} training frames cannot fit {self.k} shape components")
-        m = mean_shape_gpa(frames)
-        _, _, xn = centre_scale(frames)
-        aligned, _ = align_shapes(xn, m)
-        d = (aligned - m).reshape(len(frames), -1)
-        _, _, vt = np.linalg.svd(d - d.mean(0), full_matrices=False)
+        m, _, vt = shape_pca(frames)
         self.mean_shape.copy_(torch.as_tensor(m, dtype=torch.float32))
         self.basis.copy_(torch.as_tensor(vt[: self.k].T, dtype=torch.float32))
         w = torch.as_tensor(np.asarray(windows, np.float32))
