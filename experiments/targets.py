@@ -12,6 +12,15 @@ Models are given as ``LABEL=CK1,CK2,...`` (one checkpoint or export folder per t
 each metric is the mean (± std) over them. A label starting with ``mle`` is the MLE baseline of
 the target "fd_clip40 at most 0.5x MLE's".
 
+``--fidelity`` adds the fidelity protocol (``suhmo.metrics.fidelity``) on the same held-out persons:
+``--poses`` references, frame 0 of real 201-frame windows, 4 sequences of 200 frames each, scored
+for pose memory (lag correlations of the yaw / pitch / roll proxies at 40, 80, 200 frames, the
+generated minus the real), per-window speed percentiles (over the real median window speed) and
+identity drift, beside the real windows themselves; and a long-horizon probe of ``--long`` frames
+(16 sequences): frozen and broken windows and the median speed of every 8-s block. Its targets:
+each pose-memory cell within 0.1 of real's, the speed percentiles 10 / 50 / 90 within 25 % of
+real's, no frozen or broken window and every block's speed 0.7-1.3 of real over the long horizon.
+
 ``--probe`` also prints, for models in the semantic space, how far the state wanders from the
 reference: the mean |z_t - z_0| of the pose dimensions and of the shape coefficients (averaged)
 at frames 10 / 40 / 80, for the model and for the real continuation in the model's own state
@@ -19,7 +28,7 @@ units. Real faces saturate; a free integrator's distance keeps growing (experime
 
 Command:
   python experiments/targets.py semantic=RUN1/best.pt,RUN2/best.pt,RUN3/best.pt mle=M1/last.pt \
-      [--data FILE] [--poses 64] [--seed 0] [--probe] [--json OUT.json]
+      [--data FILE] [--poses 64] [--seed 0] [--probe] [--fidelity [--long 1500]] [--json OUT.json]
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ from suhmo.config import make_config  # noqa: E402
 from suhmo.data import load_dataset  # noqa: E402
 from suhmo.generate import load_model, sample  # noqa: E402
 from suhmo.metrics import APD_GROUP, compute, options_from_config  # noqa: E402
+from suhmo.metrics import fidelity as fid  # noqa: E402
 from suhmo.metrics.landmark import LandmarkBasis, real_windows  # noqa: E402
 from suhmo.paths import dev_data  # noqa: E402
 from suhmo.train import SPLIT_SEED  # noqa: E402
@@ -54,6 +64,17 @@ TARGETS = {  # key -> (test, text); ctx holds the yardsticks
     "shape80": (lambda v, c: v <= 1.5 * c["real"]["shape80"], "<= 1.5x real"),
     "drift": (lambda v, c: v <= 0.18, "<= 0.18"),
     "apd": (lambda v, c: v >= 0.02, ">= 0.02"),
+}
+
+
+FID_KEYS = fid.MEM_KEYS + ("speed_p10", "speed_p50", "speed_p90", "id_drift")
+LONG_KEYS = ("frozen_frac", "broken_frac", "block_speed_min", "block_speed_max")
+FID_TARGETS = {  # key -> (test, text); ctx["real"] holds the real windows' own fidelity keys
+    **{k: (lambda v, c: v <= 0.1, "within 0.1 of real") for k in fid.MEM_KEYS},
+    **{f"speed_p{q}": (lambda v, c, q=q: abs(v / c["real"][f"speed_p{q}"] - 1) <= 0.25, "within 25 % of real's")
+       for q in fid.PERCENTILES},
+    "frozen_frac": (lambda v, c: v == 0, "= 0"), "broken_frac": (lambda v, c: v == 0, "= 0"),
+    "block_speed_min": (lambda v, c: v >= 0.7, ">= 0.7"), "block_speed_max": (lambda v, c: v <= 1.3, "<= 1.3"),
 }
 
 
@@ -80,6 +101,31 @@ def protocol(cfg, test, poses: int, seed: int):
         return out
 
     return win, refs, score
+
+
+def fidelity_protocol(cfg, test, poses: int, seed: int, long: int):
+    """``(real_scores, score(G, gcfg) -> dict)``: the fidelity protocol on the held-out set (module
+    docstring); ``real_scores`` are the real 201-frame windows scored as if generated."""
+    h = fid.HORIZON
+    win = real_windows(test.clips, h + 1, stride=5)
+    win = win[np.linspace(0, len(win), poses, endpoint=False).astype(int)]
+    refs = np.repeat(win[:, 0], APD_GROUP, axis=0)
+    opts = options_from_config(cfg, test, frames=h, num_samples=len(refs), runs=1, seed=seed, horizon=h)
+    opts = opts.replace(refs=refs)
+    real = compute(["fidelity"], opts.replace(sample_fn=lambda r, f, s: np.repeat(win, APD_GROUP, axis=0)))
+    long_refs = win[np.linspace(0, len(win), 16, endpoint=False).astype(int), 0]
+    long_opts = options_from_config(cfg, test, frames=long, num_samples=16, runs=1, seed=seed, horizon=long)
+    long_opts = long_opts.replace(refs=long_refs)
+
+    def score(G, gcfg) -> dict:
+        seqs = sample(G, refs, h, seed, init_vel=gcfg.eval.init_vel)
+        out = compute(["fidelity"], opts.replace(sample_fn=lambda r, f, s: seqs))
+        far = sample(G, long_refs, long, seed, init_vel=gcfg.eval.init_vel)
+        out.update({k: v for k, v in compute(["fidelity"], long_opts.replace(sample_fn=lambda r, f, s: far)).items()
+                    if k in LONG_KEYS})
+        return out
+
+    return real, score
 
 
 def speeds(x: np.ndarray, smooth: int = 5) -> tuple[float, float]:
@@ -159,6 +205,8 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None)
     p.add_argument("--probe", action="store_true", help="print the state-wandering probe of semantic models")
+    p.add_argument("--fidelity", action="store_true", help="add the fidelity protocol and the long-horizon probe")
+    p.add_argument("--long", type=int, default=1500, help="frames of the long-horizon probe (with --fidelity)")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     if not Path(a.data).is_file():
@@ -171,6 +219,9 @@ def main(argv=None) -> int:
     basis = LandmarkBasis.fit(np.concatenate([np.asarray(c) for c in test.clips]).astype(np.float64)) if a.probe else None
     rows["frozen face"] = {"mean": score(np.repeat(refs[:, None], FRAMES + 1, axis=1)), "n": 1}
     rows["real continuation"] = {"mean": score(np.repeat(win, APD_GROUP, axis=0)), "n": 1}
+    if a.fidelity:
+        real_fid, fid_score = fidelity_protocol(cfg, test, a.poses, a.seed, a.long)
+        rows["real continuation"]["fidelity"] = real_fid
     for spec in a.models:
         label, _, paths = spec.partition("=")
         runs = []
@@ -178,6 +229,8 @@ def main(argv=None) -> int:
             G, gcfg = load_model(ck)
             seqs = sample(G, refs, FRAMES, a.seed, init_vel=gcfg.eval.init_vel)
             runs.append(score(seqs))
+            if a.fidelity:
+                runs[-1].update({f"fid.{k}": v for k, v in fid_score(G, gcfg).items()})
             if a.probe and hasattr(G.space, "fit"):
                 probe(G.space, seqs, np.repeat(win, APD_GROUP, axis=0), ck, basis)
         rows[label] = {"mean": {k: float(np.mean([r[k] for r in runs])) for k in runs[0]},
@@ -200,11 +253,35 @@ def main(argv=None) -> int:
             cells.append(f"{s:>15}")
         print(f"{label[:22]:<22}" + "".join(cells))
     print("targets (+ met, - missed): " + "; ".join(f"{k} {t}" for k, (_, t) in TARGETS.items()))
+    if a.fidelity:
+        print_fidelity(rows, real_fid)
     print(f"scored in {time.time() - t0:.0f} s")
     if a.json:
         Path(a.json).write_text(json.dumps({"data": a.data, "poses": a.poses, "seed": a.seed, "rows": rows},
                                            indent=1))
     return 0
+
+
+def print_fidelity(rows: dict, real: dict) -> None:
+    """The fidelity table: pose-memory cells (|generated - real| lag correlation), speed
+    percentiles and identity drift over 200 frames, and the long-horizon probe."""
+    keys = FID_KEYS + LONG_KEYS
+    ctx = {"real": real}
+    print(f"fidelity over {fid.HORIZON} frames and the long-horizon probe (pose_mem: |corr generated - corr real|)")
+    print(f"{'':<22}" + "".join(f"{k.replace('pose_mem_', 'mem_'):>14}" for k in keys))
+    print(f"{'real windows':<22}" + "".join(f"{real.get(k, float('nan')):>14.3g}" for k in keys))
+    for label, r in rows.items():
+        if label in ("frozen face", "real continuation"):
+            continue
+        cells = []
+        for k in keys:
+            v = r["mean"].get(f"fid.{k}", float("nan"))
+            s = f"{v:.3g}" + (f"±{r['std'][f'fid.{k}']:.1g}" if r.get("n", 1) > 1 else "")
+            s += ("+" if FID_TARGETS[k][0](v, ctx) else "-") if k in FID_TARGETS else " "
+            cells.append(f"{s:>14}")
+        print(f"{label[:22]:<22}" + "".join(cells))
+    print("fidelity targets: pose memory each within 0.1 of real; speed percentiles within 25 % of real's; "
+          "long horizon: no frozen or broken window, block speeds 0.7-1.3")
 
 
 if __name__ == "__main__":
