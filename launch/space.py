@@ -47,8 +47,8 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, 
 
 from launch.samplers import DEFAULT as DEFAULT_SAMPLER
 from launch.samplers import SAMPLERS
-from suhmo.config import (PRESETS, ConfigError, all_keys, base_type, coerce, field_type, load_yaml, make_config,
-                          suggest)
+from suhmo.config import PRESETS, ConfigError, all_keys, base_type, coerce, field_type, load_yaml, suggest
+from suhmo.resolve import resolve_config
 from suhmo.selection import METRIC_MODES, Objective  # noqa: F401 - re-exported: launch.space.Objective
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -121,21 +121,12 @@ class SearchSpace:
 
     def base_config(self, extra: Optional[dict] = None):
         """The fixed part of every trial's config (preset + base values), validated."""
-        return make_config(self.preset, overrides={**self.base, **(extra or {})})
+        return resolve_config(self.preset, self.base, extra)
 
-    def trial_config(self, sampled: dict[str, Any]):
-        """Resolve one trial: preset, then base values, then sampled values; validated."""
-        values = {**self.base, **decode_sampled(sampled)}
-        cfg = make_config(self.preset, overrides=values)
-        if "train.select_metric" in values:  # else the trial keeps best.pt on the first objective
-            from suhmo.metrics import check_select_metric
-            from suhmo.utils import SuhmoError
-
-            try:
-                check_select_metric(cfg)
-            except SuhmoError as e:
-                raise ConfigError(str(e)) from None
-        return cfg
+    def trial_config(self, sampled: dict[str, Any], objectives=None):
+        """Resolve one trial: preset, then base values, then sampled values; validated
+        (:func:`suhmo.resolve.resolve_config`)."""
+        return resolve_config(self.preset, self.base, decode_sampled(sampled), objectives)
 
     @property
     def iterations(self) -> int:

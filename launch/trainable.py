@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from launch.space import decode_sampled
-from suhmo.config import make_config
+from suhmo.resolve import resolve_config
 from suhmo.utils import SuhmoError, seed_everything
 
 META_KEY = "_search"  # constants of the search inside every trial config
@@ -48,26 +48,21 @@ def sampled_values(config: dict) -> dict[str, Any]:
 
 
 def trial_config(meta: dict, sampled: dict[str, Any]):
-    """The resolved config of a trial: the preset, the fixed base values, then the sampled
-    ones; best.pt is kept on the search's first objective unless the space sets
-    ``train.select_metric`` (ConfigError -> the trial errors with it)."""
-    overrides = {**meta["base"], **sampled}
-    objectives = meta.get("objectives") or []
-    if objectives and not overrides.get("train.select_metric"):
-        overrides.update({"train.select_metric": objectives[0][0], "train.select_mode": objectives[0][1]})
-    return make_config(meta["preset"], overrides=overrides)
+    """The resolved config of a trial (:func:`suhmo.resolve.resolve_config`): the preset, the
+    fixed base values, then the sampled ones; best.pt is kept on the search's first objective
+    unless the space sets ``train.select_metric`` (ConfigError -> the trial errors with it)."""
+    return resolve_config(meta["preset"], meta["base"], sampled, meta.get("objectives"))
 
 
 def trial_datasets(cfg) -> tuple:
-    """Train/held-out split as the Trainer makes it, cached per process (reused actors)."""
-    from suhmo.data import load_dataset
-    from suhmo.train import SPLIT_SEED
+    """Train/held-out split as the Trainer makes it (:mod:`suhmo.data.split`), cached per
+    process (reused actors)."""
+    from suhmo.data.split import load_split
 
     key = json.dumps(cfg.to_dict()["data"], sort_keys=True)
     if key not in _DATA_CACHE:
         _DATA_CACHE.clear()
-        full = load_dataset(cfg)
-        _DATA_CACHE[key] = full.split_by_person(cfg.data.test_fraction, seed=SPLIT_SEED)
+        _DATA_CACHE[key] = load_split(cfg)
     return _DATA_CACHE[key]
 
 

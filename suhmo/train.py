@@ -37,13 +37,10 @@ from suhmo.checkpoint import (copy_checkpoint, generator_state, load_checkpoint,
                               set_rng_state)
 from suhmo import speed
 from suhmo.config import Config
+from suhmo.data.split import SPLIT_SEED, split_persons
 from suhmo.selection import Objective
 from suhmo.utils import (SuhmoError, append_line, atomic_write_text, make_dirs, pick_device, remove_stale_tmp,
                          seed_everything)
-
-# The held-out persons must not change with train.seed, so that runs with different seeds
-# (and every trial of a search) are scored on the same evaluation set.
-SPLIT_SEED = 0
 
 MetricsFn = Callable[[Callable, int], dict]
 
@@ -80,7 +77,7 @@ class Trainer:
 
         if train_set is None:
             full = load_dataset(cfg)
-            train_set, held_out = full.split_by_person(cfg.data.test_fraction, seed=SPLIT_SEED)
+            train_set, held_out = split_persons(full, cfg.data.test_fraction)
             eval_set = held_out if eval_set is None else eval_set
         self.train_set = train_set
         self.eval_set = eval_set if eval_set is not None else train_set
