@@ -201,7 +201,8 @@ class OptunaSpace:
     def __call__(self, trial) -> dict[str, Any]:
         values: dict[str, Any] = {}
         self._suggest(trial, self.params, values)
-        values["train.seed"] = trial_seed(self.study_seed, trial.number)
+        fixed_seed = trial.user_attrs.get(SEED_ATTR)
+        values["train.seed"] = trial_seed(self.study_seed, trial.number) if fixed_seed is None else int(fixed_seed)
         return values
 
     def _suggest(self, trial, params: list[Param], out: dict) -> None:
@@ -218,6 +219,18 @@ class OptunaSpace:
             else:
                 kw = {"log": True} if p.kind == "loguniform" else ({"step": p.step} if p.step else {})
                 out[p.key] = trial.suggest_float(p.key, float(p.low), float(p.high), **kw)
+
+
+SEED_ATTR = "train.seed"  # user attribute of an enqueued trial: its seed, in place of trial_seed()
+
+
+@dataclass(frozen=True)
+class FixedPoint:
+    """A trial the study asks before sampling: the Optuna values of its searched keys (labels,
+    as in a trial's config) and its ``train.seed``."""
+
+    params: dict[str, Any]
+    seed: int
 
 
 def trial_seed(study_seed: int, trial_number: int) -> int:

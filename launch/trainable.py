@@ -184,6 +184,7 @@ def suhmo_trial(config: dict) -> None:
     clock = SetupClock()
     from ray import tune
 
+    from launch.repeat import repeat_point, score_repeat, tag_repeat_run
     from suhmo.train import Trainer  # torch: the first trial of a new worker process imports it
 
     meta, ctx = config[META_KEY], tune.get_context()
@@ -197,15 +198,22 @@ def suhmo_trial(config: dict) -> None:
     work = Path(ctx.get_trial_dir()) / "run"
     restored = restore_files(work, tune.get_checkpoint(), storage_trial_dir(meta, ctx.get_trial_name()))
     clock.mark("restore")
-    with TrialRun(meta, cfg, ctx.get_trial_id(), ctx.get_trial_name(), restored.get("mlflow_run_id")) as run:
-        clock.mark("mlflow_start")
-        train_set, eval_set = trial_datasets(cfg)
-        clock.mark("data")
-        trainer = Trainer(cfg, work, train_set=train_set, eval_set=eval_set, resume=True,
-                          report=TuneReport(cfg, meta, work, run, clock), should_stop=StopFlag(stop_file(meta)))
-        clock.mark("trainer_init")
-        run.watch(trainer, eval_set)
-        trainer.fit()
+    report = TuneReport(cfg, meta, work, clock)
+    point = repeat_point(meta, cfg.train.seed)  # a fixed point of `suhmo-search repeat`, else None
+    try:
+        with TrialRun(meta, cfg, ctx.get_trial_id(), ctx.get_trial_name(), restored.get("mlflow_run_id")) as run:
+            clock.mark("mlflow_start")
+            train_set, eval_set = trial_datasets(cfg)
+            clock.mark("data")
+            trainer = Trainer(cfg, work, train_set=train_set, eval_set=eval_set, resume=True,
+                              report=report.to(run), should_stop=StopFlag(stop_file(meta)))
+            clock.mark("trainer_init")
+            run.watch(trainer, eval_set)
+            trainer.fit()
+    finally:
+        run_id = tag_repeat_run(meta, point, ctx.get_trial_id()) if point is not None else None
+    if point is not None:
+        tune.report(score_repeat(meta, point, cfg, work, run_id, report.last))
 
 
 class SetupClock:
@@ -231,13 +239,19 @@ class TuneReport:
     """The trainer's ``report`` hook: the evaluation goes to MLflow (``run``), then to Tune with
     a checkpoint folder (last.pt, best.pt, config.yaml, metrics.jsonl, trial.json)."""
 
-    def __init__(self, cfg, meta: dict, work: Path, run: "TrialRun", clock: "SetupClock"):
+    def __init__(self, cfg, meta: dict, work: Path, clock: "SetupClock"):
         import ray
 
-        self.cfg, self.meta, self.work, self.run = cfg, meta, work, run
+        self.cfg, self.meta, self.work, self.run = cfg, meta, work, None
         self.objectives = [m for m, _ in meta["objectives"]]
         self.node_ip = ray.util.get_node_ip_address()
         self.clock, self.t_fit = clock, None  # overhead accounting for benchmarks/search.py
+        self.last: dict[str, float] = {}  # the values of the last evaluation
+
+    def to(self, run: "TrialRun") -> "TuneReport":
+        """This hook, feeding ``run`` (the trial's tracking) before Tune."""
+        self.run = run
+        return self
 
     def __call__(self, step: int, metrics: dict, checkpoint_path: Optional[Path]) -> None:
         from ray import tune
@@ -246,6 +260,7 @@ class TuneReport:
         values = {k: float(v) for k, v in metrics.items()
                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
         check_objectives(values, self.objectives, step)
+        self.last = values
         self.run.log_eval(step, values, checkpoint_path)
         extra = {"step": int(step), "iterations": int(self.cfg.train.iterations), "trial_seed": int(self.cfg.train.seed),
                  "study_seed": int(self.meta.get("study_seed", 0)), "node_ip": self.node_ip,
@@ -358,8 +373,6 @@ def outbox_dir(meta: dict, trial_id: str) -> Path:
     driver find it there), else (a trial run outside a search) a fresh temporary folder."""
     from tracking.outbox import outbox_root
 
-    if meta.get("outbox_root"):
-        return Path(meta["outbox_root"]) / str(trial_id)
     if meta.get("storage") and meta.get("experiment"):
         return outbox_root(Path(meta["storage"]) / meta["experiment"]) / str(trial_id)
     return Path(tempfile.mkdtemp(prefix=f"suhmo-outbox-{trial_id}-"))
