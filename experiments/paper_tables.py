@@ -172,7 +172,7 @@ def train_and_score(job: dict) -> dict:
 
     import torch
 
-    from launch.repeat import score_frames
+    from launch.repeat_trial import score_frames
     from suhmo.config import make_config
     from suhmo.train import Trainer
 

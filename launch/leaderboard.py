@@ -17,7 +17,7 @@ from launch.space import SearchSpace, format_duration
 from launch.trainable import sampled_values, stored_checkpoints
 from suhmo import hints
 from suhmo.metrics import landmark as lm
-from suhmo.selection import METRIC_MODES, Objective, objectives_of, pareto_front
+from suhmo.selection import METRIC_MODES, Objective, objectives_of, pareto_front, rank
 
 def trial_name(trial) -> str:
     return f"trial_{trial.trial_id}"
@@ -166,10 +166,9 @@ def _with_unprocessed_reports(tdir: Path, history: list, last: dict) -> tuple[li
 
 def rank_rows(rows: list[TrialRow], objectives: list[list[str]]) -> list[TrialRow]:
     """Best first on the first objective's best value; errored trials and trials without a value last."""
-    obj = Objective.of(objectives[0])
-    m = obj.metric
-    return sorted(rows, key=lambda r: (r.state == "error", m not in r.best,
-                                       obj.key(r.best[m][0]) if m in r.best else 0.0))
+    m = objectives[0][0]
+    return rank(rows, objectives[0], lambda r: r.best[m][0] if m in r.best else None,
+                demote=lambda r: r.state == "error")
 
 
 def pareto_set(rows: list[TrialRow], objectives: list[list[str]]) -> list[TrialRow]:

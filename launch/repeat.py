@@ -8,7 +8,7 @@ per (configuration, seed) enqueued into the Optuna study (``Study.enqueue_trial`
 search's Tuner (:func:`launch.runner.build_tuner`), FIFO, as many trials as points. Each trial
 runs the search's trainable (:func:`launch.trainable.suhmo_trial`: same MLflow logging,
 checkpoints and resume), which then scores its best checkpoint at 40 and 80 generated frames
-(:func:`score_repeat`, :func:`score_frames`, keys ``<metric>_g40`` / ``<metric>_g80``).
+(:mod:`launch.repeat_trial`, keys ``<metric>_g40`` / ``<metric>_g80``).
 
 Seeds: ``repeat_seed(study_seed, config_key, i)``, a stable hash, so the same command gives
 the same seeds and they differ from the search's own trial seeds; recorded in the trial
@@ -17,14 +17,10 @@ config (``train.seed``), the MLflow params (``seed``) and ``repeat.json``.
 MLflow: the repeat runs are children of the search's parent run, tagged ``repeat_of``,
 ``config_key``, ``repeat_batch`` and ``repeat_seed_index`` (:mod:`tracking.results`); the
 summary (mean ± std over seeds) goes to the parent run as ``repeats/<batch>/summary.{md,json}``.
-
-:func:`score_frames` needs no Ray: ``experiments/paper_tables.py`` uses it for models trained
-in-process.
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import time
@@ -33,39 +29,20 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable, Optional
 
-import numpy as np
-
 from launch.leaderboard import rank_rows, read_trials
 from launch.plan import SearchPlan
 from launch.rayenv import start_ray
 from launch.space import FixedPoint
-from launch.trainable import META_KEY, sampled_values, trial_config, trial_datasets
-from suhmo.selection import Objective
+from launch.repeat_trial import REPEAT_KEY, repeat_point
+from launch.trainable import META_KEY, sampled_values, trial_config
 from suhmo.utils import SuhmoError, atomic_write_text
-from tracking.results import (CONFIG_KEY_TAG, REPEAT_BATCH_TAG, REPEAT_OF_TAG, SEED_INDEX_TAG, close_unfinished,
-                              config_key, format_cell, frame_key, log_parent_artifacts, log_scores, mean_std,
-                              search_runs, tag_run)
+from tracking.results import (close_unfinished, config_key, format_cell, log_parent_artifacts, mean_std,
+                              search_runs)
 
 REPEAT_FILE = "repeat.json"
-REPEAT_KEY = "repeat"  # in the search constants of a repeat's trials: what each seed repeats
 
 
-# ---------------------------------------------------------------------- scoring (no Ray)
-def _memo_sample_fn(sample_fn: Callable) -> Callable:
-    """Cache ``sample_fn`` on (refs, frames, seed): scoring at 40 and at 80 frames generates
-    the same 80-frame sequences (the landmark stack runs to 80 frames for drift)."""
-    cache: dict = {}
-
-    def fn(refs: np.ndarray, frames: int, seed: int) -> np.ndarray:
-        key = (hashlib.sha1(np.ascontiguousarray(refs).tobytes()).hexdigest(), int(frames), int(seed))
-        if key not in cache:
-            cache.clear()
-            cache[key] = sample_fn(refs, frames, seed)
-        return cache[key]
-
-    return fn
-
-
+# ---------------------------------------------------------------------- planning
 def parse_frames(text: str) -> list[int]:
     """``"40,80"`` -> ``[40, 80]``; each >= 40 (the stack scores the last 40 generated frames)."""
     try:
@@ -78,28 +55,6 @@ def parse_frames(text: str) -> list[int]:
     return sorted(set(frames))
 
 
-def score_frames(G, cfg, eval_set, frames=(40, 80), device=None) -> dict[str, float]:
-    """Metric stack of ``G`` at each number of generated ``frames`` -> ``{metric_g<f>: value}``.
-
-    Uses ``suhmo.metrics.trainer_metrics`` with ``eval.frames = f`` (the LAST 40 of f frames
-    are scored, paper Table 1), the evaluation seed and reference poses of ``cfg.eval``, and
-    the eval set's cached reference statistics. ``drift`` (frames 41-80 against 1-40) does not
-    depend on f.
-    """
-    from suhmo.generate import make_sample_fn
-    from suhmo.metrics import trainer_metrics
-
-    sample_fn = _memo_sample_fn(make_sample_fn(G, cfg, device))
-    out: dict[str, float] = {}
-    for f in frames:
-        c = copy.deepcopy(cfg)
-        c.eval.frames = int(f)
-        for k, v in trainer_metrics(c, eval_set)(sample_fn, 0).items():
-            out[frame_key(k, f)] = float(v)
-    return out
-
-
-# ---------------------------------------------------------------------- planning
 def repeat_seed(study_seed: int, key: str, index: int) -> int:
     """Seed of repeat ``index`` of configuration ``key``: a stable hash, < 2**31."""
     digest = hashlib.sha256(f"suhmo-repeat:{int(study_seed)}:{key}:{int(index)}".encode()).hexdigest()
@@ -187,63 +142,6 @@ def plan_repeat(search_dir: Path, *, top: int, seeds: int, frames: list[int], tr
                       tracking_uri=tracking_uri, experiment_id=plan.experiment_id if tracking_uri else None,
                       parent_run_id=plan.parent_run_id if tracking_uri else None,
                       max_concurrent=int(max_concurrent or plan.max_concurrent), configs=configs)
-
-
-# ---------------------------------------------------------------------- inside a repeat trial
-def repeat_point(meta: dict, seed: int) -> Optional[dict]:
-    """What the trial with ``train.seed = seed`` repeats (``repeat_of``, ``config_key``,
-    ``seed_index``, ``batch``, ``frames``); None in a search trial."""
-    rep = meta.get(REPEAT_KEY)
-    if not rep or str(int(seed)) not in rep["points"]:
-        return None
-    return {**rep["points"][str(int(seed))], "batch": rep["batch"], "frames": rep["frames"]}
-
-
-def tag_repeat_run(meta: dict, point: dict, trial_id: str) -> Optional[str]:
-    """Tag the trial's MLflow run as a repeat (:mod:`tracking.results`); its run id, if any."""
-    if not meta.get("tracking_uri"):
-        return None
-    import tracking
-
-    run_id = tracking.find_trial_run(meta["tracking_uri"], meta["experiment_id"], meta["parent_run_id"], trial_id)
-    if run_id is not None:
-        tag_run(meta["tracking_uri"], run_id, {
-            REPEAT_OF_TAG: point["repeat_of"], CONFIG_KEY_TAG: point["config_key"],
-            REPEAT_BATCH_TAG: point["batch"], SEED_INDEX_TAG: point["seed_index"]})
-    return run_id
-
-
-def score_repeat(meta: dict, point: dict, cfg, work: Path, run_id: Optional[str], last: dict) -> dict:
-    """The trained trial's best checkpoint scored at the point's numbers of generated frames:
-    logged to its MLflow run; returns the final result to report to Tune (with the objectives'
-    values of the last evaluation, ``last``, which the searcher reads)."""
-    from suhmo.generate import load_model
-
-    ck = work / "best.pt" if (work / "best.pt").is_file() else work / "last.pt"
-    G, _ = load_model(ck)
-    step = int(_checkpoint_step(ck))
-    _, eval_set = trial_datasets(cfg)
-    scores = score_frames(G, cfg, eval_set, point["frames"])
-    m, mode = meta["objectives"][0]
-    best = _best_from_log(work / "metrics.jsonl", m, mode)
-    if run_id is not None:
-        log_scores(meta["tracking_uri"], run_id, scores, step)
-    objectives = {o: last[o] for o, _ in meta["objectives"] if o in last}
-    return {**objectives, **scores, f"best_{m}": best, "scored_step": step, "step": int(cfg.train.iterations),
-            "iterations": int(cfg.train.iterations), "mlflow_run_id": run_id or ""}
-
-
-def _checkpoint_step(path: Path) -> int:
-    """The training step saved in the checkpoint file ``path``."""
-    from suhmo.checkpoint import load_checkpoint
-
-    return int(load_checkpoint(path).get("step", 0))
-
-
-def _best_from_log(path: Path, metric: str, mode: str) -> float:
-    lines = path.read_text().splitlines() if path.is_file() else []
-    best = Objective(metric, mode).best_of(json.loads(line).get(metric) for line in lines)
-    return float("nan") if best is None else float(best)
 
 
 # ---------------------------------------------------------------------- driver

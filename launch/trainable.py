@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from launch.repeat_trial import repeat_point, score_repeat, tag_repeat_run
 from launch.space import decode_sampled
 from suhmo.resolve import resolve_config
 from suhmo.utils import SuhmoError, seed_everything
@@ -184,7 +185,6 @@ def suhmo_trial(config: dict) -> None:
     clock = SetupClock()
     from ray import tune
 
-    from launch.repeat import repeat_point, score_repeat, tag_repeat_run
     from suhmo.train import Trainer  # torch: the first trial of a new worker process imports it
 
     meta, ctx = config[META_KEY], tune.get_context()
@@ -213,7 +213,7 @@ def suhmo_trial(config: dict) -> None:
     finally:
         run_id = tag_repeat_run(meta, point, ctx.get_trial_id()) if point is not None else None
     if point is not None:
-        tune.report(score_repeat(meta, point, cfg, work, run_id, report.last))
+        tune.report(score_repeat(meta, point, cfg, work, eval_set, run_id, report.last))
 
 
 class SetupClock:

@@ -3,7 +3,7 @@
 The direction of every metric key is declared once, by the metric registry
 (:func:`suhmo.metrics.metric_modes`); the trainer (best.pt), the search (trainable,
 progress, leaderboard, repeats) and tracking (MLflow best values, best-export) all compare
-through :class:`Objective` and :func:`pareto_front`. (Not to be confused with
+through :class:`Objective`, :func:`rank` and :func:`pareto_front`. (Not to be confused with
 :mod:`suhmo.objectives`, the training objective of one iteration: GAN, MLE or VAE.)
 
 A non-finite value (nan, inf: a diverged evaluation) is never better than anything, and
@@ -96,6 +96,22 @@ class Objective:
         return best
 
 
+def rank(rows: Iterable[Row], objective: "Objective | Sequence[str] | str",
+         value: Callable[[Row], Any] = lambda r: r, *, demote: Callable[[Row], bool] = lambda r: False,
+         tiebreak: Callable[[Row], Any] = lambda r: 0) -> list[Row]:
+    """``rows`` best first on ``objective``: the rows ``demote`` holds last (errored trials),
+    within each part the rows without a finite ``value(row)`` after those with one, equal
+    values by ``tiebreak(row)`` and then in their order. One ranking for the search's
+    leaderboard, the MLflow summary of a search and the choice of ``best-export``."""
+    obj = Objective.of(objective)
+
+    def key(r: Row) -> tuple:
+        v = value(r)
+        return (bool(demote(r)), not _finite(v), obj.key(v) if _finite(v) else 0.0, tiebreak(r))
+
+    return sorted(rows, key=key)
+
+
 def objectives_of(items: Iterable[Any]) -> list[Objective]:
     return [Objective.of(o) for o in items]
 
@@ -117,4 +133,4 @@ def pareto_front(rows: Iterable[Row], objectives: Sequence[Any],
     return [r for r, v in full if not any(dominates(w, v, objs) for q, w in full if q is not r)]
 
 
-__all__ = ["METRIC_MODES", "MODES", "Objective", "dominates", "mode_of", "objectives_of", "pareto_front"]
+__all__ = ["METRIC_MODES", "MODES", "Objective", "dominates", "mode_of", "objectives_of", "pareto_front", "rank"]

@@ -62,3 +62,15 @@ def test_pareto_front_mixed_directions():
     # one objective: the front is the best value (and its ties)
     assert pareto_front([{"fd": 2.0}, {"fd": 1.0}, {"fd": 1.0}], [Objective("fd", "min")]) == [{"fd": 1.0}] * 2
     assert pareto_front([], objs) == []
+
+
+def test_rank_puts_demoted_and_valueless_rows_last_and_breaks_ties_in_order():
+    from suhmo.selection import rank
+
+    rows = [("a", 3.0, False), ("b", None, False), ("c", 1.0, True), ("d", float("nan"), False),
+            ("e", 1.0, False), ("f", 1.0, False), ("g", None, True)]
+    got = rank(rows, ("x", "min"), lambda r: r[1], demote=lambda r: r[2])
+    assert [r[0] for r in got] == ["e", "f", "a", "b", "d", "c", "g"]
+    assert [r[0] for r in rank(rows[:2] + rows[4:6], "apd", lambda r: r[1])][:2] == ["a", "e"]  # max: 3.0 first
+    by_step = rank([("p", 1.0, 8), ("q", 1.0, 4)], ("x", "min"), lambda r: r[1], tiebreak=lambda r: r[2])
+    assert [r[0] for r in by_step] == ["q", "p"]
