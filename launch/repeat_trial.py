@@ -92,7 +92,7 @@ def score_repeat(meta: dict, point: dict, cfg, work: Path, eval_set, run_id: Opt
 
     ck = work / "best.pt" if (work / "best.pt").is_file() else work / "last.pt"
     G, _ = load_model(ck)
-    step = int(_checkpoint_step(ck))
+    step = int(_trained_step(ck))
     scores = score_frames(G, cfg, eval_set, point["frames"])
     m, mode = meta["objectives"][0]
     best = _best_from_log(work / "metrics.jsonl", m, mode)
@@ -103,7 +103,7 @@ def score_repeat(meta: dict, point: dict, cfg, work: Path, eval_set, run_id: Opt
             "iterations": int(cfg.train.iterations), "mlflow_run_id": run_id or ""}
 
 
-def _checkpoint_step(path: Path) -> int:
+def _trained_step(path: Path) -> int:
     """The training step saved in the checkpoint file ``path``."""
     from suhmo.checkpoint import load_checkpoint
 

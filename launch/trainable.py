@@ -104,7 +104,8 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def _checkpoint_step(d: Path) -> int:
+def _reported_step(d: Path) -> int:
+    """The step of the checkpoint folder ``d`` that the trial reported (its trial.json); -1 without one."""
     try:
         return int(json.loads((d / "trial.json").read_text()).get("step", -1))
     except (OSError, ValueError, AttributeError):
@@ -116,7 +117,7 @@ def stored_checkpoints(trial_dir: Path) -> list[tuple[int, Path]]:
     (``checkpoint_NNNNNN`` with a trial.json and last.pt), oldest first."""
     found = []
     for d in Path(trial_dir).glob("checkpoint_*"):
-        step = _checkpoint_step(d)
+        step = _reported_step(d)
         if step >= 0 and (d / "last.pt").is_file():
             found.append((step, d))
     return sorted(found)
@@ -140,7 +141,7 @@ def restore_files(work: Path, ckpt, storage_trial_dir: Optional[Path] = None) ->
     stored = stored_checkpoints(storage_trial_dir) if storage_trial_dir is not None else []
     with (ckpt.as_directory() if ckpt is not None else contextlib.nullcontext()) as d:
         best = Path(d) if d is not None else None
-        if stored and (best is None or stored[-1][0] > _checkpoint_step(best)):
+        if stored and (best is None or stored[-1][0] > _reported_step(best)):
             best = stored[-1][1]
         if best is None:
             return {}
