@@ -17,7 +17,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from suhmo.selection import Objective
+from suhmo.selection import Criterion
 from tracking.results import (CONFIG_KEY_TAG, REPEAT_BATCH_TAG, REPEAT_OF_TAG, SEED_INDEX_TAG, frame_key, log_scores,
                               tag_run)
 
@@ -112,5 +112,5 @@ def _trained_step(path: Path) -> int:
 
 def _best_from_log(path: Path, metric: str, mode: str) -> float:
     lines = path.read_text().splitlines() if path.is_file() else []
-    best = Objective(metric, mode).best_of(json.loads(line).get(metric) for line in lines)
+    best = Criterion(metric, mode).best_of(json.loads(line).get(metric) for line in lines)
     return float("nan") if best is None else float(best)

@@ -47,7 +47,7 @@ from launch.samplers import SAMPLERS
 from launch.space_schema import Budget, Choice, Distribution, Scheduler, SpaceFile
 from suhmo.config import PRESETS, ConfigError, all_keys, base_type, coerce, field_type, load_yaml, suggest
 from suhmo.resolve import resolve_config
-from suhmo.selection import METRIC_MODES, Objective  # noqa: F401 - re-exported: launch.space.Objective
+from suhmo.selection import METRIC_MODES, Criterion
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,7 +89,7 @@ class SearchSpace:
     preset: str
     base: dict[str, Any]  # dotted key -> fixed value
     params: list[Param]
-    objectives: list[Objective]
+    objectives: list[Criterion]
     scheduler: dict[str, Any]  # {type, grace_period, reduction_factor}
     budget: dict[str, Any]  # {num_samples, max_concurrent, time_budget_s}
     sampler: dict[str, Any]  # {type, n_startup_trials, population_size}
@@ -300,7 +300,7 @@ def format_duration(seconds: Optional[float]) -> str:
 
 
 # ---------------------------------------------------------------------- objectives
-def parse_objective(item: Any, where: str) -> Objective:
+def parse_objective(item: Any, where: str) -> Criterion:
     """``"fd_clip40:min"``, ``"apd"`` (default direction) or ``{metric: apd, mode: max}``."""
     if isinstance(item, dict):
         unknown = set(item) - {"metric", "mode"}
@@ -319,10 +319,10 @@ def parse_objective(item: Any, where: str) -> Objective:
     mode = (mode or METRIC_MODES[metric]).strip()
     if mode not in ("min", "max"):
         raise ConfigError(f"{where}: mode {mode!r} for {metric}: use min or max")
-    return Objective(metric, mode)
+    return Criterion(metric, mode)
 
 
-def parse_objectives(text: str, where: str = "--objectives") -> list[Objective]:
+def parse_objectives(text: str, where: str = "--objectives") -> list[Criterion]:
     items = [s for s in (t.strip() for t in text.split(",")) if s]
     if not items:
         raise ConfigError(f"{where}: expected m1:min,m2:max")
@@ -567,6 +567,6 @@ def parse_sampler(raw: Any, where: str, num_samples: int, n_objectives: int) -> 
     return _validate(union, _typed(raw, DEFAULT_SAMPLER), where, "sampler").resolved(num_samples)
 
 
-def check_metric_mode(metric: Optional[str], mode: Optional[str]) -> Objective:
+def check_metric_mode(metric: Optional[str], mode: Optional[str]) -> Criterion:
     """Validate the CLI's ``--metric``/``--mode`` pair."""
     return parse_objective(f"{metric}:{mode}" if mode else str(metric), "--metric")

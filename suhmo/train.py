@@ -38,7 +38,7 @@ from suhmo.checkpoint import (copy_checkpoint, generator_state, load_checkpoint,
 from suhmo import speed
 from suhmo.config import Config
 from suhmo.data.split import SPLIT_SEED, split_persons
-from suhmo.selection import Objective
+from suhmo.selection import Criterion
 from suhmo.utils import (SuhmoError, append_line, atomic_write_text, make_dirs, pick_device, remove_stale_tmp,
                          seed_everything)
 
@@ -265,7 +265,7 @@ class Trainer:
         if self.best is not None and (self.best["metric"], self.best["mode"]) != (tc.select_metric, tc.select_mode):
             self.best = None  # the selection rule changed on resume: start a new best
         value = metrics.get(tc.select_metric)
-        improved = Objective(tc.select_metric, tc.select_mode).better(
+        improved = Criterion(tc.select_metric, tc.select_mode).better(
             value, None if self.best is None else self.best["value"])
         if improved:
             self.best = {"metric": tc.select_metric, "mode": tc.select_mode, "value": float(value),

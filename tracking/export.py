@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 from mlflow.exceptions import MlflowException
 
-from suhmo.selection import Objective, mode_of, pareto_front, rank
+from suhmo.selection import Criterion, mode_of, pareto_front, rank
 from suhmo.utils import SuhmoError, atomic_write_bytes, atomic_write_stream, atomic_write_text
 
 from tracking.store import (CKPT_DIR, EVAL_DIR, child_runs, default_tracking_uri, mlflow_client, resolve_search,
@@ -138,7 +138,7 @@ def select_best(tracking_uri: str | None = None, experiment: str | None = None, 
 
 
 def _selection_objective(children: list, objectives: list[tuple[str, str]], search: str,
-                         metric: str | None, mode: str | None) -> Objective:
+                         metric: str | None, mode: str | None) -> Criterion:
     """The metric to select on (default: the search's first objective) and its direction (the
     search's, else the registry's), checked against what the trials logged."""
     known = sorted({k for c in children for k in c.data.metrics if not k.startswith("best_")})
@@ -149,7 +149,7 @@ def _selection_objective(children: list, objectives: list[tuple[str, str]], sear
     if metric not in known:
         raise SuhmoError(f"unknown metric {metric!r} in search {search}; "
                          f"known: {', '.join(known) or 'none (no evaluation was logged)'}")
-    return Objective(metric, mode if mode is not None else dict(objectives).get(metric, mode_of(metric)))
+    return Criterion(metric, mode if mode is not None else dict(objectives).get(metric, mode_of(metric)))
 
 
 def _candidates(client, children: list, metric: str, objectives: list[tuple[str, str]]) -> list[Candidate]:
@@ -169,7 +169,7 @@ def _candidates(client, children: list, metric: str, objectives: list[tuple[str,
     return cands
 
 
-def _best_configuration(cands: list[Candidate], children: list, obj: Objective) -> list[Candidate]:
+def _best_configuration(cands: list[Candidate], children: list, obj: Criterion) -> list[Candidate]:
     """The best checkpoint of each run of the configuration whose mean over seeds is best.
 
     After ``suhmo-search repeat`` the configurations are the repeat groups and only their runs

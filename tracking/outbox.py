@@ -39,7 +39,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from suhmo.selection import Objective
+from suhmo.selection import Criterion
 from suhmo.utils import append_line, atomic_write_text, make_dirs
 
 OUTBOX_DIR = "tracking-outbox"
@@ -333,7 +333,7 @@ class OutboxLogger:
         improved = []
         for metric, mode in self.objectives:
             v = metrics.get(metric)
-            if isinstance(v, (int, float)) and Objective(metric, mode).better(v, self.best.get(metric, (None,))[0]):
+            if isinstance(v, (int, float)) and Criterion(metric, mode).better(v, self.best.get(metric, (None,))[0]):
                 self.best[metric] = (float(v), step)
                 improved.append(metric)
         return improved

@@ -29,7 +29,7 @@ import numpy as np
 from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 
-from suhmo.selection import Objective
+from suhmo.selection import Criterion
 from suhmo.utils import SuhmoError, atomic_write_text
 from tracking.search_run import close_run
 from tracking.store import (CKPT_DIR, EVAL_DIR, KIND_TAG, LAST_STEP_TAG, OBJECTIVES_TAG, PARENT_TAG, find_trial_run,
@@ -164,7 +164,7 @@ class TrialLogger:
         batch = [Metric(k, v, ts, step) for k, v in values.items()]
         improved = []
         for metric, mode in self.objectives:
-            if metric in values and Objective(metric, mode).better(values[metric], self.best.get(metric, (None,))[0]):
+            if metric in values and Criterion(metric, mode).better(values[metric], self.best.get(metric, (None,))[0]):
                 self.best[metric] = (values[metric], step)
                 improved.append(metric)
             if metric in self.best:
