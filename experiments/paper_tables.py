@@ -29,7 +29,7 @@ Methods (all at ``EXP_BASE``: the ``small`` preset with narrower networks, ``ITE
 * Table 3: full, one-sample D (``model.joint_d=false``), one-sample G (``model.pair_g=false``).
 
 Scoring: the FINAL generator of each run (``last.pt``; no checkpoint is chosen on the held-out
-persons) by :func:`launch.repeat.score_frames`: the landmark stack on the last 40 of 40
+persons) by :func:`launch.repeat_trial.score_frames`: the landmark stack on the last 40 of 40
 (``_g40``) and of 80 (``_g80``) generated frames, 128 sequences (32 held-out reference
 poses x 4), evaluation seed fixed. The detector stack (FID, FVD) is added when its TorchScript
 files exist in the detector folder; they do not here, and the JSON says so.
