@@ -25,7 +25,8 @@ def _search_trial_configs(space, n: int) -> list[dict]:
 
 def test_enqueued_fixed_points_give_the_configs_and_seeds_of_the_repeat(tmp_path):
     from launch.plan import make_plan
-    from launch.repeat import RepeatPlan, finalist, repeat_point
+    from launch.repeat import RepeatPlan, finalist
+    from launch.repeat_trial import repeat_point
     from launch.runner import _meta, _searcher
     from launch.space import parse_space
     from launch.trainable import META_KEY, sampled_values, trial_config
