@@ -14,6 +14,8 @@ to Tune:
   the trial leaves the training loop within one iteration;
 * a restored trial copies the files of ``tune.get_checkpoint()`` into its work folder and
   the Trainer resumes from ``last.pt``.
+* a trial of ``suhmo-search repeat`` (its seed is one of the repeat's fixed points,
+  :mod:`launch.repeat_trial`) then reports its best checkpoint's scores at 40/80 frames.
 
 Only Tune's public API is used (``ray.tune.get_context``, ``get_checkpoint``, ``report``).
 """
