@@ -36,7 +36,7 @@ from suhmo.data import BatchSampler, load_dataset  # noqa: E402
 from suhmo.losses import hinge_d, sequence_features  # noqa: E402
 from suhmo.models.discriminators import FrameDiscriminator  # noqa: E402
 from suhmo.paths import dev_data  # noqa: E402
-from suhmo.train import SPLIT_SEED  # noqa: E402
+from suhmo.data import SPLIT_SEED  # noqa: E402
 
 DEV = dev_data()
 

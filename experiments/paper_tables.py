@@ -29,7 +29,7 @@ Methods (all at ``EXP_BASE``: the ``small`` preset with narrower networks, ``ITE
 * Table 3: full, one-sample D (``model.joint_d=false``), one-sample G (``model.pair_g=false``).
 
 Scoring: the FINAL generator of each run (``last.pt``; no checkpoint is chosen on the held-out
-persons) by :func:`launch.repeat.score_frames`: the landmark stack on the last 40 of 40
+persons) by :func:`launch.repeat_trial.score_frames`: the landmark stack on the last 40 of 40
 (``_g40``) and of 80 (``_g80``) generated frames, 128 sequences (32 held-out reference
 poses x 4), evaluation seed fixed. The detector stack (FID, FVD) is added when its TorchScript
 files exist in the detector folder; they do not here, and the JSON says so.
@@ -142,7 +142,7 @@ def large_dev_data() -> Path:
 def splits(cfg):
     """(train, test) exactly as the Trainer makes them."""
     from suhmo.data import load_dataset
-    from suhmo.train import SPLIT_SEED
+    from suhmo.data import SPLIT_SEED
 
     return load_dataset(cfg).split_by_person(cfg.data.test_fraction, seed=SPLIT_SEED)
 
@@ -150,7 +150,7 @@ def splits(cfg):
 def train_only_file(cfg, work: Path) -> Path:
     """The raw clips of the train persons as a landmark file (what the search may see)."""
     from suhmo.data import load_landmarks, save_landmarks, synthesize
-    from suhmo.train import SPLIT_SEED
+    from suhmo.data import SPLIT_SEED
 
     d = cfg.data
     raw = load_landmarks(d.path, fps=d.fps) if d.path else synthesize(d.synth_clips, d.synth_seconds,
@@ -172,7 +172,7 @@ def train_and_score(job: dict) -> dict:
 
     import torch
 
-    from launch.repeat import score_frames
+    from launch.repeat_trial import score_frames
     from suhmo.config import make_config
     from suhmo.train import Trainer
 

@@ -33,7 +33,7 @@ from suhmo.config import make_config  # noqa: E402
 from suhmo.generate import load_model, sample  # noqa: E402
 from suhmo.metrics.landmark import real_windows  # noqa: E402
 from suhmo.paths import dev_data  # noqa: E402
-from suhmo.train import SPLIT_SEED  # noqa: E402
+from suhmo.data import SPLIT_SEED  # noqa: E402
 
 TIMES = (5, 10, 20, 40, 80, 120, 200)
 

@@ -52,7 +52,7 @@ from suhmo.metrics import APD_GROUP, compute, options_from_config  # noqa: E402
 from suhmo.metrics import fidelity as fid  # noqa: E402
 from suhmo.metrics.landmark import LandmarkBasis, real_windows  # noqa: E402
 from suhmo.paths import dev_data  # noqa: E402
-from suhmo.train import SPLIT_SEED  # noqa: E402
+from suhmo.data import SPLIT_SEED  # noqa: E402
 
 FRAMES = 80
 KEYS = ("fd_frame", "fd_clip40", "fd_motion", "motion_energy", "drift", "apd", "shape40", "shape80")

@@ -17,7 +17,7 @@ from launch.space import SearchSpace, format_duration
 from launch.trainable import sampled_values, stored_checkpoints
 from suhmo import hints
 from suhmo.metrics import landmark as lm
-from suhmo.selection import METRIC_MODES, Objective, objectives_of, pareto_front
+from suhmo.selection import METRIC_MODES, Criterion, criteria_of, pareto_front, rank
 
 def trial_name(trial) -> str:
     return f"trial_{trial.trial_id}"
@@ -98,7 +98,7 @@ def read_trials(exp_dir: Path, objectives: list[list[str]], iterations: Optional
         last = history[-1] if history else (trial.last_result or {})
         history, last = _with_unprocessed_reports(tdir, history, last)
         best: dict[str, tuple[float, int]] = {}
-        for obj in objectives_of(objectives):
+        for obj in criteria_of(objectives):
             h = obj.best_of(history, lambda h: h.get(obj.metric))
             if h is not None:
                 best[obj.metric] = (h[obj.metric], h.get("step", 0))
@@ -166,10 +166,9 @@ def _with_unprocessed_reports(tdir: Path, history: list, last: dict) -> tuple[li
 
 def rank_rows(rows: list[TrialRow], objectives: list[list[str]]) -> list[TrialRow]:
     """Best first on the first objective's best value; errored trials and trials without a value last."""
-    obj = Objective.of(objectives[0])
-    m = obj.metric
-    return sorted(rows, key=lambda r: (r.state == "error", m not in r.best,
-                                       obj.key(r.best[m][0]) if m in r.best else 0.0))
+    m = objectives[0][0]
+    return rank(rows, objectives[0], lambda r: r.best[m][0] if m in r.best else None,
+                demote=lambda r: r.state == "error")
 
 
 def pareto_set(rows: list[TrialRow], objectives: list[list[str]]) -> list[TrialRow]:
@@ -318,7 +317,7 @@ def scale_lines(space: SearchSpace, rows: list, objectives) -> list[str]:
     out = []
     for m in fds:
         frozen, real = scale["frozen face"][m], scale["real data"][m]
-        best = Objective.of(m).best_of(r.best[m][0] for r in rows if m in r.best)
+        best = Criterion.of(m).best_of(r.best[m][0] for r in rows if m in r.best)
         line = f"scale of {m} (same data and protocol): frozen face {frozen:.4g}, real data {real:.4g}"
         if best is not None:
             line += f"; best trial {best:.4g}" + (", worse than a frozen face" if best >= frozen else "")

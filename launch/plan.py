@@ -13,7 +13,7 @@ from typing import Optional
 from launch.space import SearchSpace, parse_scheduler, parse_space
 from suhmo.config import suggest
 from suhmo.paths import home
-from suhmo.selection import Objective
+from suhmo.selection import Criterion
 from suhmo.utils import SuhmoError, atomic_write_text
 
 PLAN_FILE = "search.json"
@@ -57,8 +57,8 @@ class SearchPlan:
         return parse_space(self.space, name=self.space_name, path=self.space_path)
 
     @property
-    def objective_list(self) -> list[Objective]:
-        return [Objective(m, mode) for m, mode in self.objectives]
+    def objective_list(self) -> list[Criterion]:
+        return [Criterion(m, mode) for m, mode in self.objectives]
 
     def save(self) -> None:
         atomic_write_text(self.exp_dir / PLAN_FILE, json.dumps(asdict(self), indent=2, default=str))
@@ -75,7 +75,7 @@ def make_plan(space: SearchSpace, *, experiment: Optional[str] = None, storage: 
               num_samples: Optional[int] = None, max_concurrent: Optional[int] = None,
               cpus_per_trial: float = 1.0, gpus_per_trial: float | str = "auto",
               scheduler: Optional[str] = None, grace_period: Optional[int] = None,
-              reduction_factor: Optional[float] = None, objectives: Optional[list[Objective]] = None,
+              reduction_factor: Optional[float] = None, objectives: Optional[list[Criterion]] = None,
               time_budget_s: Optional[float] = None, address: Optional[str] = None,
               tracking_uri: Optional[str] = None, seed: Optional[int] = None) -> SearchPlan:
     """Merge the space file with the CLI options (CLI wins) and check the combination."""

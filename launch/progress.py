@@ -16,7 +16,7 @@ from ray.tune import Callback
 
 from launch.leaderboard import describe_config, error_reason, trial_name
 from launch.space import format_duration
-from suhmo.selection import Objective, objectives_of
+from suhmo.selection import Criterion, criteria_of
 
 
 class Progress(Callback):
@@ -90,7 +90,7 @@ class Progress(Callback):
         text = (f"progress {done}/{budget} trials done, {running} running, "
                 f"{format_duration(time.time() - self.t0)}")
         if self.objectives:
-            obj = Objective.of(self.objectives[0])
+            obj = Criterion.of(self.objectives[0])
             m = obj.metric
             best = obj.best_of([(v, tid) for (tid, key), v in self.best.items() if key == m], lambda x: x[0])
             if best is not None:
@@ -136,7 +136,7 @@ class Progress(Callback):
             self.first_result[tid] = time.time()
             self.first_metrics[tid] = dict(result)
         parts = []
-        for obj in objectives_of(self.objectives):
+        for obj in criteria_of(self.objectives):
             m, v = obj.metric, result.get(obj.metric)
             if isinstance(v, (int, float)) and math.isfinite(v):
                 b = self.best.get((tid, m))

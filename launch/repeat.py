@@ -3,11 +3,12 @@
 The paper reports every GAN as mean ± std over 3 trainings; a search keeps one (lucky) seed
 per configuration. A repeat takes the ``top`` K trials of a finished search, ranked like
 ``best-export`` (the best value of the first objective at a checkpoint), and trains each
-configuration again with ``seeds`` new seeds as Ray Tune trials: no searcher, one grid point
-per (configuration, seed) through ``tune.grid_search``, FIFO. Each trial runs the search's
-own trainable (:func:`launch.trainable.suhmo_trial`: same MLflow logging, checkpoints and
-resume) and then scores its best checkpoint at 40 and 80 generated frames
-(:func:`score_frames`, keys ``<metric>_g40`` / ``<metric>_g80``).
+configuration again with ``seeds`` new seeds through the search's own path: one fixed point
+per (configuration, seed) enqueued into the Optuna study (``Study.enqueue_trial``) of the
+search's Tuner (:func:`launch.runner.build_tuner`), FIFO, as many trials as points. Each trial
+runs the search's trainable (:func:`launch.trainable.suhmo_trial`: same MLflow logging,
+checkpoints and resume), which then scores its best checkpoint at 40 and 80 generated frames
+(:mod:`launch.repeat_trial`, keys ``<metric>_g40`` / ``<metric>_g80``).
 
 Seeds: ``repeat_seed(study_seed, config_key, i)``, a stable hash, so the same command gives
 the same seeds and they differ from the search's own trial seeds; recorded in the trial
@@ -16,54 +17,32 @@ config (``train.seed``), the MLflow params (``seed``) and ``repeat.json``.
 MLflow: the repeat runs are children of the search's parent run, tagged ``repeat_of``,
 ``config_key``, ``repeat_batch`` and ``repeat_seed_index`` (:mod:`tracking.results`); the
 summary (mean ± std over seeds) goes to the parent run as ``repeats/<batch>/summary.{md,json}``.
-
-:func:`score_frames` needs no Ray: ``experiments/paper_tables.py`` uses it for models trained
-in-process.
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Callable, Optional
 
-import numpy as np
-
-from launch.leaderboard import rank_rows, read_trials, trial_name
+from launch.leaderboard import rank_rows, read_trials
 from launch.plan import SearchPlan
 from launch.rayenv import start_ray
-from launch.trainable import META_KEY, sampled_values, suhmo_trial, trial_config, trial_datasets
-from suhmo.selection import Objective
+from launch.space import FixedPoint
+from launch.repeat_trial import REPEAT_KEY, repeat_point
+from launch.trainable import META_KEY, sampled_values, trial_config
 from suhmo.utils import SuhmoError, atomic_write_text
-from tracking.results import (CONFIG_KEY_TAG, REPEAT_BATCH_TAG, REPEAT_OF_TAG, SEED_INDEX_TAG, close_unfinished,
-                              config_key, format_cell, frame_key, log_parent_artifacts, log_scores, mean_std,
-                              search_runs, tag_run)
+from tracking.results import (close_unfinished, config_key, format_cell, log_parent_artifacts, mean_std,
+                              search_runs)
 
 REPEAT_FILE = "repeat.json"
-POINT_KEY = "repeat"  # the grid point (configuration + seed) inside a repeat trial's config
 
 
-# ---------------------------------------------------------------------- scoring (no Ray)
-def _memo_sample_fn(sample_fn: Callable) -> Callable:
-    """Cache ``sample_fn`` on (refs, frames, seed): scoring at 40 and at 80 frames generates
-    the same 80-frame sequences (the landmark stack runs to 80 frames for drift)."""
-    cache: dict = {}
-
-    def fn(refs: np.ndarray, frames: int, seed: int) -> np.ndarray:
-        key = (hashlib.sha1(np.ascontiguousarray(refs).tobytes()).hexdigest(), int(frames), int(seed))
-        if key not in cache:
-            cache.clear()
-            cache[key] = sample_fn(refs, frames, seed)
-        return cache[key]
-
-    return fn
-
-
+# ---------------------------------------------------------------------- planning
 def parse_frames(text: str) -> list[int]:
     """``"40,80"`` -> ``[40, 80]``; each >= 40 (the stack scores the last 40 generated frames)."""
     try:
@@ -76,28 +55,6 @@ def parse_frames(text: str) -> list[int]:
     return sorted(set(frames))
 
 
-def score_frames(G, cfg, eval_set, frames=(40, 80), device=None) -> dict[str, float]:
-    """Metric stack of ``G`` at each number of generated ``frames`` -> ``{metric_g<f>: value}``.
-
-    Uses ``suhmo.metrics.trainer_metrics`` with ``eval.frames = f`` (the LAST 40 of f frames
-    are scored, paper Table 1), the evaluation seed and reference poses of ``cfg.eval``, and
-    the eval set's cached reference statistics. ``drift`` (frames 41-80 against 1-40) does not
-    depend on f.
-    """
-    from suhmo.generate import make_sample_fn
-    from suhmo.metrics import trainer_metrics
-
-    sample_fn = _memo_sample_fn(make_sample_fn(G, cfg, device))
-    out: dict[str, float] = {}
-    for f in frames:
-        c = copy.deepcopy(cfg)
-        c.eval.frames = int(f)
-        for k, v in trainer_metrics(c, eval_set)(sample_fn, 0).items():
-            out[frame_key(k, f)] = float(v)
-    return out
-
-
-# ---------------------------------------------------------------------- planning
 def repeat_seed(study_seed: int, key: str, index: int) -> int:
     """Seed of repeat ``index`` of configuration ``key``: a stable hash, < 2**31."""
     digest = hashlib.sha256(f"suhmo-repeat:{int(study_seed)}:{key}:{int(index)}".encode()).hexdigest()
@@ -126,14 +83,27 @@ class RepeatPlan:
     def exp_dir(self) -> Path:
         return Path(self.storage) / self.name
 
-    def points(self) -> list[dict]:
-        out = []
-        for c in self.configs:
-            for i, seed in enumerate(c["seeds"]):
-                out.append({"sampled": {**c["sampled"], "train.seed": seed}, "repeat_of": c["repeat_of"],
-                            "config_key": c["config_key"], "seed_index": i, "batch": self.name,
-                            "frames": list(self.frames)})
-        return out
+    def fixed_points(self) -> list[FixedPoint]:
+        """The trials of the repeat, in order: each configuration with each of its seeds."""
+        return [FixedPoint(c["params"], seed) for c in self.configs for seed in c["seeds"]]
+
+    def trial_meta(self) -> dict:
+        """The search constants that make a trial of the search's Tuner a repeat trial: per seed,
+        what it repeats (:func:`repeat_point`)."""
+        points = {str(seed): {"repeat_of": c["repeat_of"], "config_key": c["config_key"], "seed_index": i}
+                  for c in self.configs for i, seed in enumerate(c["seeds"])}
+        return {REPEAT_KEY: {"batch": self.name, "frames": list(self.frames), "points": points}}
+
+
+def finalist(found: dict, meta: dict, study_seed: int, seeds: int) -> dict:
+    """A configuration to repeat, from the config of the search trial that found it: its Optuna
+    values (``params``, the fixed point's), its config values without the seed (``sampled``),
+    its ``config_key`` and its ``seeds`` new seeds."""
+    params = {k: v for k, v in found.items() if k not in (META_KEY, "train.seed")}
+    sampled = {k: v for k, v in sampled_values(found).items() if k != "train.seed"}
+    key = config_key(trial_config(meta, sampled).flat())
+    return {"config_key": key, "sampled": sampled, "params": params,
+            "seeds": [repeat_seed(study_seed, key, i) for i in range(seeds)]}
 
 
 def plan_repeat(search_dir: Path, *, top: int, seeds: int, frames: list[int], tracking_uri: Optional[str],
@@ -154,14 +124,12 @@ def plan_repeat(search_dir: Path, *, top: int, seeds: int, frames: list[int], tr
     meta = {"preset": space.preset, "base": dict(space.base), "objectives": plan.objectives}
     configs, seen = [], set()
     for r in ranked:
-        sampled = {k: v for k, v in sampled_values(r.config).items() if k != "train.seed"}
-        key = config_key(trial_config(meta, sampled).flat())
-        if key in seen:  # two trials of the same configuration: repeat it once
+        c = finalist(r.config, meta, plan.seed, seeds)
+        if c["config_key"] in seen:  # two trials of the same configuration: repeat it once
             continue
-        seen.add(key)
-        configs.append({"config_key": key, "repeat_of": r.trial_id, "original_seed": r.seed,
-                        "original_best": r.best[m][0], "original_best_step": r.best[m][1],
-                        "sampled": sampled, "seeds": [repeat_seed(plan.seed, key, i) for i in range(seeds)]})
+        seen.add(c["config_key"])
+        configs.append({**c, "repeat_of": r.trial_id, "original_seed": r.seed,
+                        "original_best": r.best[m][0], "original_best_step": r.best[m][1]})
         if len(configs) == top:
             break
     if tracking_uri and not plan.parent_run_id:
@@ -176,135 +144,88 @@ def plan_repeat(search_dir: Path, *, top: int, seeds: int, frames: list[int], tr
                       max_concurrent=int(max_concurrent or plan.max_concurrent), configs=configs)
 
 
-# ---------------------------------------------------------------------- the trainable
-def repeat_trial(config: dict) -> None:
-    """Tune function trainable: ``suhmo_trial`` for one (configuration, seed), then its scores
-    at 40/80 generated frames, logged to the trial's MLflow run and reported to Tune."""
-    from ray import tune
-
-    from suhmo.generate import load_model
-
-    point, meta = config[POINT_KEY], config[META_KEY]
-    inner = {META_KEY: meta, **point["sampled"]}
-    trial_id = tune.get_context().get_trial_id()
-    work = Path(tune.get_context().get_trial_dir()) / "run"
-    run_id = None
-    try:
-        suhmo_trial(inner)
-    finally:
-        if meta.get("tracking_uri"):
-            import tracking
-
-            run_id = tracking.find_trial_run(meta["tracking_uri"], meta["experiment_id"], meta["parent_run_id"],
-                                             trial_id)
-            if run_id is not None:
-                tag_run(meta["tracking_uri"], run_id, {
-                    REPEAT_OF_TAG: point["repeat_of"], CONFIG_KEY_TAG: point["config_key"],
-                    REPEAT_BATCH_TAG: point["batch"], SEED_INDEX_TAG: point["seed_index"]})
-
-    overrides = {**point["sampled"], "train.threads": int(meta.get("threads", 1)), "train.progress": False}
-    cfg = trial_config(meta, overrides)
-    ck = work / "best.pt" if (work / "best.pt").is_file() else work / "last.pt"
-    G, _ = load_model(ck)
-    step = int(_checkpoint_step(ck))
-    _, eval_set = trial_datasets(cfg)
-    scores = score_frames(G, cfg, eval_set, point["frames"])
-    m = meta["objectives"][0][0]
-    best = _best_from_log(work / "metrics.jsonl", m, meta["objectives"][0][1])
-    if run_id is not None:
-
-        log_scores(meta["tracking_uri"], run_id, scores, step)
-    tune.report({**scores, f"best_{m}": best, "scored_step": step, "step": int(cfg.train.iterations),
-                 "iterations": int(cfg.train.iterations), "mlflow_run_id": run_id or ""})
-
-
-def _checkpoint_step(path: Path) -> int:
-    from suhmo.checkpoint import load_checkpoint
-
-    return int(load_checkpoint(path).get("step", 0))
-
-
-def _best_from_log(path: Path, metric: str, mode: str) -> float:
-    lines = path.read_text().splitlines() if path.is_file() else []
-    best = Objective(metric, mode).best_of(json.loads(line).get(metric) for line in lines)
-    return float("nan") if best is None else float(best)
-
-
 # ---------------------------------------------------------------------- driver
 def _progress(rp: RepeatPlan, echo):
     from launch.progress import Progress
 
     class RepeatProgress(Progress):
         def on_trial_start(self, iteration, trials, trial, **info):
-            p = trial.config[POINT_KEY]
+            seed = trial.config["train.seed"]
+            p = repeat_point(trial.config[META_KEY], seed)
             self.started.setdefault(trial.trial_id, time.time())
             self._line(f"start    trial_{trial.trial_id}  config {p['config_key']} (repeat of trial_{p['repeat_of']}) "
-                       f"seed #{p['seed_index']} = {p['sampled']['train.seed']}")
+                       f"seed #{p['seed_index']} = {seed}")
 
     return RepeatProgress(rp.objectives, echo)
 
 
+def tuner_plan(rp: RepeatPlan, search: SearchPlan, address: Optional[str], cpus_per_trial: float) -> SearchPlan:
+    """The plan the search's Tuner runs the repeat with: its fixed points, FIFO, no time budget,
+    logged under the search's MLflow parent run."""
+    return replace(search, experiment=rp.name, storage=rp.storage, num_samples=len(rp.fixed_points()),
+                   max_concurrent=rp.max_concurrent, cpus_per_trial=float(cpus_per_trial), gpus_per_trial="auto",
+                   scheduler={"type": "fifo"}, objectives=rp.objectives, time_budget_s=None, seed=rp.study_seed,
+                   address=address, tracking_uri=rp.tracking_uri, experiment_id=rp.experiment_id,
+                   parent_run_id=rp.parent_run_id)
+
+
+def _announce(rp: RepeatPlan, echo) -> None:
+    echo(f"repeat {rp.name}: {len(rp.configs)} configuration(s) of search {rp.search} x {rp.seeds} seed(s) "
+         f"= {len(rp.fixed_points())} trials, {rp.max_concurrent} at a time; scored at "
+         f"{', '.join(map(str, rp.frames))} generated frames")
+    for c in rp.configs:
+        echo(f"  config {c['config_key']}  repeat of trial_{c['repeat_of']} "
+             f"(best {rp.objectives[0][0]}={c['original_best']:.4g} at it {c['original_best_step']}), "
+             f"seeds {', '.join(map(str, c['seeds']))}")
+
+
+def _result_row(res) -> dict:
+    seed = res.config["train.seed"]
+    p = repeat_point(res.config[META_KEY], seed)
+    metrics = {k: float(v) for k, v in (res.metrics or {}).items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return {"config_key": p["config_key"], "repeat_of": p["repeat_of"], "seed": seed,
+            "seed_index": p["seed_index"], "error": str(res.error).splitlines()[0][:200] if res.error else None,
+            "metrics": metrics if res.error is None else {}}
+
+
+def _finish_tracking(rp: RepeatPlan, echo) -> None:
+    from tracking.outbox import replay_search
+
+    left = replay_search(rp.exp_dir, rp.tracking_uri, rp.experiment_id, rp.parent_run_id, keep_files=False,
+                         budget_s=300.0)
+    if left["waiting"]:
+        echo(f"tracking: {left['waiting']} record(s) of the repeat could not be logged to {rp.tracking_uri} "
+             f"({left['errors'][0] if left['errors'] else 'time is up'}); they are kept in "
+             f"{rp.exp_dir / 'tracking-outbox'}")
+    close_unfinished(rp.tracking_uri, rp.experiment_id, rp.parent_run_id, rp.name)
+
+
 def run_repeat(rp: RepeatPlan, *, address: Optional[str] = None, cpus_per_trial: float = 1.0,
                echo: Callable[[str], None] = print, shutdown: bool = True) -> dict:
-    """Train every (configuration, seed) of ``rp``; returns the summary (also saved/logged)."""
-    from ray import tune
-    from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
+    """Train every (configuration, seed) of ``rp`` as fixed points of the search's own Tuner
+    (:func:`launch.runner.build_tuner`); returns the summary (also saved/logged)."""
+    from launch.rayenv import trial_resources
+    from launch.runner import build_tuner
 
     if rp.exp_dir.exists():
         raise SuhmoError(f"repeat {rp.name!r} already exists in {rp.storage}; pass another --name")
-    plan = SearchPlan.load(Path(rp.search_dir))
-    space = plan.resolved_space()
-    meta = {"preset": space.preset, "base": dict(space.base), "objectives": rp.objectives,
-            "study_seed": rp.study_seed, "threads": max(1, int(cpus_per_trial)),
-            "tracking_uri": rp.tracking_uri, "experiment_id": rp.experiment_id,
-            "parent_run_id": rp.parent_run_id, "experiment": rp.search, "repeat": rp.name,
-            "outbox_root": str(rp.exp_dir / "tracking-outbox")}
+    search = SearchPlan.load(Path(rp.search_dir))
+    plan = tuner_plan(rp, search, address, cpus_per_trial)
     if rp.tracking_uri:
-
         search_runs(rp.tracking_uri, rp.search, rp.parent_run_id)  # the parent must exist in this store
     t0 = time.time()
     cluster = start_ray(address, echo)
     try:
         rp.exp_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(rp.exp_dir / REPEAT_FILE, json.dumps(rp.__dict__, indent=2, default=str))
-        gpus = 0.0 if float(cluster.get("GPU", 0)) == 0 else min(1.0, float(cluster["GPU"]) / rp.max_concurrent)
-        trainable = tune.with_resources(repeat_trial, {"cpu": cpus_per_trial, "gpu": gpus})
-        points = rp.points()
-        echo(f"repeat {rp.name}: {len(rp.configs)} configuration(s) of search {rp.search} x {rp.seeds} seed(s) "
-             f"= {len(points)} trials, {rp.max_concurrent} at a time; scored at {', '.join(map(str, rp.frames))} "
-             "generated frames")
-        for c in rp.configs:
-            echo(f"  config {c['config_key']}  repeat of trial_{c['repeat_of']} "
-                 f"(best {rp.objectives[0][0]}={c['original_best']:.4g} at it {c['original_best_step']}), "
-                 f"seeds {', '.join(map(str, c['seeds']))}")
-        tuner = Tuner(
-            trainable, param_space={META_KEY: meta, POINT_KEY: tune.grid_search(points)},
-            tune_config=TuneConfig(num_samples=1, max_concurrent_trials=rp.max_concurrent, reuse_actors=True,
-                                   trial_name_creator=trial_name, trial_dirname_creator=trial_name),
-            run_config=RunConfig(name=rp.name, storage_path=rp.storage, verbose=0, callbacks=[_progress(rp, echo)],
-                                 checkpoint_config=CheckpointConfig(num_to_keep=2),
-                                 failure_config=FailureConfig(max_failures=0, fail_fast=False)))
-        grid = tuner.fit()
-        results = []
-        for res in grid:
-            p = res.config[POINT_KEY]
-            metrics = {k: float(v) for k, v in (res.metrics or {}).items()
-                       if isinstance(v, (int, float)) and not isinstance(v, bool)}
-            results.append({"config_key": p["config_key"], "repeat_of": p["repeat_of"],
-                            "seed": p["sampled"]["train.seed"], "seed_index": p["seed_index"],
-                            "error": str(res.error).splitlines()[0][:200] if res.error else None,
-                            "metrics": metrics if res.error is None else {}})
+        tuner = build_tuner(plan, search.resolved_space(), trial_resources(plan, cluster), [_progress(rp, echo)],
+                            fixed=rp.fixed_points(), meta=rp.trial_meta())
+        _announce(rp, echo)
+        results = [_result_row(res) for res in tuner.fit()]
     finally:
         if rp.tracking_uri:
-            from tracking.outbox import replay_search
-
-            left = replay_search(rp.exp_dir, rp.tracking_uri, rp.experiment_id, rp.parent_run_id, keep_files=False,
-                                 budget_s=300.0)
-            if left["waiting"]:
-                echo(f"tracking: {left['waiting']} record(s) of the repeat could not be logged to {rp.tracking_uri} "
-                     f"({left['errors'][0] if left['errors'] else 'time is up'}); they are kept in "
-                     f"{rp.exp_dir / 'tracking-outbox'}")
-            close_unfinished(rp.tracking_uri, rp.experiment_id, rp.parent_run_id, rp.name)
+            _finish_tracking(rp, echo)
         if shutdown:
             import ray
 
@@ -313,7 +234,6 @@ def run_repeat(rp: RepeatPlan, *, address: Optional[str] = None, cpus_per_trial:
     atomic_write_text(rp.exp_dir / "summary.json", json.dumps(summary, indent=2, default=str))
     atomic_write_text(rp.exp_dir / "summary.md", summary["markdown"])
     if rp.tracking_uri:
-
         log_parent_artifacts(rp.tracking_uri, rp.parent_run_id, f"repeats/{rp.name}",
                              {"summary.json": json.dumps(summary, indent=2, default=str),
                               "summary.md": summary["markdown"]},
@@ -329,7 +249,8 @@ def summarize(rp: RepeatPlan, results: list[dict], wall_s: float) -> dict:
         by_key.setdefault(r["config_key"], []).append(r)
     skip = {"step", "iterations", "scored_step", "training_iteration", "time_this_iter_s", "time_total_s",
             "timestamp", "pid", "time_since_restore", "iterations_since_restore", "done", "trial_seed",
-            "study_seed", "time_setup_s", "time_trainer_first_s", "time_report_s", "tracking_waiting"}
+            "study_seed", "time_setup_s", "time_trainer_first_s", "time_report_s", "tracking_waiting",
+            *(m for m, _ in rp.objectives)}  # the last evaluation's objectives: the searcher's, not a score
     keys = sorted({k for r in results for k in r["metrics"] if k not in skip and not k.startswith("time_")})
     configs = []
     for c in rp.configs:

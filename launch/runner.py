@@ -26,12 +26,17 @@ from launch.leaderboard import SearchOutcome, read_trials, summary_counts, trial
 from launch.plan import SearchPlan, latest_state_file, storage_opt
 from launch.rayenv import quiet_ray, start_ray, trial_resources
 from launch.samplers import build_sampler
-from launch.space import SearchSpace
+from launch.space import SEED_ATTR, FixedPoint, SearchSpace
 from launch.trainable import META_KEY, STOP_FILE, suhmo_trial
 from suhmo.utils import SuhmoError
 
 
-def _searcher(space: SearchSpace, plan: SearchPlan):
+def _searcher(space: SearchSpace, plan: SearchPlan, fixed: Optional[list[FixedPoint]] = None):
+    """Ray's ``OptunaSearch`` on the space's define-by-run function, with a seeded sampler.
+
+    ``fixed`` points are enqueued into the study (``Study.enqueue_trial``) and asked first, in
+    order: their values and their ``train.seed`` (a user attribute that the space returns in
+    place of the trial-number seed) are the trials' configs."""
     from ray.tune.search.optuna import OptunaSearch
 
     sampler = build_sampler(space.sampler, plan.seed)
@@ -40,8 +45,22 @@ def _searcher(space: SearchSpace, plan: SearchPlan):
     multi = len(metrics) > 1
     searcher_space = space.define_by_run()
     searcher_space.study_seed = plan.seed
+    study = _fixed_study(plan, sampler, fixed) if fixed else {}
     return OptunaSearch(space=searcher_space, metric=metrics if multi else metrics[0],
-                        mode=modes if multi else modes[0], sampler=sampler)
+                        mode=modes if multi else modes[0], sampler=sampler, **study)
+
+
+def _fixed_study(plan: SearchPlan, sampler, fixed: list[FixedPoint]) -> dict:
+    """An in-memory Optuna study holding ``fixed`` as waiting trials: the ``storage`` and
+    ``study_name`` that ``OptunaSearch`` loads it by."""
+    import optuna
+
+    storage, name = optuna.storages.InMemoryStorage(), plan.experiment
+    directions = ["minimize" if mode == "min" else "maximize" for _, mode in plan.objectives]
+    study = optuna.create_study(storage=storage, study_name=name, sampler=sampler, directions=directions)
+    for point in fixed:
+        study.enqueue_trial(point.params, user_attrs={SEED_ATTR: int(point.seed)})
+    return {"storage": storage, "study_name": name}
 
 
 def _scheduler(space: SearchSpace, plan: SearchPlan):
@@ -56,8 +75,8 @@ def _scheduler(space: SearchSpace, plan: SearchPlan):
                          reduction_factor=float(sch["reduction_factor"]))
 
 
-def _meta(space: SearchSpace, plan: SearchPlan) -> dict:
-    return {"preset": space.preset, "base": dict(space.base), "objectives": plan.objectives,
+def _meta(space: SearchSpace, plan: SearchPlan, extra: Optional[dict] = None) -> dict:
+    return {**(extra or {}), "preset": space.preset, "base": dict(space.base), "objectives": plan.objectives,
             "study_seed": plan.seed, "threads": max(1, int(plan.cpus_per_trial)),
             "tracking_uri": plan.tracking_uri, "experiment_id": plan.experiment_id,
             "parent_run_id": plan.parent_run_id, "experiment": plan.experiment, "storage": plan.storage}
@@ -66,7 +85,10 @@ def _meta(space: SearchSpace, plan: SearchPlan) -> dict:
 CLUSTER_MAX_FAILURES = 2  # restarts of a trial after its worker or node died (Tune's FailureConfig)
 
 
-def build_tuner(plan: SearchPlan, space: SearchSpace, resources: dict, callbacks: list):
+def build_tuner(plan: SearchPlan, space: SearchSpace, resources: dict, callbacks: list,
+                fixed: Optional[list[FixedPoint]] = None, meta: Optional[dict] = None):
+    """The search's Tuner. ``fixed``: points the study asks first (``repeat``); ``meta``: more
+    search constants for every trial."""
     from ray import tune
     from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
 
@@ -75,7 +97,7 @@ def build_tuner(plan: SearchPlan, space: SearchSpace, resources: dict, callbacks
     trainable = tune.with_resources(suhmo_trial, resources)
     cap = TimeCap(plan.time_budget_s, stop_file=plan.exp_dir / STOP_FILE) if plan.time_budget_s else None
     tune_config = TuneConfig(
-        search_alg=_searcher(space, plan), scheduler=_scheduler(space, plan),
+        search_alg=_searcher(space, plan, fixed), scheduler=_scheduler(space, plan),
         num_samples=plan.num_samples, max_concurrent_trials=plan.max_concurrent,
         reuse_actors=True, trial_name_creator=trial_name, trial_dirname_creator=trial_name)
     run_config = RunConfig(
@@ -85,7 +107,7 @@ def build_tuner(plan: SearchPlan, space: SearchSpace, resources: dict, callbacks
         # on a cluster a trial whose node is lost restarts from its last checkpoint on another
         # node; locally a failure is recorded (an errored trial is retried by `resume`)
         failure_config=FailureConfig(max_failures=CLUSTER_MAX_FAILURES if plan.address else 0, fail_fast=False))
-    return Tuner(trainable, param_space={META_KEY: _meta(space, plan)}, tune_config=tune_config,
+    return Tuner(trainable, param_space={META_KEY: _meta(space, plan, meta)}, tune_config=tune_config,
                  run_config=run_config)
 
 

@@ -35,21 +35,19 @@ import hashlib
 import json
 import math
 import re
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Annotated, Any, Optional, Union
 
-from typing import Annotated, Literal, Union
-
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StrictStr, model_validator
+from pydantic import Field
 
 from launch.samplers import DEFAULT as DEFAULT_SAMPLER
 from launch.samplers import SAMPLERS
-from suhmo.config import (PRESETS, ConfigError, all_keys, base_type, coerce, field_type, load_yaml, make_config,
-                          suggest)
+from launch.space_schema import Budget, Choice, Distribution, Scheduler, SpaceFile
+from suhmo.config import PRESETS, ConfigError, all_keys, base_type, coerce, field_type, load_yaml, suggest
 from suhmo.config_errors import validate as _validate
-from suhmo.selection import METRIC_MODES, Objective  # noqa: F401 - re-exported: launch.space.Objective
+from suhmo.resolve import resolve_config
+from suhmo.selection import METRIC_MODES, Criterion
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -91,7 +89,7 @@ class SearchSpace:
     preset: str
     base: dict[str, Any]  # dotted key -> fixed value
     params: list[Param]
-    objectives: list[Objective]
+    objectives: list[Criterion]
     scheduler: dict[str, Any]  # {type, grace_period, reduction_factor}
     budget: dict[str, Any]  # {num_samples, max_concurrent, time_budget_s}
     sampler: dict[str, Any]  # {type, n_startup_trials, population_size}
@@ -121,21 +119,12 @@ class SearchSpace:
 
     def base_config(self, extra: Optional[dict] = None):
         """The fixed part of every trial's config (preset + base values), validated."""
-        return make_config(self.preset, overrides={**self.base, **(extra or {})})
+        return resolve_config(self.preset, self.base, extra)
 
-    def trial_config(self, sampled: dict[str, Any]):
-        """Resolve one trial: preset, then base values, then sampled values; validated."""
-        values = {**self.base, **decode_sampled(sampled)}
-        cfg = make_config(self.preset, overrides=values)
-        if "train.select_metric" in values:  # else the trial keeps best.pt on the first objective
-            from suhmo.metrics import check_select_metric
-            from suhmo.utils import SuhmoError
-
-            try:
-                check_select_metric(cfg)
-            except SuhmoError as e:
-                raise ConfigError(str(e)) from None
-        return cfg
+    def trial_config(self, sampled: dict[str, Any], objectives=None):
+        """Resolve one trial: preset, then base values, then sampled values; validated
+        (:func:`suhmo.resolve.resolve_config`)."""
+        return resolve_config(self.preset, self.base, decode_sampled(sampled), objectives)
 
     @property
     def iterations(self) -> int:
@@ -210,7 +199,8 @@ class OptunaSpace:
     def __call__(self, trial) -> dict[str, Any]:
         values: dict[str, Any] = {}
         self._suggest(trial, self.params, values)
-        values["train.seed"] = trial_seed(self.study_seed, trial.number)
+        fixed_seed = trial.user_attrs.get(SEED_ATTR)
+        values["train.seed"] = trial_seed(self.study_seed, trial.number) if fixed_seed is None else int(fixed_seed)
         return values
 
     def _suggest(self, trial, params: list[Param], out: dict) -> None:
@@ -227,6 +217,18 @@ class OptunaSpace:
             else:
                 kw = {"log": True} if p.kind == "loguniform" else ({"step": p.step} if p.step else {})
                 out[p.key] = trial.suggest_float(p.key, float(p.low), float(p.high), **kw)
+
+
+SEED_ATTR = "train.seed"  # user attribute of an enqueued trial: its seed, in place of trial_seed()
+
+
+@dataclass(frozen=True)
+class FixedPoint:
+    """A trial the study asks before sampling: the Optuna values of its searched keys (labels,
+    as in a trial's config) and its ``train.seed``."""
+
+    params: dict[str, Any]
+    seed: int
 
 
 def trial_seed(study_seed: int, trial_number: int) -> int:
@@ -298,7 +300,7 @@ def format_duration(seconds: Optional[float]) -> str:
 
 
 # ---------------------------------------------------------------------- objectives
-def parse_objective(item: Any, where: str) -> Objective:
+def parse_objective(item: Any, where: str) -> Criterion:
     """``"fd_clip40:min"``, ``"apd"`` (default direction) or ``{metric: apd, mode: max}``."""
     if isinstance(item, dict):
         unknown = set(item) - {"metric", "mode"}
@@ -317,10 +319,10 @@ def parse_objective(item: Any, where: str) -> Objective:
     mode = (mode or METRIC_MODES[metric]).strip()
     if mode not in ("min", "max"):
         raise ConfigError(f"{where}: mode {mode!r} for {metric}: use min or max")
-    return Objective(metric, mode)
+    return Criterion(metric, mode)
 
 
-def parse_objectives(text: str, where: str = "--objectives") -> list[Objective]:
+def parse_objectives(text: str, where: str = "--objectives") -> list[Criterion]:
     items = [s for s in (t.strip() for t in text.split(",")) if s]
     if not items:
         raise ConfigError(f"{where}: expected m1:min,m2:max")
@@ -332,113 +334,7 @@ def parse_objectives(text: str, where: str = "--objectives") -> list[Objective]:
     return objs
 
 
-# ---------------------------------------------------------------------- declared schema
-def _no_bool(v: Any) -> Any:
-    if isinstance(v, bool):
-        raise ValueError("expected a number")
-    return v
-
-
-# The shape of a space file, declared with pydantic; what depends on the config (field types,
-# keys, conditional branches) is checked in _parse_param. _error turns pydantic's first error
-# into one line that names the file and key.
-Number = Annotated[float, BeforeValidator(_no_bool), Field(allow_inf_nan=False)]
-Count = Annotated[StrictInt, Field(ge=1)]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class _Range(_Strict):
-    low: Number
-    high: Number
-    step: Optional[Annotated[Number, Field(gt=0)]] = None
-
-    @model_validator(mode="after")
-    def _ordered(self):
-        if not self.low < self.high:
-            raise ValueError(f"low={self.low:g} must be < high={self.high:g}")
-        return self
-
-
-class Uniform(_Range):
-    type: Literal["uniform"]
-
-
-class LogUniform(_Range):
-    type: Literal["loguniform"]
-
-    @model_validator(mode="after")
-    def _positive(self):
-        if self.low <= 0:
-            raise ValueError(f"loguniform needs low > 0, got {self.low:g}")
-        return self
-
-
-class IntRange(_Range):
-    type: Literal["int"]
-    log: bool = False
-
-    @model_validator(mode="after")
-    def _whole(self):
-        if not (self.low.is_integer() and self.high.is_integer()):
-            raise ValueError(f"int bounds must be whole numbers, got {self.low:g}..{self.high:g}")
-        if self.log and self.low <= 0:
-            raise ValueError(f"int with log: true needs low >= 1, got {self.low:g}")
-        if self.step is not None and not self.step.is_integer():
-            raise ValueError("step: must be a positive whole number")
-        if self.step is not None and self.log:
-            raise ValueError("step and log: true cannot be combined")
-        return self
-
-
-class Choice(_Strict):
-    type: Literal["choice"]
-    values: Annotated[list, Field(min_length=1)]
-    when: Optional[dict[Any, Any]] = None
-
-
-Distribution = Annotated[Union[LogUniform, Uniform, IntRange, Choice], Field(discriminator="type")]
-DISTRIBUTIONS = tuple(m.model_fields["type"].annotation.__args__[0] for m in typing.get_args(
-    typing.get_args(Distribution)[0]))
-
-
-class Asha(_Strict):
-    type: Literal["asha"]
-    grace_period: Annotated[Count, Field(description="evaluations")] = 1
-    reduction_factor: Annotated[Number, Field(gt=1)] = 2
-
-
-class Fifo(_Strict):
-    type: Literal["fifo"]
-
-
-Scheduler = Annotated[Union[Asha, Fifo], Field(discriminator="type")]
-SCHEDULERS = ("asha", "fifo")
-
-
-class Budget(_Strict):
-    num_samples: Count = 8
-    max_concurrent: Count = 2
-    time_budget: Any = None  # parse_duration
-
-
-class SpaceFile(_Strict):
-    description: Optional[StrictStr] = ""
-    base: Optional[dict[Any, Any]] = None
-    params: Optional[dict[Any, Any]] = None
-    objective: Any = None
-    objectives: Any = None
-    scheduler: Any = None
-    budget: Any = None
-    sampler: Any = None
-    seed: Annotated[StrictInt, Field(ge=0)] = 0
-
-
-TOP_LEVEL = tuple(SpaceFile.model_fields)
-
-
+# ---------------------------------------------------------------------- validation
 # ---------------------------------------------------------------------- loading
 def find_space(name_or_path: str) -> Path:
     """``demo`` -> ``search_spaces/demo.yaml`` of the repository (or of the cwd); or a path."""
@@ -622,6 +518,6 @@ def parse_sampler(raw: Any, where: str, num_samples: int, n_objectives: int) -> 
     return _validate(union, _typed(raw, DEFAULT_SAMPLER), where, "sampler").resolved(num_samples)
 
 
-def check_metric_mode(metric: Optional[str], mode: Optional[str]) -> Objective:
+def check_metric_mode(metric: Optional[str], mode: Optional[str]) -> Criterion:
     """Validate the CLI's ``--metric``/``--mode`` pair."""
     return parse_objective(f"{metric}:{mode}" if mode else str(metric), "--metric")

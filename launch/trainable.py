@@ -14,6 +14,8 @@ to Tune:
   the trial leaves the training loop within one iteration;
 * a restored trial copies the files of ``tune.get_checkpoint()`` into its work folder and
   the Trainer resumes from ``last.pt``.
+* a trial of ``suhmo-search repeat`` (its seed is one of the repeat's fixed points,
+  :mod:`launch.repeat_trial`) then reports its best checkpoint's scores at 40/80 frames.
 
 Only Tune's public API is used (``ray.tune.get_context``, ``get_checkpoint``, ``report``).
 """
@@ -32,8 +34,9 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from launch.repeat_trial import repeat_point, score_repeat, tag_repeat_run
 from launch.space import decode_sampled
-from suhmo.config import make_config
+from suhmo.resolve import resolve_config
 from suhmo.utils import SuhmoError, seed_everything
 
 META_KEY = "_search"  # constants of the search inside every trial config
@@ -48,26 +51,21 @@ def sampled_values(config: dict) -> dict[str, Any]:
 
 
 def trial_config(meta: dict, sampled: dict[str, Any]):
-    """The resolved config of a trial: the preset, the fixed base values, then the sampled
-    ones; best.pt is kept on the search's first objective unless the space sets
-    ``train.select_metric`` (ConfigError -> the trial errors with it)."""
-    overrides = {**meta["base"], **sampled}
-    objectives = meta.get("objectives") or []
-    if objectives and not overrides.get("train.select_metric"):
-        overrides.update({"train.select_metric": objectives[0][0], "train.select_mode": objectives[0][1]})
-    return make_config(meta["preset"], overrides=overrides)
+    """The resolved config of a trial (:func:`suhmo.resolve.resolve_config`): the preset, the
+    fixed base values, then the sampled ones; best.pt is kept on the search's first objective
+    unless the space sets ``train.select_metric`` (ConfigError -> the trial errors with it)."""
+    return resolve_config(meta["preset"], meta["base"], sampled, meta.get("objectives"))
 
 
 def trial_datasets(cfg) -> tuple:
-    """Train/held-out split as the Trainer makes it, cached per process (reused actors)."""
-    from suhmo.data import load_dataset
-    from suhmo.train import SPLIT_SEED
+    """Train/held-out split as the Trainer makes it (:mod:`suhmo.data.split`), cached per
+    process (reused actors)."""
+    from suhmo.data.split import load_split
 
     key = json.dumps(cfg.to_dict()["data"], sort_keys=True)
     if key not in _DATA_CACHE:
         _DATA_CACHE.clear()
-        full = load_dataset(cfg)
-        _DATA_CACHE[key] = full.split_by_person(cfg.data.test_fraction, seed=SPLIT_SEED)
+        _DATA_CACHE[key] = load_split(cfg)
     return _DATA_CACHE[key]
 
 
@@ -108,7 +106,8 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def _checkpoint_step(d: Path) -> int:
+def _reported_step(d: Path) -> int:
+    """The step of the checkpoint folder ``d`` that the trial reported (its trial.json); -1 without one."""
     try:
         return int(json.loads((d / "trial.json").read_text()).get("step", -1))
     except (OSError, ValueError, AttributeError):
@@ -120,7 +119,7 @@ def stored_checkpoints(trial_dir: Path) -> list[tuple[int, Path]]:
     (``checkpoint_NNNNNN`` with a trial.json and last.pt), oldest first."""
     found = []
     for d in Path(trial_dir).glob("checkpoint_*"):
-        step = _checkpoint_step(d)
+        step = _reported_step(d)
         if step >= 0 and (d / "last.pt").is_file():
             found.append((step, d))
     return sorted(found)
@@ -144,7 +143,7 @@ def restore_files(work: Path, ckpt, storage_trial_dir: Optional[Path] = None) ->
     stored = stored_checkpoints(storage_trial_dir) if storage_trial_dir is not None else []
     with (ckpt.as_directory() if ckpt is not None else contextlib.nullcontext()) as d:
         best = Path(d) if d is not None else None
-        if stored and (best is None or stored[-1][0] > _checkpoint_step(best)):
+        if stored and (best is None or stored[-1][0] > _reported_step(best)):
             best = stored[-1][1]
         if best is None:
             return {}
@@ -202,15 +201,22 @@ def suhmo_trial(config: dict) -> None:
     work = Path(ctx.get_trial_dir()) / "run"
     restored = restore_files(work, tune.get_checkpoint(), storage_trial_dir(meta, ctx.get_trial_name()))
     clock.mark("restore")
-    with TrialRun(meta, cfg, ctx.get_trial_id(), ctx.get_trial_name(), restored.get("mlflow_run_id")) as run:
-        clock.mark("mlflow_start")
-        train_set, eval_set = trial_datasets(cfg)
-        clock.mark("data")
-        trainer = Trainer(cfg, work, train_set=train_set, eval_set=eval_set, resume=True,
-                          report=TuneReport(cfg, meta, work, run, clock), should_stop=StopFlag(stop_file(meta)))
-        clock.mark("trainer_init")
-        run.watch(trainer, eval_set)
-        trainer.fit()
+    report = TuneReport(cfg, meta, work, clock)
+    point = repeat_point(meta, cfg.train.seed)  # a fixed point of `suhmo-search repeat`, else None
+    try:
+        with TrialRun(meta, cfg, ctx.get_trial_id(), ctx.get_trial_name(), restored.get("mlflow_run_id")) as run:
+            clock.mark("mlflow_start")
+            train_set, eval_set = trial_datasets(cfg)
+            clock.mark("data")
+            trainer = Trainer(cfg, work, train_set=train_set, eval_set=eval_set, resume=True,
+                              report=report.to(run), should_stop=StopFlag(stop_file(meta)))
+            clock.mark("trainer_init")
+            run.watch(trainer, eval_set)
+            trainer.fit()
+    finally:
+        run_id = tag_repeat_run(meta, point, ctx.get_trial_id()) if point is not None else None
+    if point is not None:
+        tune.report(score_repeat(meta, point, cfg, work, eval_set, run_id, report.last))
 
 
 class SetupClock:
@@ -236,13 +242,19 @@ class TuneReport:
     """The trainer's ``report`` hook: the evaluation goes to MLflow (``run``), then to Tune with
     a checkpoint folder (last.pt, best.pt, config.yaml, metrics.jsonl, trial.json)."""
 
-    def __init__(self, cfg, meta: dict, work: Path, run: "TrialRun", clock: "SetupClock"):
+    def __init__(self, cfg, meta: dict, work: Path, clock: "SetupClock"):
         import ray
 
-        self.cfg, self.meta, self.work, self.run = cfg, meta, work, run
+        self.cfg, self.meta, self.work, self.run = cfg, meta, work, None
         self.objectives = [m for m, _ in meta["objectives"]]
         self.node_ip = ray.util.get_node_ip_address()
         self.clock, self.t_fit = clock, None  # overhead accounting for benchmarks/search.py
+        self.last: dict[str, float] = {}  # the values of the last evaluation
+
+    def to(self, run: "TrialRun") -> "TuneReport":
+        """This hook, feeding ``run`` (the trial's tracking) before Tune."""
+        self.run = run
+        return self
 
     def __call__(self, step: int, metrics: dict, checkpoint_path: Optional[Path]) -> None:
         from ray import tune
@@ -251,6 +263,7 @@ class TuneReport:
         values = {k: float(v) for k, v in metrics.items()
                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
         check_objectives(values, self.objectives, step)
+        self.last = values
         self.run.log_eval(step, values, checkpoint_path)
         extra = {"step": int(step), "iterations": int(self.cfg.train.iterations), "trial_seed": int(self.cfg.train.seed),
                  "study_seed": int(self.meta.get("study_seed", 0)), "node_ip": self.node_ip,
@@ -363,8 +376,6 @@ def outbox_dir(meta: dict, trial_id: str) -> Path:
     driver find it there), else (a trial run outside a search) a fresh temporary folder."""
     from tracking.outbox import outbox_root
 
-    if meta.get("outbox_root"):
-        return Path(meta["outbox_root"]) / str(trial_id)
     if meta.get("storage") and meta.get("experiment"):
         return outbox_root(Path(meta["storage"]) / meta["experiment"]) / str(trial_id)
     return Path(tempfile.mkdtemp(prefix=f"suhmo-outbox-{trial_id}-"))

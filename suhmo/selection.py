@@ -1,10 +1,11 @@
-"""Which value is better: an objective is a metric and the direction that is better.
+"""Which value is better: a criterion is a metric and the direction that is better.
 
 The direction of every metric key is declared once, by the metric registry
 (:func:`suhmo.metrics.metric_modes`); the trainer (best.pt), the search (trainable,
 progress, leaderboard, repeats) and tracking (MLflow best values, best-export) all compare
-through :class:`Objective` and :func:`pareto_front`. (Not to be confused with
-:mod:`suhmo.objectives`, the training objective of one iteration: GAN, MLE or VAE.)
+through :class:`Criterion`, :func:`rank` and :func:`pareto_front`. A search's objectives
+(``objective:`` / ``objectives:`` in a space file, ``--objectives``) are criteria;
+:mod:`suhmo.objectives` is another thing: what one training iteration does (GAN, MLE or VAE).
 
 A non-finite value (nan, inf: a diverged evaluation) is never better than anything, and
 any finite value is better than none. On ties the earlier row wins.
@@ -43,11 +44,11 @@ def _finite(v: Any) -> bool:
 
 
 @dataclass(frozen=True)
-class Objective:
+class Criterion:
     """A metric and its direction (``min``: lower is better, ``max``: higher is better).
 
     Unpacks like the ``(metric, mode)`` pairs stored in configs and MLflow tags:
-    ``m, mode = objective``.
+    ``m, mode = criterion``.
     """
 
     metric: str
@@ -58,9 +59,9 @@ class Objective:
             raise ValueError(f"objective {self.metric!r}: mode {self.mode!r} must be min or max")
 
     @classmethod
-    def of(cls, item: "Objective | Sequence[str] | str") -> "Objective":
-        """From an Objective, a ``(metric, mode)`` pair or a metric name (registry direction)."""
-        if isinstance(item, Objective):
+    def of(cls, item: "Criterion | Sequence[str] | str") -> "Criterion":
+        """From a Criterion, a ``(metric, mode)`` pair or a metric name (registry direction)."""
+        if isinstance(item, Criterion):
             return item
         if isinstance(item, str):
             return cls(item, mode_of(item))
@@ -96,13 +97,29 @@ class Objective:
         return best
 
 
-def objectives_of(items: Iterable[Any]) -> list[Objective]:
-    return [Objective.of(o) for o in items]
+def rank(rows: Iterable[Row], objective: "Criterion | Sequence[str] | str",
+         value: Callable[[Row], Any] = lambda r: r, *, demote: Callable[[Row], bool] = lambda r: False,
+         tiebreak: Callable[[Row], Any] = lambda r: 0) -> list[Row]:
+    """``rows`` best first on ``objective``: the rows ``demote`` holds last (errored trials),
+    within each part the rows without a finite ``value(row)`` after those with one, equal
+    values by ``tiebreak(row)`` and then in their order. One ranking for the search's
+    leaderboard, the MLflow summary of a search and the choice of ``best-export``."""
+    obj = Criterion.of(objective)
+
+    def key(r: Row) -> tuple:
+        v = value(r)
+        return (bool(demote(r)), not _finite(v), obj.key(v) if _finite(v) else 0.0, tiebreak(r))
+
+    return sorted(rows, key=key)
+
+
+def criteria_of(items: Iterable[Any]) -> list[Criterion]:
+    return [Criterion.of(o) for o in items]
 
 
 def dominates(a: Mapping[str, float], b: Mapping[str, float], objectives: Sequence[Any]) -> bool:
     """``a`` is no worse than ``b`` on every objective and better on one (Pareto dominance)."""
-    objs = objectives_of(objectives)
+    objs = criteria_of(objectives)
     return (all(not o.better(b[o.metric], a[o.metric]) for o in objs)
             and any(o.better(a[o.metric], b[o.metric]) for o in objs))
 
@@ -111,10 +128,10 @@ def pareto_front(rows: Iterable[Row], objectives: Sequence[Any],
                  values: Callable[[Row], Mapping[str, float]] = lambda r: r) -> list[Row]:
     """The rows not dominated by another on ``objectives``, in their order; rows without a
     finite value for every objective are left out. ``values(row)`` maps metric -> value."""
-    objs = objectives_of(objectives)
+    objs = criteria_of(objectives)
     full = [(r, values(r)) for r in rows]
     full = [(r, v) for r, v in full if all(_finite(v.get(o.metric)) for o in objs)]
     return [r for r, v in full if not any(dominates(w, v, objs) for q, w in full if q is not r)]
 
 
-__all__ = ["METRIC_MODES", "MODES", "Objective", "dominates", "mode_of", "objectives_of", "pareto_front"]
+__all__ = ["METRIC_MODES", "MODES", "Criterion", "criteria_of", "dominates", "mode_of", "pareto_front", "rank"]

@@ -37,8 +37,8 @@ from suhmo.checkpoint import (copy_checkpoint, generator_state, load_checkpoint,
                               set_rng_state)
 from suhmo import speed
 from suhmo.config import Config
-from suhmo.data import SPLIT_SEED  # the person split's seed, re-exported here
-from suhmo.selection import Objective
+from suhmo.data.split import SPLIT_SEED, split_persons
+from suhmo.selection import Criterion
 from suhmo.utils import (SuhmoError, append_line, atomic_write_text, make_dirs, pick_device, remove_stale_tmp,
                          seed_everything)
 
@@ -78,7 +78,7 @@ class Trainer:
 
         if train_set is None:
             full = load_dataset(cfg)
-            train_set, held_out = full.split_by_person(cfg.data.test_fraction, seed=SPLIT_SEED)
+            train_set, held_out = split_persons(full, cfg.data.test_fraction)
             eval_set = held_out if eval_set is None else eval_set
         self.train_set = train_set
         self.eval_set = eval_set if eval_set is not None else train_set
@@ -273,7 +273,7 @@ class Trainer:
         if self.best is not None and (self.best["metric"], self.best["mode"]) != (tc.select_metric, tc.select_mode):
             self.best = None  # the selection rule changed on resume: start a new best
         value = metrics.get(tc.select_metric)
-        improved = Objective(tc.select_metric, tc.select_mode).better(
+        improved = Criterion(tc.select_metric, tc.select_mode).better(
             value, None if self.best is None else self.best["value"])
         if improved:
             self.best = {"metric": tc.select_metric, "mode": tc.select_mode, "value": float(value),

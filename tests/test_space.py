@@ -44,7 +44,8 @@ def test_decoder_round_trips_held_out_synthetic_frames(split):
 @pytest.mark.realdata
 def test_decoder_round_trips_real_frames_of_unseen_persons_within_detector_noise(dev_data):
     from suhmo.data import load_dataset
-    from suhmo.train import SPLIT_SEED, fit_space
+    from suhmo.data import SPLIT_SEED
+    from suhmo.train import fit_space
 
     cfg = make_config("small", overrides={"data.path": str(dev_data), "model.space": "semantic"})
     train, test = load_dataset(cfg).split_by_person(cfg.data.test_fraction, SPLIT_SEED)

@@ -409,7 +409,8 @@ def test_ui_command_prints_the_address_and_stops_on_ctrl_c(store):
 def test_experiment_opens_on_the_trials(store):
     """Classic model-training experiment, objective as primary metric, a saved runs view with
     the objective and the searched fields as first columns, a description on the parent run."""
-    from tracking.mlflow_log import latest_search_experiment, runs_page_url
+    from tracking.store import latest_search_experiment
+    from tracking.view import runs_page_url
 
     uri, exp, tmp = store
     space = tmp / "space2.yaml"

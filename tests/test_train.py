@@ -26,7 +26,7 @@ def tiny_cfg(**over):
 @pytest.fixture(scope="module")
 def split():
     from suhmo.data import load_dataset
-    from suhmo.train import SPLIT_SEED
+    from suhmo.data import SPLIT_SEED
 
     cfg = tiny_cfg()
     return load_dataset(cfg).split_by_person(cfg.data.test_fraction, SPLIT_SEED)

@@ -55,7 +55,7 @@ def test_written_files_are_the_owners_only(tmp_path):
 
 
 def test_mlflow_database_is_created_owner_only(tmp_path):
-    from tracking.mlflow_log import setup_experiment
+    from tracking.search_run import setup_experiment
 
     db = tmp_path / "t" / "mlflow.db"
     setup_experiment(f"sqlite:///{db}", "modes")

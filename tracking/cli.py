@@ -98,7 +98,8 @@ def ui(tracking_uri, port, timeout_s, experiment) -> None:
     the objective and the searched hyperparameters as the first columns.
     """
     from suhmo.paths import home
-    from tracking.mlflow_log import latest_search_experiment, runs_page_url
+    from tracking.store import latest_search_experiment
+    from tracking.view import runs_page_url
     from tracking.ui import UIServer
 
     server = UIServer(tracking_uri, port)

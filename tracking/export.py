@@ -39,18 +39,11 @@ from pathlib import Path
 import numpy as np
 from mlflow.exceptions import MlflowException
 
-from suhmo.selection import Objective, mode_of, pareto_front
+from suhmo.selection import Criterion, mode_of, pareto_front, rank
 from suhmo.utils import SuhmoError, atomic_write_bytes, atomic_write_stream, atomic_write_text
 
-from tracking.mlflow_log import (
-    CKPT_DIR,
-    EVAL_DIR,
-    OBJECTIVES_TAG,
-    child_runs,
-    default_tracking_uri,
-    mlflow_client,
-    resolve_search,
-)
+from tracking.store import (CKPT_DIR, EVAL_DIR, child_runs, default_tracking_uri, mlflow_client, resolve_search,
+                            search_objectives)
 from tracking.results import repeat_groups
 
 _SEED_PARAMS = {"seed", "train.seed"}
@@ -120,23 +113,47 @@ def select_best(tracking_uri: str | None = None, experiment: str | None = None, 
     children = child_runs(client, exp.experiment_id, parent.info.run_id)
     if not children:
         raise SuhmoError(f"search {parent.info.run_name} [{parent.info.run_id}] has no trial runs")
-    objectives = json.loads(parent.data.tags.get(OBJECTIVES_TAG, "[]"))
-    if not objectives:
-        objectives = next((json.loads(c.data.tags[OBJECTIVES_TAG]) for c in children
-                           if c.data.tags.get(OBJECTIVES_TAG, "[]") != "[]"), [])
-    objectives = [(str(m), str(d)) for m, d in objectives]
+    objectives = search_objectives(parent, children)
+    obj = _selection_objective(children, objectives, parent.info.run_name, metric, mode)
+    cands = _candidates(client, children, obj.metric, objectives)
+    if not cands:
+        raise SuhmoError(f"no trial run of search {parent.info.run_name} has a checkpoint with metric "
+                         f"{obj.metric!r} (were checkpoints passed to TrialLogger.log_eval?)")
+    considered = len(cands)
+    front = None
+    if pareto:
+        if len(objectives) < 1:
+            raise SuhmoError("--pareto: the search logged no objectives")
+        front = pareto_front(cands, objectives, lambda c: c.objectives)
+        if not front:
+            raise SuhmoError(f"--pareto: no checkpoint has all objectives {[m for m, _ in objectives]}")
+        cands = front
+    group_mean = group_runs = None
+    if mean_over_seeds:
+        cands = _best_configuration(cands, children, obj)
+        group_mean, group_runs = float(np.mean([c.value for c in cands])), [c.run_id for c in cands]
+    best = rank(cands, obj, lambda c: c.value, tiebreak=lambda c: c.step)[0]
+    return Selection(tracking_uri, exp.experiment_id, exp.name, parent.info.run_id, parent.info.run_name,
+                     obj.metric, obj.mode, objectives, best, considered, front, group_mean, group_runs)
+
+
+def _selection_objective(children: list, objectives: list[tuple[str, str]], search: str,
+                         metric: str | None, mode: str | None) -> Criterion:
+    """The metric to select on (default: the search's first objective) and its direction (the
+    search's, else the registry's), checked against what the trials logged."""
     known = sorted({k for c in children for k in c.data.metrics if not k.startswith("best_")})
     if metric is None:
         if not objectives:
             raise SuhmoError("the search logged no objectives; pass --metric (known: " + ", ".join(known) + ")")
         metric = objectives[0][0]
     if metric not in known:
-        raise SuhmoError(f"unknown metric {metric!r} in search {parent.info.run_name}; "
+        raise SuhmoError(f"unknown metric {metric!r} in search {search}; "
                          f"known: {', '.join(known) or 'none (no evaluation was logged)'}")
-    if mode is None:
-        mode = dict(objectives).get(metric, mode_of(metric))
-    obj = Objective(metric, mode)
+    return Criterion(metric, mode if mode is not None else dict(objectives).get(metric, mode_of(metric)))
 
+
+def _candidates(client, children: list, metric: str, objectives: list[tuple[str, str]]) -> list[Candidate]:
+    """Every checkpoint kept in MLflow with a finite ``metric`` at its step."""
     cands: list[Candidate] = []
     for run in children:
         steps = _checkpoint_steps(client, run.info.run_id)
@@ -149,44 +166,31 @@ def select_best(tracking_uri: str | None = None, experiment: str | None = None, 
                 continue
             objs = {m: hist[m][s] for m, _ in objectives if s in hist[m]}
             cands.append(Candidate(run.info.run_id, run.info.run_name, run.data.tags.get("trial_id"), s, v, objs))
-    if not cands:
-        raise SuhmoError(f"no trial run of search {parent.info.run_name} has a checkpoint with metric "
-                         f"{metric!r} (were checkpoints passed to TrialLogger.log_eval?)")
-    considered = len(cands)
-    front = None
-    if pareto:
-        if len(objectives) < 1:
-            raise SuhmoError("--pareto: the search logged no objectives")
-        front = pareto_front(cands, objectives, lambda c: c.objectives)
-        if not front:
-            raise SuhmoError(f"--pareto: no checkpoint has all objectives {[m for m, _ in objectives]}")
-        cands = front
-    group_mean = group_runs = None
-    if mean_over_seeds:
-        params = {r.info.run_id: r.data.params for r in children}
-        per_run: dict[str, Candidate] = {}
-        for c in cands:
-            if c.run_id not in per_run or obj.better(c.value, per_run[c.run_id].value):
-                per_run[c.run_id] = c
-        groups: dict[tuple, list[Candidate]] = {}
-        # after `suhmo-search repeat`: the mean over the repeat seeds only (the search's own
-        # trial was selected for its score, so counting it would bias its configuration)
-        repeat_key = {r.info.run_id: k for k, runs in repeat_groups(children).items() for r in runs}
-        for rid, c in per_run.items():
-            if repeat_key and rid not in repeat_key:
-                continue
-            sig = (repeat_key[rid],) if repeat_key else tuple(
-                sorted((k, v) for k, v in params[rid].items() if k not in _SEED_PARAMS))
-            groups.setdefault(sig, []).append(c)
-        if not groups:
-            raise SuhmoError(f"--mean-over-seeds: no repeat run has a checkpoint with metric {metric!r}")
-        best_group = obj.best_of(groups.values(), lambda g: float(np.mean([c.value for c in g])))
-        group_mean = float(np.mean([c.value for c in best_group]))
-        group_runs = [c.run_id for c in best_group]
-        cands = best_group
-    best = min(cands, key=lambda c: (obj.key(c.value), c.step))
-    return Selection(tracking_uri, exp.experiment_id, exp.name, parent.info.run_id, parent.info.run_name,
-                     metric, mode, objectives, best, considered, front, group_mean, group_runs)
+    return cands
+
+
+def _best_configuration(cands: list[Candidate], children: list, obj: Criterion) -> list[Candidate]:
+    """The best checkpoint of each run of the configuration whose mean over seeds is best.
+
+    After ``suhmo-search repeat`` the configurations are the repeat groups and only their runs
+    count (the search's own trial was selected for its score, so counting it would bias its
+    configuration); else the runs whose params differ only in the seed."""
+    params = {r.info.run_id: r.data.params for r in children}
+    per_run: dict[str, Candidate] = {}
+    for c in cands:
+        if c.run_id not in per_run or obj.better(c.value, per_run[c.run_id].value):
+            per_run[c.run_id] = c
+    groups: dict[tuple, list[Candidate]] = {}
+    repeat_key = {r.info.run_id: k for k, runs in repeat_groups(children).items() for r in runs}
+    for rid, c in per_run.items():
+        if repeat_key and rid not in repeat_key:
+            continue
+        sig = (repeat_key[rid],) if repeat_key else tuple(
+            sorted((k, v) for k, v in params[rid].items() if k not in _SEED_PARAMS))
+        groups.setdefault(sig, []).append(c)
+    if not groups:
+        raise SuhmoError(f"--mean-over-seeds: no repeat run has a checkpoint with metric {obj.metric!r}")
+    return obj.best_of(groups.values(), lambda g: float(np.mean([c.value for c in g])))
 
 
 # ---------------------------------------------------------------------- export
@@ -211,18 +215,14 @@ def _reference_poses(cfg, k: int, seed: int) -> np.ndarray:
     return np.stack([as_normalised(clips[i], cfg)[0] for i in idx]).astype(np.float32)
 
 
-def _torchscript(G, G_export, out: Path, refs: np.ndarray, seed: int) -> float:
-    """Script ``G_export.export_module()`` to ``out`` and check it against ``G.generate``.
-
-    ``G`` and ``G_export`` are two instances holding the same weights: exporting removes
-    the spectral-norm parametrizations through the (shared) parametrized class, which
-    leaves the exported instance unusable for ``generate`` afterwards. Returns the max abs
-    difference on a test input (pairs of a reference and its ``test_partner``)."""
+def _torchscript(G, out: Path, refs: np.ndarray, seed: int) -> float:
+    """Script ``G.export_module()`` to ``out`` and check it against ``G.generate``; returns the
+    max abs difference on a test input (pairs of a reference and its ``test_partner``)."""
     import torch
 
     from suhmo.data import test_partner
 
-    module = G_export.export_module().eval()
+    module = G.export_module().eval()
     scripted = torch.jit.script(module)
     atomic_write_stream(out, lambda f: torch.jit.save(scripted, f))
     rng = np.random.default_rng(seed)
@@ -319,65 +319,107 @@ def export_best(sel: Selection, out_dir: str | Path, *, register: str | None = N
                 alias: str | None = "champion", sample_frames: int = 50, seed: int = 0) -> dict:
     """Write the self-contained export of ``sel.best`` to ``out_dir``; returns the provenance.
 
-    The winner is logged as an MLflow pyfunc model linked to its trial run. With ``register``,
-    the export folder is also logged to the trial run (``exports/step_<k>``) and the model
-    becomes a new version of registered model ``register`` with alias ``alias``.
+    The steps: the selected checkpoint and the metrics of its step from MLflow, the generator
+    files, the TorchScript module and the samples, the model card, the MLflow pyfunc model linked
+    to the trial run, then ``provenance.json``. With ``register`` the model becomes a new version
+    of registered model ``register`` with alias ``alias``, and the export folder is also logged
+    to the trial run (``exports/step_<k>``).
     """
-    import torch
-
-    from suhmo.checkpoint import generator_state, load_checkpoint, write_export
-    from suhmo.config import Config
-    from suhmo.generate import sample
-    from suhmo.models import build_generator
-    from suhmo.render import render_png, render_video
-
     t0 = time.perf_counter()
     out = Path(out_dir).resolve()
     if out.exists() and not out.is_dir():
         raise SuhmoError(f"--out {out}: exists and is not a folder")
-    b = sel.best
     client = mlflow_client(sel.tracking_uri)
+    ck, metrics = _selected_checkpoint(client, sel.best)
+    cfg, G = _generator(ck, sel.best)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_generator(out, ck, cfg, metrics, sel.best.step)
+    ts_diff = _write_samples(out, G, cfg, sel.best, sample_frames, seed)
+    prov = _provenance(sel, ts_diff)
+    scale_section, prov["scale"] = _scale_section(cfg, metrics)
+    card = _model_card(sel, out, cfg, metrics, prov["exported_at"], scale_section)
+    atomic_write_text(out / "README.md", card)
+
+    from tracking.mlflow_model import log_model
+
+    logged = log_model(sel, out, cfg, card, register=register, alias=alias)
+    prov["mlflow_model"] = {k: logged[k] for k in ("model_id", "model_uri", "linked_metrics")}
+    if register:
+        prov["registry"] = logged["registry"]
+    atomic_write_text(out / "provenance.json", json.dumps(prov, indent=2, default=str))
+    if register:  # the export folder beside the model, for downloads from the run's artifacts
+        client.log_artifacts(sel.best.run_id, str(out), f"exports/step_{sel.best.step}")
+    prov["export_s"] = time.perf_counter() - t0
+    return prov
+
+
+def _selected_checkpoint(client, b: Candidate) -> tuple[dict, dict]:
+    """The checkpoint MLflow keeps for step ``b.step`` of run ``b.run_id`` and the metrics of
+    that step (those of its evaluation record over those saved in the checkpoint)."""
+    from suhmo.checkpoint import load_checkpoint
+
     with tempfile.TemporaryDirectory(prefix="suhmo-export-") as tmp:
         local = Path(client.download_artifacts(b.run_id, f"{CKPT_DIR}/step_{b.step}", tmp))
         files = sorted(p for p in local.rglob("*") if p.is_file())
         if not files:
             raise SuhmoError(f"run {b.run_id}: checkpoint artifact {CKPT_DIR}/step_{b.step} is empty")
-        ck_file = next((p for p in files if p.suffix == ".pt"), files[0])
-        ck = load_checkpoint(ck_file)
+        ck = load_checkpoint(next((p for p in files if p.suffix == ".pt"), files[0]))
         try:
             m_local = Path(client.download_artifacts(b.run_id, f"{EVAL_DIR}/step_{b.step}/metrics.json", tmp))
             step_metrics = json.loads(m_local.read_text())["metrics"]
         except (MlflowException, OSError, KeyError, ValueError):
             step_metrics = {}
-    cfg = Config.from_dict(ck["config"], where=f"checkpoint of run {b.run_id} step {b.step}")
     if int(ck.get("step", b.step)) != b.step:
         raise SuhmoError(f"run {b.run_id}: checkpoint under step_{b.step} holds step {ck.get('step')}")
-    g_state = generator_state(ck)
+    return ck, {**dict(ck.get("metrics") or {}), **step_metrics}
+
+
+def _generator(ck: dict, b: Candidate):
+    """``(cfg, G)``: the checkpoint's config and its generator, in eval mode."""
+    from suhmo.checkpoint import generator_state
+    from suhmo.config import Config
+    from suhmo.models import build_generator
+
+    cfg = Config.from_dict(ck["config"], where=f"checkpoint of run {b.run_id} step {b.step}")
     G = build_generator(cfg)
-    G.load_state_dict(g_state)
-    G.eval()
-    out.mkdir(parents=True, exist_ok=True)
-    write_export(out, g_state, cfg)
-    metrics = dict(ck.get("metrics") or {})
-    metrics.update(step_metrics)
-    atomic_write_text(out / "metrics.json", json.dumps({"step": b.step, "metrics": metrics}, indent=2))
+    G.load_state_dict(generator_state(ck))
+    return cfg, G.eval()
+
+
+def _write_generator(out: Path, ck: dict, cfg, metrics: dict, step: int) -> None:
+    """``generator.pt``, ``config.yaml`` and ``metrics.json``."""
+    from suhmo.checkpoint import generator_state, write_export
+
+    write_export(out, generator_state(ck), cfg)
+    atomic_write_text(out / "metrics.json", json.dumps({"step": step, "metrics": metrics}, indent=2))
+
+
+def _write_samples(out: Path, G, cfg, b: Candidate, frames: int, seed: int) -> float:
+    """``reference.npy``, ``generator.ts`` (checked against ``G``: returns the max abs
+    difference) and the samples ``sample.gif`` / ``sample.png`` from 4 reference poses."""
+    import torch
+
+    from suhmo.generate import sample
+    from suhmo.render import render_png, render_video
 
     refs = _reference_poses(cfg, 4, seed)
     buf = io.BytesIO()
     np.save(buf, refs[0])
     atomic_write_bytes(out / "reference.npy", buf.getvalue())
-    G_export = build_generator(cfg)
-    G_export.load_state_dict(g_state)
-    ts_diff = _torchscript(G, G_export.eval(), out / "generator.ts", refs[:2], seed)
-    del G_export
+    ts_diff = _torchscript(G, out / "generator.ts", refs[:2], seed)
     with torch.no_grad():
-        seqs = sample(G, refs, sample_frames, seed, init_vel=cfg.eval.init_vel)
+        seqs = sample(G, refs, frames, seed, init_vel=cfg.eval.init_vel)
     if not np.isfinite(seqs).all():
         raise SuhmoError(f"run {b.run_id} step {b.step}: the generator produced non-finite samples")
     render_video(list(seqs), out / "sample.gif", size=160, grid=len(seqs), fps=cfg.data.fps)
     render_png(list(seqs), out / "sample.png", size=160, max_samples=len(seqs))
+    return ts_diff
 
-    prov = {
+
+def _provenance(sel: Selection, ts_diff: float) -> dict:
+    """Where the export comes from: store, search, trial run, step and the selection rule."""
+    b = sel.best
+    return {
         "tracking_uri": sel.tracking_uri, "experiment": sel.experiment_name,
         "experiment_id": sel.experiment_id, "run_id": b.run_id, "run_name": b.run_name,
         "trial_id": b.trial_id, "parent_run_id": sel.parent_run_id, "parent_run_name": sel.parent_run_name,
@@ -389,35 +431,23 @@ def export_best(sel: Selection, out_dir: str | Path, *, register: str | None = N
         "torchscript_max_abs_diff": ts_diff,
         "exported_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    atomic_write_text(out / "provenance.json", json.dumps(prov, indent=2, default=str))
+
+
+def _model_card(sel: Selection, out: Path, cfg, metrics: dict, when: str, scale_section: str) -> str:
+    """The export's ``README.md``."""
+    b = sel.best
     table = "\n".join(["| metric | value |", "|---|---|"] +
                       [f"| {k} | {v:.5g} |" for k, v in sorted(metrics.items())
                        if isinstance(v, (int, float))]) if metrics else "(none logged)"
-    scale_section, prov["scale"] = _scale_section(cfg, metrics)
-    atomic_write_text(out / "provenance.json", json.dumps(prov, indent=2, default=str))
     extra = f", Pareto set of {len(sel.pareto)}" if sel.pareto is not None else ""
     if sel.group_mean is not None:
         extra += f"; configuration mean over {len(sel.group_runs or [])} seed(s): {sel.group_mean:.5g}"
-    card = _CARD.format(name=out.name, metric=sel.metric, mode=sel.mode, value=b.value, step=b.step,
+    return _CARD.format(name=out.name, metric=sel.metric, mode=sel.mode, value=b.value, step=b.step,
                         run_name=b.run_name, run_id=b.run_id, parent_name=sel.parent_run_name,
                         parent_id=sel.parent_run_id, experiment=sel.experiment_name,
                         variant=cfg.model.variant, kind=_KINDS.get(cfg.model.variant, "Autoregressive GAN"),
-                        considered=sel.considered, extra=extra,
-                        when=prov["exported_at"], metrics_table=table, out_name=out.name,
-                        scale_section=scale_section)
-    atomic_write_text(out / "README.md", card)
-
-    from tracking.mlflow_model import log_model
-
-    if register:  # the export folder beside the model, for downloads from the run's artifacts
-        client.log_artifacts(b.run_id, str(out), f"exports/step_{b.step}")
-    logged = log_model(sel, out, cfg, card, register=register, alias=alias)
-    prov["mlflow_model"] = {k: logged[k] for k in ("model_id", "model_uri", "linked_metrics")}
-    if register:
-        prov["registry"] = logged["registry"]
-    atomic_write_text(out / "provenance.json", json.dumps(prov, indent=2, default=str))
-    prov["export_s"] = time.perf_counter() - t0
-    return prov
+                        considered=sel.considered, extra=extra, when=when, metrics_table=table,
+                        out_name=out.name, scale_section=scale_section)
 
 
 def _scale_section(cfg, metrics: dict) -> tuple[str, dict | None]:

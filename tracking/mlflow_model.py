@@ -18,7 +18,8 @@ import numpy as np
 
 from suhmo.utils import SuhmoError, atomic_write_text
 
-from tracking.mlflow_log import NOTE_TAG, mlflow_client
+from tracking.store import mlflow_client
+from tracking.view import NOTE_TAG
 
 MODEL_NAME = "generator"
 CODE_FILE = Path(__file__).with_name("motion_pyfunc.py")

@@ -39,7 +39,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from suhmo.selection import Objective
+from suhmo.selection import Criterion
 from suhmo.utils import append_line, atomic_write_text, make_dirs
 
 OUTBOX_DIR = "tracking-outbox"
@@ -237,7 +237,7 @@ def replay(box: Outbox, tracking_uri: str, experiment_id: str, parent_run_id: st
 
 
 def _open_logger(box: Outbox, rec: dict, state: dict, tracking_uri: str, experiment_id: str, parent_run_id: str):
-    from tracking.mlflow_log import TrialLogger
+    from tracking.trial_log import TrialLogger
 
     logger = TrialLogger(tracking_uri, experiment_id, parent_run_id, trial_id=rec["trial_id"],
                          trial_name=rec.get("trial_name"), config=rec.get("config") or {}, seed=rec.get("seed"),
@@ -286,7 +286,7 @@ class OutboxLogger:
     background thread replays them into MLflow when the search tracks (``tracking_uri``).
 
     ``log_eval(step, metrics, checkpoint_path, samples)`` and ``close(status, reason)`` mirror
-    :class:`tracking.mlflow_log.TrialLogger`; samples (an array or a function making one) are
+    :class:`tracking.trial_log.TrialLogger`; samples (an array or a function making one) are
     generated only when the step improves the first objective, and the checkpoint is staged only
     when it is kept (it improves an objective, or ``keep_checkpoints="all"``).
     """
@@ -333,7 +333,7 @@ class OutboxLogger:
         improved = []
         for metric, mode in self.objectives:
             v = metrics.get(metric)
-            if isinstance(v, (int, float)) and Objective(metric, mode).better(v, self.best.get(metric, (None,))[0]):
+            if isinstance(v, (int, float)) and Criterion(metric, mode).better(v, self.best.get(metric, (None,))[0]):
                 self.best[metric] = (float(v), step)
                 improved.append(metric)
         return improved

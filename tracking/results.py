@@ -51,7 +51,7 @@ def frame_key(metric: str, frames: int) -> str:
 
 
 def _param_str(v: Any) -> str:
-    """A value as MLflow stores it as a param (tracking.mlflow_log._param_value)."""
+    """A value as MLflow stores it as a param (tracking.store.param_value)."""
     if isinstance(v, (list, tuple, dict)):
         return json.dumps(v, sort_keys=True, default=str)
     return str(v)
@@ -126,17 +126,17 @@ def format_markdown(table: list[dict], metrics: Sequence[str] = DEFAULT_METRICS,
 
 
 # ---------------------------------------------------------------------- MLflow side
-# tracking.mlflow_log (mlflow) is imported in the functions below: the pure functions above
+# tracking.store (mlflow) is imported in the functions below: the pure functions above
 # serve experiments/ and launch/ without loading MLflow
 def _client(tracking_uri: str):
-    from tracking.mlflow_log import mlflow_client
+    from tracking.store import mlflow_client
 
     return mlflow_client(tracking_uri)
 
 
 def tag_run(tracking_uri: str, run_id: str, tags: dict[str, Any]) -> None:
     """Set string tags on a run (open or closed)."""
-    from tracking.mlflow_log import set_tags
+    from tracking.store import set_tags
 
     set_tags(_client(tracking_uri), run_id, tags)
 
@@ -167,7 +167,8 @@ def log_parent_artifacts(tracking_uri: str, parent_run_id: str, folder: str, fil
 
 def close_unfinished(tracking_uri: str, experiment_id: str, parent_run_id: str, batch: str) -> int:
     """Close (KILLED) runs of repeat ``batch`` that their worker left RUNNING; returns how many."""
-    from tracking.mlflow_log import child_runs, close_run
+    from tracking.search_run import close_run
+    from tracking.store import child_runs
 
     client = _client(tracking_uri)
     n = 0
@@ -180,7 +181,7 @@ def close_unfinished(tracking_uri: str, experiment_id: str, parent_run_id: str, 
 
 def search_runs(tracking_uri: str, experiment: str, search_run_id: Optional[str] = None):
     """(experiment, parent run, child runs) of the latest search of ``experiment``."""
-    from tracking.mlflow_log import child_runs, resolve_search
+    from tracking.store import child_runs, resolve_search
 
     client = _client(tracking_uri)
     exp, parent = resolve_search(client, tracking_uri, experiment, search_run_id)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from suhmo.utils import SuhmoError
 
-from tracking.mlflow_log import artifact_root, default_tracking_uri
+from tracking.store import artifact_root, default_tracking_uri
 
 HOST = "127.0.0.1"
 

@@ -43,7 +43,7 @@ def evaluate(checkpoint, data_path, split, names, frames, horizon, samples, runs
     from suhmo import generate as gen
     from suhmo.data import load_dataset
     from suhmo.metrics import append_jsonl, compute_report, expand_names, options_from_config
-    from suhmo.train import SPLIT_SEED
+    from suhmo.data import SPLIT_SEED
     from suhmo.utils import pick_device
 
     names = expand_names(names)  # fail on a typo before loading anything
@@ -94,7 +94,7 @@ def _scale(cfg, opts, split: str, res: dict) -> dict:
     from suhmo.data import load_dataset
     from suhmo.metrics import landmark as lm
     from suhmo.metrics.scale import format_scale, scale_rows, verdict
-    from suhmo.train import SPLIT_SEED
+    from suhmo.data import SPLIT_SEED
 
     if not any(k in res for k in lm.FD_KEYS):
         return {}

@@ -67,7 +67,7 @@ def ref_cmd(data_path, split, names, stride, detector_dir, device, preset, confi
     from suhmo.data import load_dataset
     from suhmo.metrics import MetricOptions, REGISTRY, MetricContext, expand_names, preprocessing_of
     from suhmo.metrics import landmark as lm
-    from suhmo.train import SPLIT_SEED
+    from suhmo.data import SPLIT_SEED
     from suhmo.utils import pick_device
 
     cfg = _config(preset, config_path, overrides, data_path)

@@ -6,13 +6,13 @@ video or image is processed.
 """
 
 from suhmo.data.dataset import (
-    SPLIT_SEED,
     DataError,
     LandmarkSet,
     ResampleNotice,
     resample_clip,
     save_landmarks,
 )
+from suhmo.data.split import SPLIT_SEED, load_split, split_persons
 from suhmo.data.normalize import NormParams, denormalize_clip, normalize_clip, normalize_set
 from suhmo.data.windows import (
     FLIP_PERM,
@@ -28,7 +28,7 @@ from suhmo.data.loading import check_data_path, load_dataset, load_landmarks
 from suhmo.data.prepare import landmarks_from_image, prepare_videos  # mediapipe imported on call
 
 __all__ = [
-    "SPLIT_SEED", "DataError", "LandmarkSet", "ResampleNotice", "load_landmarks", "save_landmarks", "resample_clip",
+    "SPLIT_SEED", "load_split", "split_persons", "DataError", "LandmarkSet", "ResampleNotice", "load_landmarks", "save_landmarks", "resample_clip",
     "NormParams", "normalize_clip", "denormalize_clip", "normalize_set",
     "FLIP_PERM", "BatchSampler", "augment", "hflip", "motion_features", "smooth_positions",
     "test_partner", "synthesize", "load_dataset", "check_data_path", "landmarks_from_image", "prepare_videos",

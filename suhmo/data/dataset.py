@@ -27,12 +27,6 @@ import numpy as np
 from suhmo.utils import check_memory, check_regular_file
 
 NUM_POINTS = 68
-# The seed of the split into training and held-out persons (``LandmarkSet.split_by_person``) of
-# training, evaluation and the metrics' scale: it must not change with train.seed, so that runs
-# with different seeds (and every trial of a search) are scored on the same persons.
-SPLIT_SEED = 0
-
-
 class DataError(ValueError):
     """A problem with a landmark dataset; the message names the file and the clip."""
 

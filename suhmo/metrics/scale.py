@@ -97,11 +97,10 @@ def _refs_digest(refs) -> str:
 def scale_for_config(cfg) -> dict[str, dict[str, float]]:
     """The scale rows for the protocol a trainer with ``cfg`` evaluates with: its held-out
     persons as the reference, its training persons as ``real data``."""
-    from suhmo.data import load_dataset
+    from suhmo.data.split import load_split
     from suhmo.metrics import options_from_config
-    from suhmo.data import SPLIT_SEED
 
-    train_set, eval_set = load_dataset(cfg).split_by_person(cfg.data.test_fraction, seed=SPLIT_SEED)
+    train_set, eval_set = load_split(cfg)
     return scale_rows(options_from_config(cfg, eval_set), train_set.clips, float(train_set.fps))
 
 
