@@ -71,6 +71,22 @@ class SearchPlan:
         return cls(**json.loads(p.read_text()))
 
 
+def check_reported(space: SearchSpace, objectives: list[Criterion]) -> None:
+    """SuhmoError naming the first objective the trials would never report: a key of a metric
+    protocol that the base config's ``eval.metrics`` does not run (e.g. ``pose_mem_err`` without
+    ``fidelity``)."""
+    from suhmo.metrics import REGISTRY, selectable_metrics
+
+    cfg = space.base_config()
+    known = set(selectable_metrics(cfg))
+    for o in objectives:
+        if o.metric not in known:
+            owner = next((n for n, m in REGISTRY.items() if o.metric in m.keys), None)
+            raise SuhmoError(f"objective {o.metric}: the trials do not report it with eval.metrics="
+                             f"{list(cfg.eval.metrics)}" + (f"; add {owner} to the space's base eval.metrics"
+                                                            if owner else ""))
+
+
 def make_plan(space: SearchSpace, *, experiment: Optional[str] = None, storage: Optional[str] = None,
               num_samples: Optional[int] = None, max_concurrent: Optional[int] = None,
               cpus_per_trial: float = 1.0, gpus_per_trial: float | str = "auto",
@@ -92,6 +108,7 @@ def make_plan(space: SearchSpace, *, experiment: Optional[str] = None, storage: 
             raise SuhmoError(f"scheduler grace_period={sched['grace_period']} evaluations exceeds the "
                              f"{space.evaluations} evaluations of a trial (train.iterations / train.eval_every)")
     objs = objectives or space.objectives
+    check_reported(space, objs)
     cpus = float(cpus_per_trial)
     if not cpus > 0:
         raise SuhmoError(f"--cpus-per-trial {cpus_per_trial}: must be > 0")

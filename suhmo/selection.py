@@ -20,9 +20,11 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequenc
 from suhmo.metrics import metric_modes
 
 MODES = ("min", "max")
-# The keys a search may optimise: the default (landmark) stack's, with their direction.
-# motion_energy is a ratio to real speed (1.0 = right); search on motion_energy_err instead.
-METRIC_MODES: dict[str, str] = metric_modes(["landmark"])
+# The keys a search may optimise, with their direction: the landmark stack's and the fidelity
+# protocol's (those need ``fidelity`` in the trials' ``eval.metrics``). motion_energy and the
+# speed percentiles are ratios to real (1.0 = right): search on motion_energy_err and
+# speed_pct_err instead.
+METRIC_MODES: dict[str, str] = metric_modes(["landmark", "fidelity"])
 
 Row = TypeVar("Row")
 
