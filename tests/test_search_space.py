@@ -254,3 +254,17 @@ def test_every_committed_space_file_is_valid(tmp_path):
         study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
         for _ in range(3):  # sampled values make valid trial configurations
             assert space.trial_config(space.define_by_run()(study.ask())) is not None
+
+
+def test_an_objective_the_trials_never_report_is_one_line(tmp_path):
+    """A fidelity key is a searchable objective only when the trials run the fidelity protocol."""
+    from launch.plan import make_plan
+    from suhmo.utils import SuhmoError
+
+    raw = {"base": {"preset": "tiny"}, "params": {"optim.lr_g": {"type": "loguniform", "low": 1e-5, "high": 1e-3}},
+           "objectives": ["fd_clip40:min", "pose_mem_err:min"]}
+    with pytest.raises(SuhmoError, match=r"objective pose_mem_err: .*add fidelity to the space's base eval.metrics"):
+        make_plan(parse_space(copy.deepcopy(raw), name="s"), storage=str(tmp_path))
+    raw["base"]["eval.metrics"] = ["landmark", "fidelity"]
+    plan = make_plan(parse_space(raw, name="s"), storage=str(tmp_path))
+    assert plan.objectives == [["fd_clip40", "min"], ["pose_mem_err", "min"]]
