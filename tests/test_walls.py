@@ -294,3 +294,19 @@ def test_no_suhmo_module_imports_a_higher_layer():
     imports count."""
     bad = _upward_imports(_module_files())
     assert not bad, "imports up a layer (LAYERS in tests/test_walls.py):\n" + "\n".join(bad)
+
+
+def _too_long(py: Path) -> list[str]:
+    """``file: N lines`` when over 600, ``file:line name: N lines`` for each function over 80."""
+    src = py.read_text()
+    where = py.relative_to(REPO)
+    out = [f"{where}: {len(src.splitlines())} lines"] if len(src.splitlines()) > 600 else []
+    for node in ast.walk(ast.parse(src, filename=str(py))):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 80:
+            out.append(f"{where}:{node.lineno} {node.name}: {node.end_lineno - node.lineno + 1} lines")
+    return out
+
+
+def test_no_file_over_600_lines_and_no_function_over_80():
+    bad = [hit for pkg in PACKAGES for py in sorted((REPO / pkg).rglob("*.py")) for hit in _too_long(py)]
+    assert not bad, "split by concern:\n" + "\n".join(bad)
