@@ -4,9 +4,8 @@
   autoregressive step calls (the RNN generator's velocity head, the Transformer generator's
   feed-forward layers and head) and of D_F. (The RNN generator's training pass reads its LSTM
   cell's and head's weights directly, ``RNNCore._rollout_fused``, not the modules: for the RNN
-  only D_F's compilation acts in training. Measured at the cpu preset, 1 thread: 16.7 s of
-  compiling, then 0.97x the eager iteration rate: it does not pay, see
-  benchmarks/results/cpu_preset_speed_2026-12-02b.txt.) Compiled in place
+  only D_F's compilation acts in training, and at the cpu preset its compile time is not won
+  back: experiments/README.md, "Speed options: measurements".) Compiled in place
   (``nn.Module.compile``), so state dicts, checkpoints and the moving average of G are
   unchanged. Compilation is lazy in torch; here it is forced at once by a *probe*, the
   trainer's one forward and backward of the real losses at the real shapes, after which every weight,
@@ -62,13 +61,10 @@ def reuse_freed_memory(limit_bytes: int = REUSE_LIMIT_BYTES) -> bool:
 
     By default glibc maps every allocation above 128 KiB-32 MiB afresh (``mmap``) and unmaps it
     when freed, so each training iteration's activations and buffers land on new pages that the
-    kernel must fault in and zero again. Measured on the 64-wide small RNN (``ru_minflt``):
-    3889 page faults per iteration before, 451 after (1 thread, ``benchmarks/train_step.py``'s
-    iteration), 3718 -> 0 in the Trainer loop (``benchmarks/old_new.py``), ~12 ms of system time
-    per iteration gone; peak resident memory +3-5 % (424 -> 445 MiB); the effect on the CPU
-    time per iteration was within the noise of the loaded machine it was measured on (0.99-1.09x,
-    measured with other speed changes). Process-wide; returns False where this is not glibc
-    (nothing changed)."""
+    kernel must fault in and zero again. Keeping freed memory in the heap removes most of
+    those page faults and their system time for a few per cent more resident memory
+    (experiments/README.md, "Speed options: measurements"). Process-wide; returns False where
+    this is not glibc (nothing changed)."""
     global _reuse_done
     if _reuse_done is not None:
         return _reuse_done

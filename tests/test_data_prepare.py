@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 
 from suhmo.data import DataError, load_landmarks, resample_clip, save_landmarks, synthesize
-from suhmo.data.prepare import (
+from suhmo.data.detect import landmarks_from_image
+from suhmo.data.prepare import prepare_videos
+from suhmo.data.tracks import (
     LAYOUT_68,
     fill_gaps,
     find_cuts,
-    landmarks_from_image,
     mesh_to_68,
     parse_layout,
-    prepare_videos,
     split_at_cuts,
     track_to_clips,
     VideoReport,

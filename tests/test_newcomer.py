@@ -27,7 +27,7 @@ def _readme_video_block() -> list[str]:
 
 
 def test_readme_video_recipe_is_the_codes_and_pins_torch():
-    from suhmo.data.prepare import INSTALL_HINT, VIDEO_VENV_STEPS
+    from suhmo.data.detect import INSTALL_HINT, VIDEO_VENV_STEPS
 
     lines = _readme_video_block()
     assert lines[: len(VIDEO_VENV_STEPS)] == list(VIDEO_VENV_STEPS)

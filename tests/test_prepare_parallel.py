@@ -21,7 +21,8 @@ import prepare_standin as S
 from suhmo.cli import cli, run_cli
 from suhmo.data import DataError
 from suhmo.data.packed import PackedDataset
-from suhmo.data.prepare import SKIPPED_FILE, landmarks_from_image, prepare_to_pack, prepare_videos
+from suhmo.data.detect import landmarks_from_image
+from suhmo.data.prepare import SKIPPED_FILE, prepare_to_pack, prepare_videos
 
 ROOT = Path(__file__).resolve().parents[1]
 STANDIN = "prepare_standin:standin_detector"

@@ -117,7 +117,7 @@ def video_command_roots() -> list[str]:
     """Where ``suhmo data prepare`` and ``suhmo generate --image`` start: the CLI, the modules
     of the two commands (as the CLI's table names them) and the default detector's module."""
     from suhmo.cli import _BUILTIN
-    from suhmo.data.prepare import DEFAULT_DETECTOR
+    from suhmo.data.detect import DEFAULT_DETECTOR
 
     return ["suhmo.cli", _BUILTIN["data"].split(":")[0], _BUILTIN["generate"].split(":")[0],
             DEFAULT_DETECTOR.split(":")[0]]
@@ -140,19 +140,19 @@ def missing_from_recipe(steps, imports: dict[str, str]) -> dict[str, str]:
 
 
 def test_the_recipe_installs_every_module_the_video_commands_import():
-    from suhmo.data.prepare import VIDEO_VENV_STEPS
+    from suhmo.data.detect import VIDEO_VENV_STEPS
 
     imports = reachable_imports(video_command_roots())
     assert {"click", "numpy", "torch", "cv2", "mediapipe", "pydantic"} <= set(imports)  # the walk sees them
     assert imports["pydantic"].startswith("suhmo/config.py")  # imported by run_cli, inside the function
     missing = missing_from_recipe(VIDEO_VENV_STEPS, imports)
-    assert not missing, (f"the video venv recipe (VIDEO_VENV_STEPS in suhmo/data/prepare.py and the README's "
+    assert not missing, (f"the video venv recipe (VIDEO_VENV_STEPS in suhmo/data/detect.py and the README's "
                          f"'Real videos' block) installs nothing for these imports: {missing}; add the "
                          f"packages to its pip install line")
 
 
 def test_the_static_check_catches_a_recipe_without_pydantic():
-    from suhmo.data.prepare import VIDEO_VENV_STEPS
+    from suhmo.data.detect import VIDEO_VENV_STEPS
 
     broken = [re.sub(r'\s*"pydantic[^"]*"', "", s) for s in VIDEO_VENV_STEPS]
     assert broken != list(VIDEO_VENV_STEPS)
@@ -222,7 +222,7 @@ def test_the_video_commands_load_only_what_the_recipe_installs(tmp_path):
     import prepare_standin as S
     from suhmo.checkpoint import write_export
     from suhmo.config import make_config
-    from suhmo.data.prepare import VIDEO_VENV_STEPS
+    from suhmo.data.detect import VIDEO_VENV_STEPS
     from suhmo.models import build_generator
 
     (tmp_path / "videos").mkdir()

@@ -67,6 +67,28 @@ def _module_files() -> dict[str, Path]:
     return mods
 
 
+def _imported_names(mod: str, py: Path, mods: dict[str, Path]) -> list[tuple[int, str]]:
+    """``(line, dotted name)`` of every name an import statement of ``py`` (module ``mod``)
+    imports, anywhere in the file; relative imports resolved from the module's package, and
+    ``from package import module`` named as the module when it is one of ``mods``."""
+    out = []
+    for node in ast.walk(ast.parse(py.read_text(), filename=str(py))):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: from the module's package
+                pkg = mod if py.name == "__init__.py" else mod.rpartition(".")[0]
+                for _ in range(node.level - 1):
+                    pkg = pkg.rpartition(".")[0]
+                base = f"{pkg}.{base}" if base else pkg
+            names = [f"{base}.{a.name}" if f"{base}.{a.name}" in mods else base for a in node.names]
+        else:
+            continue
+        out += [(node.lineno, n) for n in names]
+    return out
+
+
 def _import_graph(mods: dict[str, Path]) -> dict[str, set[str]]:
     """Module -> the modules of ours it imports, function-level imports included (every
     import statement anywhere in the file counts, whatever runs it)."""
@@ -78,22 +100,8 @@ def _import_graph(mods: dict[str, Path]) -> dict[str, set[str]]:
 
     graph = {}
     for mod, py in mods.items():
-        edges = set()
-        for node in ast.walk(ast.parse(py.read_text(), filename=str(py))):
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                if node.level:  # relative: from the module's package
-                    pkg = mod if py.name == "__init__.py" else mod.rpartition(".")[0]
-                    for _ in range(node.level - 1):
-                        pkg = pkg.rpartition(".")[0]
-                    base = f"{pkg}.{base}" if base else pkg
-                names = [f"{base}.{a.name}" if f"{base}.{a.name}" in mods else base for a in node.names]
-            else:
-                continue
-            edges |= {t for t in map(ours, names) if t and t != mod}
-        graph[mod] = edges
+        targets = {ours(name) for _, name in _imported_names(mod, py, mods)}
+        graph[mod] = {t for t in targets if t and t != mod}
     return graph
 
 
@@ -215,3 +223,90 @@ def test_face_geometry_sits_at_the_bottom_of_the_layers():
     for mod in ("suhmo.metrics.landmark", "suhmo.models.space"):
         defined = {n.name for n in ast.parse(_module_files()[mod].read_text()).body if isinstance(n, ast.FunctionDef)}
         assert not defined & {"centre_scale", "align_shapes", "mean_shape_gpa", "face_radius", "rotate_t"}, mod
+
+
+# ------------------------------------------------------------------ layers inside suhmo/
+# Module prefix -> rank. A module may import its own rank and below, never above; the longest
+# prefix that names a module decides its rank. Every suhmo module matches a prefix.
+LAYERS = {
+    # 0: data, geometry and the leaf helpers (no model, no metric): the run's config and its
+    # presets and error messages, the checkpoint file format, paths, the option registry.
+    "suhmo.data": 0, "suhmo.geometry": 0, "suhmo.utils": 0, "suhmo.paths": 0, "suhmo.registry": 0,
+    "suhmo.hints": 0, "suhmo.config": 0, "suhmo.config_errors": 0, "suhmo.presets": 0,
+    "suhmo.checkpoint": 0,
+    # 1: the networks and the metrics (beside each other; models never import metrics)
+    "suhmo.models": 1, "suhmo.metrics": 1,
+    # 2: what trains and chooses: losses, objectives, the speed options, ranking runs, resolving a trial
+    "suhmo.losses": 2, "suhmo.objectives": 2, "suhmo.speed": 2, "suhmo.selection": 2, "suhmo.resolve": 2,
+    # 3: training, generation and what shows the generated motion
+    "suhmo.train": 3, "suhmo.generate": 3, "suhmo.render": 3, "suhmo.animate": 3,
+    # 4: the commands and the CLI (and the package itself)
+    "suhmo.commands": 4, "suhmo.cli": 4, "suhmo": 4,
+}
+
+
+def _rank(module: str) -> int | None:
+    """The rank of the longest prefix of ``module`` in LAYERS; ``"suhmo"`` ranks only the package
+    itself (so that a module missing from the table is found missing)."""
+    name = module
+    while name:
+        if name in LAYERS and (name != "suhmo" or module == "suhmo"):
+            return LAYERS[name]
+        name = name.rpartition(".")[0]
+    return None
+
+
+def _upward_imports(mods: dict[str, Path]) -> list[str]:
+    """``file:line: imports module (rank r > s)`` for every import, at any level of the file,
+    of a suhmo module of a higher rank than the importing module's."""
+    out = []
+    for mod, py in sorted(mods.items()):
+        here = _rank(mod) if mod.startswith("suhmo") else None
+        if here is None:  # outside suhmo/, or missing from LAYERS (test_every_suhmo_module_has_a_layer)
+            continue
+        for line, name in _imported_names(mod, py, mods):
+            there = _rank(name) if name.startswith("suhmo.") else None
+            if there is not None and there > here:
+                out.append(f"{py.relative_to(REPO)}:{line}: imports {name} (rank {there} > {here})")
+    return out
+
+
+def test_every_suhmo_module_has_a_layer():
+    missing = sorted(m for m in _module_files() if m.startswith("suhmo") and _rank(m) is None)
+    assert not missing, f"add these modules to LAYERS in tests/test_walls.py: {missing}"
+    assert _rank("suhmo.data.packed") == 0 and _rank("suhmo.models.kernels.ops") == 1 and _rank("suhmo") == 4
+    assert _rank("suhmo.not_in_the_table") is None
+
+
+def test_layer_check_sees_an_upward_import(tmp_path, monkeypatch):
+    pkg = tmp_path / "suhmo"
+    (pkg / "data").mkdir(parents=True)
+    (pkg / "data" / "x.py").write_text("import os\n\ndef f():\n    from suhmo.train import Trainer\n")
+    (pkg / "train.py").write_text("from suhmo.data import x\n")
+    monkeypatch.setattr(sys.modules[__name__], "REPO", tmp_path)
+    mods = {"suhmo.data.x": pkg / "data" / "x.py", "suhmo.train": pkg / "train.py"}
+    assert _upward_imports(mods) == ["suhmo/data/x.py:4: imports suhmo.train (rank 3 > 0)"]
+
+
+def test_no_suhmo_module_imports_a_higher_layer():
+    """data and geometry at the bottom with the leaf helpers, then models and metrics, then
+    losses and objectives, then train and generate, then the commands and the CLI; function-level
+    imports count."""
+    bad = _upward_imports(_module_files())
+    assert not bad, "imports up a layer (LAYERS in tests/test_walls.py):\n" + "\n".join(bad)
+
+
+def _too_long(py: Path) -> list[str]:
+    """``file: N lines`` when over 600, ``file:line name: N lines`` for each function over 80."""
+    src = py.read_text()
+    where = py.relative_to(REPO)
+    out = [f"{where}: {len(src.splitlines())} lines"] if len(src.splitlines()) > 600 else []
+    for node in ast.walk(ast.parse(src, filename=str(py))):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 80:
+            out.append(f"{where}:{node.lineno} {node.name}: {node.end_lineno - node.lineno + 1} lines")
+    return out
+
+
+def test_no_file_over_600_lines_and_no_function_over_80():
+    bad = [hit for pkg in PACKAGES for py in sorted((REPO / pkg).rglob("*.py")) for hit in _too_long(py)]
+    assert not bad, "split by concern:\n" + "\n".join(bad)

@@ -30,7 +30,7 @@ def check(file: Path, fps: float, min_len: int, as_json: bool) -> None:
     check_data_path(file)
     ls = load_landmarks(file, fps=fps, min_len=min_len, notify=lambda m: click.echo(f"notice: {m}"))
     if ls.lazy:  # a packed set: every clip is read once, one at a time
-        from suhmo.data.packed import verify_clips
+        from suhmo.data.packed_clips import verify_clips
 
         verify_clips(ls, progress=not as_json)
     s = summarize(ls)

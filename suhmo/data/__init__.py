@@ -25,7 +25,8 @@ from suhmo.data.windows import (
 )
 from suhmo.data.synth import synthesize
 from suhmo.data.loading import check_data_path, load_dataset, load_landmarks
-from suhmo.data.prepare import landmarks_from_image, prepare_videos  # mediapipe imported on call
+from suhmo.data.detect import landmarks_from_image  # mediapipe imported on call
+from suhmo.data.prepare import prepare_videos
 
 __all__ = [
     "SPLIT_SEED", "load_split", "split_persons", "DataError", "LandmarkSet", "ResampleNotice", "load_landmarks", "save_landmarks", "resample_clip",

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from suhmo.data.dataset import DataError, LandmarkSet, check_lengths, load_npz
-from suhmo.data.packed import is_packed, load_packed
+from suhmo.data.packed import is_packed
+from suhmo.data.packed_clips import load_packed
 from suhmo.data.normalize import normalize_set
 from suhmo.data.synth import synthesize
 from suhmo.data.windows import BatchSampler, MixedSampler, smooth_positions

@@ -24,61 +24,72 @@ class NpzClipReader:
     """One canonical ``.npz``: headers and small members read at construction (every size
     checked), ``flat`` streamed by :meth:`clips`."""
 
-    def __init__(self, path: str | Path):  # noqa: C901 - one pass of checks over the archive
+    def __init__(self, path: str | Path):
         self.path = Path(path)
         check_regular_file(self.path, "landmark .npz file", error=DataError)
         name = str(self.path)
         limit = max_data_bytes()
-        small: dict[str, np.ndarray] = {}
         try:
             with zipfile.ZipFile(self.path) as zf:
-                infos = zf.infolist()
-                if len(infos) > 4096:
-                    raise DataError(f"{name}: {len(infos)} archive members; a landmark .npz has a few")
-                names = {i.filename[:-4] if i.filename.endswith(".npy") else i.filename: i for i in infos}
-                if "flat" not in names or "offsets" not in names or "fps" not in names:
-                    missing = [k for k in ("flat", "offsets", "fps") if k not in names]
-                    raise DataError(f"{name}: missing key(s) {', '.join(map(repr, missing))}; the canonical "
-                                    f"format has flat [N, 68, 2], offsets [C+1] and fps")
-                self._flat_info = names["flat"]
-                with zf.open(self._flat_info) as f:
-                    shape, fortran, dtype = _header(f, name)
-                    self._flat_header = f.tell()
-                if len(shape) != 3 or shape[1:] != (NUM_POINTS, 2):
-                    raise DataError(f"{name}: clip 0: wrong shape, flat is {shape}, expected [N, {NUM_POINTS}, 2]")
-                if fortran or dtype.hasobject or dtype.kind not in "fiu":
-                    raise DataError(f"{name}: flat is {dtype}{' (Fortran order)' if fortran else ''}; "
-                                    f"expected C-ordered float32")
-                self._dtype = dtype
-                declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
-                if declared > self._flat_info.file_size - self._flat_header:
-                    raise DataError(f"{name}: entry 'flat' declares shape {shape} ({format_size(declared)}) but holds "
-                                    f"{format_size(max(0, self._flat_info.file_size - self._flat_header))}: a corrupt "
-                                    f"or forged archive")
-                for key, info in names.items():
-                    if key == "flat":
-                        continue
-                    with zf.open(info) as f:
-                        shp, _, dt = _header(f, name, key)
-                    size = (int(np.prod(shp, dtype=object)) if shp else 1) * max(1, dt.itemsize)
-                    if size > limit:
-                        raise DataError(f"{name}: entry {key!r} declares {format_size(size)}, over the {format_size(limit)} "
-                                        f"limit on what is loaded (SUHMO_MAX_DATA_BYTES)")
-                    if dt.hasobject:
-                        raise DataError(f"{name}: entry {key!r} is an object array that needs pickle; "
-                                        f"store strings as unicode arrays")
-                    with zf.open(info) as f:
-                        small[key] = np.lib.format.read_array(f, allow_pickle=False)
-                crc = hashlib.sha1()
-                for i in sorted(infos, key=lambda i: i.filename):
-                    crc.update(f"{i.filename}:{i.CRC}:{i.file_size};".encode())
-                self.digest = crc.hexdigest()[:16]
+                shape, small = self._read_members(zf, name, limit)
         except DataError:
             raise
         except zipfile.BadZipFile as e:
             raise DataError(f"{name}: not a readable .npz archive ({first_line(e)})") from None
         except (OSError, EOFError, zlib.error, ValueError) as e:
             raise DataError(f"{name}: not a readable .npz archive ({first_line(e)})") from None
+        self._index(name, small, shape, limit)
+
+    def _read_members(self, zf: zipfile.ZipFile, name: str, limit: int) -> tuple[tuple, dict[str, np.ndarray]]:
+        """Check the archive's members and ``flat``'s header; read the small members whole
+        (each within ``limit`` bytes); set the archive's digest. Returns ``(flat's shape, small members)``."""
+        small: dict[str, np.ndarray] = {}
+        infos = zf.infolist()
+        if len(infos) > 4096:
+            raise DataError(f"{name}: {len(infos)} archive members; a landmark .npz has a few")
+        names = {i.filename[:-4] if i.filename.endswith(".npy") else i.filename: i for i in infos}
+        if "flat" not in names or "offsets" not in names or "fps" not in names:
+            missing = [k for k in ("flat", "offsets", "fps") if k not in names]
+            raise DataError(f"{name}: missing key(s) {', '.join(map(repr, missing))}; the canonical "
+                            f"format has flat [N, 68, 2], offsets [C+1] and fps")
+        self._flat_info = names["flat"]
+        with zf.open(self._flat_info) as f:
+            shape, fortran, dtype = _header(f, name)
+            self._flat_header = f.tell()
+        if len(shape) != 3 or shape[1:] != (NUM_POINTS, 2):
+            raise DataError(f"{name}: clip 0: wrong shape, flat is {shape}, expected [N, {NUM_POINTS}, 2]")
+        if fortran or dtype.hasobject or dtype.kind not in "fiu":
+            raise DataError(f"{name}: flat is {dtype}{' (Fortran order)' if fortran else ''}; "
+                            f"expected C-ordered float32")
+        self._dtype = dtype
+        declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+        if declared > self._flat_info.file_size - self._flat_header:
+            raise DataError(f"{name}: entry 'flat' declares shape {shape} ({format_size(declared)}) but holds "
+                            f"{format_size(max(0, self._flat_info.file_size - self._flat_header))}: a corrupt "
+                            f"or forged archive")
+        for key, info in names.items():
+            if key == "flat":
+                continue
+            with zf.open(info) as f:
+                shp, _, dt = _header(f, name, key)
+            size = (int(np.prod(shp, dtype=object)) if shp else 1) * max(1, dt.itemsize)
+            if size > limit:
+                raise DataError(f"{name}: entry {key!r} declares {format_size(size)}, over the {format_size(limit)} "
+                                f"limit on what is loaded (SUHMO_MAX_DATA_BYTES)")
+            if dt.hasobject:
+                raise DataError(f"{name}: entry {key!r} is an object array that needs pickle; "
+                                f"store strings as unicode arrays")
+            with zf.open(info) as f:
+                small[key] = np.lib.format.read_array(f, allow_pickle=False)
+        crc = hashlib.sha1()
+        for i in sorted(infos, key=lambda i: i.filename):
+            crc.update(f"{i.filename}:{i.CRC}:{i.file_size};".encode())
+        self.digest = crc.hexdigest()[:16]
+        return shape, small
+
+    def _index(self, name: str, small: dict[str, np.ndarray], shape: tuple, limit: int) -> None:
+        """Clip offsets, frame rates, per-clip metadata and attributes from the small members,
+        each checked; the longest clip within ``limit`` bytes."""
         offsets = small.pop("offsets")
         if offsets.ndim != 1 or offsets.size < 2 or not np.issubdtype(offsets.dtype, np.integer):
             raise DataError(f"{name}: offsets must be a 1-D integer array [C+1] with C >= 1 clips, "

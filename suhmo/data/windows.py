@@ -340,7 +340,7 @@ def window_starts(lengths: np.ndarray, length: int, stride: int, max_windows: Op
 class WindowSet:
     """Windows of real clips read on demand: ``len``, ``ws[idx]`` -> ``[n, length, 68, 2]``,
     :meth:`chunks` to stream them. The clips may be a list of arrays or a lazy clip sequence
-    (``suhmo.data.packed.PackedClips``): only the windows asked for are read."""
+    (``suhmo.data.packed_clips.PackedClips``): only the windows asked for are read."""
 
     def __init__(self, clips, length: int, stride: int = 5, max_windows: Optional[int] = MAX_WINDOWS,
                  seed: int = 0):

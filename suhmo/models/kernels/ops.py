@@ -69,7 +69,7 @@ def linear(a: Tensor, w: Tensor, bias: Optional[Tensor] = None) -> Tensor:
     the RNN generator's backward step ``[32, 1024] x [1024, 784]`` 0.84 -> 0.60 ms). Which
     library is faster depends on the shape: where MKL is (``[4H, n] x [n, H]``) the caller forms
     the transposed product. Small products (under ``_LINEAR_MIN_MACS``: the 64-wide models' steps,
-    where oneDNN was up to 2x slower) and empty ones (which oneDNN refuses) stay with torch.
+    where oneDNN is up to 2x slower) and empty ones (which oneDNN refuses) stay with torch.
     Strided (transposed) operands are taken as they are; 2-D only."""
     if _use_onednn(a, w):
         return _LINEAR(a, w, bias, "none", [], "")
