@@ -11,7 +11,9 @@ from suhmo.selection import METRIC_MODES, Criterion, dominates, mode_of, pareto_
 
 def test_directions_come_from_the_registry():
     assert METRIC_MODES["apd"] == "max" and METRIC_MODES["fd_clip40"] == "min"
-    assert set(METRIC_MODES) == set(REGISTRY["landmark"].keys)  # what a search may optimise
+    # what a search may optimise: the landmark stack's keys and the fidelity protocol's
+    assert set(METRIC_MODES) == set(REGISTRY["landmark"].keys) | set(REGISTRY["fidelity"].keys)
+    assert METRIC_MODES["pose_mem_err"] == "min" and METRIC_MODES["speed_pct_err"] == "min"
     assert metric_modes()["fvd40"] == "min" and mode_of("apd") == "max"
     assert mode_of("loss_g") == "min"  # a key the registry does not declare
     assert Criterion.of("apd") == Criterion("apd", "max")
