@@ -95,11 +95,17 @@ def worker_env() -> dict[str, str]:
     return env
 
 
-def start_ray(address: Optional[str], echo: Callable[[str], None]) -> dict:
-    """Connect to ``address`` (auto | HOST:PORT) or start a local instance; cluster resources."""
+def prepare_ray(address: Optional[str]) -> None:
+    """:func:`quiet_ray`, and for a local instance (no ``address``) the setting that keeps it on
+    127.0.0.1, which Ray reads when it is imported: call it before any ``import ray``."""
     quiet_ray()
     if not address:
-        os.environ[LOOPBACK_ENV] = "0"  # before ray is imported: see _init_loopback_ray
+        os.environ[LOOPBACK_ENV] = "0"  # see _init_loopback_ray
+
+
+def start_ray(address: Optional[str], echo: Callable[[str], None]) -> dict:
+    """Connect to ``address`` (auto | HOST:PORT) or start a local instance; cluster resources."""
+    prepare_ray(address)
     import ray
 
     if ray.is_initialized():

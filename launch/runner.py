@@ -24,7 +24,7 @@ from typing import Callable, Optional
 
 from launch.leaderboard import SearchOutcome, read_trials, summary_counts, trial_name
 from launch.plan import SearchPlan, latest_state_file, storage_opt
-from launch.rayenv import quiet_ray, start_ray, trial_resources
+from launch.rayenv import prepare_ray, start_ray, trial_resources
 from launch.samplers import build_sampler
 from launch.space import SEED_ATTR, FixedPoint, SearchSpace
 from launch.trainable import META_KEY, STOP_FILE, suhmo_trial
@@ -235,7 +235,7 @@ def resume_search(exp_dir: Path, *, address: Optional[str] = None, retry_errored
     if address is not None:
         plan.address = address
     space = plan.resolved_space()
-    quiet_ray()
+    prepare_ray(plan.address)  # before ray is imported: a local instance stays on 127.0.0.1
     from ray import tune
     from ray.tune import Tuner
 

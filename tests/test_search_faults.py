@@ -237,3 +237,30 @@ def test_driver_killed_after_reports_resumes_without_repeating_a_step(tmp_path):
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "fd_clip40")]
         assert sorted(steps) == [4, 8, 12, 16], (run.info.run_name, steps)
         assert run.info.status == "FINISHED"
+
+
+def test_resume_keeps_a_local_ray_on_loopback(tmp_path):
+    """``resume`` sets Ray's loopback setting before it imports ray (Ray reads it at import; this
+    test's process runs without the conftest's copy of it)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, sys\n"
+        "os.environ.pop('RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER', None)\n"
+        "from launch import runner\n"
+        "from launch.plan import make_plan\n"
+        "from launch.space import load_space\n"
+        "plan = make_plan(load_space('demo'), storage=sys.argv[1], experiment='x', tracking_uri=None)\n"
+        "plan.save()\n"
+        "try:\n"
+        "    runner.resume_search(plan.exp_dir)\n"
+        "except Exception as e:\n"
+        "    print(type(e).__name__, e)\n"
+        "print('env', os.environ.get('RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER'), 'ray' in sys.modules)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, env=env,
+                       cwd=Path(__file__).resolve().parents[1], timeout=120)
+    assert "no saved Tune state" in r.stdout, r.stdout + r.stderr
+    assert "env 0 True" in r.stdout, r.stdout + r.stderr
