@@ -12,7 +12,7 @@ import torch
 from suhmo.config import ConfigError, make_config
 from suhmo.metrics.fidelity import pose_proxies
 from suhmo.models import build_generator
-from suhmo.models.pose3d import Pose3DSpace, _shape_moments, angles, fit_pose, rotation, unit_mean_face
+from suhmo.models.pose3d import Pose3DSpace, angles, fit_pose, rotation, unit_mean_face
 
 from test_train import split  # noqa: F401 - the tiny synthetic train/eval split (fixture)
 from test_space import tiny_cfg
@@ -41,7 +41,8 @@ def test_fit_pose_recovers_a_known_view_of_the_mean_face():
     yaw, pitch, roll = torch.tensor([0.6, -0.3]), torch.tensor([-0.25, 0.2]), torch.tensor([0.15, -0.1])
     r = rotation(yaw, pitch, roll).double()
     x = 0.3 * (m @ r[:, :2].transpose(-1, -2))  # [2, 68, 2], a scaled weak-perspective view
-    s, rr = fit_pose(*_shape_moments(x - x.mean(-2, keepdim=True), (m - m.mean(0)).expand(2, 68, 3)))
+    xc, shape = x - x.mean(-2, keepdim=True), (m - m.mean(0)).expand(2, 68, 3)
+    s, rr = fit_pose(torch.einsum("npc,npd->ncd", shape, shape), torch.einsum("npc,npj->ncj", shape, xc))
     assert torch.allclose(s, torch.full((2,), 0.3, dtype=torch.float64), atol=1e-9)
     got = torch.stack(angles(rr), -1)
     assert torch.allclose(got, torch.stack([yaw, pitch, roll], -1).double(), atol=1e-6)

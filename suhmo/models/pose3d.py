@@ -101,11 +101,6 @@ def fit_pose(sts: Tensor, sx: Tensor) -> Tuple[Tensor, Tensor]:
     return s, torch.stack([r0, r1, torch.linalg.cross(r0, r1, dim=-1)], 1)
 
 
-def _shape_moments(xc: Tensor, shape: Tensor) -> Tuple[Tensor, Tensor]:
-    """``S^T S`` and ``S^T x`` of explicit shapes ``[N, P, 3]`` and frames ``[N, P, 2]``."""
-    return torch.einsum("npc,npd->ncd", shape, shape), torch.einsum("npc,npj->ncj", shape, xc)
-
-
 class Pose3DSpace(nn.Module):
     """Head pose + K expression coefficients over the reference's fixed 3-D shape (module docstring)."""
 
