@@ -178,6 +178,7 @@ class LossConfig:
     motion_dims: Annotated[str, OneOf("all", "pose")] = "all"  # loss.w_motion matches every state dimension, or only the head pose (x, y, log scale, roll; needs model.space=semantic)
     w_motion_mean: Annotated[float, _at_least(ge=0)] = 0.0  # the first moment beside loss.w_motion's second (losses.motion_bias_loss): the batch's mean displacement per state dimension over the generated span, generated vs real, in units of the real rms displacement; against a shared push of every sample one way (drift; with the cpu preset, 3 seeds: drift 0.18 -> 0.08 but speed 0.73 -> 0.59, so off there: experiments/README.md); 0 = off (paper)
     motion_mean_scale: Annotated[str, OneOf("batch", "state")] = "batch"  # loss.w_motion_mean's unit per dimension: the real windows' rms displacement over the span (batch) or the real states' sd over the batch's frames (state; stabler)
+    w_motion_spread: Annotated[float, _at_least(ge=0)] = 0.0  # where the batch's states go from where they started (losses.motion_spread_loss): each state dimension's regression of the displacement on the start state and its spread over the batch, over the later half of the generated span, generated vs real; against heads that all slide to the mean pose (a turned head swinging frontal); 0 = off (paper)
 
 
 @dataclass
@@ -315,7 +316,8 @@ class Config:
         if c.loss.motion_lag_long and c.loss.motion_lag_long >= c.data.seq_len:
             raise ConfigError(f"loss.motion_lag_long={c.loss.motion_lag_long}: must be shorter than the training "
                               f"windows (data.seq_len={c.data.seq_len})")
-        if (c.loss.w_motion > 0 or c.loss.w_motion_mean > 0) and c.loss.motion_dims == "pose" \
+        if (c.loss.w_motion > 0 or c.loss.w_motion_mean > 0 or c.loss.w_motion_spread > 0) \
+                and c.loss.motion_dims == "pose" \
                 and c.model.space == "landmarks":
             raise ConfigError(f"loss.motion_dims=pose with model.space={c.model.space!r}: only a semantic or pose3d "
                               "state has head-pose dimensions; set model.space=semantic or loss.motion_dims=all")

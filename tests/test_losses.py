@@ -212,6 +212,46 @@ def test_motion_bias_sees_a_batch_that_moves_one_way_together():
     assert float(losses.motion_bias_loss(obs_moved, real, T - 6)) < 1e-10
 
 
+def test_motion_spread_sees_heads_that_slide_to_the_mean_pose():
+    """loss.w_motion_spread: real heads from different start poses keep their distance (they
+    move about their own start); a batch that moves as fast but slides halfway to the batch's
+    mean pose costs more than the real batch's own samples, the motion statistics hardly see it,
+    and the gradient of the slide removes it. A shared push of every sample (the first moment's
+    concern) leaves the spread and the regression on the start unchanged."""
+    torch.manual_seed(4)
+    B, T = 64, 41
+    start = 0.5 + 0.05 * torch.randn(B, 1, 68, 2)  # different people and poses
+    real = start + torch.cumsum(0.003 * torch.randn(B, T, 68, 2), 1) - 0.003 * torch.randn(B, 1, 68, 2)
+    real[:, :1] = start
+    perm_real = real.clone()
+    assert float(losses.motion_spread_loss(perm_real, real, T - 1)) < 1e-10
+    ramp = torch.linspace(0, 1, T).view(1, T, 1, 1)
+    mean0 = start.mean(0, keepdim=True)
+
+    def slid(a):
+        return real - a * ramp * (start - mean0)  # each head moves towards the mean pose
+
+    spread = float(losses.motion_spread_loss(slid(0.5), real, T - 1))
+    assert spread > 0.05
+    assert spread > 3 * float(losses.motion_stats_loss(slid(0.5), real, T - 1, 5))
+    gain = torch.tensor(0.5, requires_grad=True)
+    losses.motion_spread_loss(slid(gain), real, T - 1).backward()
+    assert float(gain.grad) > 0  # descending the loss undoes the slide
+    push = ramp * 0.02 * torch.randn(1, 1, 68, 2)
+    assert float(losses.motion_spread_loss(real + push, real, T - 1)) < 1e-8
+
+
+def test_motion_spread_term_is_weighted_into_the_generator_loss():
+    cfg, G, D, real, out, fake, plan = setup(**{"loss.w_motion_spread": 0.5})
+    loss, logs = objectives.g_step_loss(D, fake, real, out, plan, cfg, lam=0.5)
+    expected = (logs["g_adv_seq"] + logs["g_adv_joint"] + logs["g_adv_frame"] + 0.5 * logs["g_l2"]
+                + 0.5 * logs["g_motion_spread"])
+    assert "g_motion" not in logs and "g_motion_mean" not in logs
+    assert logs["g_motion_spread"] > 0 and math.isclose(float(loss.detach()), expected, rel_tol=1e-5, abs_tol=1e-6)
+    with pytest.raises(ConfigError, match="loss.motion_dims=pose with model.space='landmarks'"):
+        make_config("tiny", overrides={"loss.w_motion_spread": 1.0, "loss.motion_dims": "pose"})
+
+
 def test_motion_bias_term_is_weighted_into_the_generator_loss():
     cfg, G, D, real, out, fake, plan = setup(**{"loss.w_motion_mean": 0.5})
     loss, logs = objectives.g_step_loss(D, fake, real, out, plan, cfg, lam=0.5)

@@ -23,7 +23,8 @@ def test_targets_scores_a_semantic_model_beside_the_yardsticks(tmp_path, monkeyp
     assert done.returncode == 0, done.stderr[-2000:]
     out = tmp_path / "t.json"
     done = subprocess.run([sys.executable, str(REPO / "experiments" / "targets.py"), f"tiny={run / 'last.pt'}",
-                           "--data", str(dev_data), "--poses", "4", "--probe", "--json", str(out)],
+                           "--data", str(dev_data), "--poses", "4", "--probe", "--fidelity", "--long", "400",
+                           "--json", str(out)],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     text = done.stdout
@@ -36,6 +37,12 @@ def test_targets_scores_a_semantic_model_beside_the_yardsticks(tmp_path, monkeyp
     assert rows["tiny"]["n"] == 1 and rows["tiny"]["mean"]["fd_clip40"] > 0
     line = next(r for r in text.splitlines() if r.startswith("tiny"))
     assert line.count("+") + line.count("-") >= 6  # every target marked met or missed
+    # --fidelity: the fidelity table, and the main table checks the lively issue's tighter targets
+    assert "fd_clip40 <= 2x real" in text and "motion_energy in [0.85, 1.15]" in text
+    assert "fidelity targets:" in text and 0 <= rows["tiny"]["mean"]["fid.pose_mem_err"] <= 2
+    assert rows["tiny"]["mean"]["fid.spread_yaw"] >= 0 and "spread_yaw" in text
+    fid_line = [r for r in text.splitlines() if r.startswith("tiny")][-1]
+    assert fid_line.count("+") + fid_line.count("-") >= 9 + 3 + 4  # memory cells, speeds, long probe
 
 
 def test_targets_without_its_data_says_so(tmp_path):
