@@ -43,6 +43,23 @@ def test_targets_scores_a_semantic_model_beside_the_yardsticks(tmp_path, monkeyp
     assert rows["tiny"]["mean"]["fid.spread_yaw"] >= 0 and "spread_yaw" in text
     fid_line = [r for r in text.splitlines() if r.startswith("tiny")][-1]
     assert fid_line.count("+") + fid_line.count("-") >= 9 + 3 + 4  # memory cells, speeds, long probe
+    # experiments/pose_spread.py: each proxy's spread and memory of the reference, frame by frame
+    done = subprocess.run([sys.executable, str(REPO / "experiments" / "pose_spread.py"), f"tiny={run / 'last.pt'}",
+                           "--data", str(dev_data), "--poses", "4", "--at", "0,40"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [r.split() for r in done.stdout.splitlines() if r.startswith(("real continuation", "tiny"))]
+    assert [r[2] if r[0] == "real" else r[1] for r in lines] == ["yaw", "pitch", "roll"] * 2
+    assert all(r[r.index("/") + 1] == "1.00" for r in lines)  # frame 0 is the reference itself
+
+
+def test_pose_spread_refuses_frames_beyond_its_horizon(tmp_path, dev_data):
+    done = subprocess.run([sys.executable, str(REPO / "experiments" / "pose_spread.py"), "--data", str(dev_data),
+                           "--at", "0,400"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "--at 0,400: frames between 0 and 200" in done.stderr
+    done = subprocess.run([sys.executable, str(REPO / "experiments" / "pose_spread.py"), "--data",
+                           str(tmp_path / "nope.npz")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "nope.npz not found" in done.stderr
 
 
 def test_targets_without_its_data_says_so(tmp_path):
