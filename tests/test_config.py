@@ -109,7 +109,7 @@ def test_registry_choices_are_read_from_the_registries_without_torch():
 # Deliberate preset changes since the dump at 0cea087: (preset, key) -> value, each with its
 # reason in experiments/README.md ("Preset history"). Anything else that differs is a regression.
 PRESET_CHANGES_SINCE_0CEA087: dict[tuple[str, str], object] = {
-    # session 15, issue 27 ("Heads as fast as people and keeping their pose"): the lively recipe
+    # the lively recipe (experiments/README.md, "Heads as fast as people and keeping their pose")
     ("cpu", "model.semantic_k"): 12, ("cpu", "model.noise_g"): 32, ("cpu", "loss.w_motion"): 2.5,
     ("cpu", "loss.w_motion_spread"): 5.0, ("cpu", "loss.w_frame"): 1.393, ("cpu", "optim.lr_g"): 5.81e-4,
     ("cpu", "optim.lr_d"): 3.47e-4, ("cpu", "train.eval_every"): 125,
